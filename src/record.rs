@@ -1,0 +1,261 @@
+//! The records the collector writes and reads: the seed's `TrainingExample` (field names kept
+//! exactly, so existing consumers of the seed's files keep working), the correction record, the
+//! feedback event and the rejected-input record.
+//!
+//! Every record is one JSON object on one line of a segment file (see `segment`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// How strongly an example belongs to the configured domain (seed `_assess_relevance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relevance {
+    Low,
+    Medium,
+    High,
+}
+
+impl Relevance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relevance::Low => "low",
+            Relevance::Medium => "medium",
+            Relevance::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Relevance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Relevance::Low),
+            "medium" => Ok(Relevance::Medium),
+            "high" => Ok(Relevance::High),
+            other => Err(format!(
+                "unknown quality level {other:?}: expected high, medium or low"
+            )),
+        }
+    }
+}
+
+/// A thumbs up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Feedback {
+    Positive,
+    Negative,
+}
+
+impl Feedback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feedback::Positive => "positive",
+            Feedback::Negative => "negative",
+        }
+    }
+}
+
+impl std::str::FromStr for Feedback {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "positive" => Ok(Feedback::Positive),
+            "negative" => Ok(Feedback::Negative),
+            other => Err(format!(
+                "feedback must be \"positive\" or \"negative\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The seed's `metadata` dict. The six seed keys always serialize (as `null` when unknown);
+/// anything else (request id, origin file and offset, `was_used`, ...) rides in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Metadata {
+    pub skill_used: Option<String>,
+    pub tier_handled: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub user_id: Option<String>,
+    pub prompt_tokens: usize,
+    pub response_tokens: usize,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Metadata {
+    /// The service's own request id, when the log line carried one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.extra.get("request_id").and_then(Value::as_str)
+    }
+}
+
+/// The seed's `quality` dict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub user_feedback: Option<Feedback>,
+    pub was_corrected: bool,
+    pub verified_accurate: Option<bool>,
+    pub domain_relevance: Relevance,
+    pub auto_score: f64,
+}
+
+/// One captured interaction (seed `TrainingExample`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingExample {
+    pub id: String,
+    pub timestamp: String,
+    pub source: String,
+    pub prompt: String,
+    pub response: String,
+    pub metadata: Metadata,
+    pub quality: Quality,
+    pub tags: Vec<String>,
+    pub project_context: String,
+    pub include_in_training: bool,
+}
+
+impl TrainingExample {
+    /// Seed `add_feedback` applied in place: the feedback, and `verified_accurate` on positive.
+    pub fn apply_feedback(&mut self, feedback: Feedback) {
+        self.quality.user_feedback = Some(feedback);
+        if feedback == Feedback::Positive {
+            self.quality.verified_accurate = Some(true);
+        }
+    }
+}
+
+/// The correction's own `quality` dict (seed: constant "very_high" / "high").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrectionQuality {
+    pub learning_value: String,
+    pub domain_relevance: String,
+}
+
+impl Default for CorrectionQuality {
+    fn default() -> Self {
+        CorrectionQuality {
+            learning_value: "very_high".into(),
+            domain_relevance: "high".into(),
+        }
+    }
+}
+
+/// A human correction of an answer (seed `record_correction`), plus the links that let export
+/// replace the original: the original's example id or request id when the sender knew them,
+/// and the id of the `verified_correction` example captured with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrectionRecord {
+    pub id: String,
+    pub timestamp: String,
+    pub source: String,
+    pub original_prompt: String,
+    pub original_response: String,
+    pub corrected_response: String,
+    pub correction_reason: Option<String>,
+    pub corrector: String,
+    pub quality: CorrectionQuality,
+    pub tags: Vec<String>,
+    pub include_in_training: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_example_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example_id: Option<String>,
+}
+
+/// A thumbs up/down that refers to an example by its id or by the service's request id.
+/// Written to the feedback stream when it could not be applied to a buffered example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackEvent {
+    /// Deterministic id of the event itself, so a re-delivered event is recognised.
+    pub id: String,
+    pub timestamp: String,
+    /// Example id (`train_...`) or the service's request id.
+    pub target: String,
+    pub feedback: Feedback,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Input that could not be used, kept with the reason so nothing is lost silently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    pub timestamp: String,
+    /// The file (log or spool) the input came from.
+    pub source: String,
+    /// Byte offset of the line in that file (log), or the 1-based line number (spool).
+    pub offset: u64,
+    pub reason: String,
+    /// Length of the raw input in bytes; `raw` holds at most the first few KiB of it.
+    pub raw_len: usize,
+    pub raw: String,
+}
+
+/// How much of a rejected line is kept in its record.
+pub const REJECTED_RAW_CAP: usize = 4096;
+
+impl RejectedRecord {
+    pub fn new(source: &str, offset: u64, reason: impl Into<String>, raw: &[u8]) -> Self {
+        let capped = &raw[..raw.len().min(REJECTED_RAW_CAP)];
+        RejectedRecord {
+            timestamp: crate::clock::now_rfc3339(),
+            source: source.to_string(),
+            offset,
+            reason: reason.into(),
+            raw_len: raw.len(),
+            raw: String::from_utf8_lossy(capped).into_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line exactly as the seed's `json.dumps(asdict(ex))` writes it.
+    const SEED_LINE: &str = r#"{"id": "train_20261127_080000_1a2b3c4d", "timestamp": "2026-11-27T08:00:00.123456", "source": "chat", "prompt": "What's TPO production rate?", "response": "About 10 squares per crew day.", "metadata": {"skill_used": null, "tier_handled": null, "latency_ms": 812.5, "user_id": "u1", "prompt_tokens": 4, "response_tokens": 6}, "quality": {"user_feedback": null, "was_corrected": false, "verified_accurate": null, "domain_relevance": "medium", "auto_score": 0.6}, "tags": ["tpo", "labor"], "project_context": "general", "include_in_training": true}"#;
+
+    #[test]
+    fn seed_line_round_trips_with_the_same_fields() {
+        let ex: TrainingExample = serde_json::from_str(SEED_LINE).unwrap();
+        assert_eq!(ex.quality.domain_relevance, Relevance::Medium);
+        let back: Value = serde_json::to_value(&ex).unwrap();
+        let orig: Value = serde_json::from_str(SEED_LINE).unwrap();
+        assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn extra_metadata_survives_a_round_trip() {
+        let mut ex: TrainingExample = serde_json::from_str(SEED_LINE).unwrap();
+        ex.metadata
+            .extra
+            .insert("request_id".into(), Value::from("req-1"));
+        let line = serde_json::to_string(&ex).unwrap();
+        let back: TrainingExample = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.metadata.request_id(), Some("req-1"));
+        assert_eq!(back, ex);
+    }
+
+    #[test]
+    fn positive_feedback_verifies_negative_does_not() {
+        let mut ex: TrainingExample = serde_json::from_str(SEED_LINE).unwrap();
+        ex.apply_feedback(Feedback::Negative);
+        assert_eq!(ex.quality.verified_accurate, None);
+        ex.apply_feedback(Feedback::Positive);
+        assert_eq!(ex.quality.user_feedback, Some(Feedback::Positive));
+        assert_eq!(ex.quality.verified_accurate, Some(true));
+    }
+
+    #[test]
+    fn rejected_raw_is_capped_and_lossy() {
+        let raw = vec![0xffu8; REJECTED_RAW_CAP * 2];
+        let r = RejectedRecord::new("a.log", 7, "not UTF-8", &raw);
+        assert_eq!(r.raw_len, REJECTED_RAW_CAP * 2);
+        assert!(r.raw.chars().count() <= REJECTED_RAW_CAP);
+    }
+}
