@@ -5,4 +5,5 @@
 //! these modules, each with one job.
 
 pub mod clock;
+pub mod config;
 pub mod record;

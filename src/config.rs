@@ -1,0 +1,1093 @@
+//! The configuration: `config.toml` read once into a validated, typed [`Config`].
+//!
+//! Raw TOML is deserialized straight into typed values (durations like `"5s"`, sizes like
+//! `"64MiB"`, JSON Pointers, compiled patterns) so that nothing downstream ever sees a raw
+//! string it would have to re-check. Every key has a default (the seed's values), so a file
+//! that names only what differs is complete. Unknown keys, wrong types and bad values fail
+//! with the file, line and column and what was expected, via [`ConfigError`].
+//!
+//! Relative paths are resolved against the folder of the config file (or the working
+//! directory for the embedded default), so the daemon behaves the same whatever its cwd.
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The bundled `config.toml`, used when no config file exists at the default path.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config.toml");
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn at(path: &str, text: &str, offset: usize, message: String) -> ConfigError {
+        let (line, column) = line_col(text, offset);
+        ConfigError::Invalid {
+            path: path.to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed leaf values
+// ---------------------------------------------------------------------------------------
+
+/// A duration written as `"5s"`, `"250ms"`, `"1h"`, `"7d"` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}): expected a number with a unit, like \"500ms\", \"5s\", \"1h\""
+                ))
+            })
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// A size in bytes written as `"64MiB"`, `"512KB"`, `"1GiB"` or a plain integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num.parse().map_err(|_| {
+            format!("invalid size {s:?}: expected a number with a unit, like \"64MiB\"")
+        })?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?}: expected B, KB, KiB, MB, MiB, GB or GiB"
+                ))
+            }
+        };
+        let bytes = value * mult as f64;
+        if !(bytes.is_finite() && bytes >= 1.0) {
+            return Err(format!("invalid size {s:?}: must be at least 1 byte"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) if n >= 1 => Ok(ByteSize(n as u64)),
+            Raw::Int(n) => Err(de::Error::custom(format!(
+                "invalid size {n}: must be at least 1 byte"
+            ))),
+            Raw::Str(s) => ByteSize::parse(&s).map_err(de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let b = self.0;
+        for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= m && b % m == 0 {
+                return s.serialize_str(&format!("{}{unit}", b / m));
+            }
+        }
+        s.serialize_str(&format!("{b}B"))
+    }
+}
+
+/// An integer that must be at least 1 (buffer size, minimum example count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Positive(pub usize);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n >= 1 {
+            Ok(Positive(n as usize))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid value {n}: must be a whole number of at least 1"
+            )))
+        }
+    }
+}
+
+/// A JSON Pointer (RFC 6901), checked for syntax at load time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Pointer(pub String);
+
+impl<'de> Deserialize<'de> for Pointer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.starts_with('/') {
+            Ok(Pointer(s))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid JSON Pointer {s:?}: it must start with '/', like \"/prompt\" or \"/request/messages\""
+            )))
+        }
+    }
+}
+
+/// A regular expression compiled at load time.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s)
+            .map(Pattern)
+            .map_err(|e| de::Error::custom(format!("invalid regular expression {s:?}: {e}")))
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A listen address; `""` turns the endpoint off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(ListenAddr(None));
+        }
+        s.trim().parse().map(|a| ListenAddr(Some(a))).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid listen address {s:?}: expected host:port like \"127.0.0.1:9464\", or \"\" to turn it off"
+            ))
+        })
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMode {
+    /// Keywords match at word boundaries, allowing one inflection suffix.
+    Word,
+    /// Plain substring matching, exactly as the seed does it.
+    Substring,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub input: InputConfig,
+    pub buffer: BufferConfig,
+    pub output: OutputConfig,
+    pub spool: SpoolConfig,
+    pub domain: DomainConfig,
+    pub export: ExportConfig,
+    pub training: TrainingConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Glob patterns of the logs to tail (`**` allowed).
+    pub paths: Vec<String>,
+    pub start_at: StartAt,
+    pub max_line_bytes: ByteSize,
+    pub rotate_wait: HumanDuration,
+    pub rescan_interval: HumanDuration,
+    /// How much one file may be read in one pass before the others get their turn.
+    pub read_budget: ByteSize,
+    /// Field (top-level key, or a JSON Pointer when it starts with '/') = value pairs that a
+    /// line must carry to be an interaction.
+    #[serde(rename = "match")]
+    pub match_: IndexMap<String, toml::Value>,
+    pub fields: FieldsConfig,
+    pub events: EventsConfig,
+}
+
+/// Example field -> JSON Pointer candidates; the first that resolves to a value wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldsConfig {
+    pub prompt: Vec<Pointer>,
+    pub response: Vec<Pointer>,
+    /// OpenAI-style message lists: the last user message is the prompt, a system message is
+    /// kept in metadata, and an assistant message after the last user one is the response.
+    pub messages: Vec<Pointer>,
+    pub request_id: Vec<Pointer>,
+    pub timestamp: Vec<Pointer>,
+    pub skill_used: Vec<Pointer>,
+    pub tier_handled: Vec<Pointer>,
+    pub latency_ms: Vec<Pointer>,
+    pub user_id: Vec<Pointer>,
+    pub project_context: Vec<Pointer>,
+    pub source: Vec<Pointer>,
+    pub tags: Vec<Pointer>,
+}
+
+/// Feedback and correction events that arrive in the tailed log itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub feedback: FeedbackEventFields,
+    pub correction: CorrectionEventFields,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackEventFields {
+    /// Field = value pairs a line must carry to be a feedback event (empty = never).
+    #[serde(rename = "match")]
+    pub match_: IndexMap<String, toml::Value>,
+    /// The example id or the service's request id the feedback is about.
+    pub target: Vec<Pointer>,
+    pub value: Vec<Pointer>,
+    pub comment: Vec<Pointer>,
+    pub user: Vec<Pointer>,
+    pub timestamp: Vec<Pointer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrectionEventFields {
+    #[serde(rename = "match")]
+    pub match_: IndexMap<String, toml::Value>,
+    pub target: Vec<Pointer>,
+    pub original_prompt: Vec<Pointer>,
+    pub original_response: Vec<Pointer>,
+    pub corrected_response: Vec<Pointer>,
+    pub reason: Vec<Pointer>,
+    pub corrector: Vec<Pointer>,
+    pub timestamp: Vec<Pointer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    pub size: Positive,
+    pub flush_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub max_file_bytes: ByteSize,
+    pub rotate_interval: HumanDuration,
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub keep_processed: bool,
+    pub max_file_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainConfig {
+    pub match_mode: MatchMode,
+    pub high: Vec<String>,
+    pub medium: Vec<String>,
+    /// Tag -> patterns, in the order tags are reported.
+    pub tags: IndexMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub format: String,
+    pub min_quality: String,
+    pub include_corrections: bool,
+    pub min_prompt_chars: usize,
+    pub min_response_chars: usize,
+    /// Fraction of prompts (by hash) written to the validation file; 0 turns the split off.
+    pub val_fraction: f64,
+    /// Written as the system message by the `messages` format; empty = none.
+    pub system_prompt: String,
+    /// Extra PII patterns scrubbed from every output, besides emails and phone numbers.
+    pub pii_patterns: Vec<Pattern>,
+    /// Jaccard similarity over word shingles at which two prompts count as near duplicates.
+    pub near_dup_threshold: f64,
+    /// Default output path (relative to data_dir when relative).
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    pub min_examples: Positive,
+    pub sync_command: Vec<String>,
+    pub train_command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: ListenAddr,
+}
+
+// ---------------------------------------------------------------------------------------
+// Defaults (the seed's values; `config.toml` spells out the same, see the test below)
+// ---------------------------------------------------------------------------------------
+
+fn ptrs(list: &[&str]) -> Vec<Pointer> {
+    list.iter().map(|s| Pointer((*s).to_string())).collect()
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// The seed's `DOMAIN_KEYWORDS["high"]`.
+pub const SEED_HIGH: &[&str] = &[
+    "tpo",
+    "epdm",
+    "pvc",
+    "mod bit",
+    "bur",
+    "membrane",
+    "flashing",
+    "base flash",
+    "counter flash",
+    "reglet",
+    "07 50",
+    "07 52",
+    "07 54",
+    "07 55",
+    "07 60",
+    "07 62",
+    "polyiso",
+    "insulation",
+    "r-value",
+    "tapered",
+    "roof drain",
+    "scupper",
+    "overflow",
+    "cricket",
+    "curb",
+    "penetration",
+    "pitch pan",
+    "boot",
+    "submittal",
+    "shop drawing",
+    "rfi",
+    "change order",
+    "carlisle",
+    "firestone",
+    "gaf",
+    "johns manville",
+    "sika",
+];
+
+/// The seed's `DOMAIN_KEYWORDS["medium"]`.
+pub const SEED_MEDIUM: &[&str] = &[
+    "roof",
+    "waterproof",
+    "spec",
+    "detail",
+    "parapet",
+    "coping",
+    "edge metal",
+    "fascia",
+    "gutter",
+    "adhesive",
+    "fastener",
+    "seam",
+    "weld",
+    "architect",
+    "contractor",
+    "subcontract",
+];
+
+/// The seed's `TAG_PATTERNS`, in its order.
+pub const SEED_TAGS: &[(&str, &[&str])] = &[
+    ("tpo", &["tpo", "thermoplastic polyolefin"]),
+    ("epdm", &["epdm", "rubber membrane", "ethylene propylene"]),
+    ("pvc", &["pvc membrane", "polyvinyl chloride"]),
+    ("mod-bit", &["modified bitumen", "mod bit", "sbs", "app"]),
+    ("bur", &["built-up", "bur", "tar and gravel"]),
+    ("membrane", &["membrane", "single-ply", "sheet goods"]),
+    ("flashing", &["flashing", "flash", "termination"]),
+    (
+        "insulation",
+        &["insulation", "polyiso", "iso board", "eps", "xps"],
+    ),
+    ("drains", &["drain", "scupper", "overflow", "leader"]),
+    ("specs", &["spec", "specification", "section 07"]),
+    (
+        "estimating",
+        &["estimate", "takeoff", "quantity", "bid", "cost"],
+    ),
+    (
+        "labor",
+        &[
+            "labor",
+            "man-hour",
+            "production rate",
+            "crew",
+            "productivity",
+        ],
+    ),
+    (
+        "safety",
+        &["osha", "safety", "fall protection", "harness", "guardrail"],
+    ),
+    (
+        "submittals",
+        &["submittal", "product data", "shop drawing", "samples"],
+    ),
+    (
+        "rfi",
+        &[
+            "rfi",
+            "request for information",
+            "clarification",
+            "conflict",
+        ],
+    ),
+    (
+        "change-order",
+        &["change order", "pco", "t&m", "extra work"],
+    ),
+    (
+        "quality",
+        &["inspection", "punch list", "defect", "warranty"],
+    ),
+    (
+        "scheduling",
+        &["schedule", "duration", "sequence", "phasing"],
+    ),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./training_data"),
+            log_level: "info".into(),
+            input: InputConfig::default(),
+            buffer: BufferConfig::default(),
+            output: OutputConfig::default(),
+            spool: SpoolConfig::default(),
+            domain: DomainConfig::default(),
+            export: ExportConfig::default(),
+            training: TrainingConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        let mut match_ = IndexMap::new();
+        match_.insert("event".to_string(), toml::Value::from("interaction"));
+        InputConfig {
+            paths: vec!["./logs/*.jsonl".into()],
+            start_at: StartAt::Beginning,
+            max_line_bytes: ByteSize(1 << 20),
+            rotate_wait: HumanDuration(Duration::from_secs(30)),
+            rescan_interval: HumanDuration(Duration::from_secs(1)),
+            read_budget: ByteSize(256 << 10),
+            match_,
+            fields: FieldsConfig::default(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+impl Default for FieldsConfig {
+    fn default() -> Self {
+        FieldsConfig {
+            prompt: ptrs(&["/prompt", "/query"]),
+            response: ptrs(&["/response", "/completion", "/output"]),
+            messages: ptrs(&["/messages"]),
+            request_id: ptrs(&["/request_id"]),
+            timestamp: ptrs(&["/timestamp", "/ts"]),
+            skill_used: ptrs(&["/skill_used", "/skill"]),
+            tier_handled: ptrs(&["/tier"]),
+            latency_ms: ptrs(&["/latency_ms"]),
+            user_id: ptrs(&["/user_id"]),
+            project_context: ptrs(&["/project"]),
+            source: ptrs(&["/source"]),
+            tags: ptrs(&["/tags"]),
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        let mut fb = IndexMap::new();
+        fb.insert("event".to_string(), toml::Value::from("feedback"));
+        let mut corr = IndexMap::new();
+        corr.insert("event".to_string(), toml::Value::from("correction"));
+        EventsConfig {
+            feedback: FeedbackEventFields {
+                match_: fb,
+                target: ptrs(&["/example_id", "/request_id", "/target"]),
+                value: ptrs(&["/feedback", "/value", "/rating"]),
+                comment: ptrs(&["/comment"]),
+                user: ptrs(&["/user_id", "/user"]),
+                timestamp: ptrs(&["/timestamp", "/ts"]),
+            },
+            correction: CorrectionEventFields {
+                match_: corr,
+                target: ptrs(&["/example_id", "/request_id", "/target"]),
+                original_prompt: ptrs(&["/original_prompt", "/prompt"]),
+                original_response: ptrs(&["/original_response", "/response"]),
+                corrected_response: ptrs(&["/corrected_response", "/corrected"]),
+                reason: ptrs(&["/reason", "/correction_reason"]),
+                corrector: ptrs(&["/corrector", "/user_id"]),
+                timestamp: ptrs(&["/timestamp", "/ts"]),
+            },
+        }
+    }
+}
+
+impl Default for FeedbackEventFields {
+    fn default() -> Self {
+        EventsConfig::default().feedback
+    }
+}
+
+impl Default for CorrectionEventFields {
+    fn default() -> Self {
+        EventsConfig::default().correction
+    }
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            size: Positive(50),
+            flush_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            max_file_bytes: ByteSize(64 << 20),
+            rotate_interval: HumanDuration(Duration::from_secs(3600)),
+            fsync: true,
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: PathBuf::from("./spool"),
+            keep_processed: false,
+            max_file_bytes: ByteSize(16 << 20),
+        }
+    }
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            match_mode: MatchMode::Word,
+            high: strings(SEED_HIGH),
+            medium: strings(SEED_MEDIUM),
+            tags: SEED_TAGS
+                .iter()
+                .map(|(t, p)| ((*t).to_string(), strings(p)))
+                .collect(),
+        }
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            format: "prompt-response".into(),
+            min_quality: "medium".into(),
+            include_corrections: true,
+            min_prompt_chars: 10,
+            min_response_chars: 20,
+            val_fraction: 0.0,
+            system_prompt: String::new(),
+            pii_patterns: Vec::new(),
+            near_dup_threshold: 0.8,
+            output: PathBuf::from("training_export.jsonl"),
+        }
+    }
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            min_examples: Positive(500),
+            sync_command: Vec::new(),
+            train_command: Vec::new(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: ListenAddr(Some(SocketAddr::from(([127, 0, 0, 1], 9464)))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------
+
+/// Where a configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// The bundled default, used when the default `./config.toml` does not exist.
+    Embedded,
+}
+
+impl Config {
+    /// Loads and validates a config file. With `explicit == false` (the path is only the
+    /// default `./config.toml`) a missing file falls back to the embedded default.
+    pub fn load(path: &Path, explicit: bool) -> Result<(Config, ConfigSource), ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let base = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let cfg = Config::parse(&text, &path.display().to_string(), &base)?;
+                Ok((cfg, ConfigSource::File(path.to_path_buf())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                let cfg =
+                    Config::parse(EMBEDDED_DEFAULT, "<embedded config.toml>", Path::new("."))?;
+                Ok((cfg, ConfigSource::Embedded))
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates config text; `name` labels errors, `base` resolves relative paths.
+    pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            ConfigError::at(name, text, offset, e.message().trim().to_string())
+        })?;
+        cfg.validate(text, name)?;
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Checks that need more than one value's type: each error points at the offending key.
+    fn validate(&self, text: &str, name: &str) -> Result<(), ConfigError> {
+        let err = |key_path: &[&str], message: String| {
+            ConfigError::at(name, text, locate(text, key_path), message)
+        };
+        if self.input.paths.is_empty() {
+            return Err(err(
+                &["input", "paths"],
+                "input.paths is empty: name at least one log file glob".into(),
+            ));
+        }
+        for p in &self.input.paths {
+            if let Err(e) = glob::Pattern::new(p) {
+                return Err(err(
+                    &["input", "paths"],
+                    format!("invalid glob {p:?} in input.paths: {e}"),
+                ));
+            }
+        }
+        if self.input.fields.prompt.is_empty() && self.input.fields.messages.is_empty() {
+            return Err(err(
+                &["input", "fields", "prompt"],
+                "input.fields.prompt and input.fields.messages are both empty: the prompt cannot be found".into(),
+            ));
+        }
+        if self.input.fields.response.is_empty() && self.input.fields.messages.is_empty() {
+            return Err(err(
+                &["input", "fields", "response"],
+                "input.fields.response and input.fields.messages are both empty: the response cannot be found".into(),
+            ));
+        }
+        if self.input.rescan_interval.0.is_zero() {
+            return Err(err(
+                &["input", "rescan_interval"],
+                "input.rescan_interval must be longer than 0s".into(),
+            ));
+        }
+        if self.buffer.flush_interval.0.is_zero() {
+            return Err(err(
+                &["buffer", "flush_interval"],
+                "buffer.flush_interval must be longer than 0s".into(),
+            ));
+        }
+        if self.output.rotate_interval.0.is_zero() {
+            return Err(err(
+                &["output", "rotate_interval"],
+                "output.rotate_interval must be longer than 0s".into(),
+            ));
+        }
+        if let Err(e) = self.export.format.parse::<ExportFormatName>() {
+            return Err(err(&["export", "format"], e));
+        }
+        if let Err(e) = self.export.min_quality.parse::<crate::record::Relevance>() {
+            return Err(err(&["export", "min_quality"], e));
+        }
+        if !(0.0..1.0).contains(&self.export.val_fraction) {
+            return Err(err(
+                &["export", "val_fraction"],
+                format!(
+                    "export.val_fraction must be at least 0 and below 1, not {}",
+                    self.export.val_fraction
+                ),
+            ));
+        }
+        if !(self.export.near_dup_threshold > 0.0 && self.export.near_dup_threshold <= 1.0) {
+            return Err(err(
+                &["export", "near_dup_threshold"],
+                format!(
+                    "export.near_dup_threshold must be above 0 and at most 1, not {}",
+                    self.export.near_dup_threshold
+                ),
+            ));
+        }
+        for (key, list) in [("high", &self.domain.high), ("medium", &self.domain.medium)] {
+            if list.iter().any(|k| k.trim().is_empty()) {
+                return Err(err(
+                    &["domain", key],
+                    format!("domain.{key} contains an empty keyword"),
+                ));
+            }
+        }
+        for (tag, pats) in &self.domain.tags {
+            if pats.is_empty() || pats.iter().any(|p| p.trim().is_empty()) {
+                return Err(err(
+                    &["domain", "tags", tag],
+                    format!("domain.tags.{tag} needs at least one non-empty pattern"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &Path| -> PathBuf {
+            let joined = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            normalize(&joined)
+        };
+        self.data_dir = abs(&self.data_dir);
+        self.spool.dir = abs(&self.spool.dir);
+        if self.export.output.is_relative() {
+            self.export.output = self.data_dir.join(&self.export.output);
+        }
+        self.input.paths = self
+            .input
+            .paths
+            .iter()
+            .map(|p| abs(Path::new(p)).to_string_lossy().into_owned())
+            .collect();
+    }
+
+    /// Where checkpoints and other daemon state live.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
+
+    /// The effective configuration as TOML (defaults filled in, paths resolved).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// A stable digest of the effective configuration (recorded in export manifests).
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(self.to_toml().as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The export formats by name; the export module maps them to its own enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportFormatName;
+
+impl std::str::FromStr for ExportFormatName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "prompt-response" | "messages" | "prompt-completion" | "dpo" | "kto" => {
+                Ok(ExportFormatName)
+            }
+            other => Err(format!(
+                "unknown export format {other:?}: expected prompt-response, messages, prompt-completion, dpo or kto"
+            )),
+        }
+    }
+}
+
+/// Makes `base/./logs/../x` into `base/x` without touching the filesystem (globs may not
+/// exist yet, so `canonicalize` is not an option).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return normalize(&cwd.join(out));
+        }
+    }
+    out
+}
+
+/// Best-effort byte offset of `key_path` in the TOML text (for errors found after parsing).
+fn locate(text: &str, key_path: &[&str]) -> usize {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return 0;
+    };
+    let mut item = doc.as_item();
+    let mut found = 0;
+    for key in key_path {
+        let Some(table) = item.as_table_like() else {
+            break;
+        };
+        let Some((k, next)) = table.get_key_value(key) else {
+            break;
+        };
+        if let Some(span) = k.span() {
+            found = span.start;
+        }
+        if let Some(span) = next.span() {
+            found = span.start;
+        }
+        item = next;
+    }
+    found
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Embedded => f.write_str("<embedded config.toml>"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/base"))
+    }
+
+    fn invalid(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("expected an invalid-config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_bundled_config_equals_the_built_in_defaults() {
+        let bundled = parse(EMBEDDED_DEFAULT).expect("bundled config.toml parses");
+        let empty = parse("").unwrap();
+        assert_eq!(bundled, empty);
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let cfg = parse("[buffer]\nsize = 7\n").unwrap();
+        assert_eq!(cfg.buffer.size, Positive(7));
+        assert_eq!(
+            cfg.buffer.flush_interval,
+            HumanDuration(Duration::from_secs(5))
+        );
+        assert_eq!(cfg.domain.high.len(), SEED_HIGH.len());
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let cfg = parse(
+            "[input]\nmax_line_bytes = \"2MiB\"\nrotate_wait = \"250ms\"\n[output]\nmax_file_bytes = 4096\n[metrics]\nlisten = \"\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.input.max_line_bytes, ByteSize(2 << 20));
+        assert_eq!(cfg.input.rotate_wait.0, Duration::from_millis(250));
+        assert_eq!(cfg.output.max_file_bytes, ByteSize(4096));
+        assert_eq!(cfg.metrics.listen, ListenAddr(None));
+    }
+
+    #[test]
+    fn paths_resolve_against_the_config_folder() {
+        let cfg = parse("data_dir = \"data\"\n[input]\npaths = [\"../logs/*.jsonl\"]\n").unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/base/data"));
+        assert_eq!(cfg.input.paths, vec!["/logs/*.jsonl".to_string()]);
+        assert_eq!(
+            cfg.export.output,
+            PathBuf::from("/base/data/training_export.jsonl")
+        );
+    }
+
+    #[test]
+    fn a_typo_key_names_its_line() {
+        let (line, col, msg) = invalid("[buffer]\nsize = 5\nflush_intervall = \"5s\"\n");
+        assert_eq!((line, col), (3, 1));
+        assert!(msg.contains("unknown field `flush_intervall`"), "{msg}");
+        assert!(msg.contains("flush_interval"), "{msg}");
+    }
+
+    #[test]
+    fn a_negative_buffer_size_names_its_line() {
+        let (line, col, msg) = invalid("log_level = \"info\"\n[buffer]\nsize = -5\n");
+        assert_eq!((line, col), (3, 8));
+        assert!(msg.contains("at least 1"), "{msg}");
+    }
+
+    #[test]
+    fn an_unparsable_duration_names_its_line() {
+        let (line, _, msg) = invalid("[buffer]\nflush_interval = \"five seconds\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_size_unit_and_a_bad_pointer_are_refused() {
+        let (line, _, msg) = invalid("[output]\nmax_file_bytes = \"64 parsecs\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("size unit"), "{msg}");
+        let (line, _, msg) = invalid("[input.fields]\nprompt = [\"prompt\"]\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("JSON Pointer"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_key() {
+        let (line, _, msg) = invalid("[export]\n\nformat = \"csv\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("unknown export format"), "{msg}");
+        let (line, _, msg) = invalid("[input]\npaths = []\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("input.paths is empty"), "{msg}");
+    }
+
+    #[test]
+    fn the_effective_config_renders_and_reparses() {
+        let cfg = parse("[buffer]\nsize = 9\n").unwrap();
+        let again = Config::parse(&cfg.to_toml(), "again", Path::new("/")).unwrap();
+        assert_eq!(again, cfg);
+    }
+}
