@@ -4,6 +4,8 @@
 //! The binary (`src/main.rs`) only parses arguments and dispatches; everything else lives in
 //! these modules, each with one job.
 
+pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod enrich;
 pub mod record;

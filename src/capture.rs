@@ -1,0 +1,547 @@
+//! The seed's capture kinds as functions that build records: a chat interaction, a
+//! calculation, a spec Q&A, a generated document and a correction. Each keeps the seed's
+//! prompt/response formatting, `source` and tags exactly, and gets a deterministic id.
+//!
+//! Ids: `train_YYYYMMDD_HHMMSS_` + 16 hex digits of an MD5 over the interaction's identity
+//! (the request id when the log has one, else the source file's fingerprint and byte offset,
+//! or the spool event's id) and its content. The time part is the interaction's own
+//! timestamp; an interaction without one gets `00000000_000000`, because the capture time
+//! would give a re-read line a different id. Correction ids (`corr_...`) hash the event's
+//! identity and all four texts, so two corrections in one second never collide.
+
+use crate::enrich::{token_count, Enricher};
+use crate::record::{CorrectionQuality, CorrectionRecord, Metadata, Quality, TrainingExample};
+use chrono::{DateTime, Utc};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+/// What makes one interaction distinct from every other, for its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The service's own request id.
+    RequestId(String),
+    /// A line of a tailed file: the file's stable fingerprint and the line's byte offset.
+    Position { fingerprint: String, offset: u64 },
+    /// An event from the spool or the CLI, identified by its own id.
+    Event(String),
+}
+
+impl Identity {
+    fn key(&self) -> String {
+        match self {
+            Identity::RequestId(r) => format!("req\u{1f}{r}"),
+            Identity::Position {
+                fingerprint,
+                offset,
+            } => format!("pos\u{1f}{fingerprint}\u{1f}{offset}"),
+            Identity::Event(e) => format!("evt\u{1f}{e}"),
+        }
+    }
+}
+
+/// A chat interaction as the seed's `capture()` takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Interaction {
+    pub prompt: String,
+    pub response: String,
+    /// Defaults to "chat".
+    pub source: Option<String>,
+    pub skill_used: Option<String>,
+    pub tier: Option<String>,
+    pub latency_ms: Option<f64>,
+    /// Given tags replace the auto tags (seed semantics).
+    pub tags: Option<Vec<String>>,
+    /// Defaults to "general".
+    pub project: Option<String>,
+    pub user_id: Option<String>,
+    pub request_id: Option<String>,
+    /// The interaction's own time; `None` stamps the capture time.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Extra metadata keys (origin file, offset, system prompt, ...).
+    pub extra: Map<String, Value>,
+}
+
+fn md5_hex16(parts: &[&str]) -> String {
+    let mut h = Md5::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1e]);
+    }
+    let d = h.finalize();
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn id_time(ts: Option<DateTime<Utc>>) -> String {
+    match ts {
+        Some(t) => t.format("%Y%m%d_%H%M%S").to_string(),
+        None => "00000000_000000".to_string(),
+    }
+}
+
+/// The deterministic example id for an interaction.
+pub fn example_id(
+    identity: &Identity,
+    timestamp: Option<DateTime<Utc>>,
+    prompt: &str,
+    response: &str,
+) -> String {
+    format!(
+        "train_{}_{}",
+        id_time(timestamp),
+        md5_hex16(&[&identity.key(), prompt, response])
+    )
+}
+
+/// Seed `capture()`: builds the example (enriched, tagged, with a deterministic id).
+pub fn capture(enricher: &Enricher, identity: &Identity, it: Interaction) -> TrainingExample {
+    let enrichment = enricher.enrich(&it.prompt, &it.response);
+    let tags = it.tags.unwrap_or(enrichment.tags);
+    let id = example_id(identity, it.timestamp, &it.prompt, &it.response);
+    let timestamp = crate::clock::rfc3339(it.timestamp.unwrap_or_else(crate::clock::now));
+    let mut extra = it.extra;
+    if let Some(r) = it.request_id {
+        extra.insert("request_id".into(), Value::String(r));
+    }
+    TrainingExample {
+        id,
+        timestamp,
+        source: it.source.unwrap_or_else(|| "chat".to_string()),
+        prompt: it.prompt.trim().to_string(),
+        response: it.response.trim().to_string(),
+        metadata: Metadata {
+            skill_used: it.skill_used,
+            tier_handled: it.tier,
+            latency_ms: it.latency_ms,
+            user_id: it.user_id,
+            prompt_tokens: token_count(&it.prompt),
+            response_tokens: token_count(&it.response),
+            extra,
+        },
+        quality: Quality {
+            user_feedback: None,
+            was_corrected: false,
+            verified_accurate: None,
+            domain_relevance: enrichment.relevance,
+            auto_score: enrichment.auto_score,
+        },
+        tags,
+        project_context: it.project.unwrap_or_else(|| "general".to_string()),
+        include_in_training: true,
+    }
+}
+
+/// A calculation (seed `capture_calculation`).
+#[derive(Debug, Clone)]
+pub struct Calculation {
+    pub description: String,
+    pub inputs: Map<String, Value>,
+    pub formula: String,
+    pub result: Value,
+    pub explanation: String,
+    pub verified: bool,
+}
+
+/// Why a capture kind's fields cannot make an example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureError {
+    #[error("calculation description is empty (its first word becomes a tag)")]
+    EmptyDescription,
+}
+
+/// Seed `capture_calculation`: `Calculate {description}: {json.dumps(inputs)}`.
+pub fn calculation(
+    enricher: &Enricher,
+    identity: &Identity,
+    calc: Calculation,
+    base: Interaction,
+) -> Result<TrainingExample, CaptureError> {
+    let first = calc
+        .description
+        .split_whitespace()
+        .next()
+        .ok_or(CaptureError::EmptyDescription)?
+        .to_lowercase();
+    let prompt = format!(
+        "Calculate {}: {}",
+        calc.description,
+        python_json(&Value::Object(calc.inputs))
+    );
+    let response = format!(
+        "{}\n\nFormula: {}\nResult: {}",
+        calc.explanation,
+        calc.formula,
+        python_str(&calc.result)
+    );
+    let source = if calc.verified {
+        "verified_calculation"
+    } else {
+        "calculation"
+    };
+    Ok(capture(
+        enricher,
+        identity,
+        Interaction {
+            prompt,
+            response,
+            source: Some(source.into()),
+            tags: Some(vec!["calculation".into(), first]),
+            ..base
+        },
+    ))
+}
+
+/// Seed `capture_spec_qa`: the answer plus an optional quoted spec reference.
+pub fn spec_qa(
+    enricher: &Enricher,
+    identity: &Identity,
+    spec_section: &str,
+    question: String,
+    answer: String,
+    quote: Option<&str>,
+    base: Interaction,
+) -> TrainingExample {
+    let mut response = answer;
+    if let Some(q) = quote.filter(|q| !q.is_empty()) {
+        response.push_str(&format!("\n\nSpec reference: \"{q}\""));
+    }
+    capture(
+        enricher,
+        identity,
+        Interaction {
+            prompt: question,
+            response,
+            source: Some("spec_interpretation".into()),
+            tags: Some(vec!["specs".into(), spec_section.replace(' ', "-")]),
+            ..base
+        },
+    )
+}
+
+/// Seed `capture_document`: `{doc_type}_generation` with `was_used` and `modifications`.
+#[allow(clippy::too_many_arguments)]
+pub fn document(
+    enricher: &Enricher,
+    identity: &Identity,
+    doc_type: &str,
+    prompt: String,
+    generated_doc: String,
+    was_used: bool,
+    modifications: &str,
+    base: Interaction,
+) -> TrainingExample {
+    let mut ex = capture(
+        enricher,
+        identity,
+        Interaction {
+            prompt,
+            response: generated_doc,
+            source: Some(format!("{doc_type}_generation")),
+            tags: Some(vec![doc_type.to_string(), "document-generation".into()]),
+            ..base
+        },
+    );
+    ex.metadata
+        .extra
+        .insert("was_used".into(), Value::Bool(was_used));
+    ex.metadata
+        .extra
+        .insert("modifications".into(), Value::String(modifications.into()));
+    ex
+}
+
+/// A correction as it arrives.
+#[derive(Debug, Clone, Default)]
+pub struct Correction {
+    pub original_prompt: String,
+    pub original_response: String,
+    pub corrected_response: String,
+    pub reason: Option<String>,
+    /// Defaults to "user".
+    pub corrector: Option<String>,
+    /// The original's example id or the service's request id, when the sender knows it.
+    pub target: Option<String>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// Seed `record_correction`: the correction record plus the `verified_correction` example
+/// (the original prompt with the corrected response, tagged from both).
+pub fn correction(
+    enricher: &Enricher,
+    identity: &Identity,
+    c: Correction,
+) -> (CorrectionRecord, TrainingExample) {
+    let tags = enricher.auto_tags(&c.original_prompt, &c.corrected_response);
+    let key = identity.key();
+    let id = format!(
+        "corr_{}_{}",
+        id_time(c.timestamp),
+        md5_hex16(&[
+            &key,
+            &c.original_prompt,
+            &c.original_response,
+            &c.corrected_response
+        ])
+    );
+    let example = capture(
+        enricher,
+        &Identity::Event(format!("{key}\u{1f}corrected")),
+        Interaction {
+            prompt: c.original_prompt.clone(),
+            response: c.corrected_response.clone(),
+            source: Some("verified_correction".into()),
+            tags: Some(tags.clone()),
+            timestamp: c.timestamp,
+            ..Interaction::default()
+        },
+    );
+    let (original_example_id, original_request_id) = match c.target {
+        Some(t) if t.starts_with("train_") => (Some(t), None),
+        Some(t) => (None, Some(t)),
+        None => (None, None),
+    };
+    let record = CorrectionRecord {
+        id,
+        timestamp: example.timestamp.clone(),
+        source: "user_correction".into(),
+        original_prompt: c.original_prompt.trim().to_string(),
+        original_response: c.original_response.trim().to_string(),
+        corrected_response: c.corrected_response.trim().to_string(),
+        correction_reason: c.reason,
+        corrector: c.corrector.unwrap_or_else(|| "user".into()),
+        quality: CorrectionQuality::default(),
+        tags,
+        include_in_training: true,
+        original_example_id,
+        original_request_id,
+        example_id: Some(example.id.clone()),
+    };
+    (record, example)
+}
+
+/// Python's `json.dumps(v)` with default arguments: `", "` and `": "` separators and
+/// non-ASCII escaped as `\uXXXX`, so calculation prompts match the seed byte for byte.
+pub fn python_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_python_json(v, &mut out);
+    out
+}
+
+fn write_python_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&python_number(n)),
+        Value::String(s) => write_python_string(s, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_string(k, out);
+                out.push_str(": ");
+                write_python_json(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_python_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Python's `repr` of a JSON number: integers as is, floats with a `.0` when whole.
+fn python_number(n: &serde_json::Number) -> String {
+    if n.is_f64() {
+        let f = n.as_f64().unwrap_or(0.0);
+        if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
+            format!("{f:.1}")
+        } else {
+            n.to_string()
+        }
+    } else {
+        n.to_string()
+    }
+}
+
+/// Python's `str(result)` for a JSON value: strings bare, numbers as Python prints them,
+/// `True`/`False`/`None`, containers as `json.dumps` (close to Python's repr).
+pub fn python_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => python_number(n),
+        other => python_json(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DomainConfig;
+    use chrono::TimeZone;
+
+    fn enricher() -> Enricher {
+        Enricher::new(&DomainConfig::default())
+    }
+
+    fn at() -> Option<DateTime<Utc>> {
+        Some(Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 5).unwrap())
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let pos = |o| Identity::Position {
+            fingerprint: "abc".into(),
+            offset: o,
+        };
+        let a = example_id(&pos(0), at(), "p", "r");
+        assert_eq!(a, example_id(&pos(0), at(), "p", "r"));
+        assert!(a.starts_with("train_20261127_080005_"));
+        assert_eq!(a.len(), "train_20261127_080005_".len() + 16);
+        assert_ne!(a, example_id(&pos(1), at(), "p", "r"));
+        assert_ne!(a, example_id(&pos(0), at(), "p", "r2"));
+        assert!(example_id(&pos(0), None, "p", "r").starts_with("train_00000000_000000_"));
+    }
+
+    #[test]
+    fn capture_keeps_the_seed_fields() {
+        let ex = capture(
+            &enricher(),
+            &Identity::RequestId("req-1".into()),
+            Interaction {
+                prompt: "  What's the TPO seam overlap?  ".into(),
+                response: "2.5 inches per Carlisle.".into(),
+                request_id: Some("req-1".into()),
+                timestamp: at(),
+                ..Interaction::default()
+            },
+        );
+        assert_eq!(ex.prompt, "What's the TPO seam overlap?");
+        assert_eq!(ex.source, "chat");
+        assert_eq!(ex.project_context, "general");
+        assert_eq!(ex.metadata.prompt_tokens, 5);
+        assert_eq!(ex.metadata.request_id(), Some("req-1"));
+        assert_eq!(ex.timestamp, "2026-11-27T08:00:05.000000Z");
+        assert_eq!(ex.tags, vec!["tpo"]);
+    }
+
+    #[test]
+    fn calculation_formats_like_the_seed() {
+        let mut inputs = Map::new();
+        inputs.insert("area_sqft".into(), Value::from(12000));
+        inputs.insert("waste".into(), Value::from(0.1));
+        inputs.insert("note".into(), Value::from("café"));
+        let ex = calculation(
+            &enricher(),
+            &Identity::Event("e1".into()),
+            Calculation {
+                description: "Membrane quantity".into(),
+                inputs,
+                formula: "area * (1 + waste) / 100".into(),
+                result: Value::from(132.0),
+                explanation: "Squares of membrane needed.".into(),
+                verified: true,
+            },
+            Interaction::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            ex.prompt,
+            "Calculate Membrane quantity: {\"area_sqft\": 12000, \"waste\": 0.1, \"note\": \"caf\\u00e9\"}"
+        );
+        assert_eq!(
+            ex.response,
+            "Squares of membrane needed.\n\nFormula: area * (1 + waste) / 100\nResult: 132.0"
+        );
+        assert_eq!(ex.source, "verified_calculation");
+        assert_eq!(ex.tags, vec!["calculation", "membrane"]);
+    }
+
+    #[test]
+    fn spec_qa_and_document_keep_seed_tags() {
+        let e = enricher();
+        let ex = spec_qa(
+            &e,
+            &Identity::Event("e2".into()),
+            "07 54 23",
+            "Min seam width?".into(),
+            "1.5 inches welded.".into(),
+            Some("Seams shall be 1.5 in."),
+            Interaction::default(),
+        );
+        assert_eq!(ex.tags, vec!["specs", "07-54-23"]);
+        assert_eq!(ex.source, "spec_interpretation");
+        assert!(ex
+            .response
+            .ends_with("\n\nSpec reference: \"Seams shall be 1.5 in.\""));
+        let doc = document(
+            &e,
+            &Identity::Event("e3".into()),
+            "rfi",
+            "Write an RFI".into(),
+            "RFI #12 ...".into(),
+            false,
+            "minor edits",
+            Interaction::default(),
+        );
+        assert_eq!(doc.source, "rfi_generation");
+        assert_eq!(doc.tags, vec!["rfi", "document-generation"]);
+        assert_eq!(doc.metadata.extra["was_used"], Value::Bool(false));
+        assert_eq!(doc.metadata.extra["modifications"], "minor edits");
+    }
+
+    #[test]
+    fn correction_links_and_never_collides() {
+        let e = enricher();
+        let c = Correction {
+            original_prompt: "What's the seam overlap for TPO?".into(),
+            original_response: "2 inches minimum".into(),
+            corrected_response: "2.5 inches minimum per most manufacturers.".into(),
+            target: Some("req-9".into()),
+            timestamp: at(),
+            ..Correction::default()
+        };
+        let (rec, ex) = correction(&e, &Identity::Event("a".into()), c.clone());
+        let (rec2, _) = correction(&e, &Identity::Event("b".into()), c);
+        assert_ne!(rec.id, rec2.id);
+        assert!(rec.id.starts_with("corr_20261127_080005_"));
+        assert_eq!(rec.original_request_id.as_deref(), Some("req-9"));
+        assert_eq!(rec.example_id.as_deref(), Some(ex.id.as_str()));
+        assert_eq!(ex.source, "verified_correction");
+        assert_eq!(ex.response, "2.5 inches minimum per most manufacturers.");
+        assert_eq!(ex.tags, rec.tags);
+    }
+}
