@@ -40,7 +40,7 @@ impl Identity {
 }
 
 /// A chat interaction as the seed's `capture()` takes it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Interaction {
     pub prompt: String,
     pub response: String,
@@ -250,7 +250,7 @@ pub fn document(
 }
 
 /// A correction as it arrives.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Correction {
     pub original_prompt: String,
     pub original_response: String,

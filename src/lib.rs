@@ -8,4 +8,5 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod enrich;
+pub mod mapping;
 pub mod record;

@@ -1,0 +1,474 @@
+//! Line -> event mapping: what one JSON line of the service's log means.
+//!
+//! The service's log format is not ours, so every field is found through a list of JSON
+//! Pointer candidates (first present wins) from `[input.fields]`. `[input.match]` decides
+//! which lines are interactions; `[input.events]` recognises feedback and corrections that
+//! the service logs itself. Other valid JSON is skipped (and counted by the caller); a line
+//! that is not a JSON object, or an interaction that lacks a prompt or response, is a
+//! [`Rejection`] with a reason a person can act on.
+
+use crate::capture::{Correction, Interaction};
+use crate::config::{InputConfig, Pointer};
+use crate::record::Feedback;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+/// A feedback event as it arrives (log line, spool or CLI).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackInput {
+    pub target: String,
+    pub feedback: Feedback,
+    pub comment: Option<String>,
+    pub user: Option<String>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// What a log line is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineEvent {
+    Interaction(Box<Interaction>),
+    Feedback(FeedbackInput),
+    Correction(Box<Correction>),
+    /// Valid JSON that is none of the above (heartbeats, cache hits, ...).
+    Skip,
+}
+
+/// Why a line could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// Field = value conditions compiled from a `match` table.
+#[derive(Debug, Clone)]
+struct Conditions(Vec<(String, Value)>);
+
+impl Conditions {
+    fn compile(table: &IndexMap<String, toml::Value>) -> Conditions {
+        Conditions(
+            table
+                .iter()
+                .map(|(k, v)| {
+                    let ptr = if k.starts_with('/') {
+                        k.clone()
+                    } else {
+                        format!("/{}", k.replace('~', "~0").replace('/', "~1"))
+                    };
+                    (ptr, toml_to_json(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn matches(&self, doc: &Value) -> bool {
+        self.0.iter().all(|(p, want)| doc.pointer(p) == Some(want))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The compiled mapping for one `[input]` configuration.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    interaction: Conditions,
+    feedback: Conditions,
+    correction: Conditions,
+    cfg: InputConfig,
+}
+
+impl Mapper {
+    pub fn new(cfg: &InputConfig) -> Mapper {
+        Mapper {
+            interaction: Conditions::compile(&cfg.match_),
+            feedback: Conditions::compile(&cfg.events.feedback.match_),
+            correction: Conditions::compile(&cfg.events.correction.match_),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Maps one complete line (UTF-8, without its terminator).
+    pub fn map(&self, line: &[u8]) -> Result<LineEvent, Rejection> {
+        let doc: Value =
+            serde_json::from_slice(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
+        if !doc.is_object() {
+            return Err(Rejection(format!(
+                "not a JSON object (a line must be one object, this is {})",
+                kind_of(&doc)
+            )));
+        }
+        if self.interaction.matches(&doc) {
+            return self
+                .interaction_of(&doc)
+                .map(|i| LineEvent::Interaction(Box::new(i)));
+        }
+        if !self.feedback.is_empty() && self.feedback.matches(&doc) {
+            return self.feedback_of(&doc).map(LineEvent::Feedback);
+        }
+        if !self.correction.is_empty() && self.correction.matches(&doc) {
+            return self
+                .correction_of(&doc)
+                .map(|c| LineEvent::Correction(Box::new(c)));
+        }
+        Ok(LineEvent::Skip)
+    }
+
+    fn interaction_of(&self, doc: &Value) -> Result<Interaction, Rejection> {
+        let f = &self.cfg.fields;
+        let messages = first(doc, &f.messages).and_then(Value::as_array);
+        let prompt = first_string(doc, &f.prompt)
+            .or_else(|| messages.and_then(|m| last_user_message(m)))
+            .ok_or_else(|| missing("prompt", &[&f.prompt, &f.messages]))?;
+        let response = first_string(doc, &f.response)
+            .or_else(|| messages.and_then(|m| assistant_after_last_user(m)))
+            .ok_or_else(|| missing("response", &[&f.response, &f.messages]))?;
+        let mut extra = Map::new();
+        if let Some(system) = messages.and_then(|m| system_message(m)) {
+            extra.insert("system_prompt".into(), Value::String(system));
+        }
+        Ok(Interaction {
+            prompt,
+            response,
+            source: first_string(doc, &f.source),
+            skill_used: first_string(doc, &f.skill_used),
+            tier: first_string(doc, &f.tier_handled),
+            latency_ms: first(doc, &f.latency_ms).and_then(as_f64),
+            tags: first(doc, &f.tags).and_then(string_list),
+            project: first_string(doc, &f.project_context),
+            user_id: first_id(doc, &f.user_id),
+            request_id: first_id(doc, &f.request_id),
+            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+            extra,
+        })
+    }
+
+    fn feedback_of(&self, doc: &Value) -> Result<FeedbackInput, Rejection> {
+        let f = &self.cfg.events.feedback;
+        let target =
+            first_id(doc, &f.target).ok_or_else(|| missing("feedback target", &[&f.target]))?;
+        let raw = first(doc, &f.value).ok_or_else(|| missing("feedback value", &[&f.value]))?;
+        let feedback = parse_feedback(raw).map_err(Rejection)?;
+        Ok(FeedbackInput {
+            target,
+            feedback,
+            comment: first_string(doc, &f.comment),
+            user: first_id(doc, &f.user),
+            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+        })
+    }
+
+    fn correction_of(&self, doc: &Value) -> Result<Correction, Rejection> {
+        let f = &self.cfg.events.correction;
+        let get = |name: &str, ptrs: &Vec<Pointer>| {
+            first_string(doc, ptrs).ok_or_else(|| missing(name, &[ptrs]))
+        };
+        Ok(Correction {
+            original_prompt: get("original prompt", &f.original_prompt)?,
+            original_response: get("original response", &f.original_response)?,
+            corrected_response: get("corrected response", &f.corrected_response)?,
+            reason: first_string(doc, &f.reason),
+            corrector: first_id(doc, &f.corrector),
+            target: first_id(doc, &f.target),
+            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+        })
+    }
+}
+
+fn missing(what: &str, lists: &[&Vec<Pointer>]) -> Rejection {
+    let tried: Vec<&str> = lists
+        .iter()
+        .flat_map(|l| l.iter().map(|p| p.0.as_str()))
+        .collect();
+    Rejection(format!(
+        "missing required field: {what} (tried {})",
+        tried.join(", ")
+    ))
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The first candidate pointer that resolves to a non-null value.
+fn first<'a>(doc: &'a Value, ptrs: &[Pointer]) -> Option<&'a Value> {
+    ptrs.iter()
+        .filter_map(|p| doc.pointer(&p.0))
+        .find(|v| !v.is_null())
+}
+
+/// The first candidate that is a string (or text parts, for message-style content).
+fn first_string(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| doc.pointer(&p.0))
+        .find_map(content_text)
+}
+
+/// Ids may be logged as numbers; they are kept as text.
+fn first_id(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| doc.pointer(&p.0))
+        .find_map(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    let arr = v.as_array()?;
+    Some(
+        arr.iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// A string, or OpenAI content parts `[{"type":"text","text":...}]` joined.
+fn content_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (!texts.is_empty()).then(|| texts.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+fn role_of(m: &Value) -> Option<&str> {
+    m.get("role").and_then(Value::as_str)
+}
+
+fn last_user_message(msgs: &[Value]) -> Option<String> {
+    msgs.iter()
+        .rev()
+        .find(|m| role_of(m) == Some("user"))
+        .and_then(|m| m.get("content").and_then(content_text))
+}
+
+fn assistant_after_last_user(msgs: &[Value]) -> Option<String> {
+    let last_user = msgs.iter().rposition(|m| role_of(m) == Some("user"))?;
+    msgs[last_user + 1..]
+        .iter()
+        .find(|m| role_of(m) == Some("assistant"))
+        .and_then(|m| m.get("content").and_then(content_text))
+}
+
+fn system_message(msgs: &[Value]) -> Option<String> {
+    msgs.iter()
+        .find(|m| matches!(role_of(m), Some("system") | Some("developer")))
+        .and_then(|m| m.get("content").and_then(content_text))
+}
+
+/// RFC 3339, a naive `YYYY-MM-DD HH:MM:SS[.f]` (taken as UTC), or Unix seconds /
+/// milliseconds.
+pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&Utc));
+            }
+            for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+                if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+                    return Some(Utc.from_utc_datetime(&t));
+                }
+            }
+            None
+        }
+        Value::Number(n) => {
+            let x = n.as_f64()?;
+            // Values past the year 5138 in seconds are taken as milliseconds.
+            let millis = if x.abs() < 1e11 { x * 1000.0 } else { x };
+            Utc.timestamp_millis_opt(millis as i64).single()
+        }
+        _ => None,
+    }
+}
+
+/// Thumbs values as services write them: positive/negative, up/down, thumbs_up/thumbs_down,
+/// true/false, 1/-1.
+pub fn parse_feedback(v: &Value) -> Result<Feedback, String> {
+    let bad = || {
+        format!(
+            "invalid feedback value {v}: expected \"positive\" or \"negative\" (also up/down, true/false, 1/-1)"
+        )
+    };
+    match v {
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "positive" | "up" | "thumbs_up" | "thumbsup" | "+1" | "1" | "true" => {
+                Ok(Feedback::Positive)
+            }
+            "negative" | "down" | "thumbs_down" | "thumbsdown" | "-1" | "false" => {
+                Ok(Feedback::Negative)
+            }
+            _ => Err(bad()),
+        },
+        Value::Bool(true) => Ok(Feedback::Positive),
+        Value::Bool(false) => Ok(Feedback::Negative),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => Ok(Feedback::Positive),
+            Some(-1) => Ok(Feedback::Negative),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn mapper(extra_toml: &str) -> Mapper {
+        let cfg = Config::parse(extra_toml, "t.toml", Path::new("/")).unwrap();
+        Mapper::new(&cfg.input)
+    }
+
+    fn interaction(m: &Mapper, line: &str) -> Interaction {
+        match m.map(line.as_bytes()) {
+            Ok(LineEvent::Interaction(i)) => *i,
+            other => panic!("expected an interaction, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flat_seed_style_lines_map_with_defaults() {
+        let m = mapper("");
+        let i = interaction(
+            &m,
+            r#"{"ts":"2026-11-27T08:00:00.037Z","event":"interaction","request_id":"req-1","query":"What is TPO?","response":"A membrane.","skill":"spec_lookup","tier":"tier2","latency_ms":812.5,"user_id":"u7","project":"Warehouse 12"}"#,
+        );
+        assert_eq!(i.prompt, "What is TPO?");
+        assert_eq!(i.response, "A membrane.");
+        assert_eq!(i.skill_used.as_deref(), Some("spec_lookup"));
+        assert_eq!(i.tier.as_deref(), Some("tier2"));
+        assert_eq!(i.latency_ms, Some(812.5));
+        assert_eq!(i.user_id.as_deref(), Some("u7"));
+        assert_eq!(i.project.as_deref(), Some("Warehouse 12"));
+        assert_eq!(i.request_id.as_deref(), Some("req-1"));
+        assert_eq!(
+            i.timestamp.unwrap().to_rfc3339(),
+            "2026-11-27T08:00:00.037+00:00"
+        );
+    }
+
+    #[test]
+    fn nested_openai_style_lines_map_with_configured_pointers() {
+        let m = mapper(
+            r#"
+[input.match]
+"/kind" = "llm.call"
+[input.fields]
+messages = ["/request/messages"]
+response = ["/output/text"]
+request_id = ["/trace/id"]
+timestamp = ["/@timestamp"]
+skill_used = ["/meta/skill"]
+user_id = ["/meta/user"]
+"#,
+        );
+        let i = interaction(
+            &m,
+            r#"{"@timestamp":"2026-11-27T08:00:00Z","kind":"llm.call","trace":{"id":"req-2"},"request":{"messages":[{"role":"system","content":"You are a roofing estimator."},{"role":"user","content":"first"},{"role":"assistant","content":"a1"},{"role":"user","content":[{"type":"text","text":"How many squares?"}]}]},"output":{"text":"About 40."},"meta":{"skill":"estimating","user":"u1"}}"#,
+        );
+        assert_eq!(i.prompt, "How many squares?");
+        assert_eq!(i.response, "About 40.");
+        assert_eq!(i.request_id.as_deref(), Some("req-2"));
+        assert_eq!(i.extra["system_prompt"], "You are a roofing estimator.");
+        assert!(i.timestamp.is_some());
+    }
+
+    #[test]
+    fn other_json_is_skipped_and_broken_lines_are_rejected_with_reasons() {
+        let m = mapper("");
+        assert_eq!(
+            m.map(br#"{"event":"cache_hit","key":"x"}"#),
+            Ok(LineEvent::Skip)
+        );
+        let e = m.map(b"INFO worker-3 heartbeat ok").unwrap_err();
+        assert!(e.0.starts_with("not valid JSON"), "{e}");
+        let e = m
+            .map(br#"{"ts":"x","event":"interaction","query":"What is the TPO se"#)
+            .unwrap_err();
+        assert!(e.0.starts_with("not valid JSON"), "{e}");
+        let e = m
+            .map(br#"{"event":"interaction","request_id":"r"}"#)
+            .unwrap_err();
+        assert!(e.0.contains("missing required field: prompt"), "{e}");
+        let e = m.map(b"[1,2]").unwrap_err();
+        assert!(e.0.contains("not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn feedback_and_corrections_in_the_log() {
+        let m = mapper("");
+        match m.map(
+            br#"{"event":"feedback","request_id":"req-1","feedback":"down","comment":"wrong"}"#,
+        ) {
+            Ok(LineEvent::Feedback(f)) => {
+                assert_eq!(f.target, "req-1");
+                assert_eq!(f.feedback, Feedback::Negative);
+                assert_eq!(f.comment.as_deref(), Some("wrong"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = m
+            .map(br#"{"event":"feedback","request_id":"req-1","feedback":"meh"}"#)
+            .unwrap_err();
+        assert!(e.0.contains("invalid feedback value"), "{e}");
+        match m.map(br#"{"event":"correction","request_id":"req-1","original_prompt":"p","original_response":"r","corrected_response":"c"}"#) {
+            Ok(LineEvent::Correction(c)) => {
+                assert_eq!(c.target.as_deref(), Some("req-1"));
+                assert_eq!(c.corrected_response, "c");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn timestamps_in_several_forms() {
+        let t = |v: Value| parse_timestamp(&v).map(|t| t.timestamp_millis());
+        assert_eq!(t(Value::from("2026-11-27T08:00:00Z")), Some(1795766400000));
+        assert_eq!(t(Value::from("2026-11-27 08:00:00")), Some(1795766400000));
+        assert_eq!(t(Value::from(1795766400)), Some(1795766400000));
+        assert_eq!(t(Value::from(1795766400000i64)), Some(1795766400000));
+        assert_eq!(t(Value::from("yesterday")), None);
+    }
+}
