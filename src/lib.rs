@@ -9,4 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod mapping;
+pub mod metrics;
 pub mod record;
+pub mod spool;

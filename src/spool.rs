@@ -1,0 +1,549 @@
+//! The spool directory: how other processes hand events to the daemon without a network
+//! API. A writer creates a file under `spool/tmp/` and renames it into `spool/` (so the daemon
+//! never sees half a file); each line is one JSON event with a `type`.
+//!
+//! The daemon scans the spool, parses every file line by line ([`scan`]), applies the good
+//! events, fsyncs them into data_dir, and only then retires the file ([`retire`]): deleted,
+//! or moved to `spool/done/`. A file with bad lines is moved to `spool/rejected/` beside a
+//! `.error` file naming each bad line and why, while its good lines are still applied.
+//! Symlinks, non-regular files and files over the size limit are refused whole.
+//!
+//! Each event carries an identity (its `event_id`, else a hash of the line) from which the
+//! daemon derives every id it writes, so a file delivered twice, or re-read after a crash
+//! before it was retired, yields the same records again and is counted once.
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Spool I/O failures (bad content is not an error: it is reported per line).
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One event, as a line of a spool file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SpoolEvent {
+    /// Thumbs up/down on an example id or the service's request id.
+    Feedback {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        /// Example id (`train_...`) or request id.
+        id: String,
+        feedback: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
+    /// A human correction (seed `record_correction`).
+    Correction {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        original_prompt: String,
+        original_response: String,
+        corrected_response: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        corrector: Option<String>,
+        /// The original's example id or request id, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
+    /// A chat interaction (seed `capture`).
+    Capture {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        prompt: String,
+        response: String,
+        #[serde(flatten)]
+        common: CaptureCommon,
+    },
+    /// Seed `capture_calculation`.
+    Calculation {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        description: String,
+        #[serde(default)]
+        inputs: Map<String, Value>,
+        formula: String,
+        result: Value,
+        explanation: String,
+        #[serde(default = "yes")]
+        verified: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
+    /// Seed `capture_spec_qa`.
+    SpecQa {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        spec_section: String,
+        question: String,
+        answer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quote: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
+    /// Seed `capture_document`.
+    Document {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        doc_type: String,
+        prompt: String,
+        generated_doc: String,
+        #[serde(default = "yes")]
+        was_used: bool,
+        #[serde(default = "none_str")]
+        modifications: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<String>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn none_str() -> String {
+    "none".into()
+}
+
+/// The optional `capture` fields of the seed's `capture()` signature.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureCommon {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill_used: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+impl SpoolEvent {
+    fn event_id(&self) -> Option<&str> {
+        match self {
+            SpoolEvent::Feedback { event_id, .. }
+            | SpoolEvent::Correction { event_id, .. }
+            | SpoolEvent::Capture { event_id, .. }
+            | SpoolEvent::Calculation { event_id, .. }
+            | SpoolEvent::SpecQa { event_id, .. }
+            | SpoolEvent::Document { event_id, .. } => event_id.as_deref(),
+        }
+    }
+}
+
+/// A parsed event with its identity and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolItem {
+    /// `event_id` when the writer gave one, else a hash of the line's bytes.
+    pub identity: String,
+    pub line_number: u64,
+    pub event: SpoolEvent,
+}
+
+/// One spool file, read and parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolFile {
+    pub path: PathBuf,
+    pub items: Vec<SpoolItem>,
+    /// Lines that could not be used: (1-based line number, reason, raw line).
+    pub bad_lines: Vec<(u64, String, String)>,
+    /// Set when the whole file is refused (symlink, not a regular file, too large).
+    pub refused: Option<String>,
+}
+
+/// Lists and parses the spool files ready in `dir` (oldest name first), at most `limit`.
+pub fn scan(dir: &Path, max_file_bytes: u64, limit: usize) -> Result<Vec<SpoolFile>, SpoolError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.ends_with(".error"))
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for path in names {
+        if out.len() >= limit {
+            break;
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if meta.is_dir() {
+            // tmp/, done/, rejected/ and any other folder are not spool files.
+            continue;
+        }
+        let refuse = |why: String| SpoolFile {
+            path: path.clone(),
+            items: Vec::new(),
+            bad_lines: Vec::new(),
+            refused: Some(why),
+        };
+        if meta.file_type().is_symlink() {
+            out.push(refuse(
+                "refused: a symlink (spool files must be regular files)".into(),
+            ));
+            continue;
+        }
+        if !meta.is_file() {
+            out.push(refuse("refused: not a regular file".into()));
+            continue;
+        }
+        if meta.len() > max_file_bytes {
+            out.push(refuse(format!(
+                "refused: {} bytes is over spool.max_file_bytes ({max_file_bytes})",
+                meta.len()
+            )));
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        out.push(parse_file(path, &bytes));
+    }
+    Ok(out)
+}
+
+/// Parses one spool file's bytes into events and bad lines.
+pub fn parse_file(path: PathBuf, bytes: &[u8]) -> SpoolFile {
+    let mut items = Vec::new();
+    let mut bad_lines = Vec::new();
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line_number = i as u64 + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(_) => {
+                bad_lines.push((
+                    line_number,
+                    "not valid UTF-8".into(),
+                    String::from_utf8_lossy(raw).into_owned(),
+                ));
+                continue;
+            }
+        };
+        match parse_line(text) {
+            Ok(event) => {
+                let identity = event
+                    .event_id()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| hash_hex(raw));
+                items.push(SpoolItem {
+                    identity,
+                    line_number,
+                    event,
+                });
+            }
+            Err(reason) => bad_lines.push((line_number, reason, text.to_string())),
+        }
+    }
+    SpoolFile {
+        path,
+        items,
+        bad_lines,
+        refused: None,
+    }
+}
+
+/// Parses and validates one line, with a reason a writer can act on.
+pub fn parse_line(text: &str) -> Result<SpoolEvent, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Some(kind) = value.get("type").cloned() else {
+        return Err(
+            "missing \"type\" (feedback, correction, capture, calculation, spec_qa or document)"
+                .into(),
+        );
+    };
+    let known = [
+        "feedback",
+        "correction",
+        "capture",
+        "calculation",
+        "spec_qa",
+        "document",
+    ];
+    if !kind.as_str().is_some_and(|k| known.contains(&k)) {
+        return Err(format!(
+            "unknown type {kind}: expected one of feedback, correction, capture, calculation, spec_qa, document"
+        ));
+    }
+    let event: SpoolEvent =
+        serde_json::from_value(value).map_err(|e| format!("invalid {kind} event: {e}"))?;
+    if let SpoolEvent::Feedback { id, feedback, .. } = &event {
+        if id.trim().is_empty() {
+            return Err("invalid feedback event: empty id".into());
+        }
+        crate::mapping::parse_feedback(feedback)?;
+    }
+    Ok(event)
+}
+
+fn hash_hex(bytes: &[u8]) -> String {
+    let d = Md5::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Retires a spool file whose good events are durable in data_dir: deleted, or moved to
+/// `done/` with `keep_processed`; a file with bad lines or refused whole goes to
+/// `rejected/` with a `.error` file listing each problem.
+pub fn retire(dir: &Path, file: &SpoolFile, keep_processed: bool) -> Result<(), SpoolError> {
+    let name = file
+        .path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("unnamed"));
+    if file.refused.is_some() || !file.bad_lines.is_empty() {
+        let rejected = dir.join("rejected");
+        fs::create_dir_all(&rejected).map_err(io(&rejected))?;
+        let mut report = String::new();
+        if let Some(why) = &file.refused {
+            report.push_str(&format!("{}: {why}\n", name.display()));
+        }
+        for (line, reason, _) in &file.bad_lines {
+            report.push_str(&format!("{}:{line}: {reason}\n", name.display()));
+        }
+        let error_path = rejected.join(format!("{}.error", name.display()));
+        write_durably(&error_path, report.as_bytes())?;
+        let target = unique(&rejected.join(&name));
+        fs::rename(&file.path, &target).map_err(io(&file.path))?;
+        sync_dir(&rejected)?;
+    } else if keep_processed {
+        let done = dir.join("done");
+        fs::create_dir_all(&done).map_err(io(&done))?;
+        let target = unique(&done.join(&name));
+        fs::rename(&file.path, &target).map_err(io(&file.path))?;
+        sync_dir(&done)?;
+    } else {
+        fs::remove_file(&file.path).map_err(io(&file.path))?;
+    }
+    sync_dir(dir)
+}
+
+/// A path that does not exist yet: `name`, else `name.1`, `name.2`, ...
+fn unique(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_path_buf();
+    }
+    (1..)
+        .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Writes events as one spool file the safe way: into `tmp/`, fsynced, then renamed into the
+/// spool. Returns the file's final path. This is what `feedback` and `correct` do; any
+/// program can do the same.
+pub fn write_events(dir: &Path, events: &[SpoolEvent]) -> Result<PathBuf, SpoolError> {
+    let tmp_dir = dir.join("tmp");
+    fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let mut body = String::new();
+    for e in events {
+        body.push_str(&serde_json::to_string(e).expect("spool events serialize"));
+        body.push('\n');
+    }
+    let name = format!(
+        "{}-{}-{}.jsonl",
+        crate::clock::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id(),
+        &hash_hex(body.as_bytes())[..8]
+    );
+    let tmp = tmp_dir.join(&name);
+    write_durably(&tmp, body.as_bytes())?;
+    let target = dir.join(&name);
+    fs::rename(&tmp, &target).map_err(io(&tmp))?;
+    sync_dir(dir)?;
+    Ok(target)
+}
+
+/// A fresh event id for a CLI-written event: unique per invocation, and kept in the file so
+/// a re-delivered copy is recognised.
+pub fn new_event_id() -> String {
+    let nanos = crate::clock::now()
+        .timestamp_nanos_opt()
+        .unwrap_or_default();
+    let seed = format!(
+        "{nanos}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    format!("evt_{}", &hash_hex(seed.as_bytes())[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feedback(id: &str, value: &str) -> SpoolEvent {
+        SpoolEvent::Feedback {
+            event_id: Some(new_event_id()),
+            id: id.into(),
+            feedback: Value::from(value),
+            comment: None,
+            user: None,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn written_files_scan_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_events(dir.path(), &[feedback("req-1", "positive")]).unwrap();
+        assert!(p.starts_with(dir.path()));
+        let files = scan(dir.path(), 1 << 20, 100).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].items.len(), 1);
+        assert!(files[0].bad_lines.is_empty());
+        retire(dir.path(), &files[0], false).unwrap();
+        assert!(scan(dir.path(), 1 << 20, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_lines_are_reported_and_good_ones_kept() {
+        let text = concat!(
+            "{\"type\":\"feedback\",\"id\":\"req-1\",\"feedback\":\"positive\"}\n",
+            "{not json\n",
+            "{\"type\":\"vote\",\"id\":\"x\"}\n",
+            "{\"type\":\"feedback\",\"feedback\":\"positive\"}\n",
+            "{\"type\":\"feedback\",\"id\":\"req-2\",\"feedback\":\"maybe\"}\n",
+            "{\"type\":\"correction\",\"original_prompt\":\"p\",\"original_response\":\"r\",\"corrected_response\":\"c\"}\n",
+        );
+        let f = parse_file(PathBuf::from("x.jsonl"), text.as_bytes());
+        assert_eq!(f.items.len(), 2);
+        let reasons: Vec<(u64, &str)> = f
+            .bad_lines
+            .iter()
+            .map(|(l, r, _)| (*l, r.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 4);
+        assert!(reasons[0].1.starts_with("not valid JSON"), "{reasons:?}");
+        assert!(reasons[1].1.starts_with("unknown type"), "{reasons:?}");
+        assert!(reasons[2].1.contains("missing field `id`"), "{reasons:?}");
+        assert!(
+            reasons[3].1.contains("invalid feedback value"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn identity_is_the_event_id_or_the_line_hash() {
+        let a = parse_file(
+            PathBuf::from("a"),
+            b"{\"type\":\"feedback\",\"id\":\"r\",\"feedback\":\"positive\"}\n",
+        );
+        let b = parse_file(
+            PathBuf::from("b"),
+            b"{\"type\":\"feedback\",\"id\":\"r\",\"feedback\":\"positive\"}\n",
+        );
+        assert_eq!(a.items[0].identity, b.items[0].identity);
+        let c = parse_file(
+            PathBuf::from("c"),
+            b"{\"type\":\"feedback\",\"event_id\":\"e1\",\"id\":\"r\",\"feedback\":\"positive\"}\n",
+        );
+        assert_eq!(c.items[0].identity, "e1");
+    }
+
+    #[test]
+    fn symlinks_and_oversized_files_are_refused_and_moved_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.txt");
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::write(&target, "{}").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link.jsonl")).unwrap();
+        fs::write(dir.path().join("big.jsonl"), vec![b' '; 100]).unwrap();
+        fs::remove_file(&target).unwrap();
+        let files = scan(dir.path(), 50, 100).unwrap();
+        assert_eq!(files.len(), 2);
+        for f in &files {
+            assert!(f.refused.is_some());
+            retire(dir.path(), f, false).unwrap();
+        }
+        let err = fs::read_to_string(dir.path().join("rejected/big.jsonl.error")).unwrap();
+        assert!(err.contains("over spool.max_file_bytes"), "{err}");
+        let err = fs::read_to_string(dir.path().join("rejected/link.jsonl.error")).unwrap();
+        assert!(err.contains("symlink"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod capture_kind_tests {
+    use super::*;
+
+    #[test]
+    fn every_capture_kind_parses() {
+        for line in [
+            r#"{"type":"capture","prompt":"What is TPO?","response":"A membrane.","skill_used":"spec","request_id":"r1","project":"Warehouse 12"}"#,
+            r#"{"type":"calculation","description":"Membrane quantity","inputs":{"area":1200},"formula":"a/100","result":12,"explanation":"Squares."}"#,
+            r#"{"type":"spec_qa","spec_section":"07 54 23","question":"Seam width?","answer":"1.5 in","quote":"Seams 1.5 in."}"#,
+            r#"{"type":"document","doc_type":"rfi","prompt":"Write an RFI","generated_doc":"RFI #1","was_used":false}"#,
+            r#"{"type":"correction","original_prompt":"p","original_response":"r","corrected_response":"c","id":"req-1"}"#,
+        ] {
+            parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        let e = parse_line(r#"{"type":"capture","prompt":"p","response":"r","colour":"red"}"#).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+    }
+}
