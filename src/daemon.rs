@@ -1,0 +1,827 @@
+//! The daemon: one loop that takes lines from the tailer and events from the spool, turns
+//! them into records, buffers examples, writes segments, and checkpoints read positions
+//! only once everything read is durable.
+//!
+//! Ordering is what keeps the promise "nothing lost, nothing duplicated":
+//! 1. every item the tailer hands over becomes a record in memory (buffered example, or a
+//!    pending line of the feedback / corrections / rejected stream);
+//! 2. at `buffer.size` the buffer is written to the open examples segment;
+//! 3. at a *durable point* (every `buffer.flush_interval`, SIGUSR1, shutdown) everything is
+//!    written and fsynced, and only then are the tailer's positions checkpointed and the
+//!    applied spool files retired.
+//!
+//! A crash between 2 and 3 makes the next start read those lines again; their ids are
+//! deterministic, so the repeats are identical records that stats and export count once.
+//! A write that fails is retried with backoff and intake pauses until it succeeds
+//! (backpressure), so memory stays bounded and nothing is dropped.
+//!
+//! The library entry point is [`run`] with a [`Control`] channel, so tests drive flushes,
+//! reloads and shutdown exactly as the signal handlers do.
+
+use crate::capture::{self, Identity, Interaction};
+use crate::clock;
+use crate::config::{Config, ConfigSource, StartAt};
+use crate::enrich::Enricher;
+use crate::mapping::{parse_feedback, parse_timestamp, FeedbackInput, LineEvent, Mapper};
+use crate::metrics::Metrics;
+use crate::record::{CorrectionRecord, FeedbackEvent, RejectedRecord, TrainingExample};
+use crate::segment::{SegmentOptions, Segments};
+use crate::spool::{self, SpoolEvent, SpoolFile};
+use crate::tail::{self, TailItem, TailOptions, Tailer};
+use md5::{Digest, Md5};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the outside world (signals, tests, file watchers) can ask of the running daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// SIGTERM / SIGINT: stop intake, flush, seal, checkpoint, return.
+    Shutdown,
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// SIGUSR1: make everything durable now.
+    Flush,
+    /// Something changed on disk; look now instead of at the next re-scan.
+    Wake,
+}
+
+/// Both ends of the daemon's control channel.
+pub struct ControlChannel {
+    pub sender: Sender<Control>,
+    pub receiver: Receiver<Control>,
+}
+
+impl ControlChannel {
+    pub fn new() -> ControlChannel {
+        let (sender, receiver) = mpsc::channel();
+        ControlChannel { sender, receiver }
+    }
+}
+
+impl Default for ControlChannel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Tail(#[from] tail::TailError),
+    #[error(transparent)]
+    Segment(#[from] crate::segment::SegmentError),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shutdown could not make buffered data durable within {0:?}: {1} (it was not checkpointed and will be read again at the next start)")]
+    ShutdownIncomplete(Duration, String),
+}
+
+/// How long shutdown keeps retrying a failing write before giving up (the unwritten data is
+/// not checkpointed, so it is read again at the next start).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Spool files parsed per pass, so a flood of them cannot stall log intake.
+const SPOOL_FILES_PER_PASS: usize = 64;
+/// Backoff bounds for failing writes.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Tailer options from the config.
+pub fn tail_options(cfg: &Config, first_start: bool) -> TailOptions {
+    let _ = first_start;
+    TailOptions {
+        include: cfg.input.paths.clone(),
+        start_at: match cfg.input.start_at {
+            StartAt::Beginning => tail::StartAt::Beginning,
+            StartAt::End => tail::StartAt::End,
+        },
+        max_line_bytes: cfg.input.max_line_bytes.0 as usize,
+        rotate_wait: cfg.input.rotate_wait.0,
+        read_budget_bytes: cfg.input.read_budget.0 as usize,
+        state_dir: cfg.state_dir(),
+    }
+}
+
+fn segment_options(cfg: &Config) -> SegmentOptions {
+    SegmentOptions {
+        max_file_bytes: cfg.output.max_file_bytes.0,
+        rotate_interval: cfg.output.rotate_interval.0,
+        fsync: cfg.output.fsync,
+    }
+}
+
+fn hash16(parts: &[&str]) -> String {
+    let mut h = Md5::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1e]);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Normalized prompt+response, the last-resort link from a correction to its original.
+pub fn pair_key(prompt: &str, response: &str) -> String {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    format!("{}\u{1f}{}", norm(prompt), norm(response))
+}
+
+/// Everything but the tailer, so the tailer's sink can borrow it mutably.
+struct Intake {
+    cfg: Config,
+    enricher: Enricher,
+    mapper: Mapper,
+    segments: Segments,
+    metrics: Arc<Metrics>,
+    buffer: Vec<TrainingExample>,
+    /// Example id, request id and normalized prompt+response -> buffer position.
+    index: HashMap<String, usize>,
+    /// Spool files whose events are in memory or written but not yet fsynced.
+    spool_awaiting: Vec<SpoolFile>,
+    spool_paths: HashSet<PathBuf>,
+    /// Something was read or written since the last durable point.
+    dirty: bool,
+}
+
+impl Intake {
+    fn push_rejected(&mut self, rec: RejectedRecord) {
+        self.metrics.rejected(&rec.reason);
+        self.append_line(Stream::Rejected, &rec);
+    }
+
+    fn append_line<T: serde::Serialize>(&mut self, stream: Stream, rec: &T) {
+        let line = serde_json::to_vec(rec).expect("records serialize");
+        let writer = match stream {
+            Stream::Feedback => &mut self.segments.feedback,
+            Stream::Corrections => &mut self.segments.corrections,
+            Stream::Rejected => &mut self.segments.rejected,
+        };
+        writer.append(&line);
+        self.dirty = true;
+    }
+
+    fn on_tail_item(&mut self, item: TailItem<'_>) {
+        match item {
+            TailItem::Line {
+                file,
+                path,
+                offset,
+                bytes,
+            } => {
+                Metrics::add(&self.metrics.lines_read, 1);
+                Metrics::add(&self.metrics.bytes_read, bytes.len() as u64 + 1);
+                self.dirty = true;
+                match self.mapper.map(bytes) {
+                    Ok(event) => {
+                        let identity = format!("{}:{offset}", file.fingerprint_hex());
+                        self.on_line_event(event, &identity, path, offset, &file.fingerprint_hex());
+                    }
+                    Err(rej) => {
+                        let rec = RejectedRecord::new(&path.display().to_string(), offset, rej.0, bytes);
+                        self.push_rejected(rec);
+                    }
+                }
+            }
+            TailItem::Rejected {
+                path,
+                offset,
+                reason,
+                raw,
+                len,
+                ..
+            } => {
+                let mut rec = RejectedRecord::new(&path.display().to_string(), offset, reason, raw);
+                rec.raw_len = len;
+                self.push_rejected(rec);
+            }
+        }
+    }
+
+    fn on_line_event(&mut self, event: LineEvent, identity: &str, path: &Path, offset: u64, fingerprint: &str) {
+        match event {
+            LineEvent::Skip => Metrics::add(&self.metrics.lines_skipped, 1),
+            LineEvent::Interaction(mut it) => {
+                let id = match &it.request_id {
+                    Some(r) => Identity::RequestId(r.clone()),
+                    None => Identity::Position {
+                        fingerprint: fingerprint.to_string(),
+                        offset,
+                    },
+                };
+                it.extra
+                    .insert("origin_file".into(), Value::String(path.display().to_string()));
+                it.extra.insert("origin_offset".into(), Value::from(offset));
+                let ex = capture::capture(&self.enricher, &id, *it);
+                self.push_example(ex);
+            }
+            LineEvent::Feedback(f) => self.on_feedback(f, identity),
+            LineEvent::Correction(c) => self.on_correction(*c, &Identity::Event(identity.to_string())),
+        }
+    }
+
+    fn push_example(&mut self, ex: TrainingExample) {
+        if self.index.get(&ex.id).is_some_and(|&i| self.buffer[i].id == ex.id) {
+            // The same line or event again (re-delivered spool file): one record is enough.
+            return;
+        }
+        let pos = self.buffer.len();
+        self.index.insert(ex.id.clone(), pos);
+        if let Some(r) = ex.metadata.request_id() {
+            self.index.insert(format!("req:{r}"), pos);
+        }
+        self.index
+            .insert(format!("pair:{}", pair_key(&ex.prompt, &ex.response)), pos);
+        self.buffer.push(ex);
+        self.dirty = true;
+        Metrics::add(&self.metrics.examples_captured, 1);
+        self.metrics
+            .buffered_examples
+            .store(self.buffer.len() as u64, Ordering::Relaxed);
+        if self.buffer.len() >= self.cfg.buffer.size.0 {
+            self.write_buffer();
+        }
+    }
+
+    fn buffered(&mut self, key: &str) -> Option<&mut TrainingExample> {
+        let &i = self
+            .index
+            .get(key)
+            .or_else(|| self.index.get(&format!("req:{key}")))?;
+        self.buffer.get_mut(i)
+    }
+
+    /// Feedback always goes to the feedback stream (with its time, so "latest wins" can be
+    /// decided later); when its example is still buffered it is also applied in place.
+    fn on_feedback(&mut self, f: FeedbackInput, identity: &str) {
+        let event = FeedbackEvent {
+            id: format!("fb_{}", hash16(&[identity])),
+            timestamp: clock::rfc3339(f.timestamp.unwrap_or_else(clock::now)),
+            target: f.target.clone(),
+            feedback: f.feedback,
+            comment: f.comment,
+            user: f.user,
+        };
+        if let Some(ex) = self.buffered(&f.target) {
+            ex.apply_feedback(f.feedback);
+            Metrics::add(&self.metrics.feedback_applied, 1);
+        } else {
+            Metrics::add(&self.metrics.feedback_deferred, 1);
+        }
+        self.append_line(Stream::Feedback, &event);
+    }
+
+    fn on_correction(&mut self, c: capture::Correction, identity: &Identity) {
+        let target = c.target.clone();
+        let key = pair_key(&c.original_prompt, &c.original_response);
+        let (record, example): (CorrectionRecord, TrainingExample) =
+            capture::correction(&self.enricher, identity, c);
+        let original = target
+            .as_deref()
+            .and_then(|t| self.index.get(t).or_else(|| self.index.get(&format!("req:{t}"))))
+            .or_else(|| self.index.get(&format!("pair:{key}")))
+            .copied();
+        if let Some(i) = original {
+            self.buffer[i].quality.was_corrected = true;
+        }
+        Metrics::add(&self.metrics.corrections, 1);
+        self.append_line(Stream::Corrections, &record);
+        self.push_example(example);
+    }
+
+    fn on_spool_file(&mut self, file: SpoolFile) {
+        let source = file.path.display().to_string();
+        for (line, reason, raw) in &file.bad_lines {
+            let rec = RejectedRecord::new(&source, *line, format!("spool: {reason}"), raw.as_bytes());
+            self.push_rejected(rec);
+        }
+        if let Some(why) = &file.refused {
+            let rec = RejectedRecord::new(&source, 0, format!("spool: {why}"), b"");
+            self.push_rejected(rec);
+        }
+        for item in &file.items {
+            self.on_spool_event(item.event.clone(), &item.identity);
+        }
+        self.spool_paths.insert(file.path.clone());
+        self.spool_awaiting.push(file);
+        self.dirty = true;
+    }
+
+    fn on_spool_event(&mut self, event: SpoolEvent, identity: &str) {
+        let ident = Identity::Event(identity.to_string());
+        let ts = |t: &Option<String>| t.as_ref().and_then(|s| parse_timestamp(&Value::String(s.clone())));
+        match event {
+            SpoolEvent::Feedback {
+                id,
+                feedback,
+                comment,
+                user,
+                timestamp,
+                ..
+            } => {
+                // Validated when the file was parsed.
+                if let Ok(fb) = parse_feedback(&feedback) {
+                    let f = FeedbackInput {
+                        target: id,
+                        feedback: fb,
+                        comment,
+                        user,
+                        timestamp: ts(&timestamp),
+                    };
+                    self.on_feedback(f, identity);
+                }
+            }
+            SpoolEvent::Correction {
+                original_prompt,
+                original_response,
+                corrected_response,
+                reason,
+                corrector,
+                id,
+                timestamp,
+                ..
+            } => {
+                let c = capture::Correction {
+                    original_prompt,
+                    original_response,
+                    corrected_response,
+                    reason,
+                    corrector,
+                    target: id,
+                    timestamp: ts(&timestamp),
+                };
+                self.on_correction(c, &ident);
+            }
+            SpoolEvent::Capture {
+                prompt,
+                response,
+                common,
+                ..
+            } => {
+                let identity = match &common.request_id {
+                    Some(r) => Identity::RequestId(r.clone()),
+                    None => ident,
+                };
+                let it = Interaction {
+                    prompt,
+                    response,
+                    source: common.source,
+                    skill_used: common.skill_used,
+                    tier: common.tier,
+                    latency_ms: common.latency_ms,
+                    tags: common.tags,
+                    project: common.project,
+                    user_id: common.user_id,
+                    request_id: common.request_id,
+                    timestamp: ts(&common.timestamp),
+                    extra: Default::default(),
+                };
+                let ex = capture::capture(&self.enricher, &identity, it);
+                self.push_example(ex);
+            }
+            SpoolEvent::Calculation {
+                description,
+                inputs,
+                formula,
+                result,
+                explanation,
+                verified,
+                timestamp,
+                ..
+            } => {
+                let calc = capture::Calculation {
+                    description,
+                    inputs,
+                    formula,
+                    result,
+                    explanation,
+                    verified,
+                };
+                let base = Interaction {
+                    timestamp: ts(&timestamp),
+                    ..Interaction::default()
+                };
+                match capture::calculation(&self.enricher, &ident, calc, base) {
+                    Ok(ex) => self.push_example(ex),
+                    Err(e) => {
+                        let rec = RejectedRecord::new("spool", 0, format!("spool: {e}"), identity.as_bytes());
+                        self.push_rejected(rec);
+                    }
+                }
+            }
+            SpoolEvent::SpecQa {
+                spec_section,
+                question,
+                answer,
+                quote,
+                timestamp,
+                ..
+            } => {
+                let base = Interaction {
+                    timestamp: ts(&timestamp),
+                    ..Interaction::default()
+                };
+                let ex = capture::spec_qa(
+                    &self.enricher,
+                    &ident,
+                    &spec_section,
+                    question,
+                    answer,
+                    quote.as_deref(),
+                    base,
+                );
+                self.push_example(ex);
+            }
+            SpoolEvent::Document {
+                doc_type,
+                prompt,
+                generated_doc,
+                was_used,
+                modifications,
+                timestamp,
+                ..
+            } => {
+                let base = Interaction {
+                    timestamp: ts(&timestamp),
+                    ..Interaction::default()
+                };
+                let ex = capture::document(
+                    &self.enricher,
+                    &ident,
+                    &doc_type,
+                    prompt,
+                    generated_doc,
+                    was_used,
+                    &modifications,
+                    base,
+                );
+                self.push_example(ex);
+            }
+        }
+    }
+
+    /// Moves the buffer into the examples segment's pending lines (written at the next
+    /// segment flush).
+    fn write_buffer(&mut self) {
+        for ex in self.buffer.drain(..) {
+            let line = serde_json::to_vec(&ex).expect("examples serialize");
+            self.segments.examples.append(&line);
+        }
+        self.index.clear();
+        self.metrics.buffered_examples.store(0, Ordering::Relaxed);
+        Metrics::add(&self.metrics.flushes, 1);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Feedback,
+    Corrections,
+    Rejected,
+}
+
+/// The running daemon.
+struct Daemon {
+    tailer: Tailer,
+    intake: Intake,
+    source: ConfigSource,
+    last_durable: Instant,
+    retry: Option<(Instant, Duration)>,
+    flush_requested: bool,
+    last_watchdog: Instant,
+    watchdog: Option<Duration>,
+}
+
+/// Runs the daemon until a [`Control::Shutdown`] arrives on `control`, then shuts down in
+/// order: stop intake, flush, fsync, seal, checkpoint. `metrics` is shared with the endpoint.
+pub fn run(
+    config: Config,
+    source: ConfigSource,
+    control: ControlChannel,
+    metrics: Arc<Metrics>,
+) -> Result<(), DaemonError> {
+    for dir in [&config.data_dir, &config.state_dir(), &config.spool.dir] {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let (segments, recoveries) = Segments::open_all(&config.data_dir, segment_options(&config))?;
+    let tailer = Tailer::open(tail_options(&config, true))?;
+    let watcher = start_watcher(&tailer, &config, control.sender.clone());
+    let mut daemon = Daemon {
+        tailer,
+        intake: Intake {
+            enricher: Enricher::new(&config.domain),
+            mapper: Mapper::new(&config.input),
+            segments,
+            metrics: metrics.clone(),
+            buffer: Vec::new(),
+            index: HashMap::new(),
+            spool_awaiting: Vec::new(),
+            spool_paths: HashSet::new(),
+            dirty: false,
+            cfg: config,
+        },
+        source,
+        last_durable: Instant::now(),
+        retry: None,
+        flush_requested: false,
+        last_watchdog: Instant::now(),
+        watchdog: watchdog_interval(),
+    };
+    for r in recoveries {
+        for torn in r.torn_lines() {
+            let rec = RejectedRecord::new(
+                &r.path().display().to_string(),
+                0,
+                "torn last line of a segment left by a crash",
+                torn,
+            );
+            daemon.intake.push_rejected(rec);
+        }
+    }
+    let _watcher = watcher;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        config = %daemon.source,
+        data_dir = %daemon.intake.cfg.data_dir.display(),
+        inputs = ?daemon.intake.cfg.input.paths,
+        "training-collector running"
+    );
+    let result = daemon.main_loop(&control.receiver);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    result
+}
+
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+/// Filesystem notifications only wake the loop early; the periodic re-scan is the
+/// guarantee, so a watcher that cannot start is a warning, not an error.
+fn start_watcher(tailer: &Tailer, cfg: &Config, wake: Sender<Control>) -> Option<tail::FsWatcher> {
+    let mut dirs = tailer.watch_dirs();
+    dirs.push(cfg.spool.dir.clone());
+    match tail::FsWatcher::new(&dirs, move || {
+        let _ = wake.send(Control::Wake);
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("file notifications unavailable, relying on re-scans: {e}");
+            None
+        }
+    }
+}
+
+impl Daemon {
+    fn main_loop(&mut self, control: &Receiver<Control>) -> Result<(), DaemonError> {
+        let mut wait = Duration::ZERO;
+        loop {
+            match control.recv_timeout(wait) {
+                Ok(c) => {
+                    if self.on_control(c) {
+                        return self.shutdown();
+                    }
+                    // Drain whatever else is queued before doing work.
+                    while let Ok(c) = control.try_recv() {
+                        if self.on_control(c) {
+                            return self.shutdown();
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
+            }
+            let more = if self.retry.is_none() { self.intake()? } else { false };
+            self.maybe_durable();
+            self.seal_due();
+            self.feed_watchdog();
+            wait = if more { Duration::ZERO } else { self.idle_wait() };
+        }
+    }
+
+    /// Returns true on shutdown.
+    fn on_control(&mut self, c: Control) -> bool {
+        match c {
+            Control::Shutdown => return true,
+            Control::Reload => self.reload(),
+            Control::Flush => self.flush_requested = true,
+            Control::Wake => {}
+        }
+        false
+    }
+
+    /// One intake pass: spool first (small, and feedback is cheaper to apply early), then
+    /// the logs. Returns whether more is waiting.
+    fn intake(&mut self) -> Result<bool, DaemonError> {
+        let cfg = &self.intake.cfg;
+        let files = match spool::scan(
+            &cfg.spool.dir,
+            cfg.spool.max_file_bytes.0,
+            SPOOL_FILES_PER_PASS,
+            &self.intake.spool_paths,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cannot scan the spool: {e}");
+                Vec::new()
+            }
+        };
+        let spool_more = files.len() >= SPOOL_FILES_PER_PASS;
+        for f in files {
+            self.intake.on_spool_file(f);
+        }
+        let intake = &mut self.intake;
+        let outcome = self.tailer.poll(&mut |item| intake.on_tail_item(item))?;
+        self.intake
+            .metrics
+            .open_files
+            .store(self.tailer.open_files() as u64, Ordering::Relaxed);
+        if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
+            *lags = self
+                .tailer
+                .file_lags()
+                .into_iter()
+                .map(|(p, l)| (p.display().to_string(), l))
+                .collect();
+        }
+        if self.intake.segments.pending() > 0 {
+            // The buffer filled up during this pass: write (not yet fsync) what it held.
+            self.write_pending();
+        }
+        Ok(outcome.more_pending || spool_more)
+    }
+
+    /// Writes pending segment lines without making them durable.
+    fn write_pending(&mut self) {
+        if let Err(e) = self.intake.segments.write_all() {
+            self.on_write_error(e);
+        }
+    }
+
+    fn maybe_durable(&mut self) {
+        if let Some((at, _)) = self.retry {
+            if Instant::now() < at {
+                return;
+            }
+        }
+        let due = self.last_durable.elapsed() >= self.intake.cfg.buffer.flush_interval.0;
+        if (due && self.intake.dirty) || self.flush_requested || self.retry.is_some() {
+            if let Err(e) = self.durable_point() {
+                self.on_write_error(e);
+            }
+        }
+    }
+
+    /// Writes and fsyncs everything, then checkpoints and retires spool files.
+    fn durable_point(&mut self) -> Result<(), DaemonError> {
+        if !self.intake.buffer.is_empty() {
+            self.intake.write_buffer();
+        }
+        let written = self.intake.segments.flush_all()?;
+        Metrics::add(&self.intake.metrics.bytes_written, written);
+        if self.tailer.commit_checkpoint()? {
+            Metrics::add(&self.intake.metrics.checkpoints_written, 1);
+        }
+        for file in std::mem::take(&mut self.intake.spool_awaiting) {
+            self.intake.spool_paths.remove(&file.path);
+            match spool::retire(&self.intake.cfg.spool.dir, &file, self.intake.cfg.spool.keep_processed) {
+                Ok(()) => {
+                    let counter = if file.refused.is_some() || !file.bad_lines.is_empty() {
+                        &self.intake.metrics.spool_files_rejected
+                    } else {
+                        &self.intake.metrics.spool_files_processed
+                    };
+                    Metrics::add(counter, 1);
+                }
+                // Its events are durable; if it stays, the next pass re-reads it and the
+                // deterministic ids make the repeat harmless.
+                Err(e) => tracing::warn!("cannot retire spool file: {e}"),
+            }
+        }
+        self.intake.dirty = false;
+        self.flush_requested = false;
+        self.last_durable = Instant::now();
+        if self.retry.take().is_some() {
+            tracing::info!("writes succeed again; intake resumed");
+            self.intake.metrics.backpressure.store(false, Ordering::Relaxed);
+        }
+        self.intake
+            .metrics
+            .last_flush_unix_seconds
+            .store(clock::now().timestamp().max(0) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_write_error(&mut self, e: impl std::fmt::Display) {
+        Metrics::add(&self.intake.metrics.flush_errors, 1);
+        self.intake.metrics.backpressure.store(true, Ordering::Relaxed);
+        let backoff = self
+            .retry
+            .map(|(_, b)| (b * 2).min(RETRY_MAX))
+            .unwrap_or(RETRY_MIN);
+        tracing::error!("write failed, intake paused, retrying in {backoff:?}: {e}");
+        self.retry = Some((Instant::now() + backoff, backoff));
+    }
+
+    fn seal_due(&mut self) {
+        if self.retry.is_some() {
+            return;
+        }
+        if let Err(e) = self.intake.segments.maybe_seal_all(clock::now()) {
+            tracing::error!("cannot seal a segment: {e}");
+        }
+    }
+
+    fn feed_watchdog(&mut self) {
+        if let Some(every) = self.watchdog {
+            if self.last_watchdog.elapsed() >= every {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                self.last_watchdog = Instant::now();
+            }
+        }
+    }
+
+    fn idle_wait(&self) -> Duration {
+        let mut wait = self.intake.cfg.input.rescan_interval.0;
+        if self.intake.dirty {
+            let left = self
+                .intake
+                .cfg
+                .buffer
+                .flush_interval
+                .0
+                .saturating_sub(self.last_durable.elapsed());
+            wait = wait.min(left);
+        }
+        if let Some((at, _)) = self.retry {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(every) = self.watchdog {
+            wait = wait.min(every);
+        }
+        // Sealing at the UTC day change and rotate_interval needs a look now and then even
+        // when idle; the re-scan interval (1 s by default) is fine-grained enough.
+        wait
+    }
+
+    fn reload(&mut self) {
+        let ConfigSource::File(path) = &self.source else {
+            tracing::warn!("SIGHUP ignored: running on the embedded default config, there is no file to re-read");
+            return;
+        };
+        match Config::load(path, true) {
+            Err(e) => tracing::error!("config reload refused, keeping the running config: {e}"),
+            Ok((mut new, _)) => {
+                let old = &self.intake.cfg;
+                if new.data_dir != old.data_dir {
+                    tracing::warn!("data_dir changes need a restart; keeping {}", old.data_dir.display());
+                    new.data_dir = old.data_dir.clone();
+                }
+                if new.metrics.listen != old.metrics.listen {
+                    tracing::warn!("metrics.listen changes need a restart");
+                }
+                self.intake.enricher = Enricher::new(&new.domain);
+                self.intake.mapper = Mapper::new(&new.input);
+                self.intake.segments.set_options(segment_options(&new));
+                self.tailer.reconfigure(tail_options(&new, false));
+                self.intake.cfg = new;
+                tracing::info!("config reloaded from {}", path.display());
+            }
+        }
+    }
+
+    /// Ordered shutdown: intake has stopped (we are not polling any more); make everything
+    /// durable (retrying a failing disk for a while), seal, checkpoint.
+    fn shutdown(&mut self) -> Result<(), DaemonError> {
+        tracing::info!("shutting down: flushing, sealing, checkpointing");
+        let started = Instant::now();
+        let mut backoff = RETRY_MIN;
+        loop {
+            match self.durable_point() {
+                Ok(()) => break,
+                Err(e) if started.elapsed() < SHUTDOWN_GRACE => {
+                    tracing::error!("shutdown flush failed, retrying in {backoff:?}: {e}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(DaemonError::ShutdownIncomplete(SHUTDOWN_GRACE, e.to_string())),
+            }
+        }
+        self.intake.segments.seal_all()?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
