@@ -57,23 +57,18 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Seals the `.open` file at `path` (named `open_name`) by renaming it to its sealed name,
 /// or, if that name is somehow taken, to the next free number of the same day. Returns the
-/// sealed path. The directory is fsynced afterwards when `fsync`.
+/// sealed path. The caller fsyncs the directory: an error from the rename itself means the
+/// file is still open, an error after it does not.
 pub(crate) fn seal_file(
     dir: &Path,
     open_name: SegmentName,
     path: &Path,
-    fsync: bool,
 ) -> Result<PathBuf, SegmentError> {
     let mut target = open_name.sealed();
     loop {
         let to = dir.join(target.file_name());
         match rename_noreplace(path, &to) {
-            Ok(()) => {
-                if fsync {
-                    sync_dir(dir)?;
-                }
-                return Ok(to);
-            }
+            Ok(()) => return Ok(to),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let found = name::scan(dir, open_name.stream)?;
                 let next = name::highest_number(&found, open_name.day).max(target.number) + 1;

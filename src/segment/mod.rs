@@ -444,14 +444,21 @@ impl SegmentWriter {
             }
             return Ok(None);
         }
-        let OpenSegment {
-            name, path, file, ..
-        } = seg;
-        drop(file);
-        // After the rename the file is sealed whatever happens next, so the segment is not
-        // put back on error (a retry would otherwise try to rename a file that moved).
-        let sealed = seal_file(&self.dir, name, &path, self.opts.fsync)?;
+        let sealed = match seal_file(&self.dir, seg.name, &seg.path) {
+            Ok(p) => p,
+            Err(e) => {
+                // Still the `.open` file: keep it as the stream's one open segment.
+                self.current = Some(seg);
+                return Err(e);
+            }
+        };
+        drop(seg);
         tracing::debug!(stream = %self.stream, path = %sealed.display(), "sealed segment");
+        if self.opts.fsync {
+            // The file is sealed whatever happens here, so it is not put back on error; the
+            // error still reaches the caller because the rename may not be durable yet.
+            sync_dir(&self.dir)?;
+        }
         Ok(Some(sealed))
     }
 

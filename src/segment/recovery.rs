@@ -175,7 +175,10 @@ pub(crate) fn recover(
             .map_err(|e| SegmentError::io("fsync", path, e))?;
     }
     drop(file);
-    let sealed = seal_file(dir, name, path, fsync)?;
+    let sealed = seal_file(dir, name, path)?;
+    if fsync {
+        sync_dir(dir)?;
+    }
     tracing::info!(
         from = %path.display(),
         to = %sealed.display(),

@@ -54,6 +54,14 @@ fn open_writer(dir: &Path, o: SegmentOptions) -> (SegmentWriter, Recovery) {
 }
 
 #[test]
+fn writers_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<SegmentWriter>();
+    assert_send::<Segments>();
+    assert_send::<SegmentError>();
+}
+
+#[test]
 fn names_round_trip_and_reject_noise() {
     let day = NaiveDate::from_ymd_opt(2026, 1, 2).expect("date");
     let n = SegmentName {
