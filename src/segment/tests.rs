@@ -496,6 +496,69 @@ fn recovery_scans_long_lines_across_chunks() {
     );
 }
 
+#[test]
+fn recovers_every_open_file_of_the_stream() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("examples_20260101_0001.jsonl.open"),
+        b"{\"n\":1}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("examples_20260102_0004.jsonl.open"),
+        b"{\"n\":2}\n{\"n",
+    )
+    .expect("write");
+    let (_w, rec) = open_writer(dir, opts(1 << 20, 3600, true));
+    let sealed: Vec<_> = rec.segments.iter().map(|s| s.sealed_path.clone()).collect();
+    assert_eq!(
+        sealed,
+        vec![
+            Some(dir.join("examples_20260101_0001.jsonl")),
+            Some(dir.join("examples_20260102_0004.jsonl")),
+        ]
+    );
+    assert_eq!(rec.torn_lines().count(), 1);
+    assert_eq!(all_ns(dir, Stream::Examples), vec![1, 2]);
+    assert!(names(dir).iter().all(|n| !n.ends_with(".open")));
+}
+
+#[test]
+fn a_clock_that_steps_back_does_not_seal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut w, _) = open_writer(tmp.path(), opts(1 << 20, 60, false));
+    w.append(&line(1)).expect("append");
+    w.flush_at(at(2026, 1, 2, 0, 0, 30)).expect("flush");
+    assert_eq!(w.maybe_seal(at(2026, 1, 1, 23, 0, 0)).expect("seal"), None);
+}
+
+#[test]
+fn close_flushes_then_seals_and_options_change_on_the_fly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut s, _) = Segments::open_all(dir, opts(1 << 20, 3600, true)).expect("open_all");
+    s.rejected.append(&line(1)).expect("append");
+    s.flush_all().expect("flush");
+    s.rejected.append(&line(2)).expect("append");
+    // SIGHUP: a smaller size limit applies to the open segment at the next check.
+    s.set_options(opts(8, 3600, true));
+    assert_eq!(s.rejected.options().max_file_bytes, 8);
+    let now = crate::clock::now();
+    let sealed = s.maybe_seal_all(now).expect("maybe_seal_all");
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(
+        s.rejected.pending(),
+        1,
+        "maybe_seal leaves pending lines pending"
+    );
+    let last = s.rejected.close().expect("close").expect("sealed");
+    assert_eq!(read(&last), b"{\"n\":2}\n");
+    assert_eq!(all_ns(dir, Stream::Rejected), vec![1, 2]);
+    assert_eq!(s.bytes_written_total(), 16);
+    assert!(names(dir).iter().all(|n| !n.ends_with(".open")));
+}
+
 /// A fault plan shared between the test and the writer's hook; each fault fires once.
 #[derive(Default)]
 struct Plan {
@@ -818,10 +881,13 @@ mod prop {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         #[test]
-        fn flushed_lines_come_back_exactly_once_in_order(ops in proptest::collection::vec(op(), 1..60)) {
+        fn flushed_lines_come_back_exactly_once_in_order(
+            ops in proptest::collection::vec(op(), 1..60),
+            fsync in proptest::bool::weighted(0.2),
+        ) {
             let tmp = tempfile::tempdir().expect("tempdir");
             let dir = tmp.path();
-            let o = opts(200, 3600, false);
+            let o = opts(200, 3600, fsync);
             let plan = Arc::new(Mutex::new(Plan::default()));
             let reopen = |plan: &Arc<Mutex<Plan>>| {
                 let (mut w, rec) = open_writer(dir, o);
