@@ -163,7 +163,9 @@ impl Intake {
             Stream::Corrections => &mut self.segments.corrections,
             Stream::Rejected => &mut self.segments.rejected,
         };
-        writer.append(&line);
+        writer
+            .append(&line)
+            .expect("a serialized record is one non-empty line");
         self.dirty = true;
     }
 
@@ -471,7 +473,10 @@ impl Intake {
     fn write_buffer(&mut self) {
         for ex in self.buffer.drain(..) {
             let line = serde_json::to_vec(&ex).expect("examples serialize");
-            self.segments.examples.append(&line);
+            self.segments
+                .examples
+                .append(&line)
+                .expect("a serialized record is one non-empty line");
         }
         self.index.clear();
         self.metrics.buffered_examples.store(0, Ordering::Relaxed);
@@ -536,14 +541,15 @@ pub fn run(
         last_watchdog: Instant::now(),
         watchdog: watchdog_interval(),
     };
-    for r in recoveries {
+    for r in &recoveries {
         for torn in r.torn_lines() {
-            let rec = RejectedRecord::new(
-                &r.path().display().to_string(),
-                0,
+            let mut rec = RejectedRecord::new(
+                &torn.path.display().to_string(),
+                torn.offset,
                 "torn last line of a segment left by a crash",
-                torn,
+                &torn.bytes,
             );
+            rec.raw_len = torn.len as usize;
             daemon.intake.push_rejected(rec);
         }
     }
@@ -666,8 +672,9 @@ impl Daemon {
 
     /// Writes pending segment lines without making them durable.
     fn write_pending(&mut self) {
-        if let Err(e) = self.intake.segments.write_all() {
-            self.on_write_error(e);
+        match self.intake.segments.write_all() {
+            Ok(w) => Metrics::add(&self.intake.metrics.bytes_written, w.bytes),
+            Err(e) => self.on_write_error(e),
         }
     }
 
@@ -691,7 +698,7 @@ impl Daemon {
             self.intake.write_buffer();
         }
         let written = self.intake.segments.flush_all()?;
-        Metrics::add(&self.intake.metrics.bytes_written, written);
+        Metrics::add(&self.intake.metrics.bytes_written, written.bytes);
         if self.tailer.commit_checkpoint()? {
             Metrics::add(&self.intake.metrics.checkpoints_written, 1);
         }

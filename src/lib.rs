@@ -11,4 +11,5 @@ pub mod enrich;
 pub mod mapping;
 pub mod metrics;
 pub mod record;
+pub mod segment;
 pub mod spool;

@@ -543,7 +543,8 @@ mod capture_kind_tests {
         ] {
             parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
-        let e = parse_line(r#"{"type":"capture","prompt":"p","response":"r","colour":"red"}"#).unwrap_err();
+        let e = parse_line(r#"{"type":"capture","prompt":"p","response":"r","colour":"red"}"#)
+            .unwrap_err();
         assert!(e.contains("colour"), "{e}");
     }
 }
