@@ -189,8 +189,14 @@ pub struct SpoolFile {
     pub refused: Option<String>,
 }
 
-/// Lists and parses the spool files ready in `dir` (oldest name first), at most `limit`.
-pub fn scan(dir: &Path, max_file_bytes: u64, limit: usize) -> Result<Vec<SpoolFile>, SpoolError> {
+/// Lists and parses the spool files ready in `dir` (oldest name first), at most `limit`,
+/// leaving out those in `skip` (read already, waiting to be retired).
+pub fn scan(
+    dir: &Path,
+    max_file_bytes: u64,
+    limit: usize,
+    skip: &std::collections::HashSet<PathBuf>,
+) -> Result<Vec<SpoolFile>, SpoolError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -199,6 +205,7 @@ pub fn scan(dir: &Path, max_file_bytes: u64, limit: usize) -> Result<Vec<SpoolFi
     let mut names: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
+        .filter(|p| !skip.contains(p))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
@@ -449,12 +456,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_events(dir.path(), &[feedback("req-1", "positive")]).unwrap();
         assert!(p.starts_with(dir.path()));
-        let files = scan(dir.path(), 1 << 20, 100).unwrap();
+        let files = scan(dir.path(), 1 << 20, 100, &Default::default()).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].items.len(), 1);
         assert!(files[0].bad_lines.is_empty());
         retire(dir.path(), &files[0], false).unwrap();
-        assert!(scan(dir.path(), 1 << 20, 100).unwrap().is_empty());
+        assert!(scan(dir.path(), 1 << 20, 100, &Default::default())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -515,7 +524,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.path().join("link.jsonl")).unwrap();
         fs::write(dir.path().join("big.jsonl"), vec![b' '; 100]).unwrap();
         fs::remove_file(&target).unwrap();
-        let files = scan(dir.path(), 50, 100).unwrap();
+        let files = scan(dir.path(), 50, 100, &Default::default()).unwrap();
         assert_eq!(files.len(), 2);
         for f in &files {
             assert!(f.refused.is_some());

@@ -1,0 +1,161 @@
+//! The data directory as the commands see it: which segment files feed `export` and
+//! `stats`, how the config and command-line overrides become export options, and the
+//! running daemon's live buffer count for `stats`.
+
+use crate::config::Config;
+use crate::export::{self, ExportInputs, ExportOptions, ExportReport, Format};
+use crate::record::Relevance;
+use crate::segment::{self, Stream};
+use crate::stats::{self, Stats};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Failures of the data-directory commands.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every segment (sealed and open) of the examples, feedback and corrections streams.
+pub fn inputs(cfg: &Config) -> Result<ExportInputs, DataDirError> {
+    Ok(ExportInputs {
+        examples: segment::list(&cfg.data_dir, Stream::Examples)?,
+        feedback: segment::list(&cfg.data_dir, Stream::Feedback)?,
+        corrections: segment::list(&cfg.data_dir, Stream::Corrections)?,
+    })
+}
+
+/// Command-line overrides of the `[export]` config.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRequest {
+    pub format: Option<String>,
+    pub min_quality: Option<String>,
+    pub include_corrections: Option<bool>,
+    pub output: Option<PathBuf>,
+    pub val_fraction: Option<f64>,
+    pub progress: bool,
+}
+
+/// The export options for a config plus overrides; invalid overrides are refused here,
+/// before any work starts.
+pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions, DataDirError> {
+    let e = &cfg.export;
+    let format: Format = req
+        .format
+        .as_deref()
+        .unwrap_or(&e.format)
+        .parse()
+        .map_err(DataDirError::Invalid)?;
+    let min_quality: Relevance = req
+        .min_quality
+        .as_deref()
+        .unwrap_or(&e.min_quality)
+        .parse()
+        .map_err(DataDirError::Invalid)?;
+    let val_fraction = req.val_fraction.unwrap_or(e.val_fraction);
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(DataDirError::Invalid(format!(
+            "--val-fraction must be at least 0 and below 1, not {val_fraction}"
+        )));
+    }
+    Ok(ExportOptions {
+        format,
+        min_quality,
+        include_corrections: req.include_corrections.unwrap_or(e.include_corrections),
+        min_prompt_chars: e.min_prompt_chars,
+        min_response_chars: e.min_response_chars,
+        val_fraction,
+        system_prompt: (!e.system_prompt.is_empty()).then(|| e.system_prompt.clone()),
+        pii_patterns: e.pii_patterns.iter().map(|p| p.0.clone()).collect(),
+        pseudonym_key: pseudonym_key(&cfg.state_dir())?,
+        near_dup_threshold: e.near_dup_threshold,
+        temp_dir: cfg.state_dir().join("tmp"),
+        progress: req.progress,
+        config_digest: cfg.digest(),
+    })
+}
+
+/// Builds the training set (see `export`).
+pub fn export(cfg: &Config, req: &ExportRequest) -> Result<ExportReport, DataDirError> {
+    let opts = export_options(cfg, req)?;
+    create_dir(&opts.temp_dir)?;
+    let output = req.output.clone().unwrap_or_else(|| cfg.export.output.clone());
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir(parent)?;
+    }
+    Ok(export::export(&inputs(cfg)?, &opts, &output)?)
+}
+
+fn create_dir(p: &Path) -> Result<(), DataDirError> {
+    std::fs::create_dir_all(p).map_err(|source| DataDirError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The key for pseudonymizing user ids: 32 random bytes made on first use and kept in
+/// `state/pseudonym.key` (mode 0600), so the same user maps to the same pseudonym in every
+/// export of this installation and to none elsewhere.
+pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
+    let path = state_dir.join("pseudonym.key");
+    let io = |source| DataDirError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 16 => return Ok(k),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    create_dir(state_dir)?;
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(io)?;
+    let tmp = state_dir.join("pseudonym.key.tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&key).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(key)
+}
+
+/// `stats`: the counts over every segment, plus the running daemon's buffer.
+pub fn stats(cfg: &Config) -> Result<Stats, DataDirError> {
+    let inputs = inputs(cfg)?;
+    let rejected = segment::list(&cfg.data_dir, Stream::Rejected)?;
+    let mut s = stats::collect(&inputs, &rejected)?;
+    s.buffer_count = live_buffer_count(cfg).unwrap_or(0);
+    s.total_examples += s.buffer_count;
+    Ok(s)
+}
+
+/// The running daemon's buffered example count, asked of its `/healthz` endpoint.
+fn live_buffer_count(cfg: &Config) -> Option<u64> {
+    let addr = cfg.metrics.listen.0?;
+    let body = crate::metrics::http_get(addr, "/healthz", Duration::from_millis(500)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v.get("buffer_count")?.as_u64()
+}
