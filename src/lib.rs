@@ -7,9 +7,11 @@
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod enrich;
 pub mod mapping;
 pub mod metrics;
 pub mod record;
 pub mod segment;
 pub mod spool;
+pub mod tail;

@@ -1,0 +1,229 @@
+//! The checkpoint file `checkpoints.json`: where each known file was read up to.
+//!
+//! Format (versioned so later layouts can be told apart):
+//! `{"version":1,"files":[{"dev","inode","fingerprint","path","offset","updated","marker","marker_len"}]}`
+//! where `offset` is the start of the first line not yet handed to the caller, `updated` is
+//! the unix time the file was last seen, and `marker`/`marker_len` describe the bytes just
+//! before `offset` (see `identity`), checked on resume. `path` is informational: identity is
+//! `dev` + `inode` + `fingerprint`.
+//!
+//! Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash leaves
+//! either the old or the new file, never a torn one. A leftover temp file is an interrupted
+//! write; the old file is still consistent and is preferred. A file that cannot be parsed
+//! (truncated, zero-filled: Promtail #1457, #6268) is moved aside rather than crash-looping
+//! the daemon.
+
+use super::identity::{hex, parse_hex16};
+use super::TailError;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Name of the checkpoint file inside the state directory.
+pub const FILE_NAME: &str = "checkpoints.json";
+const TMP_NAME: &str = "checkpoints.json.tmp";
+const VERSION: u32 = 1;
+
+/// One saved position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub dev: u64,
+    pub inode: u64,
+    pub fingerprint: String,
+    pub path: String,
+    pub offset: u64,
+    pub updated: u64,
+    #[serde(default)]
+    pub marker: String,
+    #[serde(default)]
+    pub marker_len: u32,
+}
+
+impl Entry {
+    /// The fingerprint as bytes, if well formed.
+    pub fn fingerprint_bytes(&self) -> Option<[u8; 16]> {
+        parse_hex16(&self.fingerprint)
+    }
+
+    /// The marker hash as bytes (`None` when there is no marker).
+    pub fn marker_bytes(&self) -> Option<[u8; 16]> {
+        parse_hex16(&self.marker)
+    }
+
+    /// Equal in everything but the `updated` time (used to skip no-op writes).
+    pub fn same_position(&self, other: &Entry) -> bool {
+        self.dev == other.dev
+            && self.inode == other.inode
+            && self.fingerprint == other.fingerprint
+            && self.path == other.path
+            && self.offset == other.offset
+            && self.marker == other.marker
+            && self.marker_len == other.marker_len
+    }
+
+    /// Sets the marker fields.
+    pub fn set_marker(&mut self, len: u32, hash: &[u8; 16]) {
+        self.marker_len = len;
+        self.marker = if len == 0 { String::new() } else { hex(hash) };
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Document {
+    version: u32,
+    files: Vec<Entry>,
+}
+
+/// Result of loading the state directory.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No checkpoint file: the very first start.
+    Missing,
+    /// The file was unusable and has been moved to the given path (or could not be moved).
+    Corrupt { moved_to: Option<PathBuf> },
+    /// Saved positions.
+    Entries(Vec<Entry>),
+}
+
+fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let doc: Document = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if doc.version != VERSION {
+        return Err(format!("unsupported checkpoint version {}", doc.version));
+    }
+    if let Some(bad) = doc.files.iter().find(|e| e.fingerprint_bytes().is_none()) {
+        return Err(format!("malformed fingerprint {:?}", bad.fingerprint));
+    }
+    Ok(doc.files)
+}
+
+/// Loads `state_dir/checkpoints.json`. A corrupt file is logged, moved aside to
+/// `checkpoints.json.corrupt-<unix time>` and reported as `Loaded::Corrupt`.
+pub fn load(state_dir: &Path, now_unix: u64) -> Result<Loaded, TailError> {
+    let path = state_dir.join(FILE_NAME);
+    // A temp file left behind is a write that never reached its rename: discard it.
+    let tmp = state_dir.join(TMP_NAME);
+    if tmp.exists() {
+        tracing::warn!(path = %tmp.display(), "removing interrupted checkpoint write");
+        if let Err(e) = fs::remove_file(&tmp) {
+            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove stale temp file");
+        }
+    }
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(source) => return Err(TailError::CheckpointRead { path, source }),
+    };
+    match parse(&bytes) {
+        Ok(entries) => Ok(Loaded::Entries(entries)),
+        Err(reason) => {
+            let aside = state_dir.join(format!("{FILE_NAME}.corrupt-{now_unix}"));
+            let moved_to = match fs::rename(&path, &aside) {
+                Ok(()) => Some(aside),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot move corrupt checkpoint file aside");
+                    None
+                }
+            };
+            tracing::error!(
+                path = %path.display(),
+                reason = %reason,
+                moved_to = ?moved_to,
+                "checkpoint file is corrupt; starting without saved positions"
+            );
+            Ok(Loaded::Corrupt { moved_to })
+        }
+    }
+}
+
+/// Writes the entries atomically: temp file, fsync, rename, fsync of the directory.
+pub fn store(state_dir: &Path, entries: &[Entry]) -> Result<(), TailError> {
+    let path = state_dir.join(FILE_NAME);
+    let tmp = state_dir.join(TMP_NAME);
+    let doc = Document {
+        version: VERSION,
+        files: entries.to_vec(),
+    };
+    let werr = |source: io::Error| TailError::CheckpointWrite {
+        path: path.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(|e| werr(io::Error::other(e)))?;
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(werr)?;
+        f.write_all(&bytes).map_err(werr)?;
+        f.write_all(b"\n").map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+    }
+    fs::rename(&tmp, &path).map_err(werr)?;
+    File::open(state_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64) -> Entry {
+        Entry {
+            dev: 1,
+            inode: 2,
+            fingerprint: "00112233445566778899aabbccddeeff".into(),
+            path: "/x/a.log".into(),
+            offset,
+            updated: 5,
+            marker: String::new(),
+            marker_len: 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            load(dir.path(), 1).expect("load"),
+            Loaded::Missing
+        ));
+        store(dir.path(), &[entry(7)]).expect("store");
+        match load(dir.path(), 1).expect("load") {
+            Loaded::Entries(e) => assert_eq!(e, vec![entry(7)]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert!(text.starts_with("{\"version\":1,\"files\":[{\"dev\":1,\"inode\":2,"));
+    }
+
+    #[test]
+    fn zero_filled_file_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(FILE_NAME), [0u8; 100]).expect("write");
+        match load(dir.path(), 42).expect("load") {
+            Loaded::Corrupt { moved_to } => {
+                let p = moved_to.expect("moved");
+                assert!(p.ends_with("checkpoints.json.corrupt-42"));
+                assert!(p.exists());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn interrupted_write_keeps_the_old_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        store(dir.path(), &[entry(3)]).expect("store");
+        fs::write(dir.path().join(TMP_NAME), b"{\"version\":1,\"fi").expect("write");
+        match load(dir.path(), 1).expect("load") {
+            Loaded::Entries(e) => assert_eq!(e, vec![entry(3)]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!dir.path().join(TMP_NAME).exists());
+    }
+}

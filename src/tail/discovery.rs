@@ -1,0 +1,191 @@
+//! File discovery: expands the include globs into the regular files present right now, keyed
+//! by (device, inode) of their targets (symlinks are followed), and works out which existing
+//! directories a file-system watcher should observe.
+//!
+//! Discovery is a plain re-scan (like Vector) so it is correct even when inotify events were
+//! lost (queue overflow, NFS); the watcher only makes it prompt.
+
+use glob::{MatchOptions, Pattern};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A directory to watch and whether its subdirectories matter too.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchSpec {
+    pub dir: PathBuf,
+    pub recursive: bool,
+}
+
+/// One matching file found by a scan.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+const OPTIONS: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// Checks that every pattern is a valid glob.
+pub fn validate(patterns: &[String]) -> Result<(), (String, glob::PatternError)> {
+    for p in patterns {
+        Pattern::new(p).map_err(|e| (p.clone(), e))?;
+    }
+    Ok(())
+}
+
+/// Expands the patterns. Files are returned sorted by path, one entry per (dev, inode) (the
+/// first path in sorted order wins when a file is reachable by several paths, e.g. a symlink
+/// and its target). Unreadable directories and vanished entries are skipped.
+pub fn scan(patterns: &[String]) -> Vec<Found> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for p in patterns {
+        match glob::glob_with(p, OPTIONS) {
+            Ok(iter) => {
+                for entry in iter {
+                    match entry {
+                        Ok(path) => paths.push(path),
+                        Err(e) => tracing::debug!(error = %e, "glob entry skipped"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(pattern = %p, error = %e, "invalid glob pattern ignored"),
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    let mut seen: HashMap<(u64, u64), ()> = HashMap::new();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        // `metadata` follows symlinks: a symlinked path is tailed as its target.
+        let md = match std::fs::metadata(&path) {
+            Ok(md) => md,
+            Err(_) => continue,
+        };
+        if !md.is_file() {
+            continue;
+        }
+        let key = (md.dev(), md.ino());
+        if seen.insert(key, ()).is_none() {
+            out.push(Found {
+                path,
+                dev: key.0,
+                inode: key.1,
+            });
+        }
+    }
+    out
+}
+
+fn has_meta(component: &str) -> bool {
+    component.contains(['*', '?', '['])
+}
+
+/// The existing directories to watch for the patterns: each pattern's literal prefix (the
+/// path up to the first component with a wildcard), or its nearest existing ancestor.
+/// Recursive when a wildcard sits in a directory component (`**` or `dir/*/x.log`) or the
+/// literal prefix does not exist yet.
+pub fn watch_specs(patterns: &[String]) -> Vec<WatchSpec> {
+    let mut specs: Vec<WatchSpec> = Vec::new();
+    for p in patterns {
+        let path = Path::new(p);
+        let comps: Vec<&str> = path
+            .components()
+            .map(|c| c.as_os_str().to_str().unwrap_or(""))
+            .collect();
+        let first_meta = comps.iter().position(|c| has_meta(c));
+        let (root, mut recursive) = match first_meta {
+            Some(i) => {
+                let root: PathBuf = path.components().take(i).collect();
+                // Wildcard before the last component: subdirectories matter.
+                (root, i + 1 < comps.len())
+            }
+            None => (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                false,
+            ),
+        };
+        let mut dir = if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        };
+        while !dir.is_dir() {
+            recursive = true;
+            match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => dir = parent.to_path_buf(),
+                _ => {
+                    dir = PathBuf::from(if path.is_absolute() { "/" } else { "." });
+                    break;
+                }
+            }
+        }
+        if let Some(existing) = specs.iter_mut().find(|s| s.dir == dir) {
+            existing.recursive |= recursive;
+        } else {
+            specs.push(WatchSpec { dir, recursive });
+        }
+    }
+    specs.sort();
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_follows_symlinks_and_dedupes_by_inode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("a.log"), b"x\n").expect("write");
+        std::fs::write(d.join("b.log"), b"y\n").expect("write");
+        std::fs::create_dir(d.join("sub.log")).expect("mkdir");
+        std::os::unix::fs::symlink(d.join("a.log"), d.join("c.log")).expect("symlink");
+        let pat = format!("{}/*.log", Pattern::escape(&d.to_string_lossy()));
+        let found = scan(&[pat]);
+        let names: Vec<_> = found
+            .iter()
+            .map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, vec![Some("a.log".into()), Some("b.log".into())]);
+    }
+
+    #[test]
+    fn watch_specs_pick_roots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_string_lossy().into_owned();
+        std::fs::create_dir(dir.path().join("logs")).expect("mkdir");
+        let specs = watch_specs(&[
+            format!("{d}/logs/*.jsonl"),
+            format!("{d}/logs/**/*.jsonl"),
+            format!("{d}/missing/*.log"),
+        ]);
+        assert_eq!(
+            specs,
+            vec![
+                WatchSpec {
+                    dir: dir.path().to_path_buf(),
+                    recursive: true
+                },
+                WatchSpec {
+                    dir: dir.path().join("logs"),
+                    recursive: true
+                },
+            ]
+        );
+        let specs = watch_specs(&[format!("{d}/logs/app.jsonl")]);
+        assert_eq!(
+            specs,
+            vec![WatchSpec {
+                dir: dir.path().join("logs"),
+                recursive: false
+            }]
+        );
+    }
+}

@@ -1,0 +1,754 @@
+//! Tailing of the service's JSON-lines logs: finds the files matching the include globs,
+//! follows them through rename rotation, copytruncate, truncation and delete+recreate, hands
+//! every complete line to the caller exactly once (at least once across a crash, never lost),
+//! and saves read positions in `state_dir/checkpoints.json` when the caller says the items
+//! handed out so far are durable.
+//!
+//! How the pieces fit:
+//! * [`discovery`] expands the globs (re-scanned on every poll, so lost inotify events cost
+//!   latency, not data) and names the directories to watch;
+//! * [`identity`] tells files apart by dev + inode + first-line fingerprint, never by path;
+//! * [`reader`] splits bytes into lines, keeps a partial last line back and skips oversize
+//!   lines;
+//! * [`checkpoint`] loads and atomically stores positions;
+//! * [`watch`] wakes the daemon on file-system events.
+//!
+//! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
+//! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
+//! A file is read at most `read_budget_bytes` per poll so one busy file cannot starve the
+//! others; `PollOutcome::more_pending` says when the caller should poll again right away.
+
+pub mod checkpoint;
+pub mod discovery;
+pub mod identity;
+pub mod reader;
+pub mod watch;
+
+pub use discovery::WatchSpec;
+pub use identity::FileId;
+pub use watch::FsWatcher;
+
+use checkpoint::{Entry, Loaded};
+use identity::{read_full_at, Fingerprint};
+use reader::{Piece, Reader, RAW_CAP};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Errors of the tailing subsystem. Per-file read problems are not errors of `poll`: they are
+/// logged, counted in [`TailCounters::read_errors`] and retried on the next poll.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("invalid glob pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: glob::PatternError,
+    },
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read checkpoint file {path}: {source}")]
+    CheckpointRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write checkpoint file {path}: {source}")]
+    CheckpointWrite {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("file watcher: {0}")]
+    Notify(#[from] notify::Error),
+}
+
+/// Where to start in files present at the very first start (no checkpoint file yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    /// After the last complete line present at startup (a line still being written then is
+    /// read whole once it completes, rather than as a fragment).
+    End,
+}
+
+/// Tailer settings.
+#[derive(Clone, Debug)]
+pub struct TailOptions {
+    /// Glob patterns (absolute paths already resolved by the caller); `**` supported.
+    pub include: Vec<String>,
+    /// Only for files present at the very first start; files found later always start at 0.
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    /// How long a rotated-away (renamed out of the globs or deleted) file is still read.
+    pub rotate_wait: Duration,
+    /// Bytes read per file per `poll` pass.
+    pub read_budget_bytes: usize,
+    /// `checkpoints.json` lives here.
+    pub state_dir: PathBuf,
+}
+
+/// One item handed to the sink.
+#[derive(Debug)]
+pub enum TailItem<'a> {
+    /// One complete line, without its line terminator ("\n" or "\r\n"). `offset` is the byte
+    /// offset of the line start in the file.
+    Line {
+        file: &'a FileId,
+        path: &'a Path,
+        offset: u64,
+        bytes: &'a [u8],
+    },
+    /// A line that cannot be used: longer than max_line_bytes (reading resumes at the next
+    /// line; `raw` holds at most the first 4 KiB), invalid UTF-8, or the unterminated last
+    /// line of a rotated-away file that is being closed. `len` is the full length.
+    Rejected {
+        file: &'a FileId,
+        path: &'a Path,
+        offset: u64,
+        reason: String,
+        raw: &'a [u8],
+        len: usize,
+    },
+}
+
+/// What one `poll` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Items handed to the sink.
+    pub items: usize,
+    /// Some file still has unread bytes (its read budget ran out): poll again soon.
+    pub more_pending: bool,
+}
+
+/// Running totals, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailCounters {
+    pub files_added: u64,
+    pub files_resumed: u64,
+    pub files_rotated: u64,
+    pub files_truncated: u64,
+    pub files_closed: u64,
+    pub lines: u64,
+    pub rejected: u64,
+    pub read_errors: u64,
+    pub open_errors: u64,
+    pub unread_bytes_dropped: u64,
+    pub checkpoint_writes: u64,
+}
+
+/// Saved positions of files not open right now are forgotten after this long unseen.
+const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
+/// While a backlog is being drained (`more_pending`), the globs are re-scanned at most this
+/// often, so a tight drain loop does not stat every file on every call.
+const BUSY_RESCAN: Duration = Duration::from_secs(1);
+/// Size of one read.
+const CHUNK: usize = 64 * 1024;
+
+/// One open file generation.
+struct Tracked {
+    file: File,
+    dev: u64,
+    inode: u64,
+    path: PathBuf,
+    fp: Option<Fingerprint>,
+    id: Option<FileId>,
+    reader: Reader,
+    last_size: u64,
+    last_mtime: (i64, i64),
+    /// When the file stopped matching the globs (renamed away or deleted).
+    gone_since: Option<Instant>,
+    /// Unix time the file was last seen by a scan.
+    seen_unix: u64,
+    /// Marker computed for this offset (offset, len, hash), so unchanged files cost nothing.
+    marker_cache: Option<(u64, u32, [u8; 16])>,
+}
+
+impl Tracked {
+    fn reset_truncated(&mut self, why: &str, counters: &mut TailCounters) {
+        tracing::warn!(
+            path = %self.path.display(),
+            read_pos = self.reader.read_pos(),
+            why,
+            "file truncated or rewritten; reading it again from the start"
+        );
+        counters.files_truncated += 1;
+        self.reader = Reader::new(0);
+        self.fp = None;
+        self.id = None;
+        self.marker_cache = None;
+    }
+}
+
+/// The tailer. See the module documentation.
+pub struct Tailer {
+    opts: TailOptions,
+    files: Vec<Tracked>,
+    /// Saved positions not matched to an open file, by (dev, inode).
+    saved: HashMap<(u64, u64), Vec<Entry>>,
+    /// No checkpoint existed at open and the first scan has not happened yet.
+    first_start: bool,
+    /// What is on disk (`None`: nothing yet, so the first commit always writes).
+    last_written: Option<Vec<Entry>>,
+    last_scan: Option<Instant>,
+    last_more_pending: bool,
+    buf: Vec<u8>,
+    counters: TailCounters,
+}
+
+impl std::fmt::Debug for Tailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tailer")
+            .field("include", &self.opts.include)
+            .field("open_files", &self.files.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(crate::clock::now().timestamp()).unwrap_or(0)
+}
+
+/// Offset just after the last `\n` among the first `size` bytes (0 if there is none).
+fn end_offset(file: &File, size: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK as u64);
+        let want = (end - start) as usize;
+        let n = read_full_at(file, &mut buf[..want], start)?;
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
+    if e.marker_len == 0 {
+        return Ok(true);
+    }
+    Ok(match identity::marker(file, e.offset)? {
+        Some((len, hash)) => len == e.marker_len && Some(hash) == e.marker_bytes(),
+        None => false,
+    })
+}
+
+/// Checks that what was already read is still there: the bytes just before `read_pos`
+/// (always: one small read, and mtime granularity is too coarse to rely on alone) and, when
+/// size or mtime changed, the fingerprint window.
+fn content_intact(t: &Tracked, size: u64, changed: bool) -> io::Result<bool> {
+    let tail = t.reader.tail();
+    if !tail.is_empty() {
+        let start = t.reader.read_pos() - tail.len() as u64;
+        let mut now = vec![0u8; tail.len()];
+        if read_full_at(&t.file, &mut now, start)? != now.len() || now != tail {
+            return Ok(false);
+        }
+    }
+    if let (true, Some(fp)) = (changed, &t.fp) {
+        if !identity::still_matches(&t.file, size, fp)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Reads one file for one pass. Returns (items, more bytes pending).
+fn service(
+    t: &mut Tracked,
+    opts: &TailOptions,
+    buf: &mut Vec<u8>,
+    counters: &mut TailCounters,
+    sink: &mut dyn FnMut(TailItem<'_>),
+) -> io::Result<(usize, bool)> {
+    let md = t.file.metadata()?;
+    let size = md.len();
+    let mtime = (md.mtime(), md.mtime_nsec());
+    if size < t.reader.read_pos() {
+        t.reset_truncated("size below read position", counters);
+    } else if !content_intact(t, size, size != t.last_size || mtime != t.last_mtime)? {
+        t.reset_truncated("bytes already read have changed", counters);
+    }
+    t.last_size = size;
+    t.last_mtime = mtime;
+    if t.id.is_none() {
+        // No complete first line yet means no complete line at all: nothing to read.
+        match identity::compute(&t.file, size)? {
+            Some(fp) => {
+                t.id = Some(FileId::new(t.dev, t.inode, fp.hash));
+                t.fp = Some(fp);
+            }
+            None => return Ok((0, false)),
+        }
+    }
+    let budget = opts.read_budget_bytes.max(1);
+    let max_line = opts.max_line_bytes;
+    let mut read = 0usize;
+    let mut items = 0usize;
+    while read < budget && t.reader.read_pos() < size {
+        let want = ((size - t.reader.read_pos()) as usize)
+            .min(CHUNK)
+            .min(budget - read);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let n = read_full_at(&t.file, &mut buf[..want], t.reader.read_pos())?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+        let Tracked {
+            reader, id, path, ..
+        } = t;
+        let Some(id) = id.as_ref() else { break };
+        let path: &Path = path;
+        reader.feed(&buf[..n], max_line, &mut |offset, piece| {
+            items += 1;
+            match piece {
+                Piece::Line(bytes) => {
+                    counters.lines += 1;
+                    sink(TailItem::Line {
+                        file: id,
+                        path,
+                        offset,
+                        bytes,
+                    })
+                }
+                Piece::Rejected { reason, raw, len } => {
+                    counters.rejected += 1;
+                    sink(TailItem::Rejected {
+                        file: id,
+                        path,
+                        offset,
+                        reason,
+                        raw,
+                        len,
+                    })
+                }
+            }
+        });
+    }
+    Ok((items, t.reader.read_pos() < size))
+}
+
+impl Tailer {
+    /// Loads checkpoints and prepares the tailer (no file is opened until the first `poll`).
+    /// A corrupt checkpoint file is logged, moved aside to `checkpoints.json.corrupt-<unix
+    /// time>`, and the tailer starts as if none existed; a missing file means first start.
+    pub fn open(opts: TailOptions) -> Result<Tailer, TailError> {
+        discovery::validate(&opts.include)
+            .map_err(|(pattern, source)| TailError::Pattern { pattern, source })?;
+        std::fs::create_dir_all(&opts.state_dir).map_err(|source| TailError::StateDir {
+            path: opts.state_dir.clone(),
+            source,
+        })?;
+        let (first_start, entries) = match checkpoint::load(&opts.state_dir, unix_now())? {
+            Loaded::Missing | Loaded::Corrupt { .. } => (true, None),
+            Loaded::Entries(e) => (false, Some(e)),
+        };
+        let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();
+        let mut last_written = None;
+        if let Some(mut entries) = entries {
+            entries.sort_by(|a, b| {
+                (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
+            });
+            for e in &entries {
+                saved.entry((e.dev, e.inode)).or_default().push(e.clone());
+            }
+            last_written = Some(entries);
+        }
+        Ok(Tailer {
+            opts,
+            files: Vec::new(),
+            saved,
+            first_start,
+            last_written,
+            last_scan: None,
+            last_more_pending: false,
+            buf: Vec::new(),
+            counters: TailCounters::default(),
+        })
+    }
+
+    /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines
+    /// (each file at most `read_budget_bytes` per call) and hands every item to `sink` in
+    /// file order.
+    pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
+        let now = Instant::now();
+        let rescan = !self.last_more_pending
+            || self
+                .last_scan
+                .is_none_or(|t| now.duration_since(t) >= BUSY_RESCAN);
+        if rescan {
+            self.discover(now);
+            self.last_scan = Some(now);
+        }
+        let mut out = PollOutcome::default();
+        for t in &mut self.files {
+            match service(t, &self.opts, &mut self.buf, &mut self.counters, sink) {
+                Ok((items, more)) => {
+                    out.items += items;
+                    out.more_pending |= more;
+                }
+                Err(e) => {
+                    self.counters.read_errors += 1;
+                    tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
+                }
+            }
+        }
+        // Close rotated-away files whose rotate_wait is over.
+        let mut i = 0;
+        while i < self.files.len() {
+            let expired = self.files[i]
+                .gone_since
+                .is_some_and(|g| now.duration_since(g) >= self.opts.rotate_wait);
+            if expired {
+                let t = self.files.remove(i);
+                out.items += self.close(t, sink);
+            } else {
+                i += 1;
+            }
+        }
+        self.last_more_pending = out.more_pending;
+        Ok(out)
+    }
+
+    /// Stops reading a rotated-away file: an unterminated last line is handed out as
+    /// `Rejected` (never silently dropped), unread bytes are logged, the position is kept
+    /// in case the file comes back under a matching name.
+    fn close(&mut self, t: Tracked, sink: &mut dyn FnMut(TailItem<'_>)) -> usize {
+        let mut items = 0;
+        let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
+        let mut offset = t.reader.offset();
+        let unread = size.saturating_sub(t.reader.read_pos());
+        if unread > 0 {
+            self.counters.unread_bytes_dropped += unread;
+            tracing::warn!(
+                path = %t.path.display(),
+                unread_bytes = unread,
+                "closing rotated-away file after rotate_wait with bytes not yet read"
+            );
+        } else if let Some(id) = &t.id {
+            let pending = t.reader.pending();
+            if !pending.is_empty() {
+                items += 1;
+                self.counters.rejected += 1;
+                sink(TailItem::Rejected {
+                    file: id,
+                    path: &t.path,
+                    offset,
+                    reason: format!(
+                        "unterminated last line ({} bytes, no newline) in a rotated-away file closed after rotate_wait",
+                        pending.len()
+                    ),
+                    raw: &pending[..pending.len().min(RAW_CAP)],
+                    len: pending.len(),
+                });
+                offset = t.reader.read_pos();
+            }
+        }
+        self.counters.files_closed += 1;
+        tracing::info!(path = %t.path.display(), "closed rotated-away file");
+        if let Some(id) = &t.id {
+            let mut e = Entry {
+                dev: t.dev,
+                inode: t.inode,
+                fingerprint: id.fingerprint_hex(),
+                path: t.path.to_string_lossy().into_owned(),
+                offset,
+                updated: t.seen_unix,
+                marker: String::new(),
+                marker_len: 0,
+            };
+            if let Ok(Some((len, hash))) = identity::marker(&t.file, offset) {
+                e.set_marker(len, &hash);
+            }
+            self.saved.entry((t.dev, t.inode)).or_default().push(e);
+        }
+        items
+    }
+
+    /// Re-scans the globs: notices renames, rotations and new files.
+    fn discover(&mut self, now: Instant) {
+        let found = discovery::scan(&self.opts.include);
+        let now_unix = unix_now();
+        let by_key: HashMap<(u64, u64), usize> = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ((f.dev, f.inode), i))
+            .collect();
+        let by_path: HashMap<&Path, (u64, u64)> = found
+            .iter()
+            .map(|f| (f.path.as_path(), (f.dev, f.inode)))
+            .collect();
+        for t in &mut self.files {
+            let key = (t.dev, t.inode);
+            match by_key.get(&key) {
+                Some(&i) => {
+                    t.seen_unix = now_unix;
+                    if t.gone_since.take().is_some() {
+                        tracing::info!(path = %found[i].path.display(), "rotated-away file matches again");
+                    }
+                    let new_path = &found[i].path;
+                    if *new_path != t.path && by_path.get(t.path.as_path()) != Some(&key) {
+                        tracing::info!(from = %t.path.display(), to = %new_path.display(), "file renamed");
+                        t.path = new_path.clone();
+                    }
+                }
+                None => {
+                    if t.gone_since.is_none() {
+                        self.counters.files_rotated += 1;
+                        tracing::info!(
+                            path = %t.path.display(),
+                            rotate_wait = ?self.opts.rotate_wait,
+                            "file renamed away or deleted; reading the open handle to its end"
+                        );
+                        t.gone_since = Some(now);
+                    }
+                }
+            }
+        }
+        let tracked: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
+        for f in &found {
+            let key = (f.dev, f.inode);
+            if tracked.contains(&key) {
+                continue;
+            }
+            if let Some(v) = self.saved.get_mut(&key) {
+                for e in v.iter_mut() {
+                    e.updated = now_unix;
+                }
+            }
+            self.start_tracking(f, now_unix);
+        }
+        self.first_start = false;
+    }
+
+    /// Opens a newly found file and decides where to start reading it.
+    fn start_tracking(&mut self, f: &discovery::Found, now_unix: u64) {
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) => {
+                // Not treated as deleted (Filebeat fd-exhaustion lesson): the saved position
+                // stays, and the next scan tries again.
+                self.counters.open_errors += 1;
+                tracing::warn!(path = %f.path.display(), error = %e, "cannot open file; will retry");
+                return;
+            }
+        };
+        let md = match file.metadata() {
+            Ok(md) if md.is_file() => md,
+            Ok(_) => return,
+            Err(e) => {
+                self.counters.open_errors += 1;
+                tracing::warn!(path = %f.path.display(), error = %e, "cannot stat file; will retry");
+                return;
+            }
+        };
+        // The handle is the truth (the path may have been replaced since the scan).
+        let (dev, inode) = (md.dev(), md.ino());
+        if self.files.iter().any(|t| t.dev == dev && t.inode == inode) {
+            return;
+        }
+        let size = md.len();
+        let fp = match identity::compute(&file, size) {
+            Ok(fp) => fp,
+            Err(e) => {
+                self.counters.read_errors += 1;
+                tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
+                return;
+            }
+        };
+        // Any saved entries for this inode are consumed: either one is this file, or they
+        // belong to a deleted file whose inode number was reused.
+        let candidates = self.saved.remove(&(dev, inode)).unwrap_or_default();
+        let mut start = None;
+        if let Some(fp) = &fp {
+            if let Some(e) = candidates
+                .iter()
+                .find(|e| e.fingerprint_bytes() == Some(fp.hash))
+            {
+                let valid = e.offset <= size && marker_ok(&file, e).unwrap_or(false);
+                if valid {
+                    if e.path != f.path.to_string_lossy() {
+                        tracing::info!(from = %e.path, to = %f.path.display(), "file was renamed while stopped; keeping its position");
+                    }
+                    self.counters.files_resumed += 1;
+                    start = Some(e.offset);
+                } else {
+                    self.counters.files_truncated += 1;
+                    tracing::warn!(
+                        path = %f.path.display(),
+                        saved_offset = e.offset,
+                        size,
+                        "file was truncated or rewritten while stopped; reading it from the start"
+                    );
+                    start = Some(0);
+                }
+            }
+        }
+        if start.is_none() && !candidates.is_empty() {
+            tracing::info!(
+                path = %f.path.display(),
+                "inode has a saved position for other content (reused inode or replaced file); reading it as a new file"
+            );
+        }
+        let offset = match start {
+            Some(o) => o,
+            None if self.first_start && self.opts.start_at == StartAt::End => {
+                match end_offset(&file, size) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.counters.read_errors += 1;
+                        tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
+                        self.saved.insert((dev, inode), candidates);
+                        return;
+                    }
+                }
+            }
+            None => 0,
+        };
+        if start.is_none() {
+            tracing::info!(path = %f.path.display(), offset, "new file");
+        }
+        self.counters.files_added += 1;
+        self.files.push(Tracked {
+            dev,
+            inode,
+            path: f.path.clone(),
+            id: fp.as_ref().map(|fp| FileId::new(dev, inode, fp.hash)),
+            fp,
+            reader: Reader::new(offset),
+            last_size: size,
+            last_mtime: (md.mtime(), md.mtime_nsec()),
+            gone_since: None,
+            seen_unix: now_unix,
+            marker_cache: None,
+            file,
+        });
+    }
+
+    /// Writes `checkpoints.json` covering every item already handed to a sink. Atomic (temp
+    /// file, fsync, rename, fsync dir); writes only when a position or the file set changed.
+    /// Returns whether it wrote.
+    pub fn commit_checkpoint(&mut self) -> Result<bool, TailError> {
+        let now_unix = unix_now();
+        self.saved.retain(|_, v| {
+            v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
+            !v.is_empty()
+        });
+        let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
+        for t in &mut self.files {
+            let Some(id) = &t.id else { continue };
+            let offset = t.reader.offset();
+            let (len, hash) = match t.marker_cache {
+                Some((o, len, hash)) if o == offset => (len, hash),
+                _ => match identity::marker(&t.file, offset) {
+                    Ok(Some((len, hash))) => {
+                        t.marker_cache = Some((offset, len, hash));
+                        (len, hash)
+                    }
+                    _ => (0, [0u8; 16]),
+                },
+            };
+            let mut e = Entry {
+                dev: t.dev,
+                inode: t.inode,
+                fingerprint: id.fingerprint_hex(),
+                path: t.path.to_string_lossy().into_owned(),
+                offset,
+                updated: t.seen_unix,
+                marker: String::new(),
+                marker_len: 0,
+            };
+            e.set_marker(len, &hash);
+            entries.push(e);
+        }
+        entries.extend(self.saved.values().flatten().cloned());
+        entries.sort_by(|a, b| {
+            (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
+        });
+        if let Some(prev) = &self.last_written {
+            if prev.len() == entries.len()
+                && prev.iter().zip(&entries).all(|(a, b)| a.same_position(b))
+            {
+                return Ok(false);
+            }
+        }
+        checkpoint::store(&self.opts.state_dir, &entries)?;
+        self.counters.checkpoint_writes += 1;
+        self.last_written = Some(entries);
+        Ok(true)
+    }
+
+    /// Applies new settings (SIGHUP): new globs etc.; open files and positions are kept.
+    /// Invalid patterns are logged and left out.
+    pub fn reconfigure(&mut self, mut opts: TailOptions) {
+        opts.include.retain(|p| match glob::Pattern::new(p) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(pattern = %p, error = %e, "invalid glob pattern ignored");
+                false
+            }
+        });
+        if opts.state_dir != self.opts.state_dir {
+            if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
+                tracing::error!(path = %opts.state_dir.display(), error = %e, "cannot create new state directory");
+            }
+            // The new directory has no copy of the positions yet: write on the next commit.
+            self.last_written = None;
+        }
+        self.opts = opts;
+        self.last_more_pending = false;
+    }
+
+    /// Existing directories to watch with notify (glob roots).
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        self.watch_specs().into_iter().map(|s| s.dir).collect()
+    }
+
+    /// Like [`Tailer::watch_dirs`], saying which directories need a recursive watch.
+    pub fn watch_specs(&self) -> Vec<WatchSpec> {
+        discovery::watch_specs(&self.opts.include)
+    }
+
+    /// Per open file: bytes not yet handed out (size - offset), for metrics.
+    pub fn file_lags(&self) -> Vec<(PathBuf, u64)> {
+        self.files
+            .iter()
+            .map(|t| {
+                let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
+                (t.path.clone(), size.saturating_sub(t.reader.offset()))
+            })
+            .collect()
+    }
+
+    /// Number of files held open (including rotated-away files still being drained).
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Running totals since `open`.
+    pub fn counters(&self) -> TailCounters {
+        self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests;
