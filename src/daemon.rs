@@ -124,12 +124,20 @@ fn hash16(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0x1e]);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Normalized prompt+response, the last-resort link from a correction to its original.
 pub fn pair_key(prompt: &str, response: &str) -> String {
-    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
     format!("{}\u{1f}{}", norm(prompt), norm(response))
 }
 
@@ -148,6 +156,8 @@ struct Intake {
     spool_paths: HashSet<PathBuf>,
     /// Something was read or written since the last durable point.
     dirty: bool,
+    /// The last size-triggered write failed; the daemon backs off and retries.
+    write_error: Option<crate::segment::SegmentError>,
 }
 
 impl Intake {
@@ -186,7 +196,8 @@ impl Intake {
                         self.on_line_event(event, &identity, path, offset, &file.fingerprint_hex());
                     }
                     Err(rej) => {
-                        let rec = RejectedRecord::new(&path.display().to_string(), offset, rej.0, bytes);
+                        let rec =
+                            RejectedRecord::new(&path.display().to_string(), offset, rej.0, bytes);
                         self.push_rejected(rec);
                     }
                 }
@@ -206,7 +217,14 @@ impl Intake {
         }
     }
 
-    fn on_line_event(&mut self, event: LineEvent, identity: &str, path: &Path, offset: u64, fingerprint: &str) {
+    fn on_line_event(
+        &mut self,
+        event: LineEvent,
+        identity: &str,
+        path: &Path,
+        offset: u64,
+        fingerprint: &str,
+    ) {
         match event {
             LineEvent::Skip => Metrics::add(&self.metrics.lines_skipped, 1),
             LineEvent::Interaction(mut it) => {
@@ -217,19 +235,27 @@ impl Intake {
                         offset,
                     },
                 };
-                it.extra
-                    .insert("origin_file".into(), Value::String(path.display().to_string()));
+                it.extra.insert(
+                    "origin_file".into(),
+                    Value::String(path.display().to_string()),
+                );
                 it.extra.insert("origin_offset".into(), Value::from(offset));
                 let ex = capture::capture(&self.enricher, &id, *it);
                 self.push_example(ex);
             }
             LineEvent::Feedback(f) => self.on_feedback(f, identity),
-            LineEvent::Correction(c) => self.on_correction(*c, &Identity::Event(identity.to_string())),
+            LineEvent::Correction(c) => {
+                self.on_correction(*c, &Identity::Event(identity.to_string()))
+            }
         }
     }
 
     fn push_example(&mut self, ex: TrainingExample) {
-        if self.index.get(&ex.id).is_some_and(|&i| self.buffer[i].id == ex.id) {
+        if self
+            .index
+            .get(&ex.id)
+            .is_some_and(|&i| self.buffer[i].id == ex.id)
+        {
             // The same line or event again (re-delivered spool file): one record is enough.
             return;
         }
@@ -286,7 +312,11 @@ impl Intake {
             capture::correction(&self.enricher, identity, c);
         let original = target
             .as_deref()
-            .and_then(|t| self.index.get(t).or_else(|| self.index.get(&format!("req:{t}"))))
+            .and_then(|t| {
+                self.index
+                    .get(t)
+                    .or_else(|| self.index.get(&format!("req:{t}")))
+            })
             .or_else(|| self.index.get(&format!("pair:{key}")))
             .copied();
         if let Some(i) = original {
@@ -300,7 +330,8 @@ impl Intake {
     fn on_spool_file(&mut self, file: SpoolFile) {
         let source = file.path.display().to_string();
         for (line, reason, raw) in &file.bad_lines {
-            let rec = RejectedRecord::new(&source, *line, format!("spool: {reason}"), raw.as_bytes());
+            let rec =
+                RejectedRecord::new(&source, *line, format!("spool: {reason}"), raw.as_bytes());
             self.push_rejected(rec);
         }
         if let Some(why) = &file.refused {
@@ -317,7 +348,10 @@ impl Intake {
 
     fn on_spool_event(&mut self, event: SpoolEvent, identity: &str) {
         let ident = Identity::Event(identity.to_string());
-        let ts = |t: &Option<String>| t.as_ref().and_then(|s| parse_timestamp(&Value::String(s.clone())));
+        let ts = |t: &Option<String>| {
+            t.as_ref()
+                .and_then(|s| parse_timestamp(&Value::String(s.clone())))
+        };
         match event {
             SpoolEvent::Feedback {
                 id,
@@ -412,7 +446,12 @@ impl Intake {
                 match capture::calculation(&self.enricher, &ident, calc, base) {
                     Ok(ex) => self.push_example(ex),
                     Err(e) => {
-                        let rec = RejectedRecord::new("spool", 0, format!("spool: {e}"), identity.as_bytes());
+                        let rec = RejectedRecord::new(
+                            "spool",
+                            0,
+                            format!("spool: {e}"),
+                            identity.as_bytes(),
+                        );
                         self.push_rejected(rec);
                     }
                 }
@@ -468,9 +507,8 @@ impl Intake {
         }
     }
 
-    /// Moves the buffer into the examples segment's pending lines (written at the next
-    /// segment flush).
-    fn write_buffer(&mut self) {
+    /// Moves the buffer into the examples segment's pending lines.
+    fn take_buffer(&mut self) {
         for ex in self.buffer.drain(..) {
             let line = serde_json::to_vec(&ex).expect("examples serialize");
             self.segments
@@ -481,6 +519,20 @@ impl Intake {
         self.index.clear();
         self.metrics.buffered_examples.store(0, Ordering::Relaxed);
         Metrics::add(&self.metrics.flushes, 1);
+    }
+
+    /// The size-triggered flush: the buffer is written to the open segments now (so each
+    /// flush can seal a full segment), and fsynced at the next durable point.
+    fn write_buffer(&mut self) {
+        self.take_buffer();
+        if self.write_error.is_some() {
+            // Already failing: keep the lines pending until the daemon's retry.
+            return;
+        }
+        match self.segments.write_all() {
+            Ok(w) => Metrics::add(&self.metrics.bytes_written, w.bytes),
+            Err(e) => self.write_error = Some(e),
+        }
     }
 }
 
@@ -532,6 +584,7 @@ pub fn run(
             spool_awaiting: Vec::new(),
             spool_paths: HashSet::new(),
             dirty: false,
+            write_error: None,
             cfg: config,
         },
         source,
@@ -610,11 +663,19 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
             }
-            let more = if self.retry.is_none() { self.intake()? } else { false };
+            let more = if self.retry.is_none() {
+                self.intake()?
+            } else {
+                false
+            };
             self.maybe_durable();
             self.seal_due();
             self.feed_watchdog();
-            wait = if more { Duration::ZERO } else { self.idle_wait() };
+            wait = if more {
+                Duration::ZERO
+            } else {
+                self.idle_wait()
+            };
         }
     }
 
@@ -663,19 +724,10 @@ impl Daemon {
                 .map(|(p, l)| (p.display().to_string(), l))
                 .collect();
         }
-        if self.intake.segments.pending() > 0 {
-            // The buffer filled up during this pass: write (not yet fsync) what it held.
-            self.write_pending();
+        if let Some(e) = self.intake.write_error.take() {
+            self.on_write_error(e);
         }
         Ok(outcome.more_pending || spool_more)
-    }
-
-    /// Writes pending segment lines without making them durable.
-    fn write_pending(&mut self) {
-        match self.intake.segments.write_all() {
-            Ok(w) => Metrics::add(&self.intake.metrics.bytes_written, w.bytes),
-            Err(e) => self.on_write_error(e),
-        }
     }
 
     fn maybe_durable(&mut self) {
@@ -695,7 +747,7 @@ impl Daemon {
     /// Writes and fsyncs everything, then checkpoints and retires spool files.
     fn durable_point(&mut self) -> Result<(), DaemonError> {
         if !self.intake.buffer.is_empty() {
-            self.intake.write_buffer();
+            self.intake.take_buffer();
         }
         let written = self.intake.segments.flush_all()?;
         Metrics::add(&self.intake.metrics.bytes_written, written.bytes);
@@ -704,7 +756,11 @@ impl Daemon {
         }
         for file in std::mem::take(&mut self.intake.spool_awaiting) {
             self.intake.spool_paths.remove(&file.path);
-            match spool::retire(&self.intake.cfg.spool.dir, &file, self.intake.cfg.spool.keep_processed) {
+            match spool::retire(
+                &self.intake.cfg.spool.dir,
+                &file,
+                self.intake.cfg.spool.keep_processed,
+            ) {
                 Ok(()) => {
                     let counter = if file.refused.is_some() || !file.bad_lines.is_empty() {
                         &self.intake.metrics.spool_files_rejected
@@ -723,7 +779,10 @@ impl Daemon {
         self.last_durable = Instant::now();
         if self.retry.take().is_some() {
             tracing::info!("writes succeed again; intake resumed");
-            self.intake.metrics.backpressure.store(false, Ordering::Relaxed);
+            self.intake
+                .metrics
+                .backpressure
+                .store(false, Ordering::Relaxed);
         }
         self.intake
             .metrics
@@ -734,7 +793,10 @@ impl Daemon {
 
     fn on_write_error(&mut self, e: impl std::fmt::Display) {
         Metrics::add(&self.intake.metrics.flush_errors, 1);
-        self.intake.metrics.backpressure.store(true, Ordering::Relaxed);
+        self.intake
+            .metrics
+            .backpressure
+            .store(true, Ordering::Relaxed);
         let backoff = self
             .retry
             .map(|(_, b)| (b * 2).min(RETRY_MAX))
@@ -794,7 +856,10 @@ impl Daemon {
             Ok((mut new, _)) => {
                 let old = &self.intake.cfg;
                 if new.data_dir != old.data_dir {
-                    tracing::warn!("data_dir changes need a restart; keeping {}", old.data_dir.display());
+                    tracing::warn!(
+                        "data_dir changes need a restart; keeping {}",
+                        old.data_dir.display()
+                    );
                     new.data_dir = old.data_dir.clone();
                 }
                 if new.metrics.listen != old.metrics.listen {
@@ -824,7 +889,12 @@ impl Daemon {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
-                Err(e) => return Err(DaemonError::ShutdownIncomplete(SHUTDOWN_GRACE, e.to_string())),
+                Err(e) => {
+                    return Err(DaemonError::ShutdownIncomplete(
+                        SHUTDOWN_GRACE,
+                        e.to_string(),
+                    ))
+                }
             }
         }
         self.intake.segments.seal_all()?;
