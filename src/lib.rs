@@ -5,4 +5,6 @@
 //! these modules, each with one job.
 
 pub mod clock;
+pub mod export;
 pub mod record;
+pub mod stats;
