@@ -203,3 +203,66 @@ pub fn render_table(st: &Stats) -> String {
     section(&mut out, "rejected", &st.rejected);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::tests::fixture;
+    use crate::record::RejectedRecord;
+    use std::io::Write;
+
+    #[test]
+    fn stats_counts_once_per_id_and_finds_orphans() {
+        let f = fixture();
+        let rej = f.dir.path().join("rejected_20261101_0001.jsonl");
+        let mut w = std::fs::File::create(&rej).unwrap();
+        for reason in ["not JSON", "not JSON", "missing prompt"] {
+            let r = RejectedRecord::new("app.log", 1, reason, b"garbage");
+            writeln!(w, "{}", serde_json::to_string(&r).unwrap()).unwrap();
+        }
+        drop(w);
+        let st = collect(&f.inputs, &[rej]).unwrap();
+        // 19 planted + 40 generated + 1 late in the open segment; the replay and the torn
+        // line are not counted, the non-JSON line is unreadable.
+        assert_eq!(st.total_examples, 60);
+        assert_eq!(st.unreadable_lines, 1);
+        assert_eq!(st.corrections, 2);
+        assert_eq!(st.by_source["verified_correction"], 1);
+        assert_eq!(st.by_source["chat"], 59);
+        assert_eq!(st.by_relevance["low"], 1);
+        assert_eq!(st.by_relevance["medium"], 0);
+        assert_eq!(st.by_relevance["high"], 59);
+        assert_eq!(st.by_tag["tpo"], 60);
+        // 8 events (f8 targets nobody) + 1 applied inside an example.
+        assert_eq!(st.feedback.orphaned, 1);
+        assert_eq!(st.feedback.positive, 3);
+        assert_eq!(st.feedback.negative, 6);
+        assert_eq!(st.rejected["not JSON"], 2);
+        assert_eq!(st.rejected["missing prompt"], 1);
+        let json = serde_json::to_value(&st).unwrap();
+        for k in [
+            "buffer_count",
+            "total_examples",
+            "corrections",
+            "by_source",
+            "by_relevance",
+            "by_tag",
+            "feedback",
+            "rejected",
+        ] {
+            assert!(json.get(k).is_some(), "{k}");
+        }
+        let table = render_table(&st);
+        assert!(
+            table.contains("examples") && table.contains("not JSON") && table.contains("medium")
+        );
+    }
+
+    #[test]
+    fn stats_of_nothing_has_all_relevance_levels() {
+        let st = collect(&ExportInputs::default(), &[]).unwrap();
+        assert_eq!(st.by_relevance.len(), 3);
+        assert_eq!(st.total_examples, 0);
+        assert!(render_table(&st).contains("(none)"));
+    }
+}

@@ -595,4 +595,4 @@ impl SpillItem for BandItem {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

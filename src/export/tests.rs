@@ -617,3 +617,126 @@ fn export_rejects_bad_options_and_missing_inputs() {
     ));
     assert!(!f.dir.path().join("x.jsonl").exists());
 }
+
+/// Writes `n` generated examples (1% replays, 2% with feedback, 0.5% corrected) in segments of
+/// 10,000, with realistic lengths and many near-identical templated prompts.
+pub(crate) fn generate(dir: &Path, n: usize) -> ExportInputs {
+    let words = [
+        "tpo",
+        "epdm",
+        "membrane",
+        "flashing",
+        "parapet",
+        "drain",
+        "scupper",
+        "polyiso",
+        "crew",
+        "squares",
+        "fastener",
+        "seam",
+        "primer",
+        "coping",
+        "curb",
+        "deck",
+        "insulation",
+        "slope",
+    ];
+    let mut inputs = ExportInputs::default();
+    let mut fbw = Vec::new();
+    let mut corr = Vec::new();
+    let mut seg: Option<std::io::BufWriter<fs::File>> = None;
+    for i in 0..n {
+        if i % 10_000 == 0 {
+            let p = dir.join(format!("examples_{:04}.jsonl", i / 10_000));
+            seg = Some(std::io::BufWriter::new(fs::File::create(&p).unwrap()));
+            inputs.examples.push(p);
+        }
+        let w = |k: usize| words[(i * 7 + k * 13 + i / 3) % words.len()];
+        let prompt = format!(
+            "Question {i}: how should the {} be detailed at the {} next to the {} on a {} job with {} existing {}?",
+            w(1), w(2), w(3), w(4), i % 97, w(5)
+        );
+        let response = format!(
+            "For job {i}, install the {} first, then the {} and {}; keep the {} lapped {} inches and prime the {} before the {} goes down. Call 555-010-{:04} with questions.",
+            w(6), w(7), w(8), w(9), i % 12 + 2, w(10), w(11), i % 10_000
+        );
+        let id = format!("train_gen_{i:08}");
+        let ts = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
+        let mut ex = Ex::new(&id, &ts, &prompt, &response);
+        ex.score = (i % 100) as f64 / 100.0;
+        ex.rel = [Relevance::High, Relevance::Medium, Relevance::Low][i % 3];
+        let line = ex.line();
+        let s = seg.as_mut().unwrap();
+        writeln!(s, "{line}").unwrap();
+        if i % 100 == 0 {
+            writeln!(s, "{line}").unwrap();
+        }
+        if i % 50 == 0 {
+            let f = if i % 100 == 0 {
+                Feedback::Positive
+            } else {
+                Feedback::Negative
+            };
+            fbw.push(fb(&format!("fb{i}"), "2026-12-01T00:00:00Z", &id, f));
+        }
+        if i % 200 == 0 {
+            corr.push(
+                Corr {
+                    id: &format!("corr{i}"),
+                    ts: &ts,
+                    prompt: &prompt,
+                    original: &response,
+                    corrected: &format!("{response} Corrected."),
+                    orig_id: Some(&id),
+                    orig_req: None,
+                    example_id: None,
+                }
+                .line(),
+            );
+        }
+    }
+    drop(seg);
+    let fp = dir.join("feedback_0001.jsonl");
+    write(&fp, &fbw, None);
+    let cp = dir.join("corrections_0001.jsonl");
+    write(&cp, &corr, None);
+    inputs.feedback.push(fp);
+    inputs.corrections.push(cp);
+    inputs
+}
+
+/// Sanity check of speed and memory on generated data; run with
+/// `EXPORT_N=100000 cargo test --release --lib export_generated -- --ignored --nocapture`
+/// under `/usr/bin/time -v` for the peak RSS.
+#[test]
+#[ignore]
+fn export_generated_at_scale() {
+    let n: usize = std::env::var("EXPORT_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let inputs = generate(dir.path(), n);
+    eprintln!("generated {n} in {:?}", t0.elapsed());
+    let o = ExportOptions {
+        temp_dir: dir.path().join("tmp"),
+        val_fraction: 0.1,
+        ..Default::default()
+    };
+    let t1 = std::time::Instant::now();
+    let rep = export(&inputs, &o, &dir.path().join("out.jsonl")).unwrap();
+    eprintln!(
+        "exported in {:?}: {}",
+        t1.elapsed(),
+        serde_json::to_string(&rep).unwrap()
+    );
+    let t2 = std::time::Instant::now();
+    let st = crate::stats::collect(&inputs, &[]).unwrap();
+    eprintln!(
+        "stats in {:?}: {} examples",
+        t2.elapsed(),
+        st.total_examples
+    );
+    assert_eq!(st.total_examples, n as u64);
+}
