@@ -91,7 +91,10 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
 pub fn export(cfg: &Config, req: &ExportRequest) -> Result<ExportReport, DataDirError> {
     let opts = export_options(cfg, req)?;
     create_dir(&opts.temp_dir)?;
-    let output = req.output.clone().unwrap_or_else(|| cfg.export.output.clone());
+    let output = req
+        .output
+        .clone()
+        .unwrap_or_else(|| cfg.export.output.clone());
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }

@@ -1,1 +1,286 @@
-fn main() {}
+//! The `training-collector` binary: parses arguments, sets up logging, dispatches to the
+//! library. Every behaviour lives in a library module; this file only connects them.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use training_collector::config::{Config, ConfigError, ConfigSource};
+use training_collector::daemon::{self, Control, ControlChannel};
+use training_collector::metrics::{self, Metrics};
+use training_collector::record::Feedback;
+use training_collector::{datadir, spool, training};
+
+const DEFAULT_CONFIG: &str = "./config.toml";
+
+/// Turns an LLM service's JSON-lines interaction logs into curated fine-tuning data.
+///
+/// Tails the logs named in config.toml, captures every interaction as a scored, tagged
+/// training example, applies feedback and corrections from the spool directory, and builds
+/// training sets in the formats TRL, Axolotl and OpenAI-style trainers read.
+#[derive(Debug, Parser)]
+#[command(name = "training-collector", version, about, long_about)]
+struct Cli {
+    /// The config file. When the default ./config.toml does not exist, the bundled default
+    /// configuration is used.
+    #[arg(
+        long,
+        global = true,
+        env = "TRAINING_COLLECTOR_CONFIG",
+        default_value = DEFAULT_CONFIG
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify). SIGTERM/SIGINT flush and
+    /// exit 0, SIGHUP reloads the config, SIGUSR1 flushes now.
+    Run,
+    /// Validate the config and print the effective configuration (exit 2 on an error,
+    /// naming the file, line and column).
+    CheckConfig,
+    /// Counts of captured examples, corrections, feedback and rejected lines.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the curated training set from every segment and print a JSON report.
+    Export {
+        /// prompt-response, messages, prompt-completion, dpo or kto.
+        #[arg(long)]
+        format: Option<String>,
+        /// Lowest domain relevance kept: high, medium or low.
+        #[arg(long)]
+        min_quality: Option<String>,
+        /// Leave corrections out.
+        #[arg(long)]
+        no_corrections: bool,
+        /// Output file (default: export.output in the config).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Fraction of prompts written to the validation file.
+        #[arg(long)]
+        val_fraction: Option<f64>,
+    },
+    /// Is there enough curated data to train? Prints {"ready","current","required"};
+    /// exit 0 when ready, 1 when not.
+    Ready {
+        /// Override training.min_examples.
+        #[arg(long)]
+        min_examples: Option<usize>,
+    },
+    /// The weekly check: export; when ready run training.sync_command, then
+    /// training.train_command; else print "Need more data: N/M".
+    TrainCheck,
+    /// Record a thumbs up/down for an example id or the service's request id.
+    Feedback {
+        /// Example id (train_...) or the service's request id.
+        id: String,
+        /// positive or negative.
+        value: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Record a correction of an answer.
+    Correct {
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        response: String,
+        #[arg(long)]
+        corrected: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// The original's example id or request id, when known.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        corrector: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit = cli.config.as_os_str() != DEFAULT_CONFIG;
+    let loaded = Config::load(&cli.config, explicit);
+    let (config, source) = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let ConfigError::Invalid { .. } = e {
+                eprintln!("(run `training-collector check-config` after fixing it)");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log_level);
+    match dispatch(cli.command, config, source) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<ExitCode> {
+    match command {
+        Command::Run => run(config, source),
+        Command::CheckConfig => {
+            eprintln!("config OK: {source}");
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { json } => {
+            let stats = datadir::stats(&config)?;
+            if json {
+                print_json(&stats)?;
+            } else {
+                print!("{}", training_collector::stats::render_table(&stats));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            format,
+            min_quality,
+            no_corrections,
+            output,
+            val_fraction,
+        } => {
+            let req = datadir::ExportRequest {
+                format,
+                min_quality,
+                include_corrections: if no_corrections { Some(false) } else { None },
+                output,
+                val_fraction,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let report = datadir::export(&config, &req)?;
+            print_json(&report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ready { min_examples } => {
+            let r = training::ready(&config, min_examples)?;
+            print_json(&r)?;
+            Ok(if r.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::TrainCheck => {
+            let outcome = training::train_check(&config)?;
+            Ok(outcome.exit_code())
+        }
+        Command::Feedback {
+            id,
+            value,
+            comment,
+            user,
+        } => {
+            let fb: Feedback = value
+                .parse()
+                .map_err(anyhow::Error::msg)
+                .context("feedback value")?;
+            let event = spool::SpoolEvent::Feedback {
+                event_id: Some(spool::new_event_id()),
+                id,
+                feedback: serde_json::Value::from(fb.as_str()),
+                comment,
+                user,
+                timestamp: Some(training_collector::clock::now_rfc3339()),
+            };
+            write_spool(&config, event)
+        }
+        Command::Correct {
+            prompt,
+            response,
+            corrected,
+            reason,
+            id,
+            corrector,
+        } => {
+            let event = spool::SpoolEvent::Correction {
+                event_id: Some(spool::new_event_id()),
+                original_prompt: prompt,
+                original_response: response,
+                corrected_response: corrected,
+                reason,
+                corrector,
+                id,
+                timestamp: Some(training_collector::clock::now_rfc3339()),
+            };
+            write_spool(&config, event)
+        }
+    }
+}
+
+fn write_spool(config: &Config, event: spool::SpoolEvent) -> Result<ExitCode> {
+    let path = spool::write_events(&config.spool.dir, std::slice::from_ref(&event))?;
+    print_json(&serde_json::json!({ "spooled": path, "event": event }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.metrics.listen.0 {
+        let bound = metrics::serve(addr, metrics.clone()).with_context(|| {
+            format!(
+                "cannot listen for metrics on {addr} (set [metrics] listen = \"\" to turn it off)"
+            )
+        })?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    let channel = ControlChannel::new();
+    install_signal_handlers(channel.sender.clone())?;
+    daemon::run(config, source, channel, metrics)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signals become [`Control`] messages on the daemon's channel (signal-hook's iterator runs
+/// on its own thread, so nothing async-signal-unsafe happens in a handler).
+fn install_signal_handlers(sender: std::sync::mpsc::Sender<Control>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let control = match sig {
+                    SIGHUP => Control::Reload,
+                    SIGUSR1 => Control::Flush,
+                    _ => Control::Shutdown,
+                };
+                tracing::info!(signal = sig, "signal received: {control:?}");
+                if sender.send(control).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -50,7 +50,7 @@ pub fn ready(cfg: &Config, min_examples: Option<usize>) -> Result<Readiness, Tra
     ] {
         let _ = std::fs::remove_file(p);
     }
-    let current = report.after_filtering as u64;
+    let current = report.after_filtering;
     Ok(Readiness {
         ready: current >= required,
         current,
@@ -62,16 +62,29 @@ pub fn ready(cfg: &Config, min_examples: Option<usize>) -> Result<Readiness, Tra
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum TrainCheck {
-    NotReady { current: u64, required: u64 },
-    Triggered { count: u64, export_path: String, ran: Vec<String> },
-    CommandFailed { command: String, status: i32, count: u64 },
+    NotReady {
+        current: u64,
+        required: u64,
+    },
+    Triggered {
+        count: u64,
+        export_path: String,
+        ran: Vec<String>,
+    },
+    CommandFailed {
+        command: String,
+        status: i32,
+        count: u64,
+    },
 }
 
 impl TrainCheck {
     /// 0, or the failing command's status.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            TrainCheck::CommandFailed { status, .. } => ExitCode::from((*status).clamp(1, 255) as u8),
+            TrainCheck::CommandFailed { status, .. } => {
+                ExitCode::from((*status).clamp(1, 255) as u8)
+            }
             _ => ExitCode::SUCCESS,
         }
     }
@@ -81,7 +94,7 @@ impl TrainCheck {
 /// `min_examples`, run `sync_command` then `train_command`.
 pub fn train_check(cfg: &Config) -> Result<TrainCheck, TrainingError> {
     let report = datadir::export(cfg, &ExportRequest::default())?;
-    let count = report.after_filtering as u64;
+    let count = report.after_filtering;
     let required = cfg.training.min_examples.0 as u64;
     if count < required {
         println!("Need more data: {count}/{required}");
@@ -135,7 +148,12 @@ pub fn expand(argv: &[String], export_path: &Path, count: u64) -> Vec<String> {
         .collect()
 }
 
-fn run_command(which: &'static str, argv: &[String], export_path: &Path, count: u64) -> Result<i32, TrainingError> {
+fn run_command(
+    which: &'static str,
+    argv: &[String],
+    export_path: &Path,
+    count: u64,
+) -> Result<i32, TrainingError> {
     let args = expand(argv, export_path, count);
     tracing::info!(command = ?args, "running {which} command");
     let status = Command::new(&args[0])

@@ -1,0 +1,151 @@
+//! Atomic output files and the export manifest.
+//!
+//! Every file export writes (the training set, the validation set, the manifest) is written to
+//! a temporary file in the destination directory, fsynced, and renamed over the destination, so
+//! a reader never sees half a training set and a crash leaves the previous one intact.
+//!
+//! The manifest, `<output>.manifest.json` (e.g. `training_export.jsonl.manifest.json`), records
+//! what the set was built from and how: format, config digest, the input segments read (with
+//! the bytes and lines taken from each), counts per drop reason, and the sha256 and line count
+//! of each output file. It holds no wall-clock time, so the same inputs give the same manifest.
+
+use super::input::InputSummary;
+use super::ExportError;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written atomically, hashing what goes through it.
+pub(crate) struct AtomicFile {
+    dest: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    pub(crate) lines: u64,
+}
+
+impl AtomicFile {
+    pub(crate) fn create(dest: &Path) -> Result<Self, ExportError> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".export-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| ExportError::Output {
+                path: dest.to_path_buf(),
+                source: e,
+            })?;
+        Ok(AtomicFile {
+            dest: dest.to_path_buf(),
+            out: BufWriter::with_capacity(256 << 10, tmp),
+            hasher: Sha256::new(),
+            lines: 0,
+        })
+    }
+
+    fn err(&self, e: std::io::Error) -> ExportError {
+        ExportError::Output {
+            path: self.dest.clone(),
+            source: e,
+        }
+    }
+
+    /// Writes `line` and a newline.
+    pub(crate) fn write_line(&mut self, line: &str) -> Result<(), ExportError> {
+        self.hasher.update(line.as_bytes());
+        self.hasher.update(b"\n");
+        self.lines += 1;
+        let r = self
+            .out
+            .write_all(line.as_bytes())
+            .and_then(|_| self.out.write_all(b"\n"));
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Flushes, fsyncs and renames into place; returns the file's record.
+    pub(crate) fn commit(self) -> Result<OutputFile, ExportError> {
+        let dest = self.dest;
+        let err = |e: std::io::Error| ExportError::Output {
+            path: dest.clone(),
+            source: e,
+        };
+        let tmp = self.out.into_inner().map_err(|e| err(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&dest).map_err(|e| err(e.error))?;
+        // The rename itself is durable only once the directory is synced.
+        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(OutputFile {
+            path: dest.display().to_string(),
+            sha256: super::pii::hex(&self.hasher.finalize()),
+            lines: self.lines,
+        })
+    }
+}
+
+/// One written output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OutputFile {
+    pub path: String,
+    pub sha256: String,
+    pub lines: u64,
+}
+
+/// The options that shaped the set, as recorded in the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestOptions {
+    pub min_quality: &'static str,
+    pub include_corrections: bool,
+    pub min_prompt_chars: usize,
+    pub min_response_chars: usize,
+    pub val_fraction: f64,
+    pub near_dup_threshold: f64,
+    pub lsh_bands: usize,
+    pub lsh_rows: usize,
+    pub shingle_words: usize,
+    pub system_prompt: bool,
+    pub pii_patterns: Vec<String>,
+}
+
+/// The content of `<output>.manifest.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub format: &'static str,
+    pub config_digest: String,
+    pub options: ManifestOptions,
+    pub inputs: Vec<InputSummary>,
+    pub total_raw: u64,
+    pub after_filtering: u64,
+    pub dropped: BTreeMap<String, u64>,
+    pub output: OutputFile,
+    pub validation: Option<OutputFile>,
+}
+
+/// Where the manifest of `output` goes.
+pub fn manifest_path(output: &Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|s| s.to_os_string())
+        .unwrap_or_else(|| "training_export.jsonl".into());
+    name.push(".manifest.json");
+    output.with_file_name(name)
+}
+
+/// Writes the manifest atomically.
+pub(crate) fn write_manifest(path: &Path, m: &Manifest) -> Result<(), ExportError> {
+    let text = serde_json::to_string_pretty(m)
+        .map_err(|e| ExportError::Internal(format!("cannot serialize manifest: {e}")))?;
+    let mut f = AtomicFile::create(path)?;
+    f.write_line(&text)?;
+    f.commit()?;
+    Ok(())
+}

@@ -1,0 +1,598 @@
+//! `export`: builds a curated training set from the collector's segments, streaming, with
+//! memory bounded by the spill budget rather than by the data size.
+//!
+//! The pipeline (each arrow that needs grouping is an external sort, see [`spill`]):
+//!
+//! 1. Read every example, feedback and correction segment (sealed `*.jsonl` and open
+//!    `*.jsonl.open`, whose torn last line is skipped) once, in the order given.
+//! 2. [`join`]: replayed ids are dropped (`duplicate_id`, first copy read is kept); feedback
+//!    (from the feedback stream and already inside examples; latest timestamp wins, ties by
+//!    file order) and corrections (by original example id, request id, or normalized original
+//!    prompt + response) are attached to their examples whatever order they arrived in.
+//! 3. [`filter`]: format rules and the seed's filters, each drop counted by reason; PII is
+//!    scrubbed ([`pii`]).
+//! 4. [`dedup`]: exact (normalized prompt) then near (MinHash/LSH over prompt + answer),
+//!    keeping the best copy (correction > positive feedback > higher auto_score > newer > id).
+//! 5. Output in (timestamp, id) order, split train/validation by prompt hash ([`split`]),
+//!    written atomically with a manifest ([`manifest`]). Same inputs, same bytes.
+//!
+//! `include_corrections = false` means: correction records are not read as training data (they
+//! are not counted in `total_raw`, as in the seed) and `verified_correction` examples are
+//! dropped as `correction_excluded`; corrections still mark their originals as corrected, so a
+//! known-wrong answer is never exported as a good one (in `kto` it stays, labelled false), and a
+//! `dpo` export is empty.
+//!
+//! `kto`: label true for positive feedback, corrections and `verified_correction` examples;
+//! false for negative feedback and corrected originals; examples with no human signal are
+//! dropped as `unlabeled`. The report's `labels` says how many of each were written, since
+//! TRL's KTO trainer needs both.
+
+pub mod dedup;
+mod filter;
+pub mod format;
+pub mod input;
+mod join;
+pub mod manifest;
+pub mod pii;
+mod spill;
+pub mod split;
+
+pub use format::Format;
+pub use manifest::manifest_path;
+pub use split::validation_path;
+
+use crate::record::{CorrectionRecord, FeedbackEvent, Relevance, TrainingExample};
+use filter::{ByKey, ByRank, ByTime};
+use join::{Annot, Corr, Ex, JoinItem, Payload, Row};
+use serde::Serialize;
+use spill::{FrameWriter, Grouped, Sorter, SpillItem};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("temporary files under {dir}: {source}")]
+    Spill {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid export option: {0}")]
+    InvalidOption(String),
+    #[error("internal export error: {0}")]
+    Internal(String),
+}
+
+/// How to build the set. See the module documentation for the semantics.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub format: Format,
+    pub min_quality: Relevance,
+    pub include_corrections: bool,
+    pub min_prompt_chars: usize,
+    pub min_response_chars: usize,
+    /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
+    /// otherwise the validation file is [`validation_path`] of the output.
+    pub val_fraction: f64,
+    /// System message for the `messages` format.
+    pub system_prompt: Option<String>,
+    /// Redacted to `[REDACTED]`, in addition to the built-in e-mail and phone patterns.
+    pub pii_patterns: Vec<regex::Regex>,
+    /// Key of the HMAC that pseudonymizes user ids appearing in the text.
+    pub pseudonym_key: Vec<u8>,
+    /// Jaccard similarity at which near duplicates are merged, in [0, 1]; 0 turns near dedup
+    /// off. Default [`dedup::DEFAULT_NEAR_DUP_THRESHOLD`] (0.8: 5-word shingles, 11 bands x 11
+    /// rows).
+    pub near_dup_threshold: f64,
+    /// Where spill files go (anonymous temp files, removed even on a crash).
+    pub temp_dir: PathBuf,
+    /// Progress bar on stderr.
+    pub progress: bool,
+    /// Recorded in the manifest.
+    pub config_digest: String,
+}
+
+impl Default for ExportOptions {
+    /// The seed's defaults: prompt-response, medium quality, corrections in, 10/20 chars.
+    fn default() -> Self {
+        ExportOptions {
+            format: Format::PromptResponse,
+            min_quality: Relevance::Medium,
+            include_corrections: true,
+            min_prompt_chars: 10,
+            min_response_chars: 20,
+            val_fraction: 0.0,
+            system_prompt: None,
+            pii_patterns: Vec::new(),
+            pseudonym_key: Vec::new(),
+            near_dup_threshold: dedup::DEFAULT_NEAR_DUP_THRESHOLD,
+            temp_dir: std::env::temp_dir(),
+            progress: false,
+            config_digest: String::new(),
+        }
+    }
+}
+
+/// The segment files to read, each list in the order given (which is the "file order" that
+/// breaks feedback ties and picks the first copy of a replayed id).
+#[derive(Debug, Clone, Default)]
+pub struct ExportInputs {
+    pub examples: Vec<PathBuf>,
+    pub feedback: Vec<PathBuf>,
+    pub corrections: Vec<PathBuf>,
+}
+
+/// KTO label counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Labels {
+    pub desirable: u64,
+    pub undesirable: u64,
+}
+
+/// What `export` prints (JSON). The seed's three fields come first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// Example lines read (replays and unreadable lines included) plus correction records
+    /// read when corrections are included: `total_raw = after_filtering + sum(dropped)`.
+    pub total_raw: u64,
+    /// Lines written, train and validation together.
+    pub after_filtering: u64,
+    pub output_path: String,
+    pub dropped: BTreeMap<String, u64>,
+    pub format: Format,
+    pub train_count: u64,
+    pub validation_path: Option<String>,
+    pub validation_count: u64,
+    pub manifest_path: String,
+    pub output_sha256: String,
+    /// Feedback and correction lines that could not be parsed (example lines are counted in
+    /// `dropped.unreadable_line`).
+    pub unreadable_lines: u64,
+    /// KTO only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+/// Builds the training set described by `opts` from `inputs` into `output`.
+pub fn export(
+    inputs: &ExportInputs,
+    opts: &ExportOptions,
+    output: &Path,
+) -> Result<ExportReport, ExportError> {
+    run(inputs, opts, output, spill::DEFAULT_BUDGET)
+}
+
+struct Counts {
+    dropped: BTreeMap<String, u64>,
+    total_raw: u64,
+    unreadable: u64,
+}
+
+impl Counts {
+    fn drop(&mut self, reason: &str) {
+        *self.dropped.entry(reason.to_string()).or_insert(0) += 1;
+    }
+}
+
+fn validate(opts: &ExportOptions) -> Result<(), ExportError> {
+    if !(0.0..1.0).contains(&opts.val_fraction) {
+        return Err(ExportError::InvalidOption(format!(
+            "val_fraction must be in [0, 1), not {}",
+            opts.val_fraction
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.near_dup_threshold) {
+        return Err(ExportError::InvalidOption(format!(
+            "near_dup_threshold must be in [0, 1] (0 = off), not {}",
+            opts.near_dup_threshold
+        )));
+    }
+    Ok(())
+}
+
+fn progress_bar(opts: &ExportOptions, total: u64) -> indicatif::ProgressBar {
+    if !opts.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+fn example_keys(id: &str, request_id: Option<&str>, prompt: &str, response: &str) -> Vec<String> {
+    let mut keys = vec![format!("t:{id}")];
+    if let Some(r) = request_id.filter(|r| !r.is_empty() && *r != id) {
+        keys.push(format!("t:{r}"));
+    }
+    keys.push(pr_key(prompt, response));
+    keys
+}
+
+/// Join key of a (prompt, answer) pair, normalized.
+fn pr_key(prompt: &str, response: &str) -> String {
+    let k = dedup::key128(&format!(
+        "{}\0{}",
+        dedup::normalize(prompt),
+        dedup::normalize(response)
+    ));
+    format!("p:{k:032x}")
+}
+
+pub(crate) fn run(
+    inputs: &ExportInputs,
+    opts: &ExportOptions,
+    output: &Path,
+    budget: usize,
+) -> Result<ExportReport, ExportError> {
+    validate(opts)?;
+    std::fs::create_dir_all(&opts.temp_dir).map_err(|e| ExportError::Spill {
+        dir: opts.temp_dir.clone(),
+        source: e,
+    })?;
+    let spill_dir = tempfile::Builder::new()
+        .prefix("export-spill-")
+        .tempdir_in(&opts.temp_dir)
+        .map_err(|e| ExportError::Spill {
+            dir: opts.temp_dir.clone(),
+            source: e,
+        })?;
+    let dir = spill_dir.path();
+    let scrubber = pii::Scrubber::new(&opts.pii_patterns, &opts.pseudonym_key);
+    let mut counts = Counts {
+        dropped: BTreeMap::new(),
+        total_raw: 0,
+        unreadable: 0,
+    };
+
+    let all_files = inputs
+        .examples
+        .iter()
+        .chain(&inputs.feedback)
+        .chain(&inputs.corrections);
+    let total_bytes: u64 = all_files
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let pb = progress_bar(opts, total_bytes);
+    let mut summaries = Vec::new();
+
+    // 1. Read.
+    let mut rows: Sorter<Row> = Sorter::new(dir, budget);
+    let mut joins: Sorter<JoinItem> = Sorter::new(dir, budget);
+    pb.set_message("reading examples");
+    for (fi, path) in inputs.examples.iter().enumerate() {
+        let s = input::for_each_line(
+            path,
+            "examples",
+            |n| pb.inc(n),
+            |line_no, line| {
+                counts.total_raw += 1;
+                let ex: TrainingExample = match serde_json::from_slice(line) {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable example line");
+                        counts.drop("unreadable_line");
+                        return Ok(());
+                    }
+                };
+                for key in example_keys(&ex.id, ex.metadata.request_id(), &ex.prompt, &ex.response)
+                {
+                    joins.push(JoinItem {
+                        key,
+                        kind: join::KIND_REF,
+                        fb: None,
+                        ex_id: ex.id.clone(),
+                    })?;
+                }
+                rows.push(Row {
+                    id: ex.id,
+                    order: (0, fi as u32, line_no),
+                    payload: Payload::Example(Ex {
+                        ts: input::ts_micros(&ex.timestamp),
+                        verified_correction: ex.source == "verified_correction",
+                        prompt: ex.prompt,
+                        response: ex.response,
+                        user_id: ex.metadata.user_id,
+                        in_feedback: ex
+                            .quality
+                            .user_feedback
+                            .map(|f| f == crate::record::Feedback::Positive),
+                        relevance: ex.quality.domain_relevance,
+                        auto_score: ex.quality.auto_score,
+                        include: ex.include_in_training,
+                    }),
+                })
+            },
+        )?;
+        summaries.push(s);
+    }
+    pb.set_message("reading feedback");
+    for (fi, path) in inputs.feedback.iter().enumerate() {
+        let s = input::for_each_line(
+            path,
+            "feedback",
+            |n| pb.inc(n),
+            |line_no, line| {
+                let ev: FeedbackEvent = match serde_json::from_slice(line) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable feedback line");
+                        counts.unreadable += 1;
+                        return Ok(());
+                    }
+                };
+                joins.push(JoinItem {
+                    key: format!("t:{}", ev.target),
+                    kind: join::KIND_FEEDBACK,
+                    fb: Some((
+                        (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
+                        ev.feedback == crate::record::Feedback::Positive,
+                    )),
+                    ex_id: String::new(),
+                })
+            },
+        )?;
+        summaries.push(s);
+    }
+    pb.set_message("reading corrections");
+    for (fi, path) in inputs.corrections.iter().enumerate() {
+        let s = input::for_each_line(
+            path,
+            "corrections",
+            |n| pb.inc(n),
+            |line_no, line| {
+                let c: CorrectionRecord = match serde_json::from_slice(line) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable correction line");
+                        counts.unreadable += 1;
+                        return Ok(());
+                    }
+                };
+                let mut keys = vec![pr_key(&c.original_prompt, &c.original_response)];
+                keys.extend(c.original_example_id.iter().map(|i| format!("t:{i}")));
+                keys.extend(c.original_request_id.iter().map(|r| format!("t:{r}")));
+                for key in keys {
+                    joins.push(JoinItem {
+                        key,
+                        kind: join::KIND_CORRECTION,
+                        fb: None,
+                        ex_id: String::new(),
+                    })?;
+                }
+                if opts.include_corrections {
+                    counts.total_raw += 1;
+                    rows.push(Row {
+                        id: c.id,
+                        order: (2, fi as u32, line_no),
+                        payload: Payload::Correction(Corr {
+                            ts: input::ts_micros(&c.timestamp),
+                            prompt: c.original_prompt,
+                            original: c.original_response,
+                            corrected: c.corrected_response,
+                            include: c.include_in_training,
+                        }),
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
+        summaries.push(s);
+    }
+
+    // 2. Join, 3. filter.
+    pb.set_message("joining feedback");
+    let annots: Sorter<Annot> = join::annotate(joins, dir, budget)?;
+    pb.set_message("filtering");
+    let mut by_key: Sorter<ByKey> = Sorter::new(dir, budget);
+    let mut duplicates = 0u64;
+    join::resolve(
+        rows,
+        annots,
+        |r| match filter::candidate(r, opts, &scrubber) {
+            Ok(c) => by_key.push(ByKey(c)),
+            Err(reason) => {
+                counts.drop(reason);
+                Ok(())
+            }
+        },
+        || duplicates += 1,
+    )?;
+    if duplicates > 0 {
+        *counts.dropped.entry("duplicate_id".into()).or_insert(0) += duplicates;
+    }
+
+    // 4a. Exact dedup: the first of each key group is its best copy.
+    pb.set_message("exact dedup");
+    let mut by_rank: Sorter<ByRank> = Sorter::new(dir, budget);
+    let mut cands = Grouped::new(by_key.finish()?);
+    while let Some(ByKey(best)) = cands.next_item()? {
+        while cands.next_if(|n| n.0.key == best.key)?.is_some() {
+            counts.drop("exact_duplicate");
+        }
+        by_rank.push(ByRank(best))?;
+    }
+
+    // 4b. Near dedup: number the survivors best first, bucket their bands; in each bucket
+    // every member but the best (smallest number) is dropped.
+    pb.set_message("near dedup");
+    let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
+    let near = opts.near_dup_threshold > 0.0;
+    let mut survivors = FrameWriter::new(dir)?;
+    let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
+    let mut n: u32 = 0;
+    for c in by_rank.finish()? {
+        let ByRank(c) = c?;
+        if near {
+            let salt = match c.label {
+                None => 0,
+                Some(true) => 1,
+                Some(false) => 2,
+            };
+            let text = format!("{}\n{}", c.prompt, c.completion);
+            for (b, hash) in dedup::band_hashes(&text, bands, rows_per_band, salt)
+                .into_iter()
+                .enumerate()
+            {
+                band_items.push(BandItem {
+                    band: b as u32,
+                    hash,
+                    idx: n,
+                })?;
+            }
+        }
+        survivors.write(&ByRank(c))?;
+        n = n
+            .checked_add(1)
+            .ok_or_else(|| ExportError::Internal("more than 4 billion candidates".into()))?;
+    }
+    let mut dropped_bits = vec![0u64; (n as usize).div_ceil(64)];
+    let mut items = Grouped::new(band_items.finish()?);
+    while let Some(first) = items.next_item()? {
+        while let Some(other) = items.next_if(|o| o.band == first.band && o.hash == first.hash)? {
+            dropped_bits[other.idx as usize / 64] |= 1 << (other.idx % 64);
+        }
+    }
+
+    // 5. Output order.
+    pb.set_message("ordering");
+    let mut by_time: Sorter<ByTime> = Sorter::new(dir, budget);
+    for (i, c) in survivors.into_reader::<ByRank>(256 << 10)?.enumerate() {
+        let ByRank(c) = c?;
+        if dropped_bits[i / 64] & (1 << (i % 64)) != 0 {
+            counts.drop("near_duplicate");
+        } else {
+            by_time.push(ByTime(c))?;
+        }
+    }
+
+    pb.set_message("writing");
+    let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
+    let mut train = manifest::AtomicFile::create(output)?;
+    let mut val = match &val_path {
+        Some(p) => Some(manifest::AtomicFile::create(p)?),
+        None => None,
+    };
+    let mut labels = Labels::default();
+    for c in by_time.finish()? {
+        let ByTime(c): ByTime = c?;
+        let line = format::render(
+            opts.format,
+            &format::LineParts {
+                prompt: &c.prompt,
+                completion: &c.completion,
+                rejected: c.rejected.as_deref(),
+                label: c.label,
+            },
+            opts.system_prompt.as_deref(),
+        )
+        .map_err(|e| ExportError::Internal(format!("cannot render a line: {e}")))?;
+        match c.label {
+            Some(true) => labels.desirable += 1,
+            Some(false) => labels.undesirable += 1,
+            None => {}
+        }
+        match &mut val {
+            Some(v) if split::is_validation(&c.prompt, opts.val_fraction) => v.write_line(&line)?,
+            _ => train.write_line(&line)?,
+        }
+    }
+    let train_file = train.commit()?;
+    let val_file = match val {
+        Some(v) => Some(v.commit()?),
+        None => None,
+    };
+    let after_filtering = train_file.lines + val_file.as_ref().map_or(0, |v| v.lines);
+    let mpath = manifest_path(output);
+    let m = manifest::Manifest {
+        tool: "training-collector",
+        version: env!("CARGO_PKG_VERSION"),
+        format: opts.format.as_str(),
+        config_digest: opts.config_digest.clone(),
+        options: manifest::ManifestOptions {
+            min_quality: opts.min_quality.as_str(),
+            include_corrections: opts.include_corrections,
+            min_prompt_chars: opts.min_prompt_chars,
+            min_response_chars: opts.min_response_chars,
+            val_fraction: opts.val_fraction,
+            near_dup_threshold: opts.near_dup_threshold,
+            lsh_bands: if near { bands } else { 0 },
+            lsh_rows: if near { rows_per_band } else { 0 },
+            shingle_words: dedup::SHINGLE_WORDS,
+            system_prompt: opts.system_prompt.is_some(),
+            pii_patterns: opts
+                .pii_patterns
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+        },
+        inputs: summaries,
+        total_raw: counts.total_raw,
+        after_filtering,
+        dropped: counts.dropped.clone(),
+        output: train_file.clone(),
+        validation: val_file.clone(),
+    };
+    manifest::write_manifest(&mpath, &m)?;
+    pb.finish_and_clear();
+    Ok(ExportReport {
+        total_raw: counts.total_raw,
+        after_filtering,
+        output_path: output.display().to_string(),
+        dropped: counts.dropped,
+        format: opts.format,
+        train_count: train_file.lines,
+        validation_path: val_file.as_ref().map(|v| v.path.clone()),
+        validation_count: val_file.as_ref().map_or(0, |v| v.lines),
+        manifest_path: mpath.display().to_string(),
+        output_sha256: train_file.sha256,
+        unreadable_lines: counts.unreadable,
+        labels: (opts.format == Format::Kto).then_some(labels),
+    })
+}
+
+/// One LSH band of one candidate; sorted so a bucket's members are adjacent, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BandItem {
+    band: u32,
+    hash: u64,
+    idx: u32,
+}
+
+impl SpillItem for BandItem {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&self.band.to_le_bytes());
+        out.extend_from_slice(&self.hash.to_le_bytes());
+        out.extend_from_slice(&self.idx.to_le_bytes());
+        Ok(())
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let arr = |r: std::ops::Range<usize>| buf.get(r).ok_or("short band item");
+        let band = u32::from_le_bytes(arr(0..4)?.try_into().map_err(|_| "band")?);
+        let hash = u64::from_le_bytes(arr(4..12)?.try_into().map_err(|_| "hash")?);
+        let idx = u32::from_le_bytes(arr(12..16)?.try_into().map_err(|_| "idx")?);
+        Ok(BandItem { band, hash, idx })
+    }
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

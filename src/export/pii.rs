@@ -1,0 +1,189 @@
+//! PII scrubbing of everything export writes: e-mail addresses become `[EMAIL]`, phone numbers
+//! (US forms such as `(555) 123-4567`, `555-123-4567`, `+1 555.123.4567`, and international
+//! `+CC ...` numbers of 8 to 15 digits) become `[PHONE]`, and each configured pattern's
+//! matches become `[REDACTED]`. The example's own user id, where it appears as a whole word in
+//! the text, is replaced by `[USER_<pseudonym>]`, the keyed hash of [`pseudonymize`], so the
+//! same user stays recognisable across lines without being named.
+//!
+//! Patterns are deliberately conservative about bare digit runs: the reference domain is full
+//! of measurements and quantities ("5000 sq ft", "2024 1500 300"), and mangling those would
+//! damage the training data more than an unformatted 10-digit run is likely to leak.
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+/// HMAC-SHA256 (RFC 2104) over `msg` with `key`; written out to avoid another dependency.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// The pseudonym of a user id: the first 16 hex digits of HMAC-SHA256(key, user id). Stable for
+/// one key, unlinkable to the id without it.
+pub fn pseudonymize(key: &[u8], user_id: &str) -> String {
+    hex(&hmac_sha256(key, user_id.as_bytes())[..8])
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The compiled scrubber.
+#[derive(Debug, Clone)]
+pub struct Scrubber {
+    email: Regex,
+    intl_phone: Regex,
+    us_phone: Regex,
+    extra: Vec<Regex>,
+    key: Vec<u8>,
+}
+
+impl Scrubber {
+    pub fn new(extra: &[Regex], pseudonym_key: &[u8]) -> Self {
+        // These literals are fixed and covered by tests; failing here is a programming error.
+        let re = |s: &str| Regex::new(s).expect("built-in PII pattern compiles");
+        Scrubber {
+            email: re(
+                r"(?i)[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}",
+            ),
+            intl_phone: re(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}"),
+            us_phone: re(r"(?:1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"),
+            extra: extra.to_vec(),
+            key: pseudonym_key.to_vec(),
+        }
+    }
+
+    /// Scrubs one text; `user_id` is the example's user, replaced by its pseudonym.
+    pub fn scrub(&self, text: &str, user_id: Option<&str>) -> String {
+        let mut s = replace_bounded(&self.email, text, "[EMAIL]", |_| true);
+        s = replace_bounded(&self.intl_phone, &s, "[PHONE]", |m| {
+            (8..=15).contains(&m.bytes().filter(u8::is_ascii_digit).count())
+        });
+        s = replace_bounded(&self.us_phone, &s, "[PHONE]", |_| true);
+        for re in &self.extra {
+            s = re.replace_all(&s, "[REDACTED]").into_owned();
+        }
+        if let Some(uid) = user_id.map(str::trim).filter(|u| u.chars().count() >= 3) {
+            let token = format!("[USER_{}]", pseudonymize(&self.key, uid));
+            s = replace_word(&s, uid, &token);
+        }
+        s
+    }
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Replaces matches of `re` that are not glued to a neighbouring word character or digit (the
+/// regex crate has no look-around), and that pass `accept`.
+fn replace_bounded(re: &Regex, text: &str, token: &str, accept: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    let mut at = 0;
+    while let Some(m) = re.find_at(text, at) {
+        let before = text[..m.start()].chars().next_back();
+        let after = text[m.end()..].chars().next();
+        let glued = before.is_some_and(|c| is_word(c) || c == '+' || c == '@')
+            || after.is_some_and(|c| is_word(c) || c == '@');
+        if !glued && accept(m.as_str()) {
+            out.push_str(&text[last..m.start()]);
+            out.push_str(token);
+            last = m.end();
+        }
+        // Move on by one character at least, so a rejected match can be retried later on.
+        at = if m.end() > m.start() && !glued && accept(m.as_str()) {
+            m.end()
+        } else {
+            m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8)
+        };
+        if at >= text.len() {
+            break;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Replaces whole-word occurrences of `word`.
+fn replace_word(text: &str, word: &str, token: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in text.match_indices(word) {
+        if i < last {
+            continue;
+        }
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            continue;
+        }
+        out.push_str(&text[last..i]);
+        out.push_str(token);
+        last = i + word.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s() -> Scrubber {
+        Scrubber::new(&[Regex::new(r"ACCT-\d+").unwrap()], b"k")
+    }
+
+    #[test]
+    fn export_pii_hmac_matches_rfc4231() {
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn export_pii_emails_and_phones_are_replaced() {
+        let t = "Mail bob.smith+roof@acme-co.example.com or call (555) 123-4567, \
+                 555-987-6543, +1 555.222.3333, 1-800-555-0199, +44 20 7946 0958 \
+                 or +49 30 1234567. Ref ACCT-991.";
+        let out = s().scrub(t, None);
+        assert!(!out.contains('@'), "{out}");
+        for digits in ["4567", "6543", "3333", "0199", "0958", "1234567", "991"] {
+            assert!(!out.contains(digits), "{digits} left in {out}");
+        }
+        assert_eq!(out.matches("[PHONE]").count(), 6, "{out}");
+        assert!(out.contains("[EMAIL]") && out.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn export_pii_measurements_survive() {
+        let t = "A 50x40 roof is 2000 sq ft, 20 squares; use 1.5 in polyiso at 2024 prices, \
+                 section 07 54 23, 3 crews x 8 hours.";
+        assert_eq!(s().scrub(t, None), t);
+    }
+
+    #[test]
+    fn export_pii_user_id_becomes_pseudonym() {
+        let out = s().scrub("I am jdoe42, not jdoe425.", Some("jdoe42"));
+        let p = pseudonymize(b"k", "jdoe42");
+        assert_eq!(out, format!("I am [USER_{p}], not jdoe425."));
+        assert_ne!(pseudonymize(b"other", "jdoe42"), p);
+    }
+}

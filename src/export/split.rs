@@ -1,0 +1,52 @@
+//! The deterministic train/validation split. A line goes to validation when the hash of its
+//! normalized prompt, read as a fraction of 2^64, is below `val_fraction`; the decision depends
+//! on the prompt alone, so one prompt (and every line sharing it, e.g. the desirable and the
+//! undesirable KTO answers to it) lands in one file only, run after run.
+//!
+//! The validation file sits beside the output: `<dir>/<output file stem>.val.jsonl`, where the
+//! stem drops the last extension (`training_export.jsonl` -> `training_export.val.jsonl`).
+
+use super::dedup::{key128, normalize};
+use std::path::{Path, PathBuf};
+
+/// Whether a prompt belongs to the validation set.
+pub fn is_validation(prompt: &str, val_fraction: f64) -> bool {
+    if val_fraction <= 0.0 {
+        return false;
+    }
+    // A salt keeps the split independent of the dedup key, which uses the same normalisation.
+    let h = (key128(&format!("split\0{}", normalize(prompt))) >> 64) as u64;
+    (h as f64) / 18_446_744_073_709_551_616.0 < val_fraction
+}
+
+/// The validation file that goes with `output`.
+pub fn validation_path(output: &Path) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "training_export".into());
+    output.with_file_name(format!("{stem}.val.jsonl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_split_names_and_fraction() {
+        assert_eq!(
+            validation_path(Path::new("/d/training_export.jsonl")),
+            Path::new("/d/training_export.val.jsonl")
+        );
+        assert_eq!(
+            validation_path(Path::new("out")),
+            Path::new("out.val.jsonl")
+        );
+        let n = (0..2000)
+            .filter(|i| is_validation(&format!("prompt number {i}"), 0.1))
+            .count();
+        assert!((120..280).contains(&n), "{n}");
+        assert!(is_validation("Same  Prompt", 0.5) == is_validation("same prompt", 0.5));
+        assert!(!is_validation("x", 0.0));
+    }
+}

@@ -1,0 +1,742 @@
+//! End-to-end tests of `export` over planted fixture segments.
+
+use super::*;
+use crate::record::{CorrectionQuality, Feedback, Metadata, Quality};
+use serde_json::Value;
+use std::fs;
+use std::io::Write;
+
+pub(crate) struct Ex<'a> {
+    pub id: &'a str,
+    pub ts: &'a str,
+    pub prompt: &'a str,
+    pub response: &'a str,
+    pub rel: Relevance,
+    pub score: f64,
+    pub request_id: Option<&'a str>,
+    pub source: &'a str,
+    pub feedback: Option<Feedback>,
+    pub include: bool,
+    pub user: Option<&'a str>,
+}
+
+impl<'a> Ex<'a> {
+    pub fn new(id: &'a str, ts: &'a str, prompt: &'a str, response: &'a str) -> Self {
+        Ex {
+            id,
+            ts,
+            prompt,
+            response,
+            rel: Relevance::High,
+            score: 0.5,
+            request_id: None,
+            source: "chat",
+            feedback: None,
+            include: true,
+            user: None,
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let mut md = Metadata {
+            user_id: self.user.map(String::from),
+            ..Default::default()
+        };
+        if let Some(r) = self.request_id {
+            md.extra.insert("request_id".into(), Value::from(r));
+        }
+        serde_json::to_string(&TrainingExample {
+            id: self.id.into(),
+            timestamp: self.ts.into(),
+            source: self.source.into(),
+            prompt: self.prompt.into(),
+            response: self.response.into(),
+            metadata: md,
+            quality: Quality {
+                user_feedback: self.feedback,
+                was_corrected: false,
+                verified_accurate: None,
+                domain_relevance: self.rel,
+                auto_score: self.score,
+            },
+            tags: vec!["tpo".into()],
+            project_context: "general".into(),
+            include_in_training: self.include,
+        })
+        .unwrap()
+    }
+}
+
+pub(crate) fn fb(id: &str, ts: &str, target: &str, f: Feedback) -> String {
+    serde_json::to_string(&FeedbackEvent {
+        id: id.into(),
+        timestamp: ts.into(),
+        target: target.into(),
+        feedback: f,
+        comment: None,
+        user: None,
+    })
+    .unwrap()
+}
+
+pub(crate) struct Corr<'a> {
+    pub id: &'a str,
+    pub ts: &'a str,
+    pub prompt: &'a str,
+    pub original: &'a str,
+    pub corrected: &'a str,
+    pub orig_id: Option<&'a str>,
+    pub orig_req: Option<&'a str>,
+    pub example_id: Option<&'a str>,
+}
+
+impl Corr<'_> {
+    pub fn line(&self) -> String {
+        serde_json::to_string(&CorrectionRecord {
+            id: self.id.into(),
+            timestamp: self.ts.into(),
+            source: "user_correction".into(),
+            original_prompt: self.prompt.into(),
+            original_response: self.original.into(),
+            corrected_response: self.corrected.into(),
+            correction_reason: Some("wrong".into()),
+            corrector: "user".into(),
+            quality: CorrectionQuality::default(),
+            tags: vec![],
+            include_in_training: true,
+            original_example_id: self.orig_id.map(String::from),
+            original_request_id: self.orig_req.map(String::from),
+            example_id: self.example_id.map(String::from),
+        })
+        .unwrap()
+    }
+}
+
+fn write(path: &Path, lines: &[String], torn_tail: Option<&str>) {
+    let mut f = fs::File::create(path).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    if let Some(t) = torn_tail {
+        write!(f, "{t}").unwrap();
+    }
+}
+
+const P_CORR: &str = "What is the fastener spacing for TPO in the corner zone?";
+const R_WRONG: &str = "Twelve inches on center everywhere, corners included.";
+const R_RIGHT: &str = "Six inches on center in corners, per the manufacturer's wind uplift table.";
+const P_PLAIN_CORR: &str = "How long does EPDM adhesive need to flash off before mating?";
+const R_PLAIN_WRONG: &str = "No flash off time is needed, mate immediately.";
+const R_PLAIN_RIGHT: &str = "Until it is dry to the touch, usually 10 to 20 minutes.";
+const NEAR_A: &str = "For a flat roof of fifty by forty feet with a parapet on three sides, two drains and one scupper, how many squares of sixty mil TPO do I need including waste for the parapet flashing details?";
+const NEAR_B: &str = "For a flat roof of fifty by forty feet with a parapet on three sides, two drains and one scupper, how many squares of sixty mil TPO do I need including waste for the parapet flashing details, please?";
+const NEAR_RESP: &str = "About twenty squares of field membrane plus roughly three squares for parapet walls and flashing details, so order twenty four squares.";
+
+pub(crate) struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub inputs: ExportInputs,
+}
+
+/// Planted cases; see each line's comment.
+pub(crate) fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut e1 = vec![
+        // Plain good examples.
+        Ex::new("train_a", "2026-11-01T10:00:00Z", "How many squares in a 40 by 50 roof?", "Twenty squares, since a square is 100 sq ft.").line(),
+        Ex::new("train_b", "2026-11-01T10:01:00Z", "What is the minimum slope for a TPO roof?", "A quarter inch per foot is the usual minimum.").line(),
+        // Exact duplicates by normalized prompt: c2 has positive feedback (feedback file) and wins
+        // over c1's higher auto_score.
+        Ex { score: 0.9, ..Ex::new("train_c1", "2026-11-01T10:02:00Z", "Do I need a vapor retarder over a concrete deck?", "Usually not, unless the building is humid inside.") }.line(),
+        Ex { score: 0.3, ..Ex::new("train_c2", "2026-11-01T10:03:00Z", "  do I need a VAPOR retarder over a concrete deck? ", "Yes when interior humidity is high; check the dew point calculation.") }.line(),
+        // Near duplicates: the higher auto_score (d2) wins.
+        Ex { score: 0.4, ..Ex::new("train_d1", "2026-11-01T10:04:00Z", NEAR_A, NEAR_RESP) }.line(),
+        Ex { score: 0.8, ..Ex::new("train_d2", "2026-11-01T10:05:00Z", NEAR_B, NEAR_RESP) }.line(),
+        // Corrected via request id.
+        Ex { request_id: Some("req-orig"), ..Ex::new("train_orig", "2026-11-01T10:06:00Z", P_CORR, R_WRONG) }.line(),
+        Ex { source: "verified_correction", ..Ex::new("train_vc", "2026-11-01T12:00:00Z", P_CORR, R_RIGHT) }.line(),
+        // Corrected via normalized prompt + response only (the correction differs in case/space).
+        Ex::new("train_plain", "2026-11-01T10:07:00Z", P_PLAIN_CORR, R_PLAIN_WRONG).line(),
+        // Negative feedback that arrives before the example's timestamp (by id) and after it (by
+        // request id).
+        Ex::new("train_neg_before", "2026-11-01T10:08:00Z", "Can I install TPO over wet insulation?", "Sure, moisture does not matter for TPO at all.").line(),
+        Ex { request_id: Some("req-neg-after"), ..Ex::new("train_neg_after", "2026-11-01T10:09:00Z", "Is fall protection optional under six feet?", "It is always optional for roofers at any height.") }.line(),
+        // Positive then negative later: dropped. Negative then positive later: kept.
+        Ex::new("train_flip_neg", "2026-11-01T10:10:00Z", "What R-value does 2 inch polyiso give?", "About R-11.4 for two inches of polyiso board.").line(),
+        Ex::new("train_flip_pos", "2026-11-01T10:11:00Z", "What R-value does 3 inch polyiso give?", "About R-17 for three inches of polyiso board.").line(),
+        // Negative feedback applied inside the example.
+        Ex { feedback: Some(Feedback::Negative), ..Ex::new("train_inneg", "2026-11-01T10:12:00Z", "Can I use roofing tar on a PVC membrane?", "Yes, tar works great on PVC membranes.") }.line(),
+        // PII.
+        Ex { user: Some("jdoe42"), ..Ex::new("train_pii", "2026-11-01T10:13:00Z", "Email the bid to jane.doe@example.com or call (555) 123-4567 - I am jdoe42", "Sent to jane.doe@example.com; the office number is +44 20 7946 0958 and 555-987-6543.") }.line(),
+        // Filters.
+        Ex { rel: Relevance::Low, ..Ex::new("train_low", "2026-11-01T10:14:00Z", "What is the capital of France today?", "Paris is the capital city of France.") }.line(),
+        Ex::new("train_shortp", "2026-11-01T10:15:00Z", "TPO?", "Thermoplastic polyolefin single-ply membrane.").line(),
+        Ex::new("train_shortr", "2026-11-01T10:16:00Z", "What does EPDM stand for?", "Rubber.").line(),
+        Ex { include: false, ..Ex::new("train_excl", "2026-11-01T10:17:00Z", "Internal test prompt for the pipeline", "Internal test response, not for training.") }.line(),
+        "this is not json".to_string(),
+    ];
+    // Many distinct prompts so the validation split has something on both sides.
+    let many: Vec<String> = (0..40)
+        .map(|i| {
+            Ex::new(
+                Box::leak(format!("train_m{i:02}").into_boxed_str()),
+                "2026-11-02T09:00:00Z",
+                Box::leak(
+                    format!("Question number {i} about coping details on parapet {i}?")
+                        .into_boxed_str(),
+                ),
+                Box::leak(
+                    format!("Answer {i}: use a continuous cleat and a {i} inch coping cap.")
+                        .into_boxed_str(),
+                ),
+            )
+            .line()
+        })
+        .collect();
+    e1.extend(many);
+    write(&d.join("examples_20261101_0001.jsonl"), &e1, None);
+    let torn = Ex::new(
+        "train_torn",
+        "2026-11-03T00:00:00Z",
+        "This torn line must never be read by export",
+        "Because the writer has not finished it yet.",
+    )
+    .line();
+    write(
+        &d.join("examples_20261103_0002.jsonl.open"),
+        &[
+            // A replay of train_a.
+            Ex::new(
+                "train_a",
+                "2026-11-01T10:00:00Z",
+                "How many squares in a 40 by 50 roof?",
+                "Twenty squares, since a square is 100 sq ft.",
+            )
+            .line(),
+            Ex::new(
+                "train_late",
+                "2026-11-03T00:00:00Z",
+                "What is a cricket on a roof used for?",
+                "It diverts water around a curb or chimney toward drains.",
+            )
+            .line(),
+        ],
+        Some(&torn),
+    );
+    write(
+        &d.join("feedback_20261101_0001.jsonl"),
+        &[
+            fb(
+                "f1",
+                "2026-11-01T09:00:00Z",
+                "train_neg_before",
+                Feedback::Negative,
+            ),
+            fb(
+                "f2",
+                "2026-11-01T11:00:00Z",
+                "req-neg-after",
+                Feedback::Negative,
+            ),
+            fb("f3", "2026-11-01T11:00:00Z", "train_c2", Feedback::Positive),
+            fb(
+                "f4",
+                "2026-11-01T11:00:00Z",
+                "train_flip_neg",
+                Feedback::Positive,
+            ),
+            fb(
+                "f5",
+                "2026-11-01T11:30:00Z",
+                "train_flip_neg",
+                Feedback::Negative,
+            ),
+            fb(
+                "f6",
+                "2026-11-01T11:30:00Z",
+                "train_flip_pos",
+                Feedback::Positive,
+            ),
+            fb(
+                "f7",
+                "2026-11-01T11:00:00Z",
+                "train_flip_pos",
+                Feedback::Negative,
+            ),
+            fb("f8", "2026-11-01T11:00:00Z", "nobody", Feedback::Negative),
+        ],
+        None,
+    );
+    write(
+        &d.join("corrections_20261101_0001.jsonl"),
+        &[
+            Corr {
+                id: "corr_1",
+                ts: "2026-11-01T12:00:00Z",
+                prompt: P_CORR,
+                original: R_WRONG,
+                corrected: R_RIGHT,
+                orig_id: None,
+                orig_req: Some("req-orig"),
+                example_id: Some("train_vc"),
+            }
+            .line(),
+            Corr {
+                id: "corr_2",
+                ts: "2026-11-01T12:01:00Z",
+                prompt: &P_PLAIN_CORR.to_uppercase(),
+                original: &format!("  {}  ", R_PLAIN_WRONG.replace(' ', "   ")),
+                corrected: R_PLAIN_RIGHT,
+                orig_id: None,
+                orig_req: None,
+                example_id: None,
+            }
+            .line(),
+        ],
+        None,
+    );
+    let inputs = ExportInputs {
+        examples: vec![
+            d.join("examples_20261101_0001.jsonl"),
+            d.join("examples_20261103_0002.jsonl.open"),
+        ],
+        feedback: vec![d.join("feedback_20261101_0001.jsonl")],
+        corrections: vec![d.join("corrections_20261101_0001.jsonl")],
+    };
+    Fixture { dir, inputs }
+}
+
+fn opts(f: &Fixture, format: Format) -> ExportOptions {
+    ExportOptions {
+        format,
+        temp_dir: f.dir.path().join("tmp"),
+        config_digest: "digest-1".into(),
+        pseudonym_key: b"secret".to_vec(),
+        pii_patterns: vec![regex::Regex::new(r"cricket").unwrap()],
+        ..Default::default()
+    }
+}
+
+/// Runs with a tiny spill budget so every sorter goes through disk runs.
+fn run_export(f: &Fixture, o: &ExportOptions, name: &str) -> (ExportReport, Vec<Value>) {
+    let out = f.dir.path().join(name);
+    let rep = run(&f.inputs, o, &out, 512).unwrap();
+    let lines = read_lines(&out);
+    (rep, lines)
+}
+
+fn read_lines(p: &Path) -> Vec<Value> {
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn texts(lines: &[Value]) -> String {
+    serde_json::to_string(lines).unwrap()
+}
+
+#[test]
+fn export_prompt_response_planted_cases() {
+    let f = fixture();
+    let (rep, lines) = run_export(&f, &opts(&f, Format::PromptResponse), "pr.jsonl");
+    let all = texts(&lines);
+    let prompts: Vec<&str> = lines
+        .iter()
+        .map(|l| l["prompt"].as_str().unwrap())
+        .collect();
+    let count = |p: &str| {
+        prompts
+            .iter()
+            .filter(|x| x.to_lowercase().contains(&p.to_lowercase()))
+            .count()
+    };
+    // Replay dropped, torn line ignored.
+    assert_eq!(count("40 by 50 roof"), 1);
+    assert!(!all.contains("torn line"));
+    assert_eq!(rep.dropped["duplicate_id"], 1);
+    // Exact dup: positive feedback beats a higher score.
+    assert_eq!(count("vapor retarder"), 1);
+    assert!(all.contains("dew point"));
+    // Near dup: higher score wins.
+    assert_eq!(count("fifty by forty"), 1);
+    assert!(all.contains("details, please?"));
+    // Corrections: the corrected answer, never the original.
+    assert!(!all.contains(R_WRONG) && !all.contains(R_PLAIN_WRONG));
+    assert!(all.contains(R_RIGHT) && all.contains(R_PLAIN_RIGHT));
+    assert_eq!(count("corner zone"), 1);
+    // Negative feedback, before or after the example, by id, request id or inside it.
+    for bad in [
+        "wet insulation",
+        "fall protection",
+        "2 inch polyiso",
+        "tar on a pvc",
+    ] {
+        assert_eq!(count(bad), 0, "{bad}");
+    }
+    assert_eq!(
+        count("3 inch polyiso"),
+        1,
+        "latest (positive) feedback wins"
+    );
+    // PII.
+    assert!(!all.contains("jane.doe") && !all.contains("4567") && !all.contains("0958"));
+    assert!(!all.contains("6543") && !all.contains("jdoe42") && !all.contains("cricket"));
+    assert!(all.contains("[EMAIL]") && all.contains("[PHONE]") && all.contains("[USER_"));
+    assert!(all.contains("[REDACTED]"));
+    // Filters.
+    for gone in ["capital of France", "TPO?", "EPDM stand", "Internal test"] {
+        assert_eq!(count(gone), 0, "{gone}");
+    }
+    for reason in [
+        "negative_feedback",
+        "corrected_original",
+        "low_relevance",
+        "short_prompt",
+        "short_response",
+        "not_included",
+        "exact_duplicate",
+        "near_duplicate",
+        "unreadable_line",
+    ] {
+        assert!(
+            rep.dropped.get(reason).copied().unwrap_or(0) > 0,
+            "{reason}: {:?}",
+            rep.dropped
+        );
+    }
+    assert_eq!(rep.dropped["negative_feedback"], 4);
+    assert_eq!(rep.dropped["corrected_original"], 2);
+    // Accounting: every raw record is written or dropped exactly once.
+    let dropped: u64 = rep.dropped.values().sum();
+    assert_eq!(rep.total_raw, rep.after_filtering + dropped);
+    assert_eq!(rep.after_filtering as usize, lines.len());
+    // Output order: timestamp then id, so the latest example (with a redacted word) is last.
+    assert!(lines.last().unwrap()["prompt"]
+        .as_str()
+        .unwrap()
+        .contains("[REDACTED]"));
+    for l in &lines {
+        assert_eq!(l.as_object().unwrap().len(), 2);
+        assert!(l["prompt"].is_string() && l["response"].is_string());
+    }
+    // Manifest.
+    let m: Value = serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+    assert_eq!(m["config_digest"], "digest-1");
+    assert_eq!(m["format"], "prompt-response");
+    assert_eq!(m["output"]["sha256"], rep.output_sha256.as_str());
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 4);
+    assert_eq!(m["inputs"][1]["torn_tail_skipped"], true);
+    assert_eq!(m["dropped"]["duplicate_id"], 1);
+    assert!(rep.manifest_path.ends_with("pr.jsonl.manifest.json"));
+    // Spill files are gone.
+    assert_eq!(fs::read_dir(f.dir.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn export_every_format_parses_into_its_schema_and_has_no_pii() {
+    let f = fixture();
+    for format in Format::ALL {
+        let mut o = opts(&f, format);
+        o.system_prompt = Some("You are a roofing assistant.".into());
+        let (rep, lines) = run_export(&f, &o, &format!("{format}.jsonl"));
+        assert_eq!(rep.format, format);
+        let all = texts(&lines);
+        assert!(
+            !all.contains("jane.doe") && !all.contains("4567") && !all.contains("0958"),
+            "{format}"
+        );
+        assert!(!lines.is_empty(), "{format}");
+        for l in &lines {
+            let obj = l.as_object().unwrap();
+            let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+            let s = |k: &str| obj[k].is_string();
+            match format {
+                Format::PromptResponse => assert!(keys.len() == 2 && s("prompt") && s("response")),
+                Format::PromptCompletion => {
+                    assert!(keys.len() == 2 && s("prompt") && s("completion"))
+                }
+                Format::Messages => {
+                    assert_eq!(keys, ["messages"]);
+                    let m = obj["messages"].as_array().unwrap();
+                    let roles: Vec<&str> = m.iter().map(|x| x["role"].as_str().unwrap()).collect();
+                    assert_eq!(roles, ["system", "user", "assistant"]);
+                    assert!(m
+                        .iter()
+                        .all(|x| x["content"].is_string() && x.as_object().unwrap().len() == 2));
+                }
+                Format::Dpo => {
+                    assert!(keys.len() == 3 && s("prompt") && s("chosen") && s("rejected"))
+                }
+                Format::Kto => assert!(
+                    keys.len() == 3 && s("prompt") && s("completion") && obj["label"].is_boolean()
+                ),
+            }
+        }
+        if format.is_sft() {
+            assert!(!all.contains(R_WRONG) && !all.contains("moisture does not matter"));
+        }
+    }
+}
+
+#[test]
+fn export_dpo_pairs_come_from_corrections() {
+    let f = fixture();
+    let (rep, lines) = run_export(&f, &opts(&f, Format::Dpo), "dpo.jsonl");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let l = lines.iter().find(|l| l["prompt"] == P_CORR).unwrap();
+    assert_eq!(l["chosen"], R_RIGHT);
+    assert_eq!(l["rejected"], R_WRONG);
+    assert!(rep.dropped["not_a_preference_pair"] > 0);
+}
+
+#[test]
+fn export_kto_labels() {
+    let f = fixture();
+    let (rep, lines) = run_export(&f, &opts(&f, Format::Kto), "kto.jsonl");
+    let label_of = |needle: &str| -> Vec<bool> {
+        lines
+            .iter()
+            .filter(|l| l["completion"].as_str().unwrap().contains(needle))
+            .map(|l| l["label"].as_bool().unwrap())
+            .collect()
+    };
+    assert_eq!(label_of("moisture does not matter"), [false]);
+    assert_eq!(label_of("always optional"), [false]);
+    assert_eq!(label_of("tar works great"), [false]);
+    assert_eq!(label_of("R-11.4"), [false]);
+    assert_eq!(label_of("R-17"), [true]);
+    assert_eq!(label_of(R_WRONG), [false]);
+    assert_eq!(label_of(R_RIGHT), [true]);
+    assert_eq!(label_of("dew point"), [true]);
+    assert!(
+        label_of("coping cap").is_empty(),
+        "unlabeled examples are left out"
+    );
+    let labels = rep.labels.unwrap();
+    assert!(labels.desirable > 0 && labels.undesirable > 0);
+    assert_eq!(labels.desirable + labels.undesirable, rep.after_filtering);
+    assert!(rep.dropped["unlabeled"] > 0);
+}
+
+#[test]
+fn export_is_byte_identical_and_splits_by_prompt() {
+    let f = fixture();
+    let mut o = opts(&f, Format::Messages);
+    o.val_fraction = 0.3;
+    let (r1, _) = run_export(&f, &o, "one.jsonl");
+    let (r2, _) = run_export(&f, &o, "two.jsonl");
+    assert_eq!(
+        fs::read(&r1.output_path).unwrap(),
+        fs::read(&r2.output_path).unwrap()
+    );
+    let v1 = r1.validation_path.clone().unwrap();
+    assert!(v1.ends_with("one.val.jsonl"));
+    assert_eq!(
+        fs::read(&v1).unwrap(),
+        fs::read(r2.validation_path.unwrap()).unwrap()
+    );
+    // The in-memory path (no spill) gives the same bytes as the spilled one.
+    let out3 = f.dir.path().join("three.jsonl");
+    let r3 = export(&f.inputs, &o, &out3).unwrap();
+    assert_eq!(r3.output_sha256, r1.output_sha256);
+    assert!(r1.validation_count > 0 && r1.train_count > 0);
+    assert_eq!(r1.after_filtering, r1.train_count + r1.validation_count);
+    let user = |p: &str| -> Vec<String> {
+        read_lines(Path::new(p))
+            .iter()
+            .map(|l| dedup::normalize(l["messages"][1]["content"].as_str().unwrap()))
+            .collect()
+    };
+    let train = user(&r1.output_path);
+    let val = user(&v1);
+    assert!(train.iter().all(|p| !val.contains(p)));
+}
+
+#[test]
+fn export_kto_split_keeps_a_prompt_in_one_file() {
+    let f = fixture();
+    let mut o = opts(&f, Format::Kto);
+    o.val_fraction = 0.5;
+    let (r, _) = run_export(&f, &o, "k.jsonl");
+    let prompts = |p: &str| -> Vec<String> {
+        read_lines(Path::new(p))
+            .iter()
+            .map(|l| dedup::normalize(l["prompt"].as_str().unwrap()))
+            .collect()
+    };
+    let train = prompts(&r.output_path);
+    let val = prompts(&r.validation_path.unwrap());
+    assert!(train.iter().all(|p| !val.contains(p)));
+}
+
+#[test]
+fn export_without_corrections() {
+    let f = fixture();
+    let mut o = opts(&f, Format::PromptResponse);
+    o.include_corrections = false;
+    let (rep, lines) = run_export(&f, &o, "nc.jsonl");
+    let all = texts(&lines);
+    assert!(!all.contains(R_RIGHT) && !all.contains(R_PLAIN_RIGHT));
+    assert!(!all.contains(R_WRONG), "a corrected original stays out");
+    assert_eq!(rep.dropped["correction_excluded"], 1);
+    let dropped: u64 = rep.dropped.values().sum();
+    assert_eq!(rep.total_raw, rep.after_filtering + dropped);
+    o.format = Format::Dpo;
+    let (_, lines) = run_export(&f, &o, "nc-dpo.jsonl");
+    assert!(lines.is_empty());
+}
+
+#[test]
+fn export_quality_threshold() {
+    let f = fixture();
+    let mut o = opts(&f, Format::PromptResponse);
+    o.min_quality = Relevance::Low;
+    let (_, lines) = run_export(&f, &o, "low.jsonl");
+    assert!(texts(&lines).contains("capital of France"));
+}
+
+#[test]
+fn export_rejects_bad_options_and_missing_inputs() {
+    let f = fixture();
+    let mut o = opts(&f, Format::PromptResponse);
+    o.val_fraction = 1.0;
+    assert!(matches!(
+        export(&f.inputs, &o, &f.dir.path().join("x.jsonl")),
+        Err(ExportError::InvalidOption(_))
+    ));
+    let o = opts(&f, Format::PromptResponse);
+    let inputs = ExportInputs {
+        examples: vec![f.dir.path().join("missing.jsonl")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        export(&inputs, &o, &f.dir.path().join("x.jsonl")),
+        Err(ExportError::Input { .. })
+    ));
+    assert!(!f.dir.path().join("x.jsonl").exists());
+}
+
+/// Writes `n` generated examples (1% replays, 2% with feedback, 0.5% corrected) in segments of
+/// 10,000, with realistic lengths and many near-identical templated prompts.
+pub(crate) fn generate(dir: &Path, n: usize) -> ExportInputs {
+    let words = [
+        "tpo",
+        "epdm",
+        "membrane",
+        "flashing",
+        "parapet",
+        "drain",
+        "scupper",
+        "polyiso",
+        "crew",
+        "squares",
+        "fastener",
+        "seam",
+        "primer",
+        "coping",
+        "curb",
+        "deck",
+        "insulation",
+        "slope",
+    ];
+    let mut inputs = ExportInputs::default();
+    let mut fbw = Vec::new();
+    let mut corr = Vec::new();
+    let mut seg: Option<std::io::BufWriter<fs::File>> = None;
+    for i in 0..n {
+        if i % 10_000 == 0 {
+            let p = dir.join(format!("examples_{:04}.jsonl", i / 10_000));
+            seg = Some(std::io::BufWriter::new(fs::File::create(&p).unwrap()));
+            inputs.examples.push(p);
+        }
+        let w = |k: usize| words[(i * 7 + k * 13 + i / 3) % words.len()];
+        let prompt = format!(
+            "Question {i}: how should the {} be detailed at the {} next to the {} on a {} job with {} existing {}?",
+            w(1), w(2), w(3), w(4), i % 97, w(5)
+        );
+        let response = format!(
+            "For job {i}, install the {} first, then the {} and {}; keep the {} lapped {} inches and prime the {} before the {} goes down. Call 555-010-{:04} with questions.",
+            w(6), w(7), w(8), w(9), i % 12 + 2, w(10), w(11), i % 10_000
+        );
+        let id = format!("train_gen_{i:08}");
+        let ts = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
+        let mut ex = Ex::new(&id, &ts, &prompt, &response);
+        ex.score = (i % 100) as f64 / 100.0;
+        ex.rel = [Relevance::High, Relevance::Medium, Relevance::Low][i % 3];
+        let line = ex.line();
+        let s = seg.as_mut().unwrap();
+        writeln!(s, "{line}").unwrap();
+        if i % 100 == 0 {
+            writeln!(s, "{line}").unwrap();
+        }
+        if i % 50 == 0 {
+            let f = if i % 100 == 0 {
+                Feedback::Positive
+            } else {
+                Feedback::Negative
+            };
+            fbw.push(fb(&format!("fb{i}"), "2026-12-01T00:00:00Z", &id, f));
+        }
+        if i % 200 == 0 {
+            corr.push(
+                Corr {
+                    id: &format!("corr{i}"),
+                    ts: &ts,
+                    prompt: &prompt,
+                    original: &response,
+                    corrected: &format!("{response} Corrected."),
+                    orig_id: Some(&id),
+                    orig_req: None,
+                    example_id: None,
+                }
+                .line(),
+            );
+        }
+    }
+    drop(seg);
+    let fp = dir.join("feedback_0001.jsonl");
+    write(&fp, &fbw, None);
+    let cp = dir.join("corrections_0001.jsonl");
+    write(&cp, &corr, None);
+    inputs.feedback.push(fp);
+    inputs.corrections.push(cp);
+    inputs
+}
+
+/// Sanity check of speed and memory on generated data; run with
+/// `EXPORT_N=100000 cargo test --release --lib export_generated -- --ignored --nocapture`
+/// under `/usr/bin/time -v` for the peak RSS.
+#[test]
+#[ignore]
+fn export_generated_at_scale() {
+    let n: usize = std::env::var("EXPORT_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let inputs = generate(dir.path(), n);
+    eprintln!("generated {n} in {:?}", t0.elapsed());
+    let o = ExportOptions {
+        temp_dir: dir.path().join("tmp"),
+        val_fraction: 0.1,
+        ..Default::default()
+    };
+    let t1 = std::time::Instant::now();
+    let rep = export(&inputs, &o, &dir.path().join("out.jsonl")).unwrap();
+    eprintln!(
+        "exported in {:?}: {}",
+        t1.elapsed(),
+        serde_json::to_string(&rep).unwrap()
+    );
+    let t2 = std::time::Instant::now();
+    let st = crate::stats::collect(&inputs, &[]).unwrap();
+    eprintln!(
+        "stats in {:?}: {} examples",
+        t2.elapsed(),
+        st.total_examples
+    );
+    assert_eq!(st.total_examples, n as u64);
+}
