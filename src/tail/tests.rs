@@ -940,9 +940,9 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn tailer_matches_oracle(ops in proptest::collection::vec(op(), 1..40), budget in prop_oneof![Just(16usize), Just(50), Just(1 << 20)]) {
+        fn tailer_matches_oracle(ops in proptest::collection::vec(op(), 1..60), budget in prop_oneof![Just(16usize), Just(50), Just(1 << 20)]) {
             let mut w = World::new(budget);
             for op in &ops {
                 w.apply(op)?;
