@@ -126,8 +126,11 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<
 /// Computes the fingerprint of `file` considering only its first `size` bytes.
 /// `Ok(None)` means the window is not complete yet (see the module doc).
 pub fn compute(file: &File, size: u64) -> io::Result<Option<Fingerprint>> {
-    // Skip the leading NUL run.
-    let mut buf = vec![0u8; 64 * 1024];
+    if size == 0 {
+        return Ok(None);
+    }
+    // Skip the leading NUL run (small buffer for small files: this runs for every new file).
+    let mut buf = vec![0u8; size.min(64 * 1024) as usize];
     let mut pos = 0u64;
     let nul_count = loop {
         if pos >= size {

@@ -175,6 +175,8 @@ struct Tracked {
     seen_unix: u64,
     /// Marker computed for this offset (offset, len, hash), so unchanged files cost nothing.
     marker_cache: Option<(u64, u32, [u8; 16])>,
+    /// The last fingerprint attempt found no complete first line (retried on change).
+    fp_incomplete: bool,
 }
 
 impl Tracked {
@@ -190,6 +192,7 @@ impl Tracked {
         self.fp = None;
         self.id = None;
         self.marker_cache = None;
+        self.fp_incomplete = false;
     }
 }
 
@@ -207,6 +210,8 @@ pub struct Tailer {
     last_more_pending: bool,
     buf: Vec<u8>,
     counters: TailCounters,
+    /// Paths whose open failed, so the warning is logged once, not on every scan.
+    open_failed: HashSet<PathBuf>,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -249,9 +254,10 @@ fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
     })
 }
 
-/// Checks that what was already read is still there: the bytes just before `read_pos`
-/// (always: one small read, and mtime granularity is too coarse to rely on alone) and, when
-/// size or mtime changed, the fingerprint window.
+/// Checks that what was already read is still there: the bytes just before `read_pos` and,
+/// when size or mtime changed, the fingerprint window. Called when size or mtime changed and
+/// on every poll that re-scanned the globs (mtime granularity is a clock tick, too coarse to
+/// rely on alone for a truncate-and-rewrite to the same size).
 fn content_intact(t: &Tracked, size: u64, changed: bool) -> io::Result<bool> {
     let tail = t.reader.tail();
     if !tail.is_empty() {
@@ -275,26 +281,35 @@ fn service(
     opts: &TailOptions,
     buf: &mut Vec<u8>,
     counters: &mut TailCounters,
+    full_check: bool,
     sink: &mut dyn FnMut(TailItem<'_>),
 ) -> io::Result<(usize, bool)> {
     let md = t.file.metadata()?;
     let size = md.len();
     let mtime = (md.mtime(), md.mtime_nsec());
+    let changed = size != t.last_size || mtime != t.last_mtime;
     if size < t.reader.read_pos() {
         t.reset_truncated("size below read position", counters);
-    } else if !content_intact(t, size, size != t.last_size || mtime != t.last_mtime)? {
+    } else if (changed || full_check) && !content_intact(t, size, changed)? {
         t.reset_truncated("bytes already read have changed", counters);
     }
     t.last_size = size;
     t.last_mtime = mtime;
     if t.id.is_none() {
+        if t.fp_incomplete && !changed && !full_check {
+            return Ok((0, false));
+        }
         // No complete first line yet means no complete line at all: nothing to read.
         match identity::compute(&t.file, size)? {
             Some(fp) => {
                 t.id = Some(FileId::new(t.dev, t.inode, fp.hash));
                 t.fp = Some(fp);
+                t.fp_incomplete = false;
             }
-            None => return Ok((0, false)),
+            None => {
+                t.fp_incomplete = true;
+                return Ok((0, false));
+            }
         }
     }
     let budget = opts.read_budget_bytes.max(1);
@@ -383,6 +398,7 @@ impl Tailer {
             last_more_pending: false,
             buf: Vec::new(),
             counters: TailCounters::default(),
+            open_failed: HashSet::new(),
         })
     }
 
@@ -401,7 +417,14 @@ impl Tailer {
         }
         let mut out = PollOutcome::default();
         for t in &mut self.files {
-            match service(t, &self.opts, &mut self.buf, &mut self.counters, sink) {
+            match service(
+                t,
+                &self.opts,
+                &mut self.buf,
+                &mut self.counters,
+                rescan,
+                sink,
+            ) {
                 Ok((items, more)) => {
                     out.items += items;
                     out.more_pending |= more;
@@ -548,10 +571,15 @@ impl Tailer {
                 // Not treated as deleted (Filebeat fd-exhaustion lesson): the saved position
                 // stays, and the next scan tries again.
                 self.counters.open_errors += 1;
-                tracing::warn!(path = %f.path.display(), error = %e, "cannot open file; will retry");
+                if self.open_failed.insert(f.path.clone()) {
+                    tracing::warn!(path = %f.path.display(), error = %e, "cannot open file; will retry");
+                } else {
+                    tracing::debug!(path = %f.path.display(), error = %e, "cannot open file; will retry");
+                }
                 return;
             }
         };
+        self.open_failed.remove(&f.path);
         let md = match file.metadata() {
             Ok(md) if md.is_file() => md,
             Ok(_) => return,
@@ -640,6 +668,7 @@ impl Tailer {
             gone_since: None,
             seen_unix: now_unix,
             marker_cache: None,
+            fp_incomplete: false,
             file,
         });
     }

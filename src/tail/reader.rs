@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn oversize_line_is_skipped_and_reading_resumes() {
-        let big = vec![b'x'; 50];
+        let big = [b'x'; 50];
         let (out, r) = run(&[&big[..20], &big[20..], b"\r\nok\n"], 10);
         assert_eq!(out, vec![Out::R(0, 50, 50), Out::L(52, "ok".into())]);
         assert_eq!(r.offset(), 55);
