@@ -315,6 +315,7 @@ pub(crate) fn run(
                             .quality
                             .user_feedback
                             .map(|f| f == crate::record::Feedback::Positive),
+                        was_corrected: ex.quality.was_corrected,
                         relevance: ex.quality.domain_relevance,
                         auto_score: ex.quality.auto_score,
                         include: ex.include_in_training,
