@@ -31,7 +31,12 @@ pub fn normalize(s: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(w.chars().flat_map(char::to_lowercase));
+        // Most text is ASCII; its fast path avoids the per-char Unicode tables.
+        if w.is_ascii() {
+            out.extend(w.bytes().map(|b| b.to_ascii_lowercase() as char));
+        } else {
+            out.extend(w.chars().flat_map(char::to_lowercase));
+        }
     }
     out
 }
@@ -84,21 +89,30 @@ fn hash_bytes(b: &[u8]) -> u64 {
 /// The LSH band keys of a text: one 64-bit hash per band, or none when it has no words.
 /// `salt` separates groups that must never be merged (e.g. KTO labels).
 pub fn band_hashes(text: &str, bands: usize, rows: usize, salt: u64) -> Vec<u64> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
+    // Word hashes once; a shingle's hash folds its words' hashes in order, which avoids
+    // building a string per shingle.
+    let word_hashes: Vec<u64> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(MAX_WORDS)
+        .map(|w| {
+            if w.is_ascii() {
+                hash_bytes(w.to_ascii_lowercase().as_bytes())
+            } else {
+                hash_bytes(w.to_lowercase().as_bytes())
+            }
+        })
         .collect();
-    if words.is_empty() {
+    if word_hashes.is_empty() {
         return Vec::new();
     }
     let n = bands * rows;
     let mut sig = vec![u64::MAX; n];
     let seeds: Vec<u64> = (0..n as u64).map(|i| mix(i ^ 0x5eed)).collect();
-    let mut shingle = |ws: &[&str]| {
-        let joined = ws.join(" ");
-        let h = hash_bytes(joined.as_bytes());
+    let mut shingle = |ws: &[u64]| {
+        let h = ws
+            .iter()
+            .fold(0x5851_f42d_4c95_7f2du64, |acc, w| mix(acc ^ w));
         for (s, seed) in sig.iter_mut().zip(&seeds) {
             let v = mix(h ^ seed);
             if v < *s {
@@ -106,10 +120,10 @@ pub fn band_hashes(text: &str, bands: usize, rows: usize, salt: u64) -> Vec<u64>
             }
         }
     };
-    if words.len() < SHINGLE_WORDS {
-        shingle(&words);
+    if word_hashes.len() < SHINGLE_WORDS {
+        shingle(&word_hashes);
     } else {
-        for w in words.windows(SHINGLE_WORDS) {
+        for w in word_hashes.windows(SHINGLE_WORDS) {
             shingle(w);
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Sealed `*.jsonl` segments are complete. The open segment (`*.jsonl.open`) is being appended
 //! to while we read it, so its last line may be torn (no trailing newline yet): that line is
-//! skipped, because the writer will finish it and a later export will see it whole.
+//! skipped, because the writer will finish it and a later export will see it whole. An open
+//! segment that was sealed between the caller listing it and us opening it is read under its
+//! sealed name instead.
 
 use super::ExportError;
 use chrono::{DateTime, NaiveDateTime};
@@ -41,12 +43,26 @@ pub fn for_each_line(
         path: path.to_path_buf(),
         source: e,
     };
-    let file = File::open(path).map_err(io_err)?;
-    let open = is_open_segment(path);
+    let mut open = is_open_segment(path);
+    let mut read_path = path.to_path_buf();
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // The open segment was sealed (renamed to `*.jsonl`) between listing and reading: read
+        // the sealed file, which now holds everything the open one did, and more.
+        Err(e) if open && e.kind() == std::io::ErrorKind::NotFound => {
+            read_path = path.with_extension("");
+            open = false;
+            File::open(&read_path).map_err(|e2| ExportError::Input {
+                path: read_path.clone(),
+                source: e2,
+            })?
+        }
+        Err(e) => return Err(io_err(e)),
+    };
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let mut buf = Vec::with_capacity(4096);
     let mut summary = InputSummary {
-        path: path.display().to_string(),
+        path: read_path.display().to_string(),
         kind,
         bytes: 0,
         lines: 0,

@@ -40,6 +40,8 @@ pub(crate) struct Ex {
     pub user_id: Option<String>,
     /// Feedback applied inside the example (`quality.user_feedback`): true = positive.
     pub in_feedback: Option<bool>,
+    /// `quality.was_corrected`: a correction was applied before the example was written.
+    pub was_corrected: bool,
     pub relevance: Relevance,
     pub auto_score: f64,
     pub include: bool,
@@ -177,8 +179,10 @@ pub(crate) fn resolve(
     let mut annots = Grouped::new(annots.finish()?);
     while let Some(first) = rows.next_item()? {
         let mut best_fb: Option<(FbOrder, bool)> = None;
+        let mut corrected = false;
         let mut consider = |row: &Row| {
             if let Payload::Example(e) = &row.payload {
+                corrected |= e.was_corrected;
                 if let Some(p) = e.in_feedback {
                     let cand = ((e.ts, 0u8, row.order.1, row.order.2), p);
                     if best_fb.is_none_or(|b| cand.0 > b.0) {
@@ -195,7 +199,6 @@ pub(crate) fn resolve(
         // Annotations of ids with no row cannot exist (references come from rows), but skip
         // anything smaller defensively so the walk stays in step.
         while annots.next_if(|a| a.ex_id < first.id)?.is_some() {}
-        let mut corrected = false;
         while let Some(a) = annots.next_if(|a| a.ex_id == first.id)? {
             corrected |= a.corrected;
             if let Some(f) = a.fb {

@@ -123,8 +123,10 @@ impl Default for ExportOptions {
     }
 }
 
-/// The segment files to read, each list in the order given (which is the "file order" that
-/// breaks feedback ties and picks the first copy of a replayed id).
+/// The segment files to read: sealed `*.jsonl` and open `*.jsonl.open` alike. Each list is
+/// read in the order given, which is the "file order" that breaks feedback ties and picks the
+/// first copy of a replayed id; pass segments sorted by name (`examples_YYYYMMDD_NNNN`), which
+/// is their order of creation.
 #[derive(Debug, Clone, Default)]
 pub struct ExportInputs {
     pub examples: Vec<PathBuf>,
@@ -313,6 +315,7 @@ pub(crate) fn run(
                             .quality
                             .user_feedback
                             .map(|f| f == crate::record::Feedback::Positive),
+                        was_corrected: ex.quality.was_corrected,
                         relevance: ex.quality.domain_relevance,
                         auto_score: ex.quality.auto_score,
                         include: ex.include_in_training,

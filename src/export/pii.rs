@@ -106,13 +106,11 @@ fn replace_bounded(re: &Regex, text: &str, token: &str, accept: impl Fn(&str) ->
             out.push_str(&text[last..m.start()]);
             out.push_str(token);
             last = m.end();
-        }
-        // Move on by one character at least, so a rejected match can be retried later on.
-        at = if m.end() > m.start() && !glued && accept(m.as_str()) {
-            m.end()
+            at = m.end();
         } else {
-            m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8)
-        };
+            // Retry one character further on: a shorter match may still be a real one.
+            at = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8);
+        }
         if at >= text.len() {
             break;
         }

@@ -16,8 +16,9 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Default in-memory budget of one sorter, in [`SpillItem::weight`] units (about bytes).
-/// At most three sorters are filled at the same time, so this bounds export's working set to a
-/// few tens of MiB whatever the input size.
+/// At most two sorters are filled at the same time (the others are being merged, which holds
+/// one item per run), so this bounds export's working set to a few tens of MiB whatever the
+/// input size.
 pub(crate) const DEFAULT_BUDGET: usize = 8 << 20;
 
 /// Reader buffer per run during the merge; the number of runs grows with the data, so this is

@@ -740,3 +740,121 @@ fn export_generated_at_scale() {
     );
     assert_eq!(st.total_examples, n as u64);
 }
+
+#[test]
+fn export_feedback_ties_by_file_order_and_id_linked_corrections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut was_corrected: Value = serde_json::from_str(
+        &Ex::new(
+            "train_wc",
+            "2026-11-01T10:03:00Z",
+            "Was this one corrected while buffered?",
+            "Yes, the daemon marked it as corrected.",
+        )
+        .line(),
+    )
+    .unwrap();
+    was_corrected["quality"]["was_corrected"] = Value::Bool(true);
+    write(
+        &d.join("examples_1.jsonl"),
+        &[
+            Ex::new(
+                "train_tie_neg",
+                "2026-11-01T10:00:00Z",
+                "Tie one: which feedback wins here?",
+                "The one in the later feedback file wins.",
+            )
+            .line(),
+            Ex::new(
+                "train_tie_pos",
+                "2026-11-01T10:01:00Z",
+                "Tie two: which feedback wins here?",
+                "The one in the later feedback file wins.",
+            )
+            .line(),
+            Ex::new(
+                "train_byid",
+                "2026-11-01T10:02:00Z",
+                "Which sealant goes on pitch pans?",
+                "Any caulk from the hardware store works.",
+            )
+            .line(),
+            was_corrected.to_string(),
+        ],
+        None,
+    );
+    let ts = "2026-11-02T00:00:00Z";
+    write(
+        &d.join("feedback_1.jsonl"),
+        &[
+            fb("a1", ts, "train_tie_neg", Feedback::Positive),
+            fb("a2", ts, "train_tie_pos", Feedback::Negative),
+        ],
+        None,
+    );
+    write(
+        &d.join("feedback_2.jsonl"),
+        &[
+            fb("b1", ts, "train_tie_neg", Feedback::Negative),
+            fb("b2", ts, "train_tie_pos", Feedback::Positive),
+        ],
+        None,
+    );
+    // Linked by example id only: its prompt/answer text does not match the example's.
+    write(
+        &d.join("corrections_1.jsonl"),
+        &[Corr {
+            id: "corr_x",
+            ts,
+            prompt: "Which sealant for pitch pockets?",
+            original: "whatever",
+            corrected: "A pourable sealer made for pitch pans, per the manufacturer.",
+            orig_id: Some("train_byid"),
+            orig_req: None,
+            example_id: None,
+        }
+        .line()],
+        None,
+    );
+    let inputs = ExportInputs {
+        examples: vec![d.join("examples_1.jsonl")],
+        feedback: vec![d.join("feedback_1.jsonl"), d.join("feedback_2.jsonl")],
+        corrections: vec![d.join("corrections_1.jsonl")],
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let out = d.join("out.jsonl");
+    let rep = export(&inputs, &o, &out).unwrap();
+    let all = texts(&read_lines(&out));
+    assert!(!all.contains("Tie one") && all.contains("Tie two"), "{all}");
+    assert!(
+        !all.contains("hardware store") && all.contains("pourable sealer"),
+        "{all}"
+    );
+    assert!(!all.contains("buffered"), "{all}");
+    assert_eq!(rep.dropped["corrected_original"], 2);
+    assert_eq!(rep.dropped["negative_feedback"], 1);
+}
+
+#[test]
+fn export_near_dedup_can_be_turned_off_and_system_prompt_is_optional() {
+    let f = fixture();
+    let mut o = opts(&f, Format::Messages);
+    o.near_dup_threshold = 0.0;
+    let (rep, lines) = run_export(&f, &o, "nonear.jsonl");
+    assert!(!rep.dropped.contains_key("near_duplicate"));
+    let all = texts(&lines);
+    assert!(all.contains(NEAR_A) && all.contains(NEAR_B));
+    for l in &lines {
+        let roles: Vec<&str> = l["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "assistant"]);
+    }
+}
