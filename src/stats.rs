@@ -66,6 +66,10 @@ pub fn collect(inputs: &ExportInputs, rejected_files: &[PathBuf]) -> Result<Stat
     }
     // Example ids and request ids: what feedback may target.
     let mut targets: HashSet<[u8; 16]> = HashSet::new();
+    // Feedback applied inside examples while they were buffered: the daemon also writes each
+    // such event to the feedback stream, so it counts only for examples no stream event
+    // targets (data written by other tools, or by the seed).
+    let mut inline: Vec<(Feedback, [u8; 16], Option<[u8; 16]>)> = Vec::new();
     for path in &inputs.examples {
         for_each_line(
             path,
@@ -79,8 +83,12 @@ pub fn collect(inputs: &ExportInputs, rejected_files: &[PathBuf]) -> Result<Stat
                 if !targets.insert(h16(TARGET, &ex.id)) {
                     return Ok(());
                 }
-                if let Some(r) = ex.metadata.request_id() {
-                    targets.insert(h16(TARGET, r));
+                let req = ex.metadata.request_id().map(|r| h16(TARGET, r));
+                if let Some(r) = req {
+                    targets.insert(r);
+                }
+                if let Some(fb) = ex.quality.user_feedback {
+                    inline.push((fb, h16(TARGET, &ex.id), req));
                 }
                 st.total_examples += 1;
                 *st.by_source.entry(ex.source).or_insert(0) += 1;
@@ -90,16 +98,12 @@ pub fn collect(inputs: &ExportInputs, rejected_files: &[PathBuf]) -> Result<Stat
                 for t in ex.tags {
                     *st.by_tag.entry(t).or_insert(0) += 1;
                 }
-                match ex.quality.user_feedback {
-                    Some(Feedback::Positive) => st.feedback.positive += 1,
-                    Some(Feedback::Negative) => st.feedback.negative += 1,
-                    None => {}
-                }
                 Ok(())
             },
         )?;
     }
     let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut covered: HashSet<[u8; 16]> = HashSet::new();
     for path in &inputs.corrections {
         for_each_line(
             path,
@@ -135,12 +139,23 @@ pub fn collect(inputs: &ExportInputs, rejected_files: &[PathBuf]) -> Result<Stat
                     Feedback::Positive => st.feedback.positive += 1,
                     Feedback::Negative => st.feedback.negative += 1,
                 }
-                if !targets.contains(&h16(TARGET, &ev.target)) {
+                let target = h16(TARGET, &ev.target);
+                if !targets.contains(&target) {
                     st.feedback.orphaned += 1;
                 }
+                covered.insert(target);
                 Ok(())
             },
         )?;
+    }
+    for (fb, id, req) in inline {
+        if covered.contains(&id) || req.is_some_and(|r| covered.contains(&r)) {
+            continue;
+        }
+        match fb {
+            Feedback::Positive => st.feedback.positive += 1,
+            Feedback::Negative => st.feedback.negative += 1,
+        }
     }
     for path in rejected_files {
         for_each_line(

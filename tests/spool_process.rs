@@ -1,0 +1,334 @@
+//! Feedback and corrections through the spool (and the log) against the real daemon: the
+//! result never depends on arrival order, re-delivery or a crash.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn sandbox(extra: &str) -> Sandbox {
+    let cfg = base_config(&[]).replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"") + extra;
+    Sandbox::with_config(&cfg)
+}
+
+/// Regular files waiting in the spool (not tmp/, done/, rejected/).
+fn spool_files(sb: &Sandbox) -> usize {
+    std::fs::read_dir(sb.path("spool"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+        .count()
+}
+
+/// SIGUSR1 until the spool is empty (its events durable and the files retired).
+fn drain(sb: &Sandbox, d: &Running) {
+    wait_until(T, "the spool to drain", || {
+        d.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(150));
+        spool_files(sb) == 0
+    });
+}
+
+fn flush(d: &Running) {
+    d.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+fn examples_of(sb: &Sandbox) -> Vec<String> {
+    (0..2).map(|i| interaction_line("o", i)).collect::<Vec<_>>().tap(|_| ()).into_iter().collect::<Vec<_>>().tap(|_| {
+        let _ = sb;
+    })
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl<T> Tap for T {}
+
+fn feedback_cli(sb: &Sandbox) {
+    let (rc, out, err) = sb.cli(&["feedback", "o-000000", "negative", "--comment", "wrong overlap"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = sb.cli(&["feedback", "o-000001", "positive"]);
+    assert_eq!(rc, 0, "{out}{err}");
+}
+
+fn feedback_log_lines() -> Vec<String> {
+    vec![
+        r#"{"event":"feedback","request_id":"o-000000","feedback":"negative","comment":"wrong overlap"}"#.into(),
+        r#"{"event":"feedback","request_id":"o-000001","feedback":"up"}"#.into(),
+    ]
+}
+
+/// What a scenario produced: stats, and the kto and prompt-response exports.
+fn outcome(sb: &Sandbox) -> (Value, String, String) {
+    let (rc, stats, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let mut stats: Value = serde_json::from_str(&stats).unwrap();
+    // Rejected lines differ by scenario only if something was rejected: none should be.
+    assert_eq!(stats["rejected"], serde_json::json!({}), "{stats}");
+    stats["buffer_count"] = Value::Null;
+    let out = |fmt: &str| {
+        let path = sb.path(&format!("{fmt}.jsonl"));
+        let (rc, o, e) = sb.cli(&["export", "--format", fmt, "--min-quality", "low", "--output", path.to_str().unwrap()]);
+        assert_eq!(rc, 0, "{o}{e}");
+        std::fs::read_to_string(path).unwrap()
+    };
+    (stats, out("kto"), out("prompt-response"))
+}
+
+fn scenario(name: &str, run: impl FnOnce(&Sandbox, &Path)) -> (Value, String, String) {
+    let sb = sandbox("");
+    let log = sb.path("logs/app.log");
+    run(&sb, &log);
+    let o = outcome(&sb);
+    eprintln!("scenario {name}: {}", o.0);
+    o
+}
+
+#[test]
+fn every_ordering_of_an_example_and_its_feedback_gives_the_same_result() {
+    let lines = |sb: &Sandbox| examples_of(sb);
+    let results = vec![
+        scenario("feedback before the example", |sb, log| {
+            let d = sb.start();
+            feedback_cli(sb);
+            drain(sb, &d);
+            append_lines(log, &lines(sb));
+            wait_until(T, "examples", || {
+                flush(&d);
+                sb.examples().len() == 2
+            });
+            d.stop();
+        }),
+        scenario("feedback while the example is buffered", |sb, log| {
+            let d = sb.start();
+            append_lines(log, &lines(sb));
+            std::thread::sleep(Duration::from_millis(500));
+            assert_eq!(sb.examples().len(), 0);
+            feedback_cli(sb);
+            std::thread::sleep(Duration::from_millis(500));
+            drain(sb, &d);
+            d.stop();
+        }),
+        scenario("feedback after the example was flushed", |sb, log| {
+            let d = sb.start();
+            append_lines(log, &lines(sb));
+            wait_until(T, "examples", || {
+                flush(&d);
+                sb.examples().len() == 2
+            });
+            feedback_cli(sb);
+            drain(sb, &d);
+            d.stop();
+        }),
+        scenario("feedback across a restart", |sb, log| {
+            let d = sb.start();
+            append_lines(log, &lines(sb));
+            std::thread::sleep(Duration::from_millis(400));
+            d.stop();
+            feedback_cli(sb);
+            let d = sb.start();
+            drain(sb, &d);
+            d.stop();
+        }),
+        scenario("feedback in the log after the example", |sb, log| {
+            let mut all = lines(sb);
+            all.extend(feedback_log_lines());
+            append_lines(log, &all);
+            let d = sb.start();
+            std::thread::sleep(Duration::from_millis(500));
+            d.stop();
+        }),
+        scenario("feedback in the log before the example", |sb, log| {
+            let mut all = feedback_log_lines();
+            all.extend(lines(sb));
+            append_lines(log, &all);
+            let d = sb.start();
+            std::thread::sleep(Duration::from_millis(500));
+            d.stop();
+        }),
+    ];
+    let (stats, kto, sft) = &results[0];
+    assert_eq!(stats["total_examples"], 2);
+    assert_eq!(stats["feedback"], serde_json::json!({"positive": 1, "negative": 1, "orphaned": 0}));
+    let kto_lines: Vec<Value> = kto.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(kto_lines.len(), 2, "{kto}");
+    for l in &kto_lines {
+        let neg = l["prompt"].as_str().unwrap().contains("number 0?");
+        assert_eq!(l["label"], Value::Bool(!neg), "{l}");
+    }
+    assert_eq!(sft.lines().count(), 1, "negative feedback must not reach SFT output: {sft}");
+    assert!(sft.contains("number 1?"));
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert_eq!(&r.0, stats, "stats of scenario {i} differ");
+        assert_eq!(&r.1, kto, "kto export of scenario {i} differs");
+        assert_eq!(&r.2, sft, "prompt-response export of scenario {i} differs");
+    }
+}
+
+#[test]
+fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
+    let original = interaction_line("c", 0);
+    let v: Value = serde_json::from_str(&original).unwrap();
+    let (prompt, response) = (v["query"].as_str().unwrap().to_string(), v["response"].as_str().unwrap().to_string());
+    let corrected = "Use a 3 inch welded seam: Firestone requires 3 inches, Carlisle 2.5; check the approved submittal.";
+    let correct = |sb: &Sandbox| {
+        let (rc, o, e) = sb.cli(&["correct", "--prompt", &prompt, "--response", &response, "--corrected", corrected, "--reason", "cite manufacturers"]);
+        assert_eq!(rc, 0, "{o}{e}");
+    };
+    let run = |before: bool| {
+        let sb = sandbox("");
+        let log = sb.path("logs/app.log");
+        let d = sb.start();
+        if before {
+            correct(&sb);
+            drain(&sb, &d);
+            append_lines(&log, std::slice::from_ref(&original));
+        } else {
+            append_lines(&log, std::slice::from_ref(&original));
+            std::thread::sleep(Duration::from_millis(400));
+            flush(&d);
+            correct(&sb);
+        }
+        drain(&sb, &d);
+        d.stop();
+        let export = |fmt: &str| {
+            let path = sb.path(&format!("{fmt}.jsonl"));
+            let (rc, o, e) = sb.cli(&["export", "--format", fmt, "--output", path.to_str().unwrap()]);
+            assert_eq!(rc, 0, "{o}{e}");
+            std::fs::read_to_string(path).unwrap()
+        };
+        (export("prompt-response"), export("dpo"))
+    };
+    let (sft_before, dpo_before) = run(true);
+    let (sft_after, dpo_after) = run(false);
+    assert_eq!(sft_before, sft_after);
+    assert_eq!(dpo_before, dpo_after);
+    let sft: Vec<Value> = sft_before.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(sft.len(), 1, "{sft_before}");
+    assert_eq!(sft[0]["response"], corrected);
+    let dpo: Value = serde_json::from_str(dpo_before.lines().next().expect("one dpo pair")).unwrap();
+    assert_eq!(dpo["chosen"], corrected);
+    assert_eq!(dpo["rejected"], response.as_str());
+}
+
+#[test]
+fn the_same_spool_file_delivered_twice_is_applied_once() {
+    let sb = sandbox("");
+    let body = "{\"type\":\"feedback\",\"event_id\":\"evt-1\",\"id\":\"req-9\",\"feedback\":\"positive\"}\n{\"type\":\"capture\",\"prompt\":\"What is a cricket on a roof?\",\"response\":\"A small peaked structure that diverts water around a curb or chimney.\",\"request_id\":\"req-9\"}\n";
+    for name in ["a.jsonl", "b.jsonl"] {
+        std::fs::write(sb.path(&format!("spool/tmp-{name}")), body).unwrap();
+        std::fs::rename(sb.path(&format!("spool/tmp-{name}")), sb.path(&format!("spool/{name}"))).unwrap();
+    }
+    let d = sb.start();
+    drain(&sb, &d);
+    // And once more after the first two were applied.
+    std::fs::write(sb.path("spool/c.jsonl"), body).unwrap();
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total_examples"], 1, "{stats}");
+    assert_eq!(stats["feedback"]["positive"], 1, "{stats}");
+    assert_eq!(stats["feedback"]["orphaned"], 0, "{stats}");
+}
+
+#[test]
+fn a_thousand_spool_files_at_once_are_all_applied() {
+    let sb = sandbox("");
+    std::fs::create_dir_all(sb.path("spool/tmp")).unwrap();
+    for i in 0..1000 {
+        let tmp = sb.path(&format!("spool/tmp/{i:04}.jsonl"));
+        let value = if i % 4 == 0 { "negative" } else { "positive" };
+        std::fs::write(&tmp, format!("{{\"type\":\"feedback\",\"event_id\":\"e{i}\",\"id\":\"r{i}\",\"feedback\":\"{value}\"}}\n")).unwrap();
+        std::fs::rename(&tmp, sb.path(&format!("spool/{i:04}.jsonl"))).unwrap();
+    }
+    let d = sb.start();
+    wait_until(Duration::from_secs(60), "1000 files applied", || {
+        d.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(200));
+        spool_files(&sb) == 0
+    });
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["feedback"], serde_json::json!({"positive": 750, "negative": 250, "orphaned": 1000}));
+}
+
+#[test]
+fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
+    let sb = sandbox("\n[spool]\n");
+    // A small size limit for the oversized-file case.
+    let cfg = std::fs::read_to_string(sb.config_path()).unwrap().replace("[spool]\ndir = \"spool\"\n\n", "").replace("\n[spool]\n", "\n[spool]\ndir = \"spool\"\nmax_file_bytes = \"2KiB\"\n");
+    std::fs::write(sb.config_path(), cfg).unwrap();
+    let mixed = [
+        r#"{"type":"feedback","id":"req-1","feedback":"positive"}"#,
+        r#"{"type":"feedback","id":"req-2","feedback":"#,
+        r#"{"type":"vote","id":"req-3"}"#,
+        r#"{"type":"feedback","feedback":"negative"}"#,
+        r#"{"type":"feedback","id":"req-4","feedback":"meh"}"#,
+        r#"{"type":"feedback","id":"req-5","feedback":"negative"}"#,
+    ]
+    .join("\n");
+    std::fs::write(sb.path("spool/mixed.jsonl"), mixed + "\n").unwrap();
+    std::fs::write(sb.path("spool/big.jsonl"), format!("{{\"type\":\"feedback\",\"id\":\"req-6\",\"feedback\":\"positive\",\"comment\":\"{}\"}}\n", "x".repeat(4096))).unwrap();
+    let outside = sb.path("outside.jsonl");
+    std::fs::write(&outside, "{\"type\":\"feedback\",\"id\":\"req-7\",\"feedback\":\"positive\"}\n").unwrap();
+    std::os::unix::fs::symlink(&outside, sb.path("spool/link.jsonl")).unwrap();
+    let d = sb.start();
+    drain(&sb, &d);
+    d.stop();
+    let err = std::fs::read_to_string(sb.path("spool/rejected/mixed.jsonl.error")).unwrap();
+    assert!(err.contains("mixed.jsonl:2: not valid JSON"), "{err}");
+    assert!(err.contains("mixed.jsonl:3: unknown type"), "{err}");
+    assert!(err.contains("mixed.jsonl:4: invalid \"feedback\" event: missing field `id`"), "{err}");
+    assert!(err.contains("mixed.jsonl:5: invalid feedback value"), "{err}");
+    assert!(!err.contains("mixed.jsonl:1:") && !err.contains("mixed.jsonl:6:"), "{err}");
+    assert!(sb.path("spool/rejected/mixed.jsonl").exists());
+    let big = std::fs::read_to_string(sb.path("spool/rejected/big.jsonl.error")).unwrap();
+    assert!(big.contains("over spool.max_file_bytes"), "{big}");
+    let link = std::fs::read_to_string(sb.path("spool/rejected/link.jsonl.error")).unwrap();
+    assert!(link.contains("symlink"), "{link}");
+    assert!(outside.exists(), "the symlink's target must not be touched");
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    // The two good lines of mixed.jsonl applied; nothing from the refused files.
+    assert_eq!(stats["feedback"]["positive"], 1, "{stats}");
+    assert_eq!(stats["feedback"]["negative"], 1, "{stats}");
+    let rejected: u64 = stats["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(rejected, 6, "4 bad lines + 2 refused files in the rejected stream: {stats}");
+}
+
+#[test]
+fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice() {
+    let sb = sandbox("");
+    let d = sb.start();
+    let (rc, _, e) = sb.cli(&["feedback", "req-1", "negative"]);
+    assert_eq!(rc, 0, "{e}");
+    let (rc, _, e) = sb.cli(&["correct", "--prompt", "What is the TPO seam overlap?", "--response", "2 inches", "--corrected", "2.5 inches per Carlisle, 3 per Firestone."]);
+    assert_eq!(rc, 0, "{e}");
+    // Read by the daemon but not yet durable (flush_interval is 1h).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(spool_files(&sb), 2);
+    d.kill9();
+    assert_eq!(spool_files(&sb), 2, "spool files retired before their events were durable");
+    let d = sb.start();
+    drain(&sb, &d);
+    // A second crash after the events are durable and the files gone changes nothing.
+    d.kill9();
+    let d = sb.start();
+    std::thread::sleep(Duration::from_millis(300));
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["feedback"]["negative"], 1, "{stats}");
+    assert_eq!(stats["corrections"], 1, "{stats}");
+    assert_eq!(stats["total_examples"], 1, "the verified_correction example: {stats}");
+}
