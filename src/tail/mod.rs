@@ -13,6 +13,17 @@
 //! * [`checkpoint`] loads and atomically stores positions;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
+//! Identity decisions, in order, for a file found by a scan: an open file with the same
+//! dev + inode is the same file (renames are followed, a rotated name that still matches is
+//! not read twice); otherwise a saved position with the same dev + inode + fingerprint is
+//! resumed if the saved offset is within the file and the bytes before it are unchanged
+//! (else the file was truncated or rewritten while stopped and is read from 0); otherwise a
+//! file whose first line and bytes before the position equal those of an open or saved file
+//! is a copy of it (copytruncate into a name the globs match) and continues at that
+//! position; otherwise it is new: read from 0, or from its end under `StartAt::End` on the
+//! very first start. While a file is open, a size below the read position or changed bytes
+//! just before it mean truncation: it is read again from 0, skipping a leading NUL hole.
+//!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
 //! A file is read at most `read_budget_bytes` per poll so one busy file cannot starve the
@@ -787,10 +798,14 @@ impl Tailer {
     /// Returns whether it wrote.
     pub fn commit_checkpoint(&mut self) -> Result<bool, TailError> {
         let now_unix = unix_now();
-        self.saved.retain(|_, v| {
-            v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
-            !v.is_empty()
-        });
+        // Only after a scan has refreshed the entries of files still present; before the
+        // first poll every saved entry looks unseen.
+        if self.last_scan.is_some() {
+            self.saved.retain(|_, v| {
+                v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
+                !v.is_empty()
+            });
+        }
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
         for t in &mut self.files {
             let Some(id) = &t.id else { continue };
