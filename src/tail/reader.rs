@@ -204,6 +204,10 @@ impl Reader {
                 self.pending.clear();
             }
         }
+        // A long line once completed should not pin its buffer for the life of the file.
+        if self.pending.is_empty() && self.pending.capacity() > 64 * 1024 {
+            self.pending = Vec::new();
+        }
     }
 }
 
