@@ -435,7 +435,10 @@ impl Tailer {
 
     /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines
     /// (each file at most `read_budget_bytes` per call) and hands every item to `sink` in
-    /// file order.
+    /// file order. Per-file I/O problems are logged, counted and retried on the next poll
+    /// rather than returned, so one bad file cannot stop the others. The globs are re-scanned
+    /// on every call except while a backlog is being drained (previous call returned
+    /// `more_pending`), where they are re-scanned at most once a second.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
         let now = Instant::now();
         let rescan = !self.last_more_pending
