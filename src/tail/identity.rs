@@ -196,13 +196,18 @@ pub fn marker(file: &File, offset: u64) -> io::Result<Option<(u32, [u8; 16])>> {
     if read_full_at(file, &mut buf, offset - len)? != buf.len() {
         return Ok(None);
     }
+    Ok(Some((len as u32, marker_hash(&buf))))
+}
+
+/// Hash of the bytes before a saved offset (see [`marker`]).
+pub fn marker_hash(bytes: &[u8]) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"training-collector-marker-v1\0");
-    h.update(&buf);
+    h.update(bytes);
     let digest = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
-    Ok(Some((len as u32, out)))
+    out
 }
 
 /// Lowercase hex of a byte slice.

@@ -13,6 +13,17 @@
 //! * [`checkpoint`] loads and atomically stores positions;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
+//! Identity decisions, in order, for a file found by a scan: an open file with the same
+//! dev + inode is the same file (renames are followed, a rotated name that still matches is
+//! not read twice); otherwise a saved position with the same dev + inode + fingerprint is
+//! resumed if the saved offset is within the file and the bytes before it are unchanged
+//! (else the file was truncated or rewritten while stopped and is read from 0); otherwise a
+//! file whose first line and bytes before the position equal those of an open or saved file
+//! is a copy of it (copytruncate into a name the globs match) and continues at that
+//! position; otherwise it is new: read from 0, or from its end under `StartAt::End` on the
+//! very first start. While a file is open, a size below the read position or changed bytes
+//! just before it mean truncation: it is read again from 0, skipping a leading NUL hole.
+//!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
 //! A file is read at most `read_budget_bytes` per poll so one busy file cannot starve the
@@ -254,6 +265,26 @@ fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
     })
 }
 
+/// The checkpoint marker for the file's current offset, from the bytes kept in memory when
+/// possible (the file may have been truncated since they were read), else from the file.
+fn marker_for(t: &Tracked) -> Option<(u32, [u8; 16])> {
+    let offset = t.reader.offset();
+    let want = offset.min(identity::MARKER_MAX_BYTES) as usize;
+    if want == 0 {
+        return Some((0, [0u8; 16]));
+    }
+    let tail = t.reader.tail();
+    let buffered = t.reader.buffered();
+    if buffered <= tail.len() as u64 {
+        let before = &tail[..tail.len() - buffered as usize];
+        if before.len() >= want {
+            let bytes = &before[before.len() - want..];
+            return Some((want as u32, identity::marker_hash(bytes)));
+        }
+    }
+    identity::marker(&t.file, offset).ok().flatten()
+}
+
 /// Checks that what was already read is still there: the bytes just before `read_pos` and,
 /// when size or mtime changed, the fingerprint window. Called when size or mtime changed and
 /// on every poll that re-scanned the globs (mtime granularity is a clock tick, too coarse to
@@ -404,7 +435,10 @@ impl Tailer {
 
     /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines
     /// (each file at most `read_budget_bytes` per call) and hands every item to `sink` in
-    /// file order.
+    /// file order. Per-file I/O problems are logged, counted and retried on the next poll
+    /// rather than returned, so one bad file cannot stop the others. The globs are re-scanned
+    /// on every call except while a backlog is being drained (previous call returned
+    /// `more_pending`), where they are re-scanned at most once a second.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
         let now = Instant::now();
         let rescan = !self.last_more_pending
@@ -499,7 +533,12 @@ impl Tailer {
                 marker: String::new(),
                 marker_len: 0,
             };
-            if let Ok(Some((len, hash))) = identity::marker(&t.file, offset) {
+            let marker = if offset == t.reader.offset() {
+                marker_for(&t)
+            } else {
+                identity::marker(&t.file, offset).ok().flatten()
+            };
+            if let Some((len, hash)) = marker {
                 e.set_marker(len, &hash);
             }
             self.saved.entry((t.dev, t.inode)).or_default().push(e);
@@ -548,6 +587,7 @@ impl Tailer {
             }
         }
         let tracked: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
+        let mut consumed = Vec::new();
         for f in &found {
             let key = (f.dev, f.inode);
             if tracked.contains(&key) {
@@ -558,13 +598,20 @@ impl Tailer {
                     e.updated = now_unix;
                 }
             }
-            self.start_tracking(f, now_unix);
+            consumed.extend(self.start_tracking(f, now_unix));
+        }
+        // Saved entries of an inode now open are used up: either one was this file, or they
+        // belong to a deleted file whose inode number was reused. Removed only after the
+        // whole scan so a copy found later in the same scan can still match them.
+        for key in consumed {
+            self.saved.remove(&key);
         }
         self.first_start = false;
     }
 
-    /// Opens a newly found file and decides where to start reading it.
-    fn start_tracking(&mut self, f: &discovery::Found, now_unix: u64) {
+    /// Opens a newly found file and decides where to start reading it. Returns the (dev,
+    /// inode) it now tracks.
+    fn start_tracking(&mut self, f: &discovery::Found, now_unix: u64) -> Option<(u64, u64)> {
         let file = match File::open(&f.path) {
             Ok(file) => file,
             Err(e) => {
@@ -576,23 +623,23 @@ impl Tailer {
                 } else {
                     tracing::debug!(path = %f.path.display(), error = %e, "cannot open file; will retry");
                 }
-                return;
+                return None;
             }
         };
         self.open_failed.remove(&f.path);
         let md = match file.metadata() {
             Ok(md) if md.is_file() => md,
-            Ok(_) => return,
+            Ok(_) => return None,
             Err(e) => {
                 self.counters.open_errors += 1;
                 tracing::warn!(path = %f.path.display(), error = %e, "cannot stat file; will retry");
-                return;
+                return None;
             }
         };
         // The handle is the truth (the path may have been replaced since the scan).
         let (dev, inode) = (md.dev(), md.ino());
         if self.files.iter().any(|t| t.dev == dev && t.inode == inode) {
-            return;
+            return None;
         }
         let size = md.len();
         let fp = match identity::compute(&file, size) {
@@ -600,12 +647,10 @@ impl Tailer {
             Err(e) => {
                 self.counters.read_errors += 1;
                 tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
-                return;
+                return None;
             }
         };
-        // Any saved entries for this inode are consumed: either one is this file, or they
-        // belong to a deleted file whose inode number was reused.
-        let candidates = self.saved.remove(&(dev, inode)).unwrap_or_default();
+        let candidates = self.saved.get(&(dev, inode)).cloned().unwrap_or_default();
         let mut start = None;
         if let Some(fp) = &fp {
             if let Some(e) = candidates
@@ -631,6 +676,11 @@ impl Tailer {
                 }
             }
         }
+        if let (None, Some(fp)) = (start, &fp) {
+            start = self
+                .copy_of_open_file(&file, size, fp, &f.path)
+                .or_else(|| self.copy_of_saved(&file, size, fp, (dev, inode), &f.path));
+        }
         if start.is_none() && !candidates.is_empty() {
             tracing::info!(
                 path = %f.path.display(),
@@ -645,8 +695,7 @@ impl Tailer {
                     Err(e) => {
                         self.counters.read_errors += 1;
                         tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
-                        self.saved.insert((dev, inode), candidates);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -655,6 +704,16 @@ impl Tailer {
         if start.is_none() {
             tracing::info!(path = %f.path.display(), offset, "new file");
         }
+        let mut reader = Reader::new(offset);
+        if offset > 0 {
+            let len = offset.min(reader::TAIL_KEEP as u64);
+            let mut before = vec![0u8; len as usize];
+            if let Ok(n) = read_full_at(&file, &mut before, offset - len) {
+                if n == before.len() {
+                    reader.seed_tail(&before);
+                }
+            }
+        }
         self.counters.files_added += 1;
         self.files.push(Tracked {
             dev,
@@ -662,7 +721,7 @@ impl Tailer {
             path: f.path.clone(),
             id: fp.as_ref().map(|fp| FileId::new(dev, inode, fp.hash)),
             fp,
-            reader: Reader::new(offset),
+            reader,
             last_size: size,
             last_mtime: (md.mtime(), md.mtime_nsec()),
             gone_since: None,
@@ -671,6 +730,70 @@ impl Tailer {
             fp_incomplete: false,
             file,
         });
+        Some((dev, inode))
+    }
+
+    /// A new file with the same first line as an open file that also holds, at the same
+    /// place, the last bytes read from that file is a copy of it (copytruncate with a copy
+    /// name matching the globs, or a manual `cp`): reading it continues from the open file's
+    /// position instead of repeating everything, and still picks up lines written to the
+    /// original after the last poll but before the truncation. Returns the start offset.
+    fn copy_of_open_file(
+        &self,
+        file: &File,
+        size: u64,
+        fp: &Fingerprint,
+        path: &Path,
+    ) -> Option<u64> {
+        let src = self
+            .files
+            .iter()
+            .find(|t| t.fp.is_some_and(|f| f.hash == fp.hash))?;
+        let tail = src.reader.tail();
+        let read_pos = src.reader.read_pos();
+        if tail.is_empty() || size < read_pos {
+            return None;
+        }
+        let mut here = vec![0u8; tail.len()];
+        match read_full_at(file, &mut here, read_pos - tail.len() as u64) {
+            Ok(n) if n == here.len() && here == tail => {
+                tracing::info!(
+                    path = %path.display(),
+                    original = %src.path.display(),
+                    offset = src.reader.offset(),
+                    "new file is a copy of an open file (copytruncate?); continuing from its position"
+                );
+                Some(src.reader.offset())
+            }
+            _ => None,
+        }
+    }
+
+    /// Like [`Tailer::copy_of_open_file`] for files known only from the checkpoint (copy or
+    /// cross-device move made while the daemon was stopped): same first line as a saved
+    /// entry of another inode and the same bytes before its saved offset.
+    fn copy_of_saved(
+        &self,
+        file: &File,
+        size: u64,
+        fp: &Fingerprint,
+        key: (u64, u64),
+        path: &Path,
+    ) -> Option<u64> {
+        let e = self.saved.values().flatten().find(|e| {
+            (e.dev, e.inode) != key
+                && e.marker_len > 0
+                && e.offset <= size
+                && e.fingerprint_bytes() == Some(fp.hash)
+                && marker_ok(file, e).unwrap_or(false)
+        })?;
+        tracing::info!(
+            path = %path.display(),
+            original = %e.path,
+            offset = e.offset,
+            "new file is a copy of a file in the checkpoint; continuing from its position"
+        );
+        Some(e.offset)
     }
 
     /// Writes `checkpoints.json` covering every item already handed to a sink. Atomic (temp
@@ -678,22 +801,26 @@ impl Tailer {
     /// Returns whether it wrote.
     pub fn commit_checkpoint(&mut self) -> Result<bool, TailError> {
         let now_unix = unix_now();
-        self.saved.retain(|_, v| {
-            v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
-            !v.is_empty()
-        });
+        // Only after a scan has refreshed the entries of files still present; before the
+        // first poll every saved entry looks unseen.
+        if self.last_scan.is_some() {
+            self.saved.retain(|_, v| {
+                v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
+                !v.is_empty()
+            });
+        }
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
         for t in &mut self.files {
             let Some(id) = &t.id else { continue };
             let offset = t.reader.offset();
             let (len, hash) = match t.marker_cache {
                 Some((o, len, hash)) if o == offset => (len, hash),
-                _ => match identity::marker(&t.file, offset) {
-                    Ok(Some((len, hash))) => {
+                _ => match marker_for(t) {
+                    Some((len, hash)) => {
                         t.marker_cache = Some((offset, len, hash));
                         (len, hash)
                     }
-                    _ => (0, [0u8; 16]),
+                    None => (0, [0u8; 16]),
                 },
             };
             let mut e = Entry {

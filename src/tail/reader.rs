@@ -23,8 +23,9 @@ pub enum Piece<'a> {
 
 /// At most this much of a rejected line is kept for the rejected record.
 pub const RAW_CAP: usize = 4096;
-/// Bytes kept from just before `read_pos`, to notice that content already read was rewritten.
-pub const TAIL_KEEP: usize = 64;
+/// Bytes kept from just before `read_pos`, to notice that content already read was rewritten
+/// and to compute checkpoint markers without reading the file again.
+pub const TAIL_KEEP: usize = 256;
 
 /// An oversize line being skipped until its newline.
 #[derive(Debug)]
@@ -60,6 +61,13 @@ impl Reader {
             at_start: offset == 0,
             tail: Vec::new(),
         }
+    }
+
+    /// Sets the bytes known to precede `read_pos` (read from the file when resuming at a
+    /// saved offset), so a rewrite of them is noticed before anything new is read.
+    pub fn seed_tail(&mut self, bytes: &[u8]) {
+        self.tail.clear();
+        self.remember_tail(bytes);
     }
 
     /// Start of the first line not yet handed out (the checkpointable position).
@@ -195,6 +203,10 @@ impl Reader {
                 });
                 self.pending.clear();
             }
+        }
+        // A long line once completed should not pin its buffer for the life of the file.
+        if self.pending.is_empty() && self.pending.capacity() > 64 * 1024 {
+            self.pending = Vec::new();
         }
     }
 }

@@ -337,6 +337,28 @@ fn copytruncate_with_stale_writer_skips_nul_hole() {
 }
 
 #[test]
+fn copytruncate_into_a_matching_name_continues_in_the_copy() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"one\ntwo\n");
+    let mut t = Tailer::open(e.opts("app.log*")).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one", "two"]));
+    // Written after the last poll, then copied and truncated: only the copy has it.
+    append(&path, b"three\n");
+    fs::copy(&path, e.p("app.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&path, b"four\n");
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["four", "three"]));
+}
+
+#[test]
 fn truncation_while_running_with_append_writer() {
     let e = env();
     let path = e.p("app.log");
@@ -746,16 +768,38 @@ mod model {
 
     #[derive(Debug, Clone)]
     pub enum Op {
-        Write { s: usize, n: usize, crlf: bool },
-        WritePartial { s: usize },
-        WriteOld { s: usize, n: usize },
-        Rotate { s: usize, matching: bool },
-        CopyTruncate { s: usize, stale: bool },
-        Truncate { s: usize },
-        DeleteRecreate { s: usize },
+        Write {
+            s: usize,
+            n: usize,
+            crlf: bool,
+        },
+        WritePartial {
+            s: usize,
+        },
+        WriteOld {
+            s: usize,
+            n: usize,
+        },
+        Rotate {
+            s: usize,
+            matching: bool,
+        },
+        CopyTruncate {
+            s: usize,
+            stale: bool,
+            matching: bool,
+        },
+        Truncate {
+            s: usize,
+        },
+        DeleteRecreate {
+            s: usize,
+        },
         Poll,
         Commit,
-        Restart { commit: bool },
+        Restart {
+            commit: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -765,7 +809,8 @@ mod model {
             2 => s.clone().prop_map(|s| Op::WritePartial { s }),
             2 => (s.clone(), 1..3usize).prop_map(|(s, n)| Op::WriteOld { s, n }),
             2 => (s.clone(), any::<bool>()).prop_map(|(s, matching)| Op::Rotate { s, matching }),
-            1 => (s.clone(), any::<bool>()).prop_map(|(s, stale)| Op::CopyTruncate { s, stale }),
+            2 => (s.clone(), any::<bool>(), any::<bool>())
+                .prop_map(|(s, stale, matching)| Op::CopyTruncate { s, stale, matching }),
             1 => s.clone().prop_map(|s| Op::Truncate { s }),
             1 => s.prop_map(|s| Op::DeleteRecreate { s }),
             5 => Just(Op::Poll),
@@ -961,13 +1006,33 @@ mod model {
                     self.last_rotated[s] = Some(g);
                     self.new_gen_at_path(s);
                 }
-                Op::CopyTruncate { s, stale } => {
+                Op::CopyTruncate { s, stale, matching } => {
                     self.rotations += 1;
-                    fs::copy(
-                        self.path(s),
-                        self.e.aside.join(format!("copy{}", self.rotations)),
-                    )
-                    .expect("copy");
+                    let to = if matching {
+                        self.e.p(&format!("s{s}.log.c{}", self.rotations))
+                    } else {
+                        self.e.aside.join(format!("copy{}", self.rotations))
+                    };
+                    fs::copy(self.path(s), to).expect("copy");
+                    if matching {
+                        // The copy is a new file with the original's content. The tailer
+                        // recognises it (same first line, same bytes before its position,
+                        // from the open original or from the checkpoint) and continues in
+                        // the copy where it was in the original; after a crash it replays
+                        // from the original's last committed position.
+                        let orig = &self.gens[self.cur[s]];
+                        let copy = Gen {
+                            lines: orig.lines.clone(),
+                            partial: orig.partial.clone(),
+                            emitted: orig.emitted,
+                            committed: orig.committed,
+                            loc: Loc::Matching,
+                            held: false,
+                            writer: None,
+                            wpos: 0,
+                        };
+                        self.gens.push(copy);
+                    }
                     self.destroy_content(s, stale);
                 }
                 Op::Truncate { s } => self.destroy_content(s, false),
