@@ -631,9 +631,12 @@ fn watchdog_interval() -> Option<Duration> {
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the
 /// guarantee, so a watcher that cannot start is a warning, not an error.
 fn start_watcher(tailer: &Tailer, cfg: &Config, wake: Sender<Control>) -> Option<tail::FsWatcher> {
-    let mut dirs = tailer.watch_dirs();
-    dirs.push(cfg.spool.dir.clone());
-    match tail::FsWatcher::new(&dirs, move || {
+    let mut specs = tailer.watch_specs();
+    specs.push(tail::WatchSpec {
+        dir: cfg.spool.dir.clone(),
+        recursive: false,
+    });
+    match tail::FsWatcher::from_specs(&specs, move || {
         let _ = wake.send(Control::Wake);
     }) {
         Ok(w) => Some(w),

@@ -11,7 +11,8 @@ use support::*;
 const T: Duration = Duration::from_secs(20);
 
 fn sandbox(extra: &str) -> Sandbox {
-    let cfg = base_config(&[]).replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"") + extra;
+    let cfg =
+        base_config(&[]).replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"") + extra;
     Sandbox::with_config(&cfg)
 }
 
@@ -38,22 +39,19 @@ fn flush(d: &Running) {
     std::thread::sleep(Duration::from_millis(400));
 }
 
-fn examples_of(sb: &Sandbox) -> Vec<String> {
-    (0..2).map(|i| interaction_line("o", i)).collect::<Vec<_>>().tap(|_| ()).into_iter().collect::<Vec<_>>().tap(|_| {
-        let _ = sb;
-    })
+/// The two example lines every ordering scenario writes.
+fn example_lines() -> Vec<String> {
+    (0..2).map(|i| interaction_line("o", i)).collect()
 }
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl<T> Tap for T {}
 
 fn feedback_cli(sb: &Sandbox) {
-    let (rc, out, err) = sb.cli(&["feedback", "o-000000", "negative", "--comment", "wrong overlap"]);
+    let (rc, out, err) = sb.cli(&[
+        "feedback",
+        "o-000000",
+        "negative",
+        "--comment",
+        "wrong overlap",
+    ]);
     assert_eq!(rc, 0, "{out}{err}");
     let (rc, out, err) = sb.cli(&["feedback", "o-000001", "positive"]);
     assert_eq!(rc, 0, "{out}{err}");
@@ -76,7 +74,15 @@ fn outcome(sb: &Sandbox) -> (Value, String, String) {
     stats["buffer_count"] = Value::Null;
     let out = |fmt: &str| {
         let path = sb.path(&format!("{fmt}.jsonl"));
-        let (rc, o, e) = sb.cli(&["export", "--format", fmt, "--min-quality", "low", "--output", path.to_str().unwrap()]);
+        let (rc, o, e) = sb.cli(&[
+            "export",
+            "--format",
+            fmt,
+            "--min-quality",
+            "low",
+            "--output",
+            path.to_str().unwrap(),
+        ]);
         assert_eq!(rc, 0, "{o}{e}");
         std::fs::read_to_string(path).unwrap()
     };
@@ -94,7 +100,7 @@ fn scenario(name: &str, run: impl FnOnce(&Sandbox, &Path)) -> (Value, String, St
 
 #[test]
 fn every_ordering_of_an_example_and_its_feedback_gives_the_same_result() {
-    let lines = |sb: &Sandbox| examples_of(sb);
+    let lines = |_: &Sandbox| example_lines();
     let results = vec![
         scenario("feedback before the example", |sb, log| {
             let d = sb.start();
@@ -157,14 +163,24 @@ fn every_ordering_of_an_example_and_its_feedback_gives_the_same_result() {
     ];
     let (stats, kto, sft) = &results[0];
     assert_eq!(stats["total_examples"], 2);
-    assert_eq!(stats["feedback"], serde_json::json!({"positive": 1, "negative": 1, "orphaned": 0}));
-    let kto_lines: Vec<Value> = kto.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        stats["feedback"],
+        serde_json::json!({"positive": 1, "negative": 1, "orphaned": 0})
+    );
+    let kto_lines: Vec<Value> = kto
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(kto_lines.len(), 2, "{kto}");
     for l in &kto_lines {
         let neg = l["prompt"].as_str().unwrap().contains("number 0?");
         assert_eq!(l["label"], Value::Bool(!neg), "{l}");
     }
-    assert_eq!(sft.lines().count(), 1, "negative feedback must not reach SFT output: {sft}");
+    assert_eq!(
+        sft.lines().count(),
+        1,
+        "negative feedback must not reach SFT output: {sft}"
+    );
     assert!(sft.contains("number 1?"));
     for (i, r) in results.iter().enumerate().skip(1) {
         assert_eq!(&r.0, stats, "stats of scenario {i} differ");
@@ -177,10 +193,23 @@ fn every_ordering_of_an_example_and_its_feedback_gives_the_same_result() {
 fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
     let original = interaction_line("c", 0);
     let v: Value = serde_json::from_str(&original).unwrap();
-    let (prompt, response) = (v["query"].as_str().unwrap().to_string(), v["response"].as_str().unwrap().to_string());
+    let (prompt, response) = (
+        v["query"].as_str().unwrap().to_string(),
+        v["response"].as_str().unwrap().to_string(),
+    );
     let corrected = "Use a 3 inch welded seam: Firestone requires 3 inches, Carlisle 2.5; check the approved submittal.";
     let correct = |sb: &Sandbox| {
-        let (rc, o, e) = sb.cli(&["correct", "--prompt", &prompt, "--response", &response, "--corrected", corrected, "--reason", "cite manufacturers"]);
+        let (rc, o, e) = sb.cli(&[
+            "correct",
+            "--prompt",
+            &prompt,
+            "--response",
+            &response,
+            "--corrected",
+            corrected,
+            "--reason",
+            "cite manufacturers",
+        ]);
         assert_eq!(rc, 0, "{o}{e}");
     };
     let run = |before: bool| {
@@ -201,7 +230,13 @@ fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
         d.stop();
         let export = |fmt: &str| {
             let path = sb.path(&format!("{fmt}.jsonl"));
-            let (rc, o, e) = sb.cli(&["export", "--format", fmt, "--output", path.to_str().unwrap()]);
+            let (rc, o, e) = sb.cli(&[
+                "export",
+                "--format",
+                fmt,
+                "--output",
+                path.to_str().unwrap(),
+            ]);
             assert_eq!(rc, 0, "{o}{e}");
             std::fs::read_to_string(path).unwrap()
         };
@@ -211,10 +246,14 @@ fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
     let (sft_after, dpo_after) = run(false);
     assert_eq!(sft_before, sft_after);
     assert_eq!(dpo_before, dpo_after);
-    let sft: Vec<Value> = sft_before.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sft: Vec<Value> = sft_before
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(sft.len(), 1, "{sft_before}");
     assert_eq!(sft[0]["response"], corrected);
-    let dpo: Value = serde_json::from_str(dpo_before.lines().next().expect("one dpo pair")).unwrap();
+    let dpo: Value =
+        serde_json::from_str(dpo_before.lines().next().expect("one dpo pair")).unwrap();
     assert_eq!(dpo["chosen"], corrected);
     assert_eq!(dpo["rejected"], response.as_str());
 }
@@ -225,7 +264,11 @@ fn the_same_spool_file_delivered_twice_is_applied_once() {
     let body = "{\"type\":\"feedback\",\"event_id\":\"evt-1\",\"id\":\"req-9\",\"feedback\":\"positive\"}\n{\"type\":\"capture\",\"prompt\":\"What is a cricket on a roof?\",\"response\":\"A small peaked structure that diverts water around a curb or chimney.\",\"request_id\":\"req-9\"}\n";
     for name in ["a.jsonl", "b.jsonl"] {
         std::fs::write(sb.path(&format!("spool/tmp-{name}")), body).unwrap();
-        std::fs::rename(sb.path(&format!("spool/tmp-{name}")), sb.path(&format!("spool/{name}"))).unwrap();
+        std::fs::rename(
+            sb.path(&format!("spool/tmp-{name}")),
+            sb.path(&format!("spool/{name}")),
+        )
+        .unwrap();
     }
     let d = sb.start();
     drain(&sb, &d);
@@ -259,14 +302,23 @@ fn a_thousand_spool_files_at_once_are_all_applied() {
     d.stop();
     let (_, stats, _) = sb.cli(&["stats", "--json"]);
     let stats: Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(stats["feedback"], serde_json::json!({"positive": 750, "negative": 250, "orphaned": 1000}));
+    assert_eq!(
+        stats["feedback"],
+        serde_json::json!({"positive": 750, "negative": 250, "orphaned": 1000})
+    );
 }
 
 #[test]
 fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
     let sb = sandbox("\n[spool]\n");
     // A small size limit for the oversized-file case.
-    let cfg = std::fs::read_to_string(sb.config_path()).unwrap().replace("[spool]\ndir = \"spool\"\n\n", "").replace("\n[spool]\n", "\n[spool]\ndir = \"spool\"\nmax_file_bytes = \"2KiB\"\n");
+    let cfg = std::fs::read_to_string(sb.config_path())
+        .unwrap()
+        .replace("[spool]\ndir = \"spool\"\n\n", "")
+        .replace(
+            "\n[spool]\n",
+            "\n[spool]\ndir = \"spool\"\nmax_file_bytes = \"2KiB\"\n",
+        );
     std::fs::write(sb.config_path(), cfg).unwrap();
     let mixed = [
         r#"{"type":"feedback","id":"req-1","feedback":"positive"}"#,
@@ -280,7 +332,11 @@ fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
     std::fs::write(sb.path("spool/mixed.jsonl"), mixed + "\n").unwrap();
     std::fs::write(sb.path("spool/big.jsonl"), format!("{{\"type\":\"feedback\",\"id\":\"req-6\",\"feedback\":\"positive\",\"comment\":\"{}\"}}\n", "x".repeat(4096))).unwrap();
     let outside = sb.path("outside.jsonl");
-    std::fs::write(&outside, "{\"type\":\"feedback\",\"id\":\"req-7\",\"feedback\":\"positive\"}\n").unwrap();
+    std::fs::write(
+        &outside,
+        "{\"type\":\"feedback\",\"id\":\"req-7\",\"feedback\":\"positive\"}\n",
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&outside, sb.path("spool/link.jsonl")).unwrap();
     let d = sb.start();
     drain(&sb, &d);
@@ -288,9 +344,18 @@ fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
     let err = std::fs::read_to_string(sb.path("spool/rejected/mixed.jsonl.error")).unwrap();
     assert!(err.contains("mixed.jsonl:2: not valid JSON"), "{err}");
     assert!(err.contains("mixed.jsonl:3: unknown type"), "{err}");
-    assert!(err.contains("mixed.jsonl:4: invalid \"feedback\" event: missing field `id`"), "{err}");
-    assert!(err.contains("mixed.jsonl:5: invalid feedback value"), "{err}");
-    assert!(!err.contains("mixed.jsonl:1:") && !err.contains("mixed.jsonl:6:"), "{err}");
+    assert!(
+        err.contains("mixed.jsonl:4: invalid \"feedback\" event: missing field `id`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mixed.jsonl:5: invalid feedback value"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("mixed.jsonl:1:") && !err.contains("mixed.jsonl:6:"),
+        "{err}"
+    );
     assert!(sb.path("spool/rejected/mixed.jsonl").exists());
     let big = std::fs::read_to_string(sb.path("spool/rejected/big.jsonl.error")).unwrap();
     assert!(big.contains("over spool.max_file_bytes"), "{big}");
@@ -302,8 +367,16 @@ fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
     // The two good lines of mixed.jsonl applied; nothing from the refused files.
     assert_eq!(stats["feedback"]["positive"], 1, "{stats}");
     assert_eq!(stats["feedback"]["negative"], 1, "{stats}");
-    let rejected: u64 = stats["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(rejected, 6, "4 bad lines + 2 refused files in the rejected stream: {stats}");
+    let rejected: u64 = stats["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        rejected, 6,
+        "4 bad lines + 2 refused files in the rejected stream: {stats}"
+    );
 }
 
 #[test]
@@ -312,13 +385,25 @@ fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice
     let d = sb.start();
     let (rc, _, e) = sb.cli(&["feedback", "req-1", "negative"]);
     assert_eq!(rc, 0, "{e}");
-    let (rc, _, e) = sb.cli(&["correct", "--prompt", "What is the TPO seam overlap?", "--response", "2 inches", "--corrected", "2.5 inches per Carlisle, 3 per Firestone."]);
+    let (rc, _, e) = sb.cli(&[
+        "correct",
+        "--prompt",
+        "What is the TPO seam overlap?",
+        "--response",
+        "2 inches",
+        "--corrected",
+        "2.5 inches per Carlisle, 3 per Firestone.",
+    ]);
     assert_eq!(rc, 0, "{e}");
     // Read by the daemon but not yet durable (flush_interval is 1h).
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(spool_files(&sb), 2);
     d.kill9();
-    assert_eq!(spool_files(&sb), 2, "spool files retired before their events were durable");
+    assert_eq!(
+        spool_files(&sb),
+        2,
+        "spool files retired before their events were durable"
+    );
     let d = sb.start();
     drain(&sb, &d);
     // A second crash after the events are durable and the files gone changes nothing.
@@ -330,5 +415,8 @@ fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["feedback"]["negative"], 1, "{stats}");
     assert_eq!(stats["corrections"], 1, "{stats}");
-    assert_eq!(stats["total_examples"], 1, "the verified_correction example: {stats}");
+    assert_eq!(
+        stats["total_examples"], 1,
+        "the verified_correction example: {stats}"
+    );
 }

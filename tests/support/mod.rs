@@ -76,6 +76,9 @@ pub fn interaction_line(tag: &str, i: usize) -> String {
     .to_string()
 }
 
+/// What the daemon logs once its inputs are open and its signal handlers installed.
+pub const READY_LINE: &str = "training-collector running";
+
 /// A scratch installation: a folder with logs/, data/, spool/ and a config.toml.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -131,10 +134,21 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Running {
+        let ready_before = self.daemon_log().matches(READY_LINE).count();
+        let mut running = Running {
             child: cmd.spawn().expect("the daemon starts"),
             log: self.path("daemon.log"),
-        }
+        };
+        // Signals sent before the handlers are installed would kill it: wait for readiness.
+        wait_until(Duration::from_secs(20), "the daemon to be ready", || {
+            assert!(
+                running.is_running(),
+                "the daemon exited at start:\n{}",
+                self.daemon_log()
+            );
+            self.daemon_log().matches(READY_LINE).count() > ready_before
+        });
+        running
     }
 
     /// Runs a CLI command against this sandbox's config; returns (status, stdout, stderr).
