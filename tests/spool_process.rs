@@ -101,7 +101,7 @@ fn scenario(name: &str, run: impl FnOnce(&Sandbox, &Path)) -> (Value, String, St
 #[test]
 fn every_ordering_of_an_example_and_its_feedback_gives_the_same_result() {
     let lines = |_: &Sandbox| example_lines();
-    let results = vec![
+    let results = [
         scenario("feedback before the example", |sb, log| {
             let d = sb.start();
             feedback_cli(sb);
