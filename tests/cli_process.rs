@@ -1,0 +1,267 @@
+//! The commands a user runs besides the daemon: check-config, export, ready, train-check,
+//! stats, against data the real daemon captured.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// An interaction whose text shares no 5-word run with any other (so near-dedup keeps all).
+fn distinct_line(i: usize) -> String {
+    const WORDS: [&str; 24] = [
+        "tpo",
+        "seam",
+        "flashing",
+        "parapet",
+        "coping",
+        "drain",
+        "scupper",
+        "cricket",
+        "curb",
+        "membrane",
+        "insulation",
+        "tapered",
+        "fastener",
+        "adhesive",
+        "gutter",
+        "fascia",
+        "boot",
+        "reglet",
+        "submittal",
+        "warranty",
+        "crew",
+        "estimate",
+        "schedule",
+        "inspection",
+    ];
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut words = |k: usize| -> String {
+        (0..k)
+            .map(|_| {
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                WORDS[(x >> 40) as usize % WORDS.len()]
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    serde_json::json!({
+        "ts": "2026-11-27T08:00:00Z", "event": "interaction", "request_id": format!("e-{i:06}"),
+        "query": format!("Roof question {i}: {}?", words(10)),
+        "response": format!("Answer {i} per Carlisle: {}.", words(24)),
+    })
+    .to_string()
+}
+
+/// A sandbox whose daemon has captured `n` examples (plus planted PII in the first).
+fn captured(n: usize, extra_config: &str) -> Sandbox {
+    let sb = Sandbox::with_config(&(base_config(&[]) + extra_config));
+    let mut lines: Vec<String> = (0..n).map(distinct_line).collect();
+    if n > 0 {
+        let mut v: Value = serde_json::from_str(&lines[0]).unwrap();
+        v["response"] = Value::from(
+            "Call Dana at (555) 867-5309 or mail dana.roofer@example.com about the TPO seam and the Carlisle submittal.",
+        );
+        lines[0] = v.to_string();
+    }
+    append_lines(&sb.path("logs/app.log"), &lines);
+    let d = sb.start();
+    wait_until(T, "all examples", || sb.examples().len() == n);
+    d.stop();
+    sb
+}
+
+#[test]
+fn check_config_prints_the_effective_config_or_the_error_position() {
+    let sb = Sandbox::with_config(&base_config(&[]));
+    let (rc, out, err) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("flush_interval = \"200ms\""), "{out}");
+    assert!(out.contains("[domain.tags]"), "{out}");
+    std::fs::write(
+        sb.config_path(),
+        "[buffer]\nsize = 5\nflush_intervall = \"5s\"\n",
+    )
+    .unwrap();
+    let (rc, _, err) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 2);
+    let cfg = sb.config_path().display().to_string();
+    assert!(
+        err.contains(&format!("{cfg}:3:1: unknown field `flush_intervall`")),
+        "{err}"
+    );
+    // Every command refuses a bad config the same way, the daemon included.
+    let (rc, _, err) = sb.cli(&["run"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains(&format!("{cfg}:3:1")), "{err}");
+}
+
+#[test]
+fn ready_and_train_check_run_the_hooks_only_when_ready() {
+    let sb = captured(6, "");
+    let record = sb.path("calls.txt");
+    let script = |name: &str, status: i32| {
+        let p = sb.path(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit {status}\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let (sync_ok, train_ok, sync_bad) = (
+        script("sync.sh", 0),
+        script("train.sh", 0),
+        script("bad_sync.sh", 3),
+    );
+    let base = std::fs::read_to_string(sb.config_path()).unwrap();
+    let with_training = |min: usize, sync: &str| {
+        format!(
+            "{base}\n[training]\nmin_examples = {min}\nsync_command = [\"{sync}\", \"put\", \"{{export_path}}\", \"/training_conversations.jsonl\"]\ntrain_command = [\"{train_ok}\", \"--examples\", \"{{count}}\"]\n"
+        )
+    };
+
+    std::fs::write(sb.config_path(), with_training(10, &sync_ok)).unwrap();
+    let (rc, out, _) = sb.cli(&["ready"]);
+    assert_eq!(rc, 1);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        r,
+        serde_json::json!({"ready": false, "current": 6, "required": 10})
+    );
+    let (rc, out, _) = sb.cli(&["ready", "--min-examples", "6"]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("Need more data: 6/10"), "{out}");
+    assert!(!record.exists(), "hooks ran although not ready");
+
+    std::fs::write(sb.config_path(), with_training(5, &sync_ok)).unwrap();
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let export = sb.path("data/training_export.jsonl").display().to_string();
+    let calls = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        calls,
+        format!("sync.sh put {export} /training_conversations.jsonl\ntrain.sh --examples 6\n")
+    );
+    assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 6);
+
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(sb.config_path(), with_training(5, &sync_bad)).unwrap();
+    let (rc, _, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 3, "the failing command's status");
+    assert!(
+        err.contains("sync command") && err.contains("status 3"),
+        "{err}"
+    );
+    let calls = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        calls.starts_with("bad_sync.sh") && !calls.contains("train.sh"),
+        "{calls}"
+    );
+}
+
+#[test]
+fn export_formats_pii_split_and_determinism_through_the_cli() {
+    let sb = captured(40, "");
+    let out = sb.path("out.jsonl");
+    let run = |args: &[&str]| {
+        let mut a = vec!["export", "--output", out.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let (rc, o, e) = sb.cli(&a);
+        assert_eq!(rc, 0, "{o}{e}");
+        serde_json::from_str::<Value>(&o).unwrap()
+    };
+    for (fmt, keys) in [
+        ("prompt-response", vec!["prompt", "response"]),
+        ("messages", vec!["messages"]),
+        ("prompt-completion", vec!["completion", "prompt"]),
+    ] {
+        let report = run(&["--format", fmt]);
+        assert_eq!(report["after_filtering"], 40, "{report}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            !text.contains("867-5309") && !text.contains("dana.roofer@example.com"),
+            "PII in {fmt}: {text}"
+        );
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let mut got: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            got.sort();
+            assert_eq!(got, keys, "{fmt}: {line}");
+        }
+    }
+    let first = run(&["--val-fraction", "0.25"]);
+    let bytes = std::fs::read(&out).unwrap();
+    let second = run(&["--val-fraction", "0.25"]);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        bytes,
+        "same inputs, different bytes"
+    );
+    assert_eq!(first["output_sha256"], second["output_sha256"]);
+    let val_path = first["validation_path"].as_str().unwrap();
+    let prompts = |p: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["prompt"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (train, val) = (prompts(out.to_str().unwrap()), prompts(val_path));
+    assert!(!val.is_empty() && !train.is_empty());
+    assert!(train.is_disjoint(&val));
+    assert_eq!(train.len() + val.len(), 40);
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(first["manifest_path"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest.to_string().contains("examples_"), "{manifest}");
+    let (rc, _, err) = sb.cli(&["export", "--format", "csv"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("csv"), "{err}");
+}
+
+#[test]
+fn stats_counts_match_the_capture() {
+    let sb = captured(12, "");
+    append_lines(&sb.path("logs/app.log"), &["garbage".to_string()]);
+    let d = sb.start();
+    wait_until(T, "the rejected line", || {
+        !sb.records("rejected_").is_empty()
+    });
+    d.stop();
+    let (rc, out, _) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0);
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["total_examples"], 12);
+    assert_eq!(s["buffer_count"], 0);
+    assert_eq!(s["by_source"]["chat"], 12);
+    assert_eq!(s["by_relevance"]["high"], 12);
+    let rejected: u64 = s["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(rejected, 1);
+    let (_, table, _) = sb.cli(&["stats"]);
+    assert!(
+        table.contains("examples") && table.contains("12"),
+        "{table}"
+    );
+}
