@@ -44,9 +44,9 @@ pub fn ready(cfg: &Config, min_examples: Option<usize>) -> Result<Readiness, Tra
         },
     )?;
     for p in [
-        scratch.clone(),
-        scratch.with_extension("jsonl.manifest.json"),
-        scratch.with_extension("val.jsonl"),
+        crate::export::manifest_path(&scratch),
+        crate::export::validation_path(&scratch),
+        scratch,
     ] {
         let _ = std::fs::remove_file(p);
     }
