@@ -450,3 +450,73 @@ fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
     assert!(health.contains("\"status\":\"ok\""), "{health}");
     d.stop();
 }
+
+#[test]
+fn systemd_notify_ready_watchdog_and_stopping() {
+    let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
+    let sock_path = sb.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // systemd names the watched process in WATCHDOG_PID; a shell that execs the daemon
+    // knows its pid in advance.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\" run")
+        .arg(bin())
+        .arg(sb.config_path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000");
+    let d = sb.start_command(cmd);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while seen
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 3
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].contains("READY=1"), "READY first: {seen:?}");
+    d.stop();
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+}
+
+#[test]
+fn stats_reports_the_running_daemons_buffer() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config_with("size = 1000\nflush_interval = \"1h\"", "")
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    append_lines(
+        &sb.path("logs/app.log"),
+        &(0..3).map(|i| interaction_line("b", i)).collect::<Vec<_>>(),
+    );
+    wait_until(T, "stats to show 3 buffered", || {
+        let (_, out, _) = sb.cli(&["stats", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        s["buffer_count"] == 3 && s["total_examples"] == 3
+    });
+    assert_eq!(sb.examples().len(), 0, "nothing written yet");
+    d.stop();
+    let (_, out, _) = sb.cli(&["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s["buffer_count"].as_u64(), s["total_examples"].as_u64()),
+        (Some(0), Some(3))
+    );
+}

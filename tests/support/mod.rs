@@ -118,22 +118,26 @@ impl Sandbox {
     }
 
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Running {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(self.config_path()).arg("run");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.start_command(cmd)
+    }
+
+    /// Starts a prepared command (the daemon, perhaps behind `sh -c ... exec`) with its
+    /// stderr in daemon.log, and waits until it is ready.
+    pub fn start_command(&self, mut cmd: Command) -> Running {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .arg("run")
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let ready_before = self.daemon_log().matches(READY_LINE).count();
         let mut running = Running {
             child: cmd.spawn().expect("the daemon starts"),
