@@ -95,8 +95,7 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Tailer options from the config.
-pub fn tail_options(cfg: &Config, first_start: bool) -> TailOptions {
-    let _ = first_start;
+pub fn tail_options(cfg: &Config) -> TailOptions {
     TailOptions {
         include: cfg.input.paths.clone(),
         start_at: match cfg.input.start_at {
@@ -570,7 +569,7 @@ pub fn run(
         })?;
     }
     let (segments, recoveries) = Segments::open_all(&config.data_dir, segment_options(&config))?;
-    let tailer = Tailer::open(tail_options(&config, true))?;
+    let tailer = Tailer::open(tail_options(&config))?;
     let watcher = start_watcher(&tailer, &config, control.sender.clone());
     let mut daemon = Daemon {
         tailer,
@@ -871,7 +870,7 @@ impl Daemon {
                 self.intake.enricher = Enricher::new(&new.domain);
                 self.intake.mapper = Mapper::new(&new.input);
                 self.intake.segments.set_options(segment_options(&new));
-                self.tailer.reconfigure(tail_options(&new, false));
+                self.tailer.reconfigure(tail_options(&new));
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
             }
