@@ -41,8 +41,8 @@ pub struct Metrics {
 /// Rejection reasons are free text (they name the field or the parse error); metrics group
 /// them by their stable prefix so the label set stays small.
 pub fn reason_label(reason: &str) -> String {
-    let head = reason.split([':', '(']).next().unwrap_or(reason).trim();
-    head.chars()
+    crate::record::reason_kind(reason)
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -51,8 +51,10 @@ pub fn reason_label(reason: &str) -> String {
             }
         })
         .collect::<String>()
-        .trim_matches('_')
-        .to_string()
+        .split('_')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 impl Metrics {
@@ -296,7 +298,7 @@ mod tests {
         );
         assert_eq!(
             reason_label("missing required field: prompt (tried /prompt)"),
-            "missing_required_field"
+            "missing_required_field_prompt"
         );
     }
 

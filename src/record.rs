@@ -196,6 +196,37 @@ pub struct RejectedRecord {
     pub raw: String,
 }
 
+/// The stable kind of a rejection reason, for counting: the reason without the details that
+/// vary per line ("not valid JSON: EOF while parsing at column 90" -> "not valid JSON";
+/// "missing required field: prompt (tried /prompt, /query)" -> "missing required field:
+/// prompt"; `unknown type "vote": ...` -> "unknown type").
+pub fn reason_kind(reason: &str) -> String {
+    let (prefix, rest) = match reason.strip_prefix("spool: ") {
+        Some(r) => ("spool: ", r),
+        None => ("", reason),
+    };
+    let kind = if rest.starts_with("line is ") && rest.contains("max_line_bytes") {
+        "line longer than max_line_bytes".to_string()
+    } else if rest.starts_with("invalid UTF-8") {
+        "invalid UTF-8".to_string()
+    } else if let Some(field) = rest.strip_prefix("missing required field: ") {
+        let field = field.split(" (").next().unwrap_or(field);
+        format!("missing required field: {field}")
+    } else {
+        let head = rest.split(':').next().unwrap_or(rest);
+        let head = head.split(" (").next().unwrap_or(head).trim();
+        // Drop a trailing quoted value (`unknown type "vote"`).
+        match head
+            .strip_suffix('"')
+            .and_then(|h| h.rfind(" \"").map(|i| &h[..i]))
+        {
+            Some(h) => h.trim().to_string(),
+            None => head.to_string(),
+        }
+    };
+    format!("{prefix}{kind}")
+}
+
 /// How much of a rejected line is kept in its record.
 pub const REJECTED_RAW_CAP: usize = 4096;
 
@@ -249,6 +280,39 @@ mod tests {
         ex.apply_feedback(Feedback::Positive);
         assert_eq!(ex.quality.user_feedback, Some(Feedback::Positive));
         assert_eq!(ex.quality.verified_accurate, Some(true));
+    }
+
+    #[test]
+    fn reasons_group_by_kind() {
+        for (reason, kind) in [
+            (
+                "not valid JSON: EOF while parsing a string at line 1 column 90",
+                "not valid JSON",
+            ),
+            (
+                "missing required field: prompt (tried /prompt, /query)",
+                "missing required field: prompt",
+            ),
+            (
+                "line is 2097152 bytes, longer than max_line_bytes (1048576)",
+                "line longer than max_line_bytes",
+            ),
+            ("invalid UTF-8 at byte 17", "invalid UTF-8"),
+            (
+                "spool: unknown type \"vote\": expected one of feedback",
+                "spool: unknown type",
+            ),
+            (
+                "spool: refused: a symlink (spool files must be regular files)",
+                "spool: refused",
+            ),
+            (
+                "invalid feedback value \"meh\": expected",
+                "invalid feedback value",
+            ),
+        ] {
+            assert_eq!(reason_kind(reason), kind, "{reason}");
+        }
     }
 
     #[test]

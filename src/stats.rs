@@ -12,7 +12,9 @@
 
 use crate::export::input::for_each_line;
 use crate::export::{ExportError, ExportInputs};
-use crate::record::{CorrectionRecord, Feedback, FeedbackEvent, RejectedRecord, TrainingExample};
+use crate::record::{
+    reason_kind, CorrectionRecord, Feedback, FeedbackEvent, RejectedRecord, TrainingExample,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
@@ -164,7 +166,7 @@ pub fn collect(inputs: &ExportInputs, rejected_files: &[PathBuf]) -> Result<Stat
             |_| {},
             |_, line| {
                 match serde_json::from_slice::<RejectedRecord>(line) {
-                    Ok(r) => *st.rejected.entry(r.reason).or_insert(0) += 1,
+                    Ok(r) => *st.rejected.entry(reason_kind(&r.reason)).or_insert(0) += 1,
                     Err(_) => st.unreadable_lines += 1,
                 }
                 Ok(())

@@ -440,7 +440,7 @@ fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
         1
     );
     assert_eq!(
-        metric("training_collector_rejected_total{reason=\"missing_required_field\"}"),
+        metric("training_collector_rejected_total{reason=\"missing_required_field_prompt\"}"),
         1
     );
     assert_eq!(metric("training_collector_buffered_examples"), 0);
