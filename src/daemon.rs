@@ -90,6 +90,9 @@ pub enum DaemonError {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Spool files parsed per pass, so a flood of them cannot stall log intake.
 const SPOOL_FILES_PER_PASS: usize = 64;
+/// Pending feedback/corrections/rejected bytes that trigger a write before the next durable
+/// point.
+const PENDING_WRITE_BYTES: usize = 1 << 20;
 /// Backoff bounds for failing writes.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -176,6 +179,11 @@ impl Intake {
             .append(&line)
             .expect("a serialized record is one non-empty line");
         self.dirty = true;
+        // A log of nothing but rejects (a wrong `[input.match]`, say) must not pile up in
+        // memory until the next durable point.
+        if writer.pending_bytes() >= PENDING_WRITE_BYTES {
+            self.write_segments();
+        }
     }
 
     fn on_tail_item(&mut self, item: TailItem<'_>) {
@@ -524,6 +532,12 @@ impl Intake {
     /// flush can seal a full segment), and fsynced at the next durable point.
     fn write_buffer(&mut self) {
         self.take_buffer();
+        self.write_segments();
+    }
+
+    /// Writes every stream's pending lines (no fsync); a failure is kept for the daemon's
+    /// retry, and the lines stay pending.
+    fn write_segments(&mut self) {
         if self.write_error.is_some() {
             // Already failing: keep the lines pending until the daemon's retry.
             return;

@@ -520,3 +520,19 @@ fn stats_reports_the_running_daemons_buffer() {
         (Some(0), Some(3))
     );
 }
+
+#[test]
+fn rejected_lines_are_written_out_before_they_pile_up_in_memory() {
+    let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
+    let garbage: Vec<String> = (0..3000)
+        .map(|i| format!("garbage line {i} {}", "x".repeat(500)))
+        .collect();
+    append_lines(&sb.path("logs/app.log"), &garbage);
+    let d = sb.start();
+    // No durable point happens for an hour, yet more than 1 MiB of rejects reaches the disk.
+    wait_until(T, "rejects written at the pending-bytes threshold", || {
+        sb.records("rejected_").len() >= 1000
+    });
+    d.stop();
+    assert_eq!(sb.records("rejected_").len(), 3000);
+}
