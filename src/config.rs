@@ -91,6 +91,12 @@ impl Serialize for HumanDuration {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
+    /// ```
+    /// use training_collector::config::ByteSize;
+    /// assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
+    /// assert_eq!(ByteSize::parse("1.5KB"), Ok(ByteSize(1500)));
+    /// assert!(ByteSize::parse("12 parsecs").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<ByteSize, String> {
         let t = s.trim();
         let split = t

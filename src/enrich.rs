@@ -244,6 +244,12 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 
 /// Python's `str.split()` word count: runs of Unicode whitespace, plus the four ASCII
 /// separator controls (0x1C..0x1F) that Python also treats as whitespace.
+///
+/// ```
+/// use training_collector::enrich::token_count;
+/// assert_eq!(token_count("  TPO  seam\toverlap\n"), 3);
+/// assert_eq!(token_count("a\u{1c}b"), 2);
+/// ```
 pub fn token_count(s: &str) -> usize {
     s.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
         .filter(|w| !w.is_empty())
