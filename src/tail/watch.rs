@@ -6,7 +6,8 @@
 
 use super::discovery::WatchSpec;
 use super::TailError;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::PathBuf;
 
 /// Keeps the notify watcher alive; dropping it stops watching.
@@ -43,10 +44,20 @@ impl FsWatcher {
         specs: &[WatchSpec],
         wake: impl Fn() + Send + 'static,
     ) -> Result<FsWatcher, TailError> {
-        let mut watcher =
-            notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let mut watcher = notify::recommended_watcher(
+            move |res: notify::Result<notify::Event>| {
+                // Opening or reading a file or directory changes nothing, and the daemon's
+                // own scans (opendir of the spool and log dirs) cause exactly those events:
+                // waking on them made an idle daemon spin. Errors still wake.
+                if let Ok(ev) = &res {
+                    if matches!(ev.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
+                    {
+                        return;
+                    }
+                }
                 wake();
-            })?;
+            },
+        )?;
         for spec in specs {
             let mode = if spec.recursive {
                 RecursiveMode::Recursive

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of training-collector against the seed (issue 7).
+
+usage: bench/bench.py [--sizes 100000,1000000] [--bin target/release/training-collector]
+                      [--work target/bench] [--latency-seconds 20] [--idle-seconds 10]
+                      [--skip-seed] [--only ingest,export,idle,latency]
+
+Normally run through bench/run.sh, which builds the release binary first. Logs are made by
+../shared/bench/genlog.py (default style "flat", seed 7) and cached in the work dir.
+
+Measured, in one run:
+ 1. ingest: from the daemon's start until the log's checkpoint offset equals its size (every
+    line in fsynced segments and checkpointed); peak RSS = VmHWM at that moment. The seed:
+    seed_baseline.py's capture_s on the same log, peak RSS of its capture phase.
+ 2. export: `training-collector export` on the ingested data dir (wall time of the process,
+    peak RSS from wait4) against the seed's export_for_training in seed_baseline.py
+    (export_s; peak RSS of the export phase, VmHWM reset with /proc/self/clear_refs).
+ 3. idle CPU: the daemon on a fully read log, CPU time of all its threads over N seconds
+    (/proc/<pid>/task/*/schedstat, nanoseconds).
+ 4. latency: lines appended at a steady 1,000 lines/s to a fresh log, default config; for
+    each line the time until /metrics counts it (buffered), until it is in the open
+    segment (written), and until its checkpoint covers it (fsynced + checkpointed).
+"""
+import argparse
+import bisect
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "bench"))
+MIB = 1024 * 1024
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def make_log(work, n):
+    path = os.path.join(work, f"log_{n}.jsonl")
+    if not os.path.exists(path):
+        log(f"generating {path} with genlog.py {n} ...")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            subprocess.run([sys.executable, os.path.join(SHARED, "genlog.py"), str(n)], stdout=f, check=True)
+        os.rename(tmp, path)
+    return path
+
+
+def write_config(d, paths, extra=""):
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "config.toml")
+    with open(cfg, "w") as f:
+        f.write(
+            f'data_dir = "{d}/data"\nlog_level = "warn"\n'
+            f"[input]\npaths = {json.dumps(paths)}\n"
+            f'[spool]\ndir = "{d}/spool"\n' + extra
+        )
+    return cfg
+
+
+# The ingest config: everything default except a big buffer and a short durable interval, so
+# "checkpointed" follows "read" closely (fsync stays on).
+INGEST_EXTRA = '[buffer]\nsize = 5000\nflush_interval = "100ms"\n[metrics]\nlisten = ""\n'
+
+
+def proc_status(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def checkpoint_offset(cp_path, log_path):
+    try:
+        with open(cp_path) as f:
+            d = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return -1
+    for e in d.get("files", []):
+        if e.get("path") == log_path:
+            return e.get("offset", -1)
+    return -1
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return ru
+
+
+def bench_ingest(binary, work, logp, n):
+    d = os.path.join(work, f"ingest_{n}")
+    shutil.rmtree(d, ignore_errors=True)
+    cfg = write_config(d, [logp], INGEST_EXTRA)
+    size = os.path.getsize(logp)
+    cp = os.path.join(d, "data", "state", "checkpoints.json")
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, "--config", cfg, "run"])
+    while True:
+        if checkpoint_offset(cp, logp) == size:
+            break
+        if p.poll() is not None:
+            raise SystemExit(f"daemon exited early with {p.returncode}")
+        time.sleep(0.002)
+    secs = time.monotonic() - t0
+    hwm = proc_status(p.pid, "VmHWM")
+    stop(p)
+    lines = sum(1 for _ in open(logp, "rb"))
+    return {"secs": secs, "bytes": size, "lines": lines, "rss": hwm, "dir": d, "cfg": cfg}
+
+
+SEED_WRAPPER = r"""
+import json, os, runpy, sys, time
+sys.path.insert(0, SHARED)
+import training_collector as tc
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+orig = tc.TrainingCollector.export_for_training
+def export(self, *a, **k):
+    phases["capture_rss"] = hwm()
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak to the current RSS
+        f.write("5")
+    r = orig(self, *a, **k)
+    phases["export_rss"] = hwm()
+    return r
+phases = {}
+tc.TrainingCollector.export_for_training = export
+sys.argv = [os.path.join(SHARED, "seed_baseline.py")] + sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print(json.dumps(phases))
+"""
+
+
+def bench_seed(work, logp, n):
+    out = os.path.join(work, f"seed_{n}")
+    shutil.rmtree(out, ignore_errors=True)
+    code = f"SHARED = {SHARED!r}\n" + SEED_WRAPPER
+    r = subprocess.run([sys.executable, "-c", code, logp, out], capture_output=True, text=True, check=True)
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    res = lines[0]
+    res.update(lines[1])
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def bench_export(binary, ing):
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, "--config", ing["cfg"], "export"], stdout=subprocess.PIPE)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("export failed")
+    return {"secs": secs, "rss": ru.ru_maxrss * 1024, "report": json.loads(out)}
+
+
+def task_cpu_ns(pid):
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def task_switches(pid):
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def bench_idle(binary, ing, seconds):
+    # The ingest data dir: its log is checkpointed at EOF, so there is nothing to read.
+    p = subprocess.Popen([binary, "--config", ing["cfg"], "run"])
+    time.sleep(2.0)
+    c0, s0, t0 = task_cpu_ns(p.pid), task_switches(p.pid), time.monotonic()
+    time.sleep(seconds)
+    c1, s1, t1 = task_cpu_ns(p.pid), task_switches(p.pid), time.monotonic()
+    stop(p)
+    return {"cpu_ns": c1 - c0, "secs": t1 - t0, "switches": s1 - s0}
+
+
+def metrics_value(port, name):
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    chunks = []
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+    s.close()
+    body = b"".join(chunks).decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return None
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def bench_latency(binary, work, src_log, seconds, rate=1000):
+    d = os.path.join(work, "latency")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    logp = os.path.join(d, "app.jsonl")
+    open(logp, "w").close()
+    port = free_port()
+    cfg = write_config(d, [logp], f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    n = int(seconds * rate)
+    lines = []
+    with open(src_log, "rb") as f:
+        for line in f:
+            if b'"event": "interaction"' in line:
+                lines.append(line)
+                if len(lines) == n:
+                    break
+    ends = []  # byte offset just past each line
+    pos = 0
+    for line in lines:
+        pos += len(line)
+        ends.append(pos)
+    p = subprocess.Popen([binary, "--config", cfg, "run"])
+    for _ in range(200):
+        try:
+            if metrics_value(port, "training_collector_lines_read_total") is not None:
+                break
+        except OSError:
+            time.sleep(0.05)
+    sys.setswitchinterval(0.0005)
+    appended = [0.0] * n
+    seen_buf, seen_written, seen_durable = [], [], []  # (time, count) whenever the count grows
+    done = threading.Event()
+    data = os.path.join(d, "data")
+    cp = os.path.join(data, "state", "checkpoints.json")
+
+    def poll_metrics():
+        last = 0
+        while not done.is_set():
+            try:
+                v = metrics_value(port, "training_collector_lines_read_total")
+            except OSError:
+                v = None
+            t = time.monotonic()
+            if v is not None and v > last:
+                seen_buf.append((t, v))
+                last = v
+            time.sleep(0.0005)
+
+    def poll_files():
+        last_w = last_d = 0
+        offsets = {}
+        count = 0
+        while not done.is_set():
+            t = time.monotonic()
+            # Examples written to segments (open or sealed): count newlines as they grow.
+            for name in sorted(os.listdir(data)) if os.path.isdir(data) else []:
+                if not name.startswith("examples_"):
+                    continue
+                base = name[:-5] if name.endswith(".open") else name
+                path = os.path.join(data, name)
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offsets.get(base, 0))
+                        chunk = f.read()
+                except FileNotFoundError:
+                    continue
+                if chunk:
+                    cut = chunk.rfind(b"\n") + 1
+                    count += chunk[:cut].count(b"\n")
+                    offsets[base] = offsets.get(base, 0) + cut
+            if count > last_w:
+                seen_written.append((t, count))
+                last_w = count
+            off = checkpoint_offset(cp, logp)
+            k = bisect.bisect_right(ends, off) if off > 0 else 0
+            if k > last_d:
+                seen_durable.append((t, k))
+                last_d = k
+            time.sleep(0.001)
+
+    th = [threading.Thread(target=poll_metrics), threading.Thread(target=poll_files)]
+    for t in th:
+        t.start()
+    fd = os.open(logp, os.O_WRONLY | os.O_APPEND)
+    start = time.monotonic() + 0.2
+    for i, line in enumerate(lines):
+        due = start + i / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        os.write(fd, line)
+        appended[i] = time.monotonic()
+    os.close(fd)
+    achieved = n / (appended[-1] - appended[0]) if n > 1 else 0
+    # Wait until everything is durable (at most two flush intervals of the default 5 s).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (not seen_durable or seen_durable[-1][1] < n):
+        time.sleep(0.05)
+    done.set()
+    for t in th:
+        t.join()
+    stop(p)
+
+    def lat(seen):
+        out = []
+        j = 0
+        for i in range(n):
+            while j < len(seen) and seen[j][1] < i + 1:
+                j += 1
+            if j == len(seen):
+                break
+            out.append(seen[j][0] - appended[i])
+        return out
+
+    res = {"lines": n, "rate": achieved}
+    for key, seen in (("buffered", seen_buf), ("written", seen_written), ("durable", seen_durable)):
+        xs = lat(seen)
+        res[key] = {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": max(xs)} if xs else None
+    return res
+
+
+def fmt_rss(b):
+    return f"{b / MIB:.1f} MiB" if b else "n/a"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "training-collector"))
+    ap.add_argument("--work", default=os.path.join(REPO, "target", "bench"))
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--idle-seconds", type=float, default=10)
+    ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--only", default="ingest,export,idle,latency")
+    ap.add_argument("--json", help="also write all results to this file")
+    a = ap.parse_args()
+    work = os.path.abspath(a.work)
+    os.makedirs(work, exist_ok=True)
+    only = set(a.only.split(","))
+    sizes = [int(s) for s in a.sizes.split(",")]
+    results = {"sizes": {}}
+    rows = []
+    for n in sizes:
+        logp = make_log(work, n)
+        r = results["sizes"][n] = {}
+        log(f"[{n}] ingest (training-collector) ...")
+        ing = r["ingest"] = bench_ingest(a.bin, work, logp, n)
+        seed = None
+        if not a.skip_seed and (only & {"ingest", "export"}):
+            log(f"[{n}] seed_baseline.py (capture + export) ...")
+            seed = r["seed"] = bench_seed(work, logp, n)
+        mb = ing["bytes"] / 1e6
+        if "ingest" in only:
+            ours_mbs = mb / ing["secs"]
+            line = [f"ingest {n:,}: MB/s", f"{ours_mbs:.1f}"]
+            if seed:
+                seed_mbs = mb / seed["capture_s"]
+                line += [f"{seed_mbs:.2f}", f"{ours_mbs / seed_mbs:.1f}x"]
+            rows.append(line)
+            line = [f"ingest {n:,}: lines/s", f"{ing['lines'] / ing['secs']:,.0f}"]
+            if seed:
+                line += [f"{ing['lines'] / seed['capture_s']:,.0f}", f"{seed['capture_s'] / ing['secs']:.1f}x"]
+            rows.append(line)
+            line = [f"ingest {n:,}: time", f"{ing['secs']:.2f} s"]
+            if seed:
+                line += [f"{seed['capture_s']:.2f} s", ""]
+            rows.append(line)
+            line = [f"ingest {n:,}: peak RSS", fmt_rss(ing["rss"])]
+            if seed:
+                line += [fmt_rss(seed["capture_rss"]), f"{seed['capture_rss'] / ing['rss']:.1f}x less"]
+            rows.append(line)
+        if "export" in only:
+            log(f"[{n}] export (training-collector) ...")
+            ex = r["export"] = bench_export(a.bin, ing)
+            line = [f"export {n:,}: time", f"{ex['secs']:.3f} s"]
+            if seed:
+                line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / ex['secs']:.1f}x"]
+            rows.append(line)
+            line = [f"export {n:,}: peak RSS", fmt_rss(ex["rss"])]
+            if seed:
+                line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / ex['rss']:.1f}x less"]
+            rows.append(line)
+            rep = ex["report"]
+            line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]
+            if seed:
+                line += [str(seed.get("after_filtering")), ""]
+            rows.append(line)
+        if n == sizes[0] and "idle" in only:
+            log(f"idle CPU over {a.idle_seconds:g} s ...")
+            idle = results["idle"] = bench_idle(a.bin, ing, a.idle_seconds)
+            cpu_ms = idle["cpu_ns"] / 1e6
+            rows.append([f"idle CPU over {idle['secs']:.0f} s",
+                         f"{cpu_ms:.2f} ms ({100 * cpu_ms / 1000 / idle['secs']:.3f}%), {idle['switches']} ctx sw", "", ""])
+        if n == sizes[0] and "latency" in only:
+            log(f"latency at 1,000 lines/s for {a.latency_seconds:g} s ...")
+            lat = results["latency"] = bench_latency(a.bin, work, logp, a.latency_seconds)
+            for key, label in (("buffered", "append -> buffered"), ("written", "append -> in open segment"),
+                               ("durable", "append -> fsynced+checkpointed")):
+                v = lat[key]
+                if v:
+                    rows.append([f"latency {label} p50 / p99",
+                                 f"{v['p50'] * 1e3:.1f} / {v['p99'] * 1e3:.1f} ms", "", f"n={v['n']}"])
+            rows.append(["latency: achieved append rate", f"{lat['rate']:.0f} lines/s", "", ""])
+    head = ["measure", "training-collector", "seed", "ratio"]
+    widths = [max(len(str(r[i])) if i < len(r) else 0 for r in rows + [head]) for i in range(4)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        r = r + [""] * (4 - len(r))
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
