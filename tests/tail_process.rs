@@ -420,3 +420,388 @@ fn fifty_files_written_at_once() {
     assert_exact(&sb, &all_ids(&want));
     no_rejected(&sb);
 }
+
+/// copy + truncate by hand, the copy outside the glob; the writer keeps its descriptor and
+/// appends right after each truncation. The daemon must have read a generation before it is
+/// copied away (copytruncate with an unmatched copy name loses unread lines by design).
+fn copytruncate_rounds(positional: bool) {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = if positional {
+        Writer::positional(&log)
+    } else {
+        Writer::append(&log)
+    };
+    let d = sb.start();
+    let per = 30;
+    let rounds = 4;
+    for r in 0..rounds {
+        w.write(&lines("t", r * per..(r + 1) * per));
+        wait_for(&sb, (r + 1) * per);
+        std::fs::copy(&log, sb.path(&format!("logs/app.log.{r}"))).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    // Longer than the old offset after the last truncation, written at once.
+    w.write(&lines("t", rounds * per..rounds * per + 2 * per));
+    wait_for(&sb, rounds * per + 2 * per);
+    d.stop();
+    assert_exact(&sb, &ids("t", 0..rounds * per + 2 * per));
+    no_rejected(&sb);
+    if positional {
+        // The stale writer left a NUL hole at the start of the file: skipped, not read.
+        let bytes = std::fs::read(&log).unwrap();
+        assert_eq!(bytes[0], 0, "expected a NUL hole");
+    }
+    for e in sb.examples() {
+        assert!(!e.to_string().contains("\\u0000"), "NUL bytes in {e}");
+    }
+}
+
+#[test]
+fn copytruncate_while_an_appending_writer_keeps_writing() {
+    copytruncate_rounds(false);
+}
+
+#[test]
+fn copytruncate_with_a_stale_writer_leaving_a_nul_hole() {
+    copytruncate_rounds(true);
+}
+
+#[test]
+fn truncation_while_running_to_shorter_and_longer_content() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &[HEADER.to_string()]);
+    append_lines(&log, &lines("u", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    // Same header (same fingerprint), fewer lines than before.
+    let mut short = vec![HEADER.to_string()];
+    short.extend(lines("v", 0..5));
+    std::fs::write(&log, short.join("\n") + "\n").unwrap();
+    wait_for(&sb, 25);
+    // Same header, as many lines as before (same size): only the content differs.
+    let mut same = vec![HEADER.to_string()];
+    same.extend(lines("w", 0..5));
+    std::fs::write(&log, same.join("\n") + "\n").unwrap();
+    wait_for(&sb, 30);
+    // Same header, longer than before.
+    let mut long = vec![HEADER.to_string()];
+    long.extend(lines("x", 0..40));
+    std::fs::write(&log, long.join("\n") + "\n").unwrap();
+    wait_for(&sb, 70);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("u", 0..20), ("v", 0..5), ("w", 0..5), ("x", 0..40)]),
+    );
+}
+
+#[test]
+fn truncation_while_stopped_with_new_content_shorter_equal_and_longer() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let rewrite = |tag: &str, n: usize| {
+        let mut v = vec![HEADER.to_string()];
+        v.extend(lines(tag, 0..n));
+        // Truncate in place (same inode), as `: > file` plus a write would.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        f.write_all((v.join("\n") + "\n").as_bytes()).unwrap();
+    };
+    append_lines(&log, &[HEADER.to_string()]);
+    append_lines(&log, &lines("a", 0..30));
+    let d = sb.start();
+    wait_for(&sb, 30);
+    d.stop();
+    let mut want = 30;
+    for (tag, n) in [("s", 10), ("e", 10), ("l", 60)] {
+        rewrite(tag, n);
+        let d = sb.start();
+        want += n;
+        wait_for(&sb, want);
+        d.stop();
+    }
+    assert_exact(
+        &sb,
+        &all_ids(&[("a", 0..30), ("s", 0..10), ("e", 0..10), ("l", 0..60)]),
+    );
+    assert!(
+        sb.daemon_log().contains("truncated or rewritten while stopped"),
+        "{}",
+        tail_of_log(&sb)
+    );
+}
+
+#[test]
+fn delete_and_recreate_at_the_same_path() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let with_header = |tag: &str, r: std::ops::Range<usize>| {
+        let mut v = vec![HEADER.to_string()];
+        v.extend(lines(tag, r));
+        v
+    };
+    append_lines(&log, &with_header("d", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    // While running, immediately recreated with the same first line.
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("e", 0..40));
+    wait_for(&sb, 60);
+    d.stop();
+    // While stopped: the inode number is likely reused, the first line is the same, the
+    // new content is longer than the saved offset.
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("f", 0..50));
+    let d = sb.start();
+    wait_for(&sb, 110);
+    // And shorter than the saved offset.
+    d.stop();
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("h", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 113);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("d", 0..20), ("e", 0..40), ("f", 0..50), ("h", 0..3)]),
+    );
+}
+
+#[test]
+fn kill9_mid_stream_then_restart_loses_nothing_and_repeats_only_identical_records() {
+    let sb = Sandbox::with_config(
+        &config(&["logs/*.log"], "")
+            .replace("size = 50\nflush_interval = \"200ms\"", "size = 7\nflush_interval = \"100ms\""),
+    );
+    let log = sb.path("logs/app.log");
+    let n = 3000;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut w = Writer::append(&log);
+            for c in 0..n / 10 {
+                w.write(&lines("k", c * 10..c * 10 + 10));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    for round in 0..3 {
+        let d = sb.start();
+        let before = distinct_ids(&sb);
+        wait_until(T, "progress before the crash", || {
+            distinct_ids(&sb) > before + 50 || (writer.is_finished() && round > 0)
+        });
+        d.kill9();
+    }
+    writer.join().unwrap();
+    let d = sb.start();
+    wait_for(&sb, n);
+    d.stop();
+    let repeats = assert_exact_modulo_identical_repeats(&sb, &ids("k", 0..n));
+    eprintln!("{repeats} lines repeated after the crashes");
+}
+
+#[test]
+fn a_2mib_line_is_rejected_whole_under_the_default_limit_and_kept_under_a_larger_one() {
+    let big = |i: usize| {
+        serde_json::json!({
+            "event": "interaction",
+            "request_id": format!("big-{i:06}"),
+            "query": "What does the long spec say about TPO seams?",
+            "response": "x".repeat(2 << 20),
+        })
+        .to_string()
+    };
+    for limit in [None, Some("4MiB")] {
+        let extra = limit.map(|l| format!("max_line_bytes = \"{l}\"\n"));
+        let sb = sandbox(&["logs/*.log"], extra.as_deref().unwrap_or(""));
+        let log = sb.path("logs/app.log");
+        let mut w = Writer::append(&log);
+        w.write(&lines("b", 0..5));
+        let d = sb.start();
+        wait_for(&sb, 5);
+        let line = big(0);
+        let offset = std::fs::metadata(&log).unwrap().len();
+        // Written in pieces, so it is read across several polls.
+        for chunk in line.as_bytes().chunks(300 * 1024) {
+            w.raw(chunk);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        w.raw(b"\n");
+        w.write(&lines("b", 5..10));
+        if limit.is_none() {
+            wait_for(&sb, 10);
+            d.stop();
+            assert_exact(&sb, &ids("b", 0..10));
+            let r = rejected(&sb);
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0]["offset"], offset, "{}", r[0]["reason"]);
+            assert_eq!(r[0]["raw_len"], line.len(), "{}", r[0]["reason"]);
+            assert!(
+                r[0]["reason"].as_str().unwrap().contains("max_line_bytes"),
+                "{}",
+                r[0]["reason"]
+            );
+            assert!(r[0]["raw"].as_str().unwrap().len() <= 4096);
+        } else {
+            wait_for(&sb, 11);
+            d.stop();
+            let mut want = ids("b", 0..10);
+            want.push("big-000000".into());
+            want.sort();
+            assert_exact(&sb, &want);
+            let ex = sb.examples();
+            let e = ex
+                .iter()
+                .find(|e| e["metadata"]["request_id"] == "big-000000")
+                .unwrap();
+            assert_eq!(e["response"].as_str().unwrap().len(), 2 << 20);
+            no_rejected(&sb);
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_is_rejected_with_its_offset_and_the_neighbours_are_kept() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("i", 0..3));
+    let bad_at = std::fs::metadata(&log).unwrap().len();
+    let mut bad = interaction_line("bad", 0).into_bytes();
+    let pos = bad.len() - 20;
+    bad[pos] = 0xff;
+    bad[pos + 1] = 0xfe;
+    w.raw(&bad);
+    w.raw(b"\n");
+    let bad2_at = bad_at + bad.len() as u64 + 1;
+    w.raw(b"\xc3\x28 latin-1 caf\xe9\r\n");
+    w.write(&lines("i", 3..6));
+    let d = sb.start();
+    wait_for(&sb, 6);
+    wait_until(T, "2 rejected records", || rejected(&sb).len() >= 2);
+    d.stop();
+    assert_exact(&sb, &ids("i", 0..6));
+    let mut r = rejected(&sb);
+    r.sort_by_key(|v| v["offset"].as_u64());
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["offset"], bad_at);
+    assert_eq!(r[0]["raw_len"], bad.len());
+    assert_eq!(r[1]["offset"], bad2_at);
+    for x in &r {
+        assert!(
+            x["reason"].as_str().unwrap().contains("UTF-8"),
+            "{}",
+            x["reason"]
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_checkpoint_file_is_set_aside_and_nothing_is_lost() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("z", 0..40));
+    let d = sb.start();
+    wait_for(&sb, 40);
+    d.stop();
+    let cp = sb.path("data/state/checkpoints.json");
+    assert!(cp.exists());
+    let len = std::fs::metadata(&cp).unwrap().len() as usize;
+    // Zero-filled, as after a crash on some file systems.
+    std::fs::write(&cp, vec![0u8; len]).unwrap();
+    append_lines(&log, &lines("z", 40..60));
+    let d = sb.start();
+    wait_for(&sb, 60);
+    d.stop();
+    assert_exact_modulo_identical_repeats(&sb, &ids("z", 0..60));
+    let aside: Vec<String> = std::fs::read_dir(sb.path("data/state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoints.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    // A fresh, valid checkpoint again: the next start reads nothing twice.
+    let before = sb.example_request_ids().len();
+    let d = sb.start();
+    append_lines(&log, &lines("z", 60..65));
+    wait_for(&sb, 65);
+    d.stop();
+    assert_eq!(sb.example_request_ids().len(), before + 5);
+}
+
+#[test]
+fn a_symlinked_log_path_is_followed_through_target_rotation() {
+    // logs/current.log -> ../real/app-N.log, re-pointed at each rotation.
+    let sb = sandbox(&["logs/current.log"], "");
+    std::fs::create_dir_all(sb.path("real")).unwrap();
+    let link = sb.path("logs/current.log");
+    let target = |n: usize| sb.path(&format!("real/app-{n}.log"));
+    append_lines(&target(0), &lines("y", 0..20));
+    std::os::unix::fs::symlink(target(0), &link).unwrap();
+    let d = sb.start();
+    wait_for(&sb, 20);
+    for n in 1..4 {
+        append_lines(&target(n), &lines("y", n * 20..n * 20 + 10));
+        let tmp = sb.path("logs/.current.tmp");
+        std::os::unix::fs::symlink(target(n), &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        // The old target still gets lines from a writer that has not switched yet.
+        append_lines(&target(n - 1), &lines("y", 100 + n * 10..100 + n * 10 + 10));
+        append_lines(&target(n), &lines("y", n * 20 + 10..n * 20 + 20));
+        wait_for(&sb, 20 + n * 30);
+    }
+    d.stop();
+    // Restart through the link resumes exactly.
+    append_lines(&target(3), &lines("y", 200..210));
+    let d = sb.start();
+    wait_for(&sb, 20 + 90 + 10);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("y", 0..80), ("y", 110..140), ("y", 200..210)]),
+    );
+}
+
+#[test]
+fn start_at_end_skips_what_was_there_at_the_first_start_only() {
+    let sb = sandbox(&["logs/*.log"], "start_at = \"end\"\n");
+    let a = sb.path("logs/a.log");
+    let mut w = Writer::append(&a);
+    w.write(&lines("old", 0..30));
+    // A line still being written at startup is read whole once it completes.
+    let partial = interaction_line("s", 0);
+    let (p1, p2) = partial.split_at(40);
+    w.raw(p1.as_bytes());
+    let d = sb.start();
+    wait_open(&d, &a);
+    w.raw(p2.as_bytes());
+    w.raw(b"\n");
+    w.write(&lines("s", 1..10));
+    // A file appearing later is read from its start.
+    append_lines(&sb.path("logs/b.log"), &lines("sb", 0..10));
+    wait_for(&sb, 20);
+    d.stop();
+    // Written while stopped: not skipped (the checkpoint exists now).
+    w.write(&lines("s", 10..20));
+    append_lines(&sb.path("logs/c.log"), &lines("sc", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 35);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("s", 0..20), ("sb", 0..10), ("sc", 0..5)]),
+    );
+    no_rejected(&sb);
+}
