@@ -1,0 +1,919 @@
+//! Tailing against the real binary: what comes out of the daemon is compared, as an exact
+//! multiset of request ids (and, where a crash allows repeats, as identical records), with
+//! what was written, through rotation (rename, copytruncate, the real `logrotate`),
+//! truncation, delete+recreate, restarts, crashes, odd lines and many files.
+//!
+//! Every interaction line carries a unique request id, so "the sorted ids equal `ids(..)`"
+//! proves nothing was lost and nothing was read twice.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A header line that is valid JSON but not an interaction (skipped by the mapper): files
+/// that start with it share their first line, hence their fingerprint.
+const HEADER: &str = r#"{"event":"start","service":"roofing-assistant"}"#;
+
+fn lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| interaction_line(tag, i)).collect()
+}
+
+/// The base test config with other input globs and extra `[input]` keys.
+fn config(paths: &[&str], input_extra: &str) -> String {
+    let p: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    let base = base_config(&[]);
+    let from = "paths = [\"logs/*.log\"]\n";
+    assert!(base.contains(from));
+    base.replace(from, &format!("paths = [{}]\n{input_extra}", p.join(", ")))
+}
+
+fn sandbox(paths: &[&str], input_extra: &str) -> Sandbox {
+    Sandbox::with_config(&config(paths, input_extra))
+}
+
+/// Sorted union of several id ranges.
+fn all_ids(parts: &[(&str, std::ops::Range<usize>)]) -> Vec<String> {
+    let mut v: Vec<String> = parts
+        .iter()
+        .flat_map(|(t, r)| ids(t, r.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn distinct_ids(sb: &Sandbox) -> usize {
+    let mut v = sb.example_request_ids();
+    v.dedup();
+    v.len()
+}
+
+/// Waits until at least `n` distinct request ids are in data/ (written and flushed).
+fn wait_for(sb: &Sandbox, n: usize) {
+    wait_until(T, &format!("{n} distinct examples"), || distinct_ids(sb) >= n);
+}
+
+/// Explains how `got` differs from `want` (both sorted).
+fn diff(got: &[String], want: &[String]) -> String {
+    let mut count: BTreeMap<&str, i64> = BTreeMap::new();
+    for g in got {
+        *count.entry(g).or_default() += 1;
+    }
+    for w in want {
+        *count.entry(w).or_default() -= 1;
+    }
+    let missing: Vec<&str> = count
+        .iter()
+        .filter(|(_, &c)| c < 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let extra: Vec<String> = count
+        .iter()
+        .filter(|(_, &c)| c > 0)
+        .map(|(k, c)| format!("{k} x{c}"))
+        .collect();
+    format!(
+        "got {} ids, want {}; missing {}: {:?}; extra {}: {:?}",
+        got.len(),
+        want.len(),
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        extra.len(),
+        &extra[..extra.len().min(20)]
+    )
+}
+
+/// Nothing lost, nothing duplicated.
+fn assert_exact(sb: &Sandbox, want: &[String]) {
+    let got = sb.example_request_ids();
+    assert!(
+        got == want,
+        "{}\ndaemon log:\n{}",
+        diff(&got, want),
+        tail_of_log(sb)
+    );
+}
+
+fn tail_of_log(sb: &Sandbox) -> String {
+    let log = sb.daemon_log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// After a crash: every wanted id is there, nothing else, and an id that repeats repeats as
+/// an identical record (same example id and content).
+fn assert_exact_modulo_identical_repeats(sb: &Sandbox, want: &[String]) -> usize {
+    let mut by_rid: BTreeMap<String, Value> = BTreeMap::new();
+    let mut repeats = 0;
+    for mut e in sb.examples() {
+        let rid = e["metadata"]["request_id"].as_str().unwrap().to_string();
+        // The path may legitimately differ if the line was re-read under a rotated name.
+        e["metadata"]["origin_file"] = Value::Null;
+        if let Some(prev) = by_rid.get(&rid) {
+            assert_eq!(prev, &e, "{rid} repeated with different content");
+            repeats += 1;
+        } else {
+            by_rid.insert(rid, e);
+        }
+    }
+    let got: Vec<String> = by_rid.into_keys().collect();
+    assert!(
+        got == want,
+        "{}\ndaemon log:\n{}",
+        diff(&got, want),
+        tail_of_log(sb)
+    );
+    repeats
+}
+
+/// A log writer that keeps its file descriptor, like the service does.
+struct Writer {
+    f: std::fs::File,
+}
+
+impl Writer {
+    /// O_APPEND: after a truncation the next write lands at the new end.
+    fn append(path: &Path) -> Writer {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        Writer { f }
+    }
+
+    /// Without O_APPEND: after a truncation the next write lands at the old position,
+    /// leaving a hole of NUL bytes (a "stale" copytruncate writer).
+    fn positional(path: &Path) -> Writer {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        Writer { f }
+    }
+
+    fn write(&mut self, lines: &[String]) {
+        let mut buf = Vec::new();
+        for l in lines {
+            buf.extend_from_slice(l.as_bytes());
+            buf.push(b'\n');
+        }
+        self.f.write_all(&buf).unwrap();
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.f.write_all(bytes).unwrap();
+    }
+}
+
+/// Whether the daemon holds `path` open right now (from /proc/<pid>/fd).
+fn daemon_has_open(d: &Running, path: &Path) -> bool {
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", d.pid())) else {
+        return false;
+    };
+    rd.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| l == want)
+}
+
+fn wait_open(d: &Running, path: &Path) {
+    wait_until(T, &format!("the daemon to open {}", path.display()), || {
+        daemon_has_open(d, path)
+    });
+}
+
+fn rejected(sb: &Sandbox) -> Vec<Value> {
+    sb.records("rejected_")
+}
+
+fn no_rejected(sb: &Sandbox) {
+    let r = rejected(sb);
+    assert!(r.is_empty(), "unexpected rejected records: {r:?}");
+}
+
+#[test]
+fn rename_rotation_reads_the_old_file_to_its_end_and_the_new_one_from_the_start() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("r", 0..40));
+    let d = sb.start();
+    wait_for(&sb, 40);
+    // The writer keeps writing to its descriptor after the rename (it has not reopened
+    // yet), then reopens the path and writes to the new file.
+    w.write(&lines("r", 40..60));
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    w.write(&lines("r", 60..80));
+    let mut w = Writer::append(&log);
+    w.write(&lines("r", 80..120));
+    wait_for(&sb, 120);
+    d.stop();
+    assert_exact(&sb, &ids("r", 0..120));
+    no_rejected(&sb);
+}
+
+#[test]
+fn rotated_name_that_still_matches_the_glob_is_not_read_twice() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("g", 0..30));
+    let d = sb.start();
+    wait_for(&sb, 30);
+    std::fs::rename(&log, sb.path("logs/app-1.log")).unwrap();
+    append_lines(&sb.path("logs/app-1.log"), &lines("g", 30..40));
+    append_lines(&log, &lines("g", 40..70));
+    wait_for(&sb, 70);
+    d.stop();
+    // And after a restart, neither name is read again.
+    let d = sb.start();
+    append_lines(&log, &lines("g", 70..80));
+    wait_for(&sb, 80);
+    d.stop();
+    assert_exact(&sb, &ids("g", 0..80));
+}
+
+#[test]
+fn many_rapid_rename_rotations_with_shifting_names_inside_the_glob() {
+    // logrotate-style numbering: app.log -> app.log.1 -> app.log.2 ..., all matching the
+    // glob, as fast as the test can go: nothing may be missed or read twice.
+    let sb = sandbox(&["logs/app.log*"], "");
+    let dir = sb.path("logs");
+    let d = sb.start();
+    let rotations = 40;
+    let per = 25;
+    for r in 0..rotations {
+        let mut w = Writer::append(&dir.join("app.log"));
+        w.write(&lines("q", r * per..r * per + per / 2));
+        for k in (1..=r).rev() {
+            std::fs::rename(
+                dir.join(format!("app.log.{k}")),
+                dir.join(format!("app.log.{}", k + 1)),
+            )
+            .unwrap();
+        }
+        std::fs::rename(dir.join("app.log"), dir.join("app.log.1")).unwrap();
+        // The writer has not reopened yet.
+        w.write(&lines("q", r * per + per / 2..(r + 1) * per));
+    }
+    wait_for(&sb, rotations * per);
+    d.stop();
+    assert_exact(&sb, &ids("q", 0..rotations * per));
+    no_rejected(&sb);
+}
+
+#[test]
+fn many_rapid_rename_rotations_out_of_the_glob() {
+    // Rotated names leave the glob: the open descriptor is all the daemon has. Each new
+    // file only needs to have been seen once (opened) before it is rotated.
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let d = sb.start();
+    let rotations = 30;
+    let per = 20;
+    for r in 0..rotations {
+        let mut w = Writer::append(&log);
+        wait_open(&d, &log);
+        w.write(&lines("o", r * per..r * per + per / 2));
+        std::fs::rename(&log, sb.path(&format!("logs/app.log.{r}"))).unwrap();
+        w.write(&lines("o", r * per + per / 2..(r + 1) * per));
+    }
+    wait_for(&sb, rotations * per);
+    d.stop();
+    assert_exact(&sb, &ids("o", 0..rotations * per));
+}
+
+#[test]
+fn restart_resumes_exactly_where_it_stopped() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let a = sb.path("logs/a.log");
+    let b = sb.path("logs/b.log");
+    append_lines(&a, &lines("a", 0..100));
+    let d = sb.start();
+    wait_for(&sb, 100);
+    d.stop();
+    // Written while stopped: more in a, a new file b.
+    append_lines(&a, &lines("a", 100..150));
+    append_lines(&b, &lines("b", 0..50));
+    let d = sb.start();
+    wait_for(&sb, 200);
+    append_lines(&a, &lines("a", 150..160));
+    wait_for(&sb, 210);
+    d.stop();
+    // A start with nothing new reads nothing.
+    let d = sb.start();
+    std::thread::sleep(Duration::from_millis(300));
+    d.stop();
+    assert_exact(&sb, &all_ids(&[("a", 0..160), ("b", 0..50)]));
+    no_rejected(&sb);
+}
+
+#[test]
+fn a_partial_line_across_a_restart_is_completed_once() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("p", 0..10));
+    let half = interaction_line("p", 10);
+    let (first, second) = half.split_at(half.len() / 2);
+    w.raw(first.as_bytes());
+    let d = sb.start();
+    wait_for(&sb, 10);
+    d.stop();
+    w.raw(second.as_bytes());
+    w.raw(b"\n");
+    w.write(&lines("p", 11..12));
+    let d = sb.start();
+    wait_for(&sb, 12);
+    d.stop();
+    assert_exact(&sb, &ids("p", 0..12));
+    // And once more across a crash.
+    let d = sb.start();
+    let last = interaction_line("p", 12);
+    let (first, second) = last.split_at(last.len() / 3);
+    w.raw(first.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    w.raw(second.as_bytes());
+    w.raw(b"\n");
+    let d = sb.start();
+    wait_for(&sb, 13);
+    d.stop();
+    assert_exact_modulo_identical_repeats(&sb, &ids("p", 0..13));
+    no_rejected(&sb);
+}
+
+#[test]
+fn crlf_line_endings_are_read_like_lf() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    for (i, l) in lines("c", 0..20).iter().enumerate() {
+        w.raw(l.as_bytes());
+        w.raw(if i % 2 == 0 { b"\r\n" } else { b"\n" });
+    }
+    let d = sb.start();
+    // A CRLF split across two reads.
+    w.raw(interaction_line("c", 20).as_bytes());
+    w.raw(b"\r");
+    std::thread::sleep(Duration::from_millis(200));
+    w.raw(b"\n");
+    wait_for(&sb, 21);
+    d.stop();
+    assert_exact(&sb, &ids("c", 0..21));
+    for e in sb.examples() {
+        let r = e["response"].as_str().unwrap();
+        assert!(!r.contains('\r'), "{e}");
+    }
+    no_rejected(&sb);
+}
+
+#[test]
+fn files_appearing_while_running_are_found_even_in_a_directory_created_later() {
+    let sb = sandbox(&["logs/*.log", "later/sub/*.log"], "");
+    let d = sb.start();
+    append_lines(&sb.path("logs/one.log"), &lines("n1", 0..10));
+    wait_for(&sb, 10);
+    append_lines(&sb.path("logs/two.log"), &lines("n2", 0..10));
+    std::fs::create_dir_all(sb.path("later/sub")).unwrap();
+    append_lines(&sb.path("later/sub/three.log"), &lines("n3", 0..10));
+    // Not matching: ignored.
+    append_lines(&sb.path("logs/four.txt"), &lines("n4", 0..10));
+    wait_for(&sb, 30);
+    d.stop();
+    assert_exact(&sb, &all_ids(&[("n1", 0..10), ("n2", 0..10), ("n3", 0..10)]));
+}
+
+#[test]
+fn fifty_files_written_at_once() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let d = sb.start();
+    let per = 40;
+    let threads: Vec<_> = (0..50)
+        .map(|f| {
+            let path = sb.path(&format!("logs/f{f:02}.log"));
+            std::thread::spawn(move || {
+                let mut w = Writer::append(&path);
+                for chunk in (0..per).collect::<Vec<_>>().chunks(7) {
+                    w.write(&lines(&format!("f{f:02}"), chunk[0]..chunk[chunk.len() - 1] + 1));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_for(&sb, 50 * per);
+    d.stop();
+    let want: Vec<(String, std::ops::Range<usize>)> =
+        (0..50).map(|f| (format!("f{f:02}"), 0..per)).collect();
+    let want: Vec<(&str, std::ops::Range<usize>)> =
+        want.iter().map(|(t, r)| (t.as_str(), r.clone())).collect();
+    assert_exact(&sb, &all_ids(&want));
+    no_rejected(&sb);
+}
+
+/// copy + truncate by hand, the copy outside the glob; the writer keeps its descriptor and
+/// appends right after each truncation. The daemon must have read a generation before it is
+/// copied away (copytruncate with an unmatched copy name loses unread lines by design).
+fn copytruncate_rounds(positional: bool) {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = if positional {
+        Writer::positional(&log)
+    } else {
+        Writer::append(&log)
+    };
+    let d = sb.start();
+    let per = 30;
+    let rounds = 4;
+    for r in 0..rounds {
+        w.write(&lines("t", r * per..(r + 1) * per));
+        wait_for(&sb, (r + 1) * per);
+        std::fs::copy(&log, sb.path(&format!("logs/app.log.{r}"))).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    // Longer than the old offset after the last truncation, written at once.
+    w.write(&lines("t", rounds * per..rounds * per + 2 * per));
+    wait_for(&sb, rounds * per + 2 * per);
+    d.stop();
+    assert_exact(&sb, &ids("t", 0..rounds * per + 2 * per));
+    no_rejected(&sb);
+    if positional {
+        // The stale writer left a NUL hole at the start of the file: skipped, not read.
+        let bytes = std::fs::read(&log).unwrap();
+        assert_eq!(bytes[0], 0, "expected a NUL hole");
+    }
+    for e in sb.examples() {
+        assert!(!e.to_string().contains("\\u0000"), "NUL bytes in {e}");
+    }
+}
+
+#[test]
+fn copytruncate_while_an_appending_writer_keeps_writing() {
+    copytruncate_rounds(false);
+}
+
+#[test]
+fn copytruncate_with_a_stale_writer_leaving_a_nul_hole() {
+    copytruncate_rounds(true);
+}
+
+#[test]
+fn truncation_while_running_to_shorter_and_longer_content() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &[HEADER.to_string()]);
+    append_lines(&log, &lines("u", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    // Same header (same fingerprint), fewer lines than before.
+    let mut short = vec![HEADER.to_string()];
+    short.extend(lines("v", 0..5));
+    std::fs::write(&log, short.join("\n") + "\n").unwrap();
+    wait_for(&sb, 25);
+    // Same header, as many lines as before (same size): only the content differs.
+    let mut same = vec![HEADER.to_string()];
+    same.extend(lines("w", 0..5));
+    std::fs::write(&log, same.join("\n") + "\n").unwrap();
+    wait_for(&sb, 30);
+    // Same header, longer than before.
+    let mut long = vec![HEADER.to_string()];
+    long.extend(lines("x", 0..40));
+    std::fs::write(&log, long.join("\n") + "\n").unwrap();
+    wait_for(&sb, 70);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("u", 0..20), ("v", 0..5), ("w", 0..5), ("x", 0..40)]),
+    );
+}
+
+#[test]
+fn truncation_while_stopped_with_new_content_shorter_equal_and_longer() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let rewrite = |tag: &str, n: usize| {
+        let mut v = vec![HEADER.to_string()];
+        v.extend(lines(tag, 0..n));
+        // Truncate in place (same inode), as `: > file` plus a write would.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        f.write_all((v.join("\n") + "\n").as_bytes()).unwrap();
+    };
+    append_lines(&log, &[HEADER.to_string()]);
+    append_lines(&log, &lines("a", 0..30));
+    let d = sb.start();
+    wait_for(&sb, 30);
+    d.stop();
+    let mut want = 30;
+    for (tag, n) in [("s", 10), ("e", 10), ("l", 60)] {
+        rewrite(tag, n);
+        let d = sb.start();
+        want += n;
+        wait_for(&sb, want);
+        d.stop();
+    }
+    assert_exact(
+        &sb,
+        &all_ids(&[("a", 0..30), ("s", 0..10), ("e", 0..10), ("l", 0..60)]),
+    );
+    assert!(
+        sb.daemon_log().contains("truncated or rewritten while stopped"),
+        "{}",
+        tail_of_log(&sb)
+    );
+}
+
+#[test]
+fn delete_and_recreate_at_the_same_path() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let with_header = |tag: &str, r: std::ops::Range<usize>| {
+        let mut v = vec![HEADER.to_string()];
+        v.extend(lines(tag, r));
+        v
+    };
+    append_lines(&log, &with_header("d", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    // While running, immediately recreated with the same first line.
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("e", 0..40));
+    wait_for(&sb, 60);
+    d.stop();
+    // While stopped: the inode number is likely reused, the first line is the same, the
+    // new content is longer than the saved offset.
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("f", 0..50));
+    let d = sb.start();
+    wait_for(&sb, 110);
+    // And shorter than the saved offset.
+    d.stop();
+    std::fs::remove_file(&log).unwrap();
+    append_lines(&log, &with_header("h", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 113);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("d", 0..20), ("e", 0..40), ("f", 0..50), ("h", 0..3)]),
+    );
+}
+
+#[test]
+fn kill9_mid_stream_then_restart_loses_nothing_and_repeats_only_identical_records() {
+    let sb = Sandbox::with_config(
+        &config(&["logs/*.log"], "")
+            .replace("size = 50\nflush_interval = \"200ms\"", "size = 7\nflush_interval = \"100ms\""),
+    );
+    let log = sb.path("logs/app.log");
+    let n = 3000;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut w = Writer::append(&log);
+            for c in 0..n / 10 {
+                w.write(&lines("k", c * 10..c * 10 + 10));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    for round in 0..3 {
+        let d = sb.start();
+        let before = distinct_ids(&sb);
+        wait_until(T, "progress before the crash", || {
+            distinct_ids(&sb) > before + 50 || (writer.is_finished() && round > 0)
+        });
+        d.kill9();
+    }
+    writer.join().unwrap();
+    let d = sb.start();
+    wait_for(&sb, n);
+    d.stop();
+    let repeats = assert_exact_modulo_identical_repeats(&sb, &ids("k", 0..n));
+    eprintln!("{repeats} lines repeated after the crashes");
+}
+
+#[test]
+fn a_2mib_line_is_rejected_whole_under_the_default_limit_and_kept_under_a_larger_one() {
+    let big = |i: usize| {
+        serde_json::json!({
+            "event": "interaction",
+            "request_id": format!("big-{i:06}"),
+            "query": "What does the long spec say about TPO seams?",
+            "response": "x".repeat(2 << 20),
+        })
+        .to_string()
+    };
+    for limit in [None, Some("4MiB")] {
+        let extra = limit.map(|l| format!("max_line_bytes = \"{l}\"\n"));
+        let sb = sandbox(&["logs/*.log"], extra.as_deref().unwrap_or(""));
+        let log = sb.path("logs/app.log");
+        let mut w = Writer::append(&log);
+        w.write(&lines("b", 0..5));
+        let d = sb.start();
+        wait_for(&sb, 5);
+        let line = big(0);
+        let offset = std::fs::metadata(&log).unwrap().len();
+        // Written in pieces, so it is read across several polls.
+        for chunk in line.as_bytes().chunks(300 * 1024) {
+            w.raw(chunk);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        w.raw(b"\n");
+        w.write(&lines("b", 5..10));
+        if limit.is_none() {
+            wait_for(&sb, 10);
+            d.stop();
+            assert_exact(&sb, &ids("b", 0..10));
+            let r = rejected(&sb);
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0]["offset"], offset, "{}", r[0]["reason"]);
+            assert_eq!(r[0]["raw_len"], line.len(), "{}", r[0]["reason"]);
+            assert!(
+                r[0]["reason"].as_str().unwrap().contains("max_line_bytes"),
+                "{}",
+                r[0]["reason"]
+            );
+            assert!(r[0]["raw"].as_str().unwrap().len() <= 4096);
+        } else {
+            wait_for(&sb, 11);
+            d.stop();
+            let mut want = ids("b", 0..10);
+            want.push("big-000000".into());
+            want.sort();
+            assert_exact(&sb, &want);
+            let ex = sb.examples();
+            let e = ex
+                .iter()
+                .find(|e| e["metadata"]["request_id"] == "big-000000")
+                .unwrap();
+            assert_eq!(e["response"].as_str().unwrap().len(), 2 << 20);
+            no_rejected(&sb);
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_is_rejected_with_its_offset_and_the_neighbours_are_kept() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("i", 0..3));
+    let bad_at = std::fs::metadata(&log).unwrap().len();
+    let mut bad = interaction_line("bad", 0).into_bytes();
+    let pos = bad.len() - 20;
+    bad[pos] = 0xff;
+    bad[pos + 1] = 0xfe;
+    w.raw(&bad);
+    w.raw(b"\n");
+    let bad2_at = bad_at + bad.len() as u64 + 1;
+    w.raw(b"\xc3\x28 latin-1 caf\xe9\r\n");
+    w.write(&lines("i", 3..6));
+    let d = sb.start();
+    wait_for(&sb, 6);
+    wait_until(T, "2 rejected records", || rejected(&sb).len() >= 2);
+    d.stop();
+    assert_exact(&sb, &ids("i", 0..6));
+    let mut r = rejected(&sb);
+    r.sort_by_key(|v| v["offset"].as_u64());
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["offset"], bad_at);
+    assert_eq!(r[0]["raw_len"], bad.len());
+    assert_eq!(r[1]["offset"], bad2_at);
+    for x in &r {
+        assert!(
+            x["reason"].as_str().unwrap().contains("UTF-8"),
+            "{}",
+            x["reason"]
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_checkpoint_file_is_set_aside_and_nothing_is_lost() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("z", 0..40));
+    let d = sb.start();
+    wait_for(&sb, 40);
+    d.stop();
+    let cp = sb.path("data/state/checkpoints.json");
+    assert!(cp.exists());
+    let len = std::fs::metadata(&cp).unwrap().len() as usize;
+    // Zero-filled, as after a crash on some file systems.
+    std::fs::write(&cp, vec![0u8; len]).unwrap();
+    append_lines(&log, &lines("z", 40..60));
+    let d = sb.start();
+    wait_for(&sb, 60);
+    d.stop();
+    assert_exact_modulo_identical_repeats(&sb, &ids("z", 0..60));
+    let aside: Vec<String> = std::fs::read_dir(sb.path("data/state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoints.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    // A fresh, valid checkpoint again: the next start reads nothing twice.
+    let before = sb.example_request_ids().len();
+    let d = sb.start();
+    append_lines(&log, &lines("z", 60..65));
+    wait_for(&sb, 65);
+    d.stop();
+    assert_eq!(sb.example_request_ids().len(), before + 5);
+}
+
+#[test]
+fn a_symlinked_log_path_is_followed_through_target_rotation() {
+    // logs/current.log -> ../real/app-N.log, re-pointed at each rotation.
+    let sb = sandbox(&["logs/current.log"], "");
+    std::fs::create_dir_all(sb.path("real")).unwrap();
+    let link = sb.path("logs/current.log");
+    let target = |n: usize| sb.path(&format!("real/app-{n}.log"));
+    append_lines(&target(0), &lines("y", 0..20));
+    std::os::unix::fs::symlink(target(0), &link).unwrap();
+    let d = sb.start();
+    wait_for(&sb, 20);
+    for n in 1..4 {
+        append_lines(&target(n), &lines("y", n * 20..n * 20 + 10));
+        let tmp = sb.path("logs/.current.tmp");
+        std::os::unix::fs::symlink(target(n), &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        // The old target still gets lines from a writer that has not switched yet.
+        append_lines(&target(n - 1), &lines("y", 100 + n * 10..100 + n * 10 + 10));
+        append_lines(&target(n), &lines("y", n * 20 + 10..n * 20 + 20));
+        wait_for(&sb, 20 + n * 30);
+    }
+    d.stop();
+    // Restart through the link resumes exactly.
+    append_lines(&target(3), &lines("y", 200..210));
+    let d = sb.start();
+    wait_for(&sb, 20 + 90 + 10);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("y", 0..80), ("y", 110..140), ("y", 200..210)]),
+    );
+}
+
+#[test]
+fn start_at_end_skips_what_was_there_at_the_first_start_only() {
+    let sb = sandbox(&["logs/*.log"], "start_at = \"end\"\n");
+    let a = sb.path("logs/a.log");
+    let mut w = Writer::append(&a);
+    w.write(&lines("old", 0..30));
+    // A line still being written at startup is read whole once it completes.
+    let partial = interaction_line("s", 0);
+    let (p1, p2) = partial.split_at(40);
+    w.raw(p1.as_bytes());
+    let d = sb.start();
+    wait_open(&d, &a);
+    w.raw(p2.as_bytes());
+    w.raw(b"\n");
+    w.write(&lines("s", 1..10));
+    // A file appearing later is read from its start.
+    append_lines(&sb.path("logs/b.log"), &lines("sb", 0..10));
+    wait_for(&sb, 20);
+    d.stop();
+    // Written while stopped: not skipped (the checkpoint exists now).
+    w.write(&lines("s", 10..20));
+    append_lines(&sb.path("logs/c.log"), &lines("sc", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 35);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("s", 0..20), ("sb", 0..10), ("sc", 0..5)]),
+    );
+    no_rejected(&sb);
+}
+
+/// Runs the real logrotate (`-f`, its own state file) on `logs/app.log` with `mode`.
+fn logrotate(sb: &Sandbox, mode: &str) {
+    let conf = sb.path("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n    rotate 100\n    {mode}\n    missingok\n    nocompress\n}}\n",
+            sb.path("logs/app.log").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(logrotate_bin())
+        .arg("-f")
+        .arg("-s")
+        .arg(sb.path("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate runs (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn logrotate_bin() -> PathBuf {
+    let p = PathBuf::from("/usr/sbin/logrotate");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("logrotate")
+    }
+}
+
+#[test]
+fn logrotate_create_mode() {
+    // Rotated names (app.log.1, .2, ...) are outside the glob: the daemon follows the
+    // renamed file by its descriptor, the writer writes to its old descriptor until it
+    // reopens, then to the file logrotate created.
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    let d = sb.start();
+    let per = 20;
+    let rounds = 6;
+    for r in 0..rounds {
+        wait_open(&d, &log);
+        w.write(&lines("lc", r * per..r * per + per / 2));
+        logrotate(&sb, "create");
+        w.write(&lines("lc", r * per + per / 2..(r + 1) * per));
+        w = Writer::append(&log);
+    }
+    w.write(&lines("lc", rounds * per..rounds * per + 5));
+    wait_for(&sb, rounds * per + 5);
+    d.stop();
+    assert_exact(&sb, &ids("lc", 0..rounds * per + 5));
+    assert!(sb.path(&format!("logs/app.log.{rounds}")).exists());
+    no_rejected(&sb);
+}
+
+#[test]
+fn logrotate_copytruncate_mode_with_copies_matching_the_glob() {
+    // The copies (app.log.1, shifted to .2, ...) match the glob: they are recognised as
+    // copies and not read again, and the truncated original is read from its start while
+    // the writer keeps appending to the same descriptor.
+    let sb = sandbox(&["logs/app.log*"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    let d = sb.start();
+    let per = 12;
+    let rounds = 6;
+    for r in 0..rounds {
+        w.write(&lines("lt", r * per..(r + 1) * per));
+        // Lines written after the daemon's last read and before the copy are in the copy
+        // only; make the copy after the daemon has read them (see the copy-in-progress
+        // limitation in the tail module docs).
+        wait_for(&sb, (r + 1) * per);
+        logrotate(&sb, "copytruncate");
+    }
+    w.write(&lines("lt", rounds * per..rounds * per + 30));
+    wait_for(&sb, rounds * per + 30);
+    d.stop();
+    assert_exact(&sb, &ids("lt", 0..rounds * per + 30));
+    assert!(sb.path(&format!("logs/app.log.{rounds}")).exists());
+    no_rejected(&sb);
+}
+
+#[test]
+fn logrotate_copytruncate_mode_with_copies_outside_the_glob() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    let d = sb.start();
+    let per = 25;
+    let rounds = 5;
+    for r in 0..rounds {
+        w.write(&lines("lo", r * per..(r + 1) * per));
+        wait_for(&sb, (r + 1) * per);
+        logrotate(&sb, "copytruncate");
+        // Right after the truncation, before the daemon may have looked.
+        w.write(&lines("lo", 1000 + r * 3..1000 + r * 3 + 3));
+    }
+    wait_for(&sb, rounds * per + rounds * 3);
+    d.stop();
+    assert_exact(
+        &sb,
+        &all_ids(&[("lo", 0..rounds * per), ("lo", 1000..1000 + rounds * 3)]),
+    );
+    no_rejected(&sb);
+}
