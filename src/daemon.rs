@@ -918,3 +918,60 @@ impl Daemon {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The library entry point driven the way the signal handlers drive it: a flush request,
+    /// then an ordered shutdown, with everything on disk afterwards.
+    #[test]
+    fn run_is_driven_by_its_control_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let cfg = Config::parse(
+            "data_dir = \"data\"\n[input]\npaths = [\"logs/*.log\"]\nrescan_interval = \"50ms\"\n[buffer]\nflush_interval = \"1h\"\n[spool]\ndir = \"spool\"\n[metrics]\nlisten = \"\"\n",
+            "test.toml",
+            dir.path(),
+        )
+        .unwrap();
+        let mut log = std::fs::File::create(dir.path().join("logs/a.log")).unwrap();
+        for i in 0..3 {
+            writeln!(
+                log,
+                r#"{{"event":"interaction","request_id":"r{i}","query":"What is the TPO seam overlap?","response":"2.5 inches per Carlisle."}}"#
+            )
+            .unwrap();
+        }
+        let channel = ControlChannel::new();
+        let control = channel.sender.clone();
+        let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
+        let daemon = std::thread::spawn(move || run(cfg, ConfigSource::Embedded, channel, m));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.buffered_examples.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "lines were not buffered");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        control.send(Control::Flush).unwrap();
+        while metrics.checkpoints_written.load(Ordering::Relaxed) < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "no durable point after Control::Flush"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        control.send(Control::Shutdown).unwrap();
+        daemon.join().unwrap().unwrap();
+        let data = dir.path().join("data");
+        let sealed = crate::segment::list(&data, crate::segment::Stream::Examples).unwrap();
+        assert_eq!(sealed.len(), 1);
+        assert!(
+            sealed[0].extension().is_some_and(|e| e == "jsonl"),
+            "{sealed:?}"
+        );
+        let text = std::fs::read_to_string(&sealed[0]).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+}
