@@ -536,3 +536,34 @@ fn rejected_lines_are_written_out_before_they_pile_up_in_memory() {
     d.stop();
     assert_eq!(sb.records("rejected_").len(), 3000);
 }
+
+#[test]
+fn sighup_picks_up_new_input_paths() {
+    let cfg = config_with("size = 1\nflush_interval = \"100ms\"", "");
+    let sb = Sandbox::with_config(&cfg);
+    std::fs::create_dir_all(sb.path("other")).unwrap();
+    append_lines(&sb.path("other/x.jsonl"), &[interaction_line("n", 0)]);
+    append_lines(&sb.path("logs/app.log"), &[interaction_line("o", 0)]);
+    let d = sb.start();
+    wait_until(T, "the first log", || sb.examples().len() == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sb.examples().len(),
+        1,
+        "a file outside input.paths was read"
+    );
+    std::fs::write(
+        sb.config_path(),
+        cfg.replace(
+            "paths = [\"logs/*.log\"]",
+            "paths = [\"logs/*.log\", \"other/*.jsonl\"]",
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the new path to be read", || sb.examples().len() == 2);
+    d.stop();
+    let mut got = sb.example_request_ids();
+    got.sort();
+    assert_eq!(got, vec!["n-000000".to_string(), "o-000000".to_string()]);
+}
