@@ -40,10 +40,7 @@ fn sandbox(paths: &[&str], input_extra: &str) -> Sandbox {
 
 /// Sorted union of several id ranges.
 fn all_ids(parts: &[(&str, std::ops::Range<usize>)]) -> Vec<String> {
-    let mut v: Vec<String> = parts
-        .iter()
-        .flat_map(|(t, r)| ids(t, r.clone()))
-        .collect();
+    let mut v: Vec<String> = parts.iter().flat_map(|(t, r)| ids(t, r.clone())).collect();
     v.sort();
     v
 }
@@ -56,7 +53,9 @@ fn distinct_ids(sb: &Sandbox) -> usize {
 
 /// Waits until at least `n` distinct request ids are in data/ (written and flushed).
 fn wait_for(sb: &Sandbox, n: usize) {
-    wait_until(T, &format!("{n} distinct examples"), || distinct_ids(sb) >= n);
+    wait_until(T, &format!("{n} distinct examples"), || {
+        distinct_ids(sb) >= n
+    });
 }
 
 /// Explains how `got` differs from `want` (both sorted).
@@ -389,7 +388,10 @@ fn files_appearing_while_running_are_found_even_in_a_directory_created_later() {
     append_lines(&sb.path("logs/four.txt"), &lines("n4", 0..10));
     wait_for(&sb, 30);
     d.stop();
-    assert_exact(&sb, &all_ids(&[("n1", 0..10), ("n2", 0..10), ("n3", 0..10)]));
+    assert_exact(
+        &sb,
+        &all_ids(&[("n1", 0..10), ("n2", 0..10), ("n3", 0..10)]),
+    );
 }
 
 #[test]
@@ -403,7 +405,10 @@ fn fifty_files_written_at_once() {
             std::thread::spawn(move || {
                 let mut w = Writer::append(&path);
                 for chunk in (0..per).collect::<Vec<_>>().chunks(7) {
-                    w.write(&lines(&format!("f{f:02}"), chunk[0]..chunk[chunk.len() - 1] + 1));
+                    w.write(&lines(
+                        &format!("f{f:02}"),
+                        chunk[0]..chunk[chunk.len() - 1] + 1,
+                    ));
                 }
             })
         })
@@ -535,7 +540,8 @@ fn truncation_while_stopped_with_new_content_shorter_equal_and_longer() {
         &all_ids(&[("a", 0..30), ("s", 0..10), ("e", 0..10), ("l", 0..60)]),
     );
     assert!(
-        sb.daemon_log().contains("truncated or rewritten while stopped"),
+        sb.daemon_log()
+            .contains("truncated or rewritten while stopped"),
         "{}",
         tail_of_log(&sb)
     );
@@ -579,10 +585,10 @@ fn delete_and_recreate_at_the_same_path() {
 
 #[test]
 fn kill9_mid_stream_then_restart_loses_nothing_and_repeats_only_identical_records() {
-    let sb = Sandbox::with_config(
-        &config(&["logs/*.log"], "")
-            .replace("size = 50\nflush_interval = \"200ms\"", "size = 7\nflush_interval = \"100ms\""),
-    );
+    let sb = Sandbox::with_config(&config(&["logs/*.log"], "").replace(
+        "size = 50\nflush_interval = \"200ms\"",
+        "size = 7\nflush_interval = \"100ms\"",
+    ));
     let log = sb.path("logs/app.log");
     let n = 3000;
     let writer = {
@@ -799,10 +805,7 @@ fn start_at_end_skips_what_was_there_at_the_first_start_only() {
     let d = sb.start();
     wait_for(&sb, 35);
     d.stop();
-    assert_exact(
-        &sb,
-        &all_ids(&[("s", 0..20), ("sb", 0..10), ("sc", 0..5)]),
-    );
+    assert_exact(&sb, &all_ids(&[("s", 0..20), ("sb", 0..10), ("sc", 0..5)]));
     no_rejected(&sb);
 }
 

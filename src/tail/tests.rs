@@ -358,6 +358,52 @@ fn copytruncate_into_a_matching_name_continues_in_the_copy() {
     assert_eq!(got, strs(&["four", "three"]));
 }
 
+/// logrotate's copytruncate creates the copy empty, then fills it: a scan in between must
+/// not make the copy look like a new file to read from 0 (found by the process tests).
+#[test]
+fn copytruncate_copy_seen_empty_or_half_written_is_still_recognised() {
+    let e = env();
+    let path = e.p("app.log");
+    let header = b"{\"event\":\"start\"}\n";
+    append(&path, header);
+    append(&path, b"one\ntwo\n");
+    // Another open file with the same first line must not hide the real original.
+    append(&e.p("app.log.9"), header);
+    append(&e.p("app.log.9"), b"other\n");
+    let mut t = Tailer::open(e.opts("app.log*")).expect("open");
+    // Lines other than the header lines.
+    let body = |t: &mut Tailer| -> Vec<String> {
+        let mut v: Vec<String> = texts(&drain(t))
+            .into_iter()
+            .filter(|l| !l.starts_with('{'))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(body(&mut t), strs(&["one", "other", "two"]));
+    let content = fs::read(&path).expect("read");
+    for cut in [0, 5, header.len(), header.len() + 3] {
+        let copy = e.p("app.log.1");
+        let _ = fs::remove_file(&copy);
+        fs::write(&copy, &content[..cut]).expect("partial copy");
+        assert!(body(&mut t).is_empty(), "partial copy of {cut} bytes read");
+        fs::write(&copy, &content).expect("complete copy");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+        append(&path, header);
+        assert!(body(&mut t).is_empty(), "copy cut at {cut} read again");
+        let content_now = fs::read(&path).expect("read");
+        assert_eq!(content_now, header);
+        // Restore the original content for the next round, read as new lines of it.
+        append(&path, b"one\ntwo\n");
+        assert_eq!(body(&mut t), strs(&["one", "two"]));
+    }
+}
+
 #[test]
 fn truncation_while_running_with_append_writer() {
     let e = env();
