@@ -920,3 +920,53 @@ fn logrotate_copytruncate_mode_with_copies_outside_the_glob() {
     );
     no_rejected(&sb);
 }
+
+#[test]
+fn a_corrupt_checkpoint_under_start_at_end_does_not_skip_lines_written_while_stopped() {
+    // start_at = "end" is for the very first start; a checkpoint that existed but cannot be
+    // read is not a first start: re-reading (identical ids) beats losing lines.
+    let sb = sandbox(&["logs/*.log"], "start_at = \"end\"\n");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("before", 0..10));
+    let d = sb.start();
+    wait_open(&d, &log);
+    append_lines(&log, &lines("ce", 0..20));
+    wait_for(&sb, 20);
+    d.stop();
+    let cp = sb.path("data/state/checkpoints.json");
+    std::fs::write(&cp, b"{\"version\":1,\"files\":[{\"dev\":").unwrap();
+    append_lines(&log, &lines("ce", 20..30));
+    let d = sb.start();
+    wait_until(T, "the lines written while stopped", || {
+        sb.example_request_ids().contains(&"ce-000029".to_string())
+    });
+    d.stop();
+    let got: Vec<String> = {
+        let mut v = sb.example_request_ids();
+        v.dedup();
+        v.retain(|r| r.starts_with("ce-"));
+        v
+    };
+    assert_eq!(got, ids("ce", 0..30), "{}", diff(&got, &ids("ce", 0..30)));
+}
+
+#[test]
+fn rotation_while_stopped_finishes_the_rotated_file_and_does_not_reread_it() {
+    let sb = sandbox(&["logs/app.log*"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("rs", 0..30));
+    let d = sb.start();
+    wait_for(&sb, 30);
+    d.stop();
+    // While stopped: more lines, rotation (the rotated name still matches), more lines to
+    // the old descriptor, a new file.
+    w.write(&lines("rs", 30..40));
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    w.write(&lines("rs", 40..45));
+    append_lines(&log, &lines("rs", 45..60));
+    let d = sb.start();
+    wait_for(&sb, 60);
+    d.stop();
+    assert_exact(&sb, &ids("rs", 0..60));
+}

@@ -410,7 +410,8 @@ fn service(
 impl Tailer {
     /// Loads checkpoints and prepares the tailer (no file is opened until the first `poll`).
     /// A corrupt checkpoint file is logged, moved aside to `checkpoints.json.corrupt-<unix
-    /// time>`, and the tailer starts as if none existed; a missing file means first start.
+    /// time>`, and every file is read from its start (whatever `start_at` says: it is not a
+    /// first start); a missing file means first start.
     pub fn open(opts: TailOptions) -> Result<Tailer, TailError> {
         discovery::validate(&opts.include)
             .map_err(|(pattern, source)| TailError::Pattern { pattern, source })?;
@@ -418,8 +419,12 @@ impl Tailer {
             path: opts.state_dir.clone(),
             source,
         })?;
+        // A corrupt checkpoint is not a first start: files are read from 0 even under
+        // `StartAt::End` (lines read before repeat with identical ids; skipping to the end
+        // would lose whatever was written while the daemon was stopped).
         let (first_start, entries) = match checkpoint::load(&opts.state_dir, unix_now())? {
-            Loaded::Missing | Loaded::Corrupt { .. } => (true, None),
+            Loaded::Missing => (true, None),
+            Loaded::Corrupt { .. } => (false, None),
             Loaded::Entries(e) => (false, Some(e)),
         };
         let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();

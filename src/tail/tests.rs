@@ -633,6 +633,18 @@ fn corrupt_checkpoint_is_moved_aside() {
 }
 
 #[test]
+fn corrupt_checkpoint_under_start_at_end_reads_from_the_start() {
+    let e = env();
+    append(&e.p("a.log"), b"a\nb\n");
+    fs::create_dir_all(&e.state).expect("mkdir");
+    fs::write(e.state.join("checkpoints.json"), [0u8; 64]).expect("write");
+    let mut o = e.opts("*.log");
+    o.start_at = StartAt::End;
+    let mut t = Tailer::open(o).expect("open despite corruption");
+    assert_eq!(texts(&drain(&mut t)), strs(&["a", "b"]));
+}
+
+#[test]
 fn start_at_end_only_for_files_present_at_first_start() {
     let e = env();
     append(&e.p("a.log"), b"old1\nold2\nhalf");
