@@ -970,3 +970,48 @@ fn rotation_while_stopped_finishes_the_rotated_file_and_does_not_reread_it() {
     d.stop();
     assert_exact(&sb, &ids("rs", 0..60));
 }
+
+#[test]
+fn kill9_during_rapid_rotations_loses_nothing() {
+    // Shifting rotated names inside the glob, a writer that never stops, and two crashes:
+    // every line arrives, repeats are identical records.
+    let sb = Sandbox::with_config(&config(&["logs/app.log*"], "").replace(
+        "size = 50\nflush_interval = \"200ms\"",
+        "size = 10\nflush_interval = \"100ms\"",
+    ));
+    let dir = sb.path("logs");
+    let rotations = 40;
+    let per = 30;
+    let writer = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            for r in 0..rotations {
+                let mut w = Writer::append(&dir.join("app.log"));
+                w.write(&lines("kr", r * per..r * per + per / 2));
+                for k in (1..=r).rev() {
+                    std::fs::rename(
+                        dir.join(format!("app.log.{k}")),
+                        dir.join(format!("app.log.{}", k + 1)),
+                    )
+                    .unwrap();
+                }
+                std::fs::rename(dir.join("app.log"), dir.join("app.log.1")).unwrap();
+                w.write(&lines("kr", r * per + per / 2..(r + 1) * per));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    for _ in 0..2 {
+        let d = sb.start();
+        let before = distinct_ids(&sb);
+        wait_until(T, "progress before the crash", || {
+            distinct_ids(&sb) > before + 40 || writer.is_finished()
+        });
+        d.kill9();
+    }
+    writer.join().unwrap();
+    let d = sb.start();
+    wait_for(&sb, rotations * per);
+    d.stop();
+    assert_exact_modulo_identical_repeats(&sb, &ids("kr", 0..rotations * per));
+}
