@@ -1015,3 +1015,76 @@ fn kill9_during_rapid_rotations_loses_nothing() {
     d.stop();
     assert_exact_modulo_identical_repeats(&sb, &ids("kr", 0..rotations * per));
 }
+
+#[test]
+fn a_file_reachable_by_several_globs_and_a_symlink_is_read_once() {
+    let sb = sandbox(
+        &["logs/*.log", "logs/app.*", "alias/*.log", "deep/**/*.log"],
+        "",
+    );
+    std::fs::create_dir_all(sb.path("alias")).unwrap();
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("m", 0..20));
+    std::os::unix::fs::symlink(&log, sb.path("alias/link.log")).unwrap();
+    let d = sb.start();
+    wait_for(&sb, 20);
+    append_lines(&log, &lines("m", 20..30));
+    // A directory tree created while running, under a `**` glob.
+    std::fs::create_dir_all(sb.path("deep/a/b/c")).unwrap();
+    append_lines(&sb.path("deep/a/b/c/x.log"), &lines("dp", 0..10));
+    wait_for(&sb, 40);
+    d.stop();
+    assert_exact(&sb, &all_ids(&[("m", 0..30), ("dp", 0..10)]));
+}
+
+#[test]
+fn a_recreated_file_reusing_a_closed_files_inode_is_read_from_its_start() {
+    // rotate_wait short, so the deleted file is closed and its position saved; the new file
+    // at the same path (often the same inode on ext4) has the same first line. Recreated
+    // while running and while stopped, alternately.
+    let cfg =
+        config(&["logs/*.log"], "").replace("rotate_wait = \"5s\"", "rotate_wait = \"300ms\"");
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    let with_header = |tag: &str, r: std::ops::Range<usize>| {
+        let mut v = vec![HEADER.to_string()];
+        v.extend(lines(tag, r));
+        v
+    };
+    let closed = || sb.daemon_log().matches("closed rotated-away file").count();
+    let mut want = 0;
+    let mut inodes = Vec::new();
+    let mut d = Some(sb.start());
+    for (round, tag) in ["ra", "rb", "rc", "rd", "re"].into_iter().enumerate() {
+        let n = if round % 2 == 0 { 30 } else { 45 };
+        append_lines(&log, &with_header(tag, 0..n));
+        inodes.push(std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(&log).unwrap(),
+        ));
+        if d.is_none() {
+            d = Some(sb.start());
+        }
+        want += n;
+        wait_for(&sb, want);
+        let before = closed();
+        std::fs::remove_file(&log).unwrap();
+        wait_until(T, "the deleted file to be closed", || closed() > before);
+        if round % 2 == 1 {
+            d.take().unwrap().stop();
+        }
+    }
+    if let Some(d) = d {
+        d.stop();
+    }
+    eprintln!("inodes: {inodes:?}");
+    assert_exact(
+        &sb,
+        &all_ids(&[
+            ("ra", 0..30),
+            ("rb", 0..45),
+            ("rc", 0..30),
+            ("rd", 0..45),
+            ("re", 0..30),
+        ]),
+    );
+}
