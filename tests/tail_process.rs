@@ -1088,3 +1088,28 @@ fn a_recreated_file_reusing_a_closed_files_inode_is_read_from_its_start() {
         ]),
     );
 }
+
+#[test]
+fn sigterm_right_after_a_rotation_out_of_the_glob_still_reads_the_rotated_file_to_its_end() {
+    // After a restart the rotated file cannot be found any more (its name left the glob):
+    // what was written to it before the stop must have been read by then.
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("st", 0..20));
+    let mut d = sb.start();
+    wait_for(&sb, 20);
+    // Frozen, so it cannot read between the rotation and the stop.
+    d.signal(libc::SIGSTOP);
+    w.write(&lines("st", 20..40));
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    w.write(&lines("st", 40..60));
+    append_lines(&log, &lines("st", 60..70));
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGCONT);
+    assert_eq!(d.wait(T), Some(0), "{}", tail_of_log(&sb));
+    let d = sb.start();
+    wait_for(&sb, 70);
+    d.stop();
+    assert_exact(&sb, &ids("st", 0..70));
+}

@@ -506,6 +506,48 @@ impl Tailer {
         Ok(out)
     }
 
+    /// For shutdown: re-scans the globs, then reads every rotated-away file (renamed out of
+    /// the globs or deleted) to its end, or until `deadline`. After a restart such a file
+    /// cannot be found again, so lines written to it before the stop are read now or never.
+    /// Files still matching the globs are left alone (they resume from the checkpoint).
+    /// Returns the number of items handed to `sink`.
+    pub fn finish_rotated_away(
+        &mut self,
+        sink: &mut dyn FnMut(TailItem<'_>),
+        deadline: Instant,
+    ) -> usize {
+        let now = Instant::now();
+        self.discover(now);
+        self.last_scan = Some(now);
+        self.decide_awaiting(true);
+        let mut items = 0;
+        for t in &mut self.files {
+            if t.gone_since.is_none() {
+                continue;
+            }
+            loop {
+                match service(t, &self.opts, &mut self.buf, &mut self.counters, true, sink) {
+                    Ok((n, more)) => {
+                        items += n;
+                        if !more {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            tracing::warn!(path = %t.path.display(), "shutdown: stopped reading a rotated-away file before its end");
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.read_errors += 1;
+                        tracing::warn!(path = %t.path.display(), error = %e, "read failed at shutdown");
+                        break;
+                    }
+                }
+            }
+        }
+        items
+    }
+
     /// Stops reading a rotated-away file: an unterminated last line is handed out as
     /// `Rejected` (never silently dropped), unread bytes are logged, the position is kept
     /// in case the file comes back under a matching name.

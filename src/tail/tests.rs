@@ -405,6 +405,31 @@ fn copytruncate_copy_seen_empty_or_half_written_is_still_recognised() {
 }
 
 #[test]
+fn finish_rotated_away_reads_renamed_files_to_their_end_before_a_stop() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"one\n");
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+    // Renamed out of the globs and written to after the last poll; a file still in the
+    // globs is left for the next start.
+    fs::rename(&path, e.aside.join("app.log.1")).expect("rename");
+    append(&e.aside.join("app.log.1"), b"two\nthree\n");
+    append(&path, b"new\n");
+    let mut got = Vec::new();
+    let n = t.finish_rotated_away(
+        &mut |item| collect(item, &mut got),
+        Instant::now() + Duration::from_secs(5),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(texts(&got), strs(&["two", "three"]));
+    assert!(t.commit_checkpoint().expect("commit"));
+    drop(t);
+    let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
+    assert_eq!(texts(&drain(&mut t)), strs(&["new"]));
+}
+
+#[test]
 fn truncation_while_running_with_append_writer() {
     let e = env();
     let path = e.p("app.log");
