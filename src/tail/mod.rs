@@ -788,6 +788,7 @@ impl Tailer {
             }
         }
         self.counters.files_added += 1;
+        let fp_incomplete = awaiting && fp.is_none();
         self.files.push(Tracked {
             dev,
             inode,
@@ -803,7 +804,7 @@ impl Tailer {
             gone_since: None,
             seen_unix: now_unix,
             marker_cache: None,
-            fp_incomplete: false,
+            fp_incomplete,
             awaiting,
             file,
         });
@@ -827,7 +828,10 @@ impl Tailer {
                     continue;
                 }
             };
-            if !rescan && size == t.last_size && mtime == t.last_mtime {
+            // Unchanged: the answer is the same, except for files without a first line yet
+            // (a re-scan retries those, as `service` does). A prefix copy that stays a prefix
+            // holds only lines already read from its original: it stays unread.
+            if size == t.last_size && mtime == t.last_mtime && !(rescan && t.fp_incomplete) {
                 continue;
             }
             let fp = match identity::compute(&t.file, size) {
@@ -836,6 +840,7 @@ impl Tailer {
                     let t = &mut self.files[i];
                     t.last_size = size;
                     t.last_mtime = mtime;
+                    t.fp_incomplete = true;
                     continue;
                 }
                 Err(e) => {
@@ -850,6 +855,7 @@ impl Tailer {
                 let t = &mut self.files[i];
                 t.last_size = size;
                 t.last_mtime = mtime;
+                t.fp_incomplete = false;
                 continue;
             }
             let t = &mut self.files[i];
