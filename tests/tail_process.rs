@@ -1113,3 +1113,38 @@ fn sigterm_right_after_a_rotation_out_of_the_glob_still_reads_the_rotated_file_t
     d.stop();
     assert_exact(&sb, &ids("st", 0..70));
 }
+
+#[test]
+fn an_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dropped() {
+    let cfg =
+        config(&["logs/*.log"], "").replace("rotate_wait = \"5s\"", "rotate_wait = \"300ms\"");
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("ut", 0..10));
+    let d = sb.start();
+    wait_for(&sb, 10);
+    let at = std::fs::metadata(&log).unwrap().len();
+    let cut = interaction_line("ut", 10);
+    w.raw(&cut.as_bytes()[..50]);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("ut", 11..20));
+    wait_for(&sb, 19);
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    d.stop();
+    let mut want = ids("ut", 0..10);
+    want.extend(ids("ut", 11..20));
+    want.sort();
+    assert_exact(&sb, &want);
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 50);
+    assert!(
+        r[0]["reason"].as_str().unwrap().contains("unterminated"),
+        "{}",
+        r[0]["reason"]
+    );
+}
