@@ -1148,3 +1148,25 @@ fn an_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dropped() {
         r[0]["reason"]
     );
 }
+
+#[test]
+fn a_checkpoint_write_interrupted_by_a_crash_is_ignored_and_the_old_positions_used() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("tm", 0..25));
+    let d = sb.start();
+    wait_for(&sb, 25);
+    d.stop();
+    // What a kill -9 between writing the temp file and renaming it leaves behind.
+    std::fs::write(
+        sb.path("data/state/checkpoints.json.tmp"),
+        b"{\"version\":1,\"fi",
+    )
+    .unwrap();
+    append_lines(&log, &lines("tm", 25..30));
+    let d = sb.start();
+    wait_for(&sb, 30);
+    d.stop();
+    assert_exact(&sb, &ids("tm", 0..30));
+    assert!(!sb.path("data/state/checkpoints.json.tmp").exists());
+}
