@@ -28,8 +28,12 @@
 //! any file is read in a poll, so an original truncated meanwhile is still compared in the
 //! state it was read in. Limitation: bytes written to an original after its last read are
 //! in both it and a copy made before the truncation; if the copy matches the globs and is
-//! found before the truncation, those lines are read twice (identical ids). While a file is open, a size below the read position or changed bytes
-//! just before it mean truncation: it is read again from 0, skipping a leading NUL hole.
+//! found before the truncation, those lines are read twice (identical ids).
+//!
+//! While a file is open, a size below the read position or changed bytes just before it
+//! mean truncation: it is read again from 0, skipping a leading NUL hole. At shutdown,
+//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end, since a
+//! restart cannot find them again.
 //!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
