@@ -88,6 +88,8 @@ pub enum DaemonError {
 /// How long shutdown keeps retrying a failing write before giving up (the unwritten data is
 /// not checkpointed, so it is read again at the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// At shutdown, how long rotated-away files are read before giving up on their rest.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Spool files parsed per pass, so a flood of them cannot stall log intake.
 const SPOOL_FILES_PER_PASS: usize = 64;
 /// Pending feedback/corrections/rejected bytes that trigger a write before the next durable
@@ -896,6 +898,15 @@ impl Daemon {
     fn shutdown(&mut self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: flushing, sealing, checkpointing");
         let started = Instant::now();
+        // Lines in files rotated out of the globs since the last poll cannot be found after
+        // a restart: read them now (bounded), so they are flushed with the rest.
+        if self.retry.is_none() {
+            let intake = &mut self.intake;
+            self.tailer.finish_rotated_away(
+                &mut |item| intake.on_tail_item(item),
+                started + SHUTDOWN_DRAIN,
+            );
+        }
         let mut backoff = RETRY_MIN;
         loop {
             match self.durable_point() {

@@ -21,8 +21,19 @@
 //! file whose first line and bytes before the position equal those of an open or saved file
 //! is a copy of it (copytruncate into a name the globs match) and continues at that
 //! position; otherwise it is new: read from 0, or from its end under `StartAt::End` on the
-//! very first start. While a file is open, a size below the read position or changed bytes
-//! just before it mean truncation: it is read again from 0, skipping a leading NUL hole.
+//! very first start. A file that cannot be told apart yet is not read until it can: one
+//! without a complete first line (logrotate's copytruncate creates its copy empty and then
+//! fills it), or one with the first line of an open file, shorter than that file's read
+//! position and equal to its bytes so far (a copy still being written). Settled before
+//! any file is read in a poll, so an original truncated meanwhile is still compared in the
+//! state it was read in. Limitation: bytes written to an original after its last read are
+//! in both it and a copy made before the truncation; if the copy matches the globs and is
+//! found before the truncation, those lines are read twice (identical ids).
+//!
+//! While a file is open, a size below the read position or changed bytes just before it
+//! mean truncation: it is read again from 0, skipping a leading NUL hole. At shutdown,
+//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end, since a
+//! restart cannot find them again.
 //!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
@@ -188,6 +199,10 @@ struct Tracked {
     marker_cache: Option<(u64, u32, [u8; 16])>,
     /// The last fingerprint attempt found no complete first line (retried on change).
     fp_incomplete: bool,
+    /// Where to start is not decided yet: the file was found before it had a complete first
+    /// line, or as a possible copy still being written of an open file. Nothing is read
+    /// until [`Tailer::decide_awaiting`] settles it (copy of another file, or new).
+    awaiting: bool,
 }
 
 impl Tracked {
@@ -315,6 +330,9 @@ fn service(
     full_check: bool,
     sink: &mut dyn FnMut(TailItem<'_>),
 ) -> io::Result<(usize, bool)> {
+    if t.awaiting {
+        return Ok((0, false));
+    }
     let md = t.file.metadata()?;
     let size = md.len();
     let mtime = (md.mtime(), md.mtime_nsec());
@@ -396,7 +414,8 @@ fn service(
 impl Tailer {
     /// Loads checkpoints and prepares the tailer (no file is opened until the first `poll`).
     /// A corrupt checkpoint file is logged, moved aside to `checkpoints.json.corrupt-<unix
-    /// time>`, and the tailer starts as if none existed; a missing file means first start.
+    /// time>`, and every file is read from its start (whatever `start_at` says: it is not a
+    /// first start); a missing file means first start.
     pub fn open(opts: TailOptions) -> Result<Tailer, TailError> {
         discovery::validate(&opts.include)
             .map_err(|(pattern, source)| TailError::Pattern { pattern, source })?;
@@ -404,8 +423,12 @@ impl Tailer {
             path: opts.state_dir.clone(),
             source,
         })?;
+        // A corrupt checkpoint is not a first start: files are read from 0 even under
+        // `StartAt::End` (lines read before repeat with identical ids; skipping to the end
+        // would lose whatever was written while the daemon was stopped).
         let (first_start, entries) = match checkpoint::load(&opts.state_dir, unix_now())? {
-            Loaded::Missing | Loaded::Corrupt { .. } => (true, None),
+            Loaded::Missing => (true, None),
+            Loaded::Corrupt { .. } => (false, None),
             Loaded::Entries(e) => (false, Some(e)),
         };
         let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();
@@ -449,6 +472,7 @@ impl Tailer {
             self.discover(now);
             self.last_scan = Some(now);
         }
+        self.decide_awaiting(rescan);
         let mut out = PollOutcome::default();
         for t in &mut self.files {
             match service(
@@ -484,6 +508,48 @@ impl Tailer {
         }
         self.last_more_pending = out.more_pending;
         Ok(out)
+    }
+
+    /// For shutdown: re-scans the globs, then reads every rotated-away file (renamed out of
+    /// the globs or deleted) to its end, or until `deadline`. After a restart such a file
+    /// cannot be found again, so lines written to it before the stop are read now or never.
+    /// Files still matching the globs are left alone (they resume from the checkpoint).
+    /// Returns the number of items handed to `sink`.
+    pub fn finish_rotated_away(
+        &mut self,
+        sink: &mut dyn FnMut(TailItem<'_>),
+        deadline: Instant,
+    ) -> usize {
+        let now = Instant::now();
+        self.discover(now);
+        self.last_scan = Some(now);
+        self.decide_awaiting(true);
+        let mut items = 0;
+        for t in &mut self.files {
+            if t.gone_since.is_none() {
+                continue;
+            }
+            loop {
+                match service(t, &self.opts, &mut self.buf, &mut self.counters, true, sink) {
+                    Ok((n, more)) => {
+                        items += n;
+                        if !more {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            tracing::warn!(path = %t.path.display(), "shutdown: stopped reading a rotated-away file before its end");
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.read_errors += 1;
+                        tracing::warn!(path = %t.path.display(), error = %e, "read failed at shutdown");
+                        break;
+                    }
+                }
+            }
+        }
+        items
     }
 
     /// Stops reading a rotated-away file: an unterminated last line is handed out as
@@ -681,6 +747,15 @@ impl Tailer {
                 .copy_of_open_file(&file, size, fp, &f.path)
                 .or_else(|| self.copy_of_saved(&file, size, fp, (dev, inode), &f.path));
         }
+        // Not decidable yet: a file created empty and then filled (the copy logrotate's
+        // copytruncate makes, under a name the globs match) or a copy still being written
+        // must not be read from 0 as if new before it can be compared with its original.
+        let awaiting = start.is_none()
+            && !(self.first_start && self.opts.start_at == StartAt::End)
+            && match &fp {
+                None => true,
+                Some(fp) => self.copy_in_progress(&file, size, fp),
+            };
         if start.is_none() && !candidates.is_empty() {
             tracing::info!(
                 path = %f.path.display(),
@@ -701,7 +776,9 @@ impl Tailer {
             }
             None => 0,
         };
-        if start.is_none() {
+        if awaiting {
+            tracing::debug!(path = %f.path.display(), "new file; waiting for a complete first line or copy before reading");
+        } else if start.is_none() {
             tracing::info!(path = %f.path.display(), offset, "new file");
         }
         let mut reader = Reader::new(offset);
@@ -715,22 +792,134 @@ impl Tailer {
             }
         }
         self.counters.files_added += 1;
+        let fp_incomplete = awaiting && fp.is_none();
         self.files.push(Tracked {
             dev,
             inode,
             path: f.path.clone(),
-            id: fp.as_ref().map(|fp| FileId::new(dev, inode, fp.hash)),
-            fp,
+            id: fp
+                .as_ref()
+                .filter(|_| !awaiting)
+                .map(|fp| FileId::new(dev, inode, fp.hash)),
+            fp: fp.filter(|_| !awaiting),
             reader,
             last_size: size,
             last_mtime: (md.mtime(), md.mtime_nsec()),
             gone_since: None,
             seen_unix: now_unix,
             marker_cache: None,
-            fp_incomplete: false,
+            fp_incomplete,
+            awaiting,
             file,
         });
         Some((dev, inode))
+    }
+
+    /// Settles where to start in files whose start was left open (`Tracked::awaiting`), now
+    /// that they may have a complete first line or be complete copies. Runs before any file
+    /// is read in a poll, so an original truncated right after being copied still shows
+    /// the state it was read in.
+    fn decide_awaiting(&mut self, rescan: bool) {
+        for i in 0..self.files.len() {
+            let t = &self.files[i];
+            if !t.awaiting {
+                continue;
+            }
+            let (size, mtime) = match t.file.metadata() {
+                Ok(md) => (md.len(), (md.mtime(), md.mtime_nsec())),
+                Err(e) => {
+                    tracing::debug!(path = %t.path.display(), error = %e, "stat failed; will retry");
+                    continue;
+                }
+            };
+            // Unchanged: the answer is the same, except for files without a first line yet
+            // (a re-scan retries those, as `service` does). A prefix copy that stays a prefix
+            // holds only lines already read from its original: it stays unread.
+            if size == t.last_size && mtime == t.last_mtime && !(rescan && t.fp_incomplete) {
+                continue;
+            }
+            let fp = match identity::compute(&t.file, size) {
+                Ok(Some(fp)) => fp,
+                Ok(None) => {
+                    let t = &mut self.files[i];
+                    t.last_size = size;
+                    t.last_mtime = mtime;
+                    t.fp_incomplete = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(path = %t.path.display(), error = %e, "read failed; will retry");
+                    continue;
+                }
+            };
+            let start = self
+                .copy_of_open_file(&t.file, size, &fp, &t.path)
+                .or_else(|| self.copy_of_saved(&t.file, size, &fp, (t.dev, t.inode), &t.path));
+            if start.is_none() && self.copy_in_progress(&t.file, size, &fp) {
+                let t = &mut self.files[i];
+                t.last_size = size;
+                t.last_mtime = mtime;
+                t.fp_incomplete = false;
+                continue;
+            }
+            let t = &mut self.files[i];
+            let offset = start.unwrap_or(0);
+            if start.is_none() {
+                tracing::info!(path = %t.path.display(), offset, "new file");
+            }
+            let mut reader = Reader::new(offset);
+            if offset > 0 {
+                let len = offset.min(reader::TAIL_KEEP as u64);
+                let mut before = vec![0u8; len as usize];
+                if let Ok(n) = read_full_at(&t.file, &mut before, offset - len) {
+                    if n == before.len() {
+                        reader.seed_tail(&before);
+                    }
+                }
+            }
+            t.reader = reader;
+            t.id = Some(FileId::new(t.dev, t.inode, fp.hash));
+            t.fp = Some(fp);
+            t.fp_incomplete = false;
+            t.awaiting = false;
+            t.marker_cache = None;
+            // Unchanged since the decision: `service` goes straight to reading.
+            t.last_size = size;
+            t.last_mtime = mtime;
+        }
+    }
+
+    /// Whether a file with the same first line as an open file, shorter than that file's
+    /// read position, holds exactly that file's bytes so far: a copy still being written
+    /// (or a prefix copy, whose lines were all read already from the original). Compares
+    /// the whole prefix up to 1 MiB, else its last 64 KiB.
+    fn copy_in_progress(&self, file: &File, size: u64, fp: &Fingerprint) -> bool {
+        const WHOLE: u64 = 1 << 20;
+        const LAST: u64 = 64 << 10;
+        self.files.iter().any(|src| {
+            if src.awaiting || src.fp.is_none_or(|f| f.hash != fp.hash) {
+                return false;
+            }
+            if size >= src.reader.read_pos() {
+                return false;
+            }
+            let start = if size <= WHOLE { 0 } else { size - LAST };
+            let mut pos = start;
+            let mut a = vec![0u8; CHUNK];
+            let mut b = vec![0u8; CHUNK];
+            while pos < size {
+                let want = ((size - pos) as usize).min(CHUNK);
+                match (
+                    read_full_at(file, &mut a[..want], pos),
+                    read_full_at(&src.file, &mut b[..want], pos),
+                ) {
+                    (Ok(n), Ok(m)) if n == want && m == want && a[..want] == b[..want] => {}
+                    _ => return false,
+                }
+                pos += want as u64;
+            }
+            true
+        })
     }
 
     /// A new file with the same first line as an open file that also holds, at the same
@@ -745,28 +934,31 @@ impl Tailer {
         fp: &Fingerprint,
         path: &Path,
     ) -> Option<u64> {
-        let src = self
-            .files
+        // Every open file with that first line is a candidate (files often share a header
+        // line), not just the first one found.
+        self.files
             .iter()
-            .find(|t| t.fp.is_some_and(|f| f.hash == fp.hash))?;
-        let tail = src.reader.tail();
-        let read_pos = src.reader.read_pos();
-        if tail.is_empty() || size < read_pos {
-            return None;
-        }
-        let mut here = vec![0u8; tail.len()];
-        match read_full_at(file, &mut here, read_pos - tail.len() as u64) {
-            Ok(n) if n == here.len() && here == tail => {
-                tracing::info!(
-                    path = %path.display(),
-                    original = %src.path.display(),
-                    offset = src.reader.offset(),
-                    "new file is a copy of an open file (copytruncate?); continuing from its position"
-                );
-                Some(src.reader.offset())
-            }
-            _ => None,
-        }
+            .filter(|t| t.fp.is_some_and(|f| f.hash == fp.hash))
+            .find_map(|src| {
+                let tail = src.reader.tail();
+                let read_pos = src.reader.read_pos();
+                if tail.is_empty() || size < read_pos {
+                    return None;
+                }
+                let mut here = vec![0u8; tail.len()];
+                match read_full_at(file, &mut here, read_pos - tail.len() as u64) {
+                    Ok(n) if n == here.len() && here == tail => {
+                        tracing::info!(
+                            path = %path.display(),
+                            original = %src.path.display(),
+                            offset = src.reader.offset(),
+                            "new file is a copy of an open file (copytruncate?); continuing from its position"
+                        );
+                        Some(src.reader.offset())
+                    }
+                    _ => None,
+                }
+            })
     }
 
     /// Like [`Tailer::copy_of_open_file`] for files known only from the checkpoint (copy or

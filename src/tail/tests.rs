@@ -358,6 +358,77 @@ fn copytruncate_into_a_matching_name_continues_in_the_copy() {
     assert_eq!(got, strs(&["four", "three"]));
 }
 
+/// logrotate's copytruncate creates the copy empty, then fills it: a scan in between must
+/// not make the copy look like a new file to read from 0 (found by the process tests).
+#[test]
+fn copytruncate_copy_seen_empty_or_half_written_is_still_recognised() {
+    let e = env();
+    let path = e.p("app.log");
+    let header = b"{\"event\":\"start\"}\n";
+    append(&path, header);
+    append(&path, b"one\ntwo\n");
+    // Another open file with the same first line must not hide the real original.
+    append(&e.p("app.log.9"), header);
+    append(&e.p("app.log.9"), b"other\n");
+    let mut t = Tailer::open(e.opts("app.log*")).expect("open");
+    // Lines other than the header lines.
+    let body = |t: &mut Tailer| -> Vec<String> {
+        let mut v: Vec<String> = texts(&drain(t))
+            .into_iter()
+            .filter(|l| !l.starts_with('{'))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(body(&mut t), strs(&["one", "other", "two"]));
+    let content = fs::read(&path).expect("read");
+    for cut in [0, 5, header.len(), header.len() + 3] {
+        let copy = e.p("app.log.1");
+        let _ = fs::remove_file(&copy);
+        fs::write(&copy, &content[..cut]).expect("partial copy");
+        assert!(body(&mut t).is_empty(), "partial copy of {cut} bytes read");
+        fs::write(&copy, &content).expect("complete copy");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+        append(&path, header);
+        assert!(body(&mut t).is_empty(), "copy cut at {cut} read again");
+        let content_now = fs::read(&path).expect("read");
+        assert_eq!(content_now, header);
+        // Restore the original content for the next round, read as new lines of it.
+        append(&path, b"one\ntwo\n");
+        assert_eq!(body(&mut t), strs(&["one", "two"]));
+    }
+}
+
+#[test]
+fn finish_rotated_away_reads_renamed_files_to_their_end_before_a_stop() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"one\n");
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+    // Renamed out of the globs and written to after the last poll; a file still in the
+    // globs is left for the next start.
+    fs::rename(&path, e.aside.join("app.log.1")).expect("rename");
+    append(&e.aside.join("app.log.1"), b"two\nthree\n");
+    append(&path, b"new\n");
+    let mut got = Vec::new();
+    let n = t.finish_rotated_away(
+        &mut |item| collect(item, &mut got),
+        Instant::now() + Duration::from_secs(5),
+    );
+    assert_eq!(n, 2);
+    assert_eq!(texts(&got), strs(&["two", "three"]));
+    assert!(t.commit_checkpoint().expect("commit"));
+    drop(t);
+    let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
+    assert_eq!(texts(&drain(&mut t)), strs(&["new"]));
+}
+
 #[test]
 fn truncation_while_running_with_append_writer() {
     let e = env();
@@ -584,6 +655,18 @@ fn corrupt_checkpoint_is_moved_aside() {
     drop(t);
     let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
     assert!(drain(&mut t).is_empty());
+}
+
+#[test]
+fn corrupt_checkpoint_under_start_at_end_reads_from_the_start() {
+    let e = env();
+    append(&e.p("a.log"), b"a\nb\n");
+    fs::create_dir_all(&e.state).expect("mkdir");
+    fs::write(e.state.join("checkpoints.json"), [0u8; 64]).expect("write");
+    let mut o = e.opts("*.log");
+    o.start_at = StartAt::End;
+    let mut t = Tailer::open(o).expect("open despite corruption");
+    assert_eq!(texts(&drain(&mut t)), strs(&["a", "b"]));
 }
 
 #[test]
