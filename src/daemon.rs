@@ -132,13 +132,42 @@ fn hash16(parts: &[&str]) -> String {
 
 /// Normalized prompt+response, the last-resort link from a correction to its original.
 pub fn pair_key(prompt: &str, response: &str) -> String {
-    let norm = |s: &str| {
-        s.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    format!("{}\u{1f}{}", norm(prompt), norm(response))
+    let mut key = String::with_capacity(prompt.len() + response.len() + 1);
+    push_normalized(&mut key, prompt);
+    key.push('\u{1f}');
+    push_normalized(&mut key, response);
+    key
+}
+
+/// Appends `s` with whitespace runs collapsed to one space, trimmed and lowercased (what
+/// `split_whitespace().join(" ").to_lowercase()` gives, without the intermediate strings:
+/// this runs for every captured example).
+fn push_normalized(out: &mut String, s: &str) {
+    if !s.is_ascii() {
+        out.push_str(
+            &s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
+        );
+        return;
+    }
+    let start = out.len();
+    let mut bytes = std::mem::take(out).into_bytes();
+    let mut space = false;
+    for &b in s.as_bytes() {
+        // ASCII chars with the Unicode White_Space property.
+        if matches!(b, b'\t'..=b'\r' | b' ') {
+            space = bytes.len() > start;
+        } else {
+            if space {
+                bytes.push(b' ');
+                space = false;
+            }
+            bytes.push(b.to_ascii_lowercase());
+        }
+    }
+    *out = String::from_utf8(bytes).expect("ASCII stays valid UTF-8");
 }
 
 /// Everything but the tailer, so the tailer's sink can borrow it mutably.
@@ -900,5 +929,31 @@ impl Daemon {
         self.intake.segments.seal_all()?;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference(prompt: &str, response: &str) -> String {
+        let norm = |s: &str| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        };
+        format!("{}\u{1f}{}", norm(prompt), norm(response))
+    }
+
+    proptest! {
+        #[test]
+        fn pair_key_matches_the_plain_normalization(
+            p in "[ aBc\\t\\n\\x0b\\x0c\\r\\x1c\\x00é]{0,30}",
+            r in "[ xY\\t\\n\\x0b\\r]{0,30}",
+        ) {
+            prop_assert_eq!(pair_key(&p, &r), reference(&p, &r));
+        }
     }
 }
