@@ -9,7 +9,7 @@
 //! would give a re-read line a different id. Correction ids (`corr_...`) hash the event's
 //! identity and all four texts, so two corrections in one second never collide.
 
-use crate::enrich::{token_count, Enricher};
+use crate::enrich::Enricher;
 use crate::record::{CorrectionQuality, CorrectionRecord, Metadata, Quality, TrainingExample};
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
@@ -113,8 +113,8 @@ pub fn capture(enricher: &Enricher, identity: &Identity, it: Interaction) -> Tra
             tier_handled: it.tier,
             latency_ms: it.latency_ms,
             user_id: it.user_id,
-            prompt_tokens: token_count(&it.prompt),
-            response_tokens: token_count(&it.response),
+            prompt_tokens: enrichment.prompt_tokens,
+            response_tokens: enrichment.response_tokens,
             extra,
         },
         quality: Quality {

@@ -31,7 +31,7 @@ use crate::tail::{self, TailItem, TailOptions, Tailer};
 use md5::{Digest, Md5};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -136,13 +136,165 @@ fn hash16(parts: &[&str]) -> String {
 
 /// Normalized prompt+response, the last-resort link from a correction to its original.
 pub fn pair_key(prompt: &str, response: &str) -> String {
-    let norm = |s: &str| {
-        s.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    format!("{}\u{1f}{}", norm(prompt), norm(response))
+    let mut key = String::with_capacity(prompt.len() + response.len() + 1);
+    push_normalized(&mut key, prompt);
+    key.push('\u{1f}');
+    push_normalized(&mut key, response);
+    key
+}
+
+/// Appends `s` with whitespace runs collapsed to one space, trimmed and lowercased (what
+/// `split_whitespace().join(" ").to_lowercase()` gives, without the intermediate strings:
+/// this runs for every captured example).
+fn push_normalized(out: &mut String, s: &str) {
+    if !s.is_ascii() {
+        out.push_str(
+            &s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
+        );
+        return;
+    }
+    let start = out.len();
+    let mut bytes = std::mem::take(out).into_bytes();
+    let mut space = false;
+    for &b in s.as_bytes() {
+        // ASCII chars with the Unicode White_Space property.
+        if matches!(b, b'\t'..=b'\r' | b' ') {
+            space = bytes.len() > start;
+        } else {
+            if space {
+                bytes.push(b' ');
+                space = false;
+            }
+            bytes.push(b.to_ascii_lowercase());
+        }
+    }
+    *out = String::from_utf8(bytes).expect("ASCII stays valid UTF-8");
+}
+
+/// A tailed item, owned, so one poll's worth can be prepared on two threads.
+struct OwnedItem {
+    fingerprint: String,
+    /// The file's path as text (what records carry).
+    path: String,
+    offset: u64,
+    kind: ItemKind,
+}
+
+enum ItemKind {
+    Line(Vec<u8>),
+    Rejected {
+        reason: String,
+        raw: Vec<u8>,
+        len: usize,
+    },
+}
+
+impl OwnedItem {
+    fn new(item: TailItem<'_>) -> OwnedItem {
+        match item {
+            TailItem::Line {
+                file,
+                path,
+                offset,
+                bytes,
+            } => OwnedItem {
+                fingerprint: file.fingerprint_hex(),
+                path: path.display().to_string(),
+                offset,
+                kind: ItemKind::Line(bytes.to_vec()),
+            },
+            TailItem::Rejected {
+                file,
+                path,
+                offset,
+                reason,
+                raw,
+                len,
+            } => OwnedItem {
+                fingerprint: file.fingerprint_hex(),
+                path: path.display().to_string(),
+                offset,
+                kind: ItemKind::Rejected {
+                    reason,
+                    raw: raw.to_vec(),
+                    len,
+                },
+            },
+        }
+    }
+
+    /// The identity of a feedback or correction event logged on this line.
+    fn identity(&self) -> String {
+        format!("{}:{}", self.fingerprint, self.offset)
+    }
+}
+
+/// What a tail item becomes before it touches the daemon's state: the parsing, mapping,
+/// enrichment and id hashing, which need only the mapper and the enricher.
+enum Prepared {
+    Example(Box<TrainingExample>),
+    /// Skip, feedback or correction (applied in order against the buffer).
+    Event(LineEvent),
+    Rejected(RejectedRecord),
+}
+
+fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
+    match &item.kind {
+        ItemKind::Line(bytes) => match mapper.map(bytes) {
+            Ok(LineEvent::Interaction(mut it)) => {
+                let id = match &it.request_id {
+                    Some(r) => Identity::RequestId(r.clone()),
+                    None => Identity::Position {
+                        fingerprint: item.fingerprint.clone(),
+                        offset: item.offset,
+                    },
+                };
+                it.extra
+                    .insert("origin_file".into(), Value::String(item.path.clone()));
+                it.extra
+                    .insert("origin_offset".into(), Value::from(item.offset));
+                Prepared::Example(Box::new(capture::capture(enricher, &id, *it)))
+            }
+            Ok(event) => Prepared::Event(event),
+            Err(rej) => {
+                Prepared::Rejected(RejectedRecord::new(&item.path, item.offset, rej.0, bytes))
+            }
+        },
+        ItemKind::Rejected { reason, raw, len } => {
+            let mut rec = RejectedRecord::new(&item.path, item.offset, reason.clone(), raw);
+            rec.raw_len = *len;
+            Prepared::Rejected(rec)
+        }
+    }
+}
+
+/// Below this many items a poll is prepared on the calling thread alone.
+const PARALLEL_MIN_ITEMS: usize = 64;
+
+/// Prepares a poll's items, the second half on a helper thread when there are many: this
+/// is most of ingest's CPU time, and the daemon otherwise uses one core.
+fn prepare_all(mapper: &Mapper, enricher: &Enricher, items: &[OwnedItem]) -> Vec<Prepared> {
+    if items.len() < PARALLEL_MIN_ITEMS {
+        return items.iter().map(|i| prepare(mapper, enricher, i)).collect();
+    }
+    let (a, b) = items.split_at(items.len() / 2);
+    std::thread::scope(|s| {
+        let helper = s.spawn(|| {
+            b.iter()
+                .map(|i| prepare(mapper, enricher, i))
+                .collect::<Vec<_>>()
+        });
+        let mut out: Vec<Prepared> = Vec::with_capacity(items.len());
+        out.extend(a.iter().map(|i| prepare(mapper, enricher, i)));
+        match helper.join() {
+            Ok(rest) => out.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
 }
 
 /// Everything but the tailer, so the tailer's sink can borrow it mutably.
@@ -153,7 +305,9 @@ struct Intake {
     segments: Segments,
     metrics: Arc<Metrics>,
     buffer: Vec<TrainingExample>,
-    /// Example id, request id and normalized prompt+response -> buffer position.
+    /// Example id and request id -> buffer position. (The normalized prompt+response link
+    /// is searched only when a correction needs it: building that key for every example
+    /// was 10% of ingest.)
     index: HashMap<String, usize>,
     /// Spool files whose events are in memory or written but not yet fsynced.
     spool_awaiting: Vec<SpoolFile>,
@@ -188,73 +342,33 @@ impl Intake {
         }
     }
 
-    fn on_tail_item(&mut self, item: TailItem<'_>) {
-        match item {
-            TailItem::Line {
-                file,
-                path,
-                offset,
-                bytes,
-            } => {
-                Metrics::add(&self.metrics.lines_read, 1);
-                Metrics::add(&self.metrics.bytes_read, bytes.len() as u64 + 1);
-                self.dirty = true;
-                match self.mapper.map(bytes) {
-                    Ok(event) => {
-                        let identity = format!("{}:{offset}", file.fingerprint_hex());
-                        self.on_line_event(event, &identity, path, offset, &file.fingerprint_hex());
-                    }
-                    Err(rej) => {
-                        let rec =
-                            RejectedRecord::new(&path.display().to_string(), offset, rej.0, bytes);
-                        self.push_rejected(rec);
-                    }
-                }
-            }
-            TailItem::Rejected {
-                path,
-                offset,
-                reason,
-                raw,
-                len,
-                ..
-            } => {
-                let mut rec = RejectedRecord::new(&path.display().to_string(), offset, reason, raw);
-                rec.raw_len = len;
-                self.push_rejected(rec);
-            }
+    /// Applies one prepared tail item to the daemon's state, in the order read.
+    /// Prepares tail items (in parallel when there are many) and applies them in order.
+    fn ingest(&mut self, items: &[OwnedItem]) {
+        let prepared = prepare_all(&self.mapper, &self.enricher, items);
+        for (item, p) in items.iter().zip(prepared) {
+            self.apply(item, p);
         }
     }
 
-    fn on_line_event(
-        &mut self,
-        event: LineEvent,
-        identity: &str,
-        path: &Path,
-        offset: u64,
-        fingerprint: &str,
-    ) {
-        match event {
-            LineEvent::Skip => Metrics::add(&self.metrics.lines_skipped, 1),
-            LineEvent::Interaction(mut it) => {
-                let id = match &it.request_id {
-                    Some(r) => Identity::RequestId(r.clone()),
-                    None => Identity::Position {
-                        fingerprint: fingerprint.to_string(),
-                        offset,
-                    },
-                };
-                it.extra.insert(
-                    "origin_file".into(),
-                    Value::String(path.display().to_string()),
-                );
-                it.extra.insert("origin_offset".into(), Value::from(offset));
-                let ex = capture::capture(&self.enricher, &id, *it);
-                self.push_example(ex);
+    fn apply(&mut self, item: &OwnedItem, prepared: Prepared) {
+        if let ItemKind::Line(bytes) = &item.kind {
+            Metrics::add(&self.metrics.lines_read, 1);
+            Metrics::add(&self.metrics.bytes_read, bytes.len() as u64 + 1);
+        }
+        self.dirty = true;
+        match prepared {
+            Prepared::Example(ex) => self.push_example(*ex),
+            Prepared::Rejected(rec) => self.push_rejected(rec),
+            Prepared::Event(LineEvent::Skip) => Metrics::add(&self.metrics.lines_skipped, 1),
+            Prepared::Event(LineEvent::Interaction(_)) => {
+                unreachable!("interactions are prepared into examples")
             }
-            LineEvent::Feedback(f) => self.on_feedback(f, identity),
-            LineEvent::Correction(c) => {
-                self.on_correction(*c, &Identity::Event(identity.to_string()))
+            Prepared::Event(LineEvent::Feedback(f)) => {
+                self.on_feedback(f, &item.identity());
+            }
+            Prepared::Event(LineEvent::Correction(c)) => {
+                self.on_correction(*c, &Identity::Event(item.identity()))
             }
         }
     }
@@ -273,8 +387,6 @@ impl Intake {
         if let Some(r) = ex.metadata.request_id() {
             self.index.insert(format!("req:{r}"), pos);
         }
-        self.index
-            .insert(format!("pair:{}", pair_key(&ex.prompt, &ex.response)), pos);
         self.buffer.push(ex);
         self.dirty = true;
         Metrics::add(&self.metrics.examples_captured, 1);
@@ -326,8 +438,13 @@ impl Intake {
                     .get(t)
                     .or_else(|| self.index.get(&format!("req:{t}")))
             })
-            .or_else(|| self.index.get(&format!("pair:{key}")))
-            .copied();
+            .copied()
+            .or_else(|| {
+                // The latest buffered example with the same normalized pair.
+                self.buffer
+                    .iter()
+                    .rposition(|ex| pair_key(&ex.prompt, &ex.response) == key)
+            });
         if let Some(i) = original {
             self.buffer[i].quality.was_corrected = true;
         }
@@ -728,8 +845,11 @@ impl Daemon {
         for f in files {
             self.intake.on_spool_file(f);
         }
-        let intake = &mut self.intake;
-        let outcome = self.tailer.poll(&mut |item| intake.on_tail_item(item))?;
+        let mut items = Vec::new();
+        let outcome = self
+            .tailer
+            .poll(&mut |item| items.push(OwnedItem::new(item)))?;
+        self.intake.ingest(&items);
         self.intake
             .metrics
             .open_files
@@ -901,11 +1021,12 @@ impl Daemon {
         // Lines in files rotated out of the globs since the last poll cannot be found after
         // a restart: read them now (bounded), so they are flushed with the rest.
         if self.retry.is_none() {
-            let intake = &mut self.intake;
+            let mut items = Vec::new();
             self.tailer.finish_rotated_away(
-                &mut |item| intake.on_tail_item(item),
+                &mut |item| items.push(OwnedItem::new(item)),
                 started + SHUTDOWN_DRAIN,
             );
+            self.intake.ingest(&items);
         }
         let mut backoff = RETRY_MIN;
         loop {
@@ -933,6 +1054,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::io::Write;
 
     /// The library entry point driven the way the signal handlers drive it: a flush request,
@@ -984,5 +1106,25 @@ mod tests {
         );
         let text = std::fs::read_to_string(&sealed[0]).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    fn reference(prompt: &str, response: &str) -> String {
+        let norm = |s: &str| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        };
+        format!("{}\u{1f}{}", norm(prompt), norm(response))
+    }
+
+    proptest! {
+        #[test]
+        fn pair_key_matches_the_plain_normalization(
+            p in "[ aBc\\t\\n\\x0b\\x0c\\r\\x1c\\x00é]{0,30}",
+            r in "[ xY\\t\\n\\x0b\\r]{0,30}",
+        ) {
+            prop_assert_eq!(pair_key(&p, &r), reference(&p, &r));
+        }
     }
 }
