@@ -265,3 +265,31 @@ fn stats_counts_match_the_capture() {
         "{table}"
     );
 }
+
+#[test]
+fn export_shows_progress_on_a_terminal_only() {
+    let sb = captured(20, "");
+    // `script` (util-linux) gives the command a pseudo-terminal, as a person's shell would.
+    let cmd = format!(
+        "'{}' --config '{}' export",
+        bin().display(),
+        sb.config_path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("reading examples") && tty.contains("KiB"),
+        "no progress bar on a terminal: {tty}"
+    );
+    let (rc, stdout, stderr) = sb.cli(&["export"]);
+    assert_eq!(rc, 0);
+    assert!(
+        !stderr.contains("reading examples"),
+        "progress drawn into a pipe: {stderr}"
+    );
+    serde_json::from_str::<Value>(&stdout).expect("stdout stays pure JSON");
+}
