@@ -1,7 +1,7 @@
-//! Micro-benchmarks of the per-line hot path of ingest: parse, map, enrich, capture (enrich
-//! + id), serialize, and all of them together, over 50 lines made by
-//! ../shared/bench/genlog.py (default "flat" style, seed 7). Run with
-//! `cargo bench --bench hot_path`; the end-to-end numbers are in BENCHMARKS.md.
+//! Micro-benchmarks of the per-line hot path of ingest: parse, map, enrich, capture (that
+//! is enrich and the id), serialize, and all of them together, over 50 lines made by
+//! `genlog.py` (default "flat" style, seed 7). Run with `cargo bench --bench hot_path`;
+//! the end-to-end numbers are in BENCHMARKS.md.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
