@@ -26,6 +26,24 @@ const MAX_WORDS: usize = 4096;
 
 /// Lowercase, whitespace collapsed to single spaces, trimmed.
 pub fn normalize(s: &str) -> String {
+    if s.is_ascii() {
+        // One pass over the bytes (export normalizes every prompt and response).
+        let mut out = Vec::with_capacity(s.len());
+        let mut space = false;
+        for &b in s.as_bytes() {
+            // The ASCII chars `char::is_whitespace` accepts.
+            if matches!(b, b'\t'..=b'\r' | b' ') {
+                space = !out.is_empty();
+            } else {
+                if space {
+                    out.push(b' ');
+                    space = false;
+                }
+                out.push(b.to_ascii_lowercase());
+            }
+        }
+        return String::from_utf8(out).expect("ASCII stays valid UTF-8");
+    }
     let mut out = String::with_capacity(s.len());
     for w in s.split_whitespace() {
         if !out.is_empty() {
@@ -192,6 +210,20 @@ pub fn band_hashes(text: &str, bands: usize, rows: usize, salt: u64) -> Vec<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn export_dedup_normalize_ascii_path_matches_the_word_split(
+            s in "[ aZ?\t\n\x0b\x0c\r\x1c\x00]{0,40}"
+        ) {
+            let slow = s
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" ");
+            proptest::prop_assert_eq!(normalize(&s), slow);
+        }
+    }
 
     #[test]
     fn export_dedup_normalize() {
