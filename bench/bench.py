@@ -132,6 +132,7 @@ def bench_ingest(binary, work, logp, n):
     cfg = write_config(d, [logp], INGEST_EXTRA)
     size = os.path.getsize(logp)
     cp = os.path.join(d, "data", "state", "checkpoints.json")
+    os.sync()  # start every run without the previous run's dirty pages still being written
     t0 = time.monotonic()
     p = subprocess.Popen([binary, "--config", cfg, "run"])
     while True:
@@ -176,6 +177,7 @@ def bench_seed(work, logp, n):
     out = os.path.join(work, f"seed_{n}")
     shutil.rmtree(out, ignore_errors=True)
     code = f"SHARED = {SHARED!r}\n" + SEED_WRAPPER
+    os.sync()
     r = subprocess.run([sys.executable, "-c", code, logp, out], capture_output=True, text=True, check=True)
     lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     res = lines[0]
@@ -402,7 +404,8 @@ def main():
         runs = [bench_ingest(a.bin, work, logp, n) for _ in range(a.repeat)]
         runs.sort(key=lambda x: x["secs"])
         ing = r["ingest"] = runs[len(runs) // 2]  # the median run (its data dir is kept)
-        r["ingest_all_secs"] = [x["secs"] for x in runs]
+        r["ingest_all_secs"] = [round(x["secs"], 3) for x in runs]
+        log(f"[{n}] ingest runs: {r['ingest_all_secs']} s")
         bench_ingest_keep(ing, work, logp, n)
         seed = None
         if not a.skip_seed and (only & {"ingest", "export"}):

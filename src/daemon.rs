@@ -235,7 +235,8 @@ impl OwnedItem {
 /// What a tail item becomes before it touches the daemon's state: the parsing, mapping,
 /// enrichment and id hashing, which need only the mapper and the enricher.
 enum Prepared {
-    Example(Box<TrainingExample>),
+    /// The example and its serialized line.
+    Example(Box<TrainingExample>, Vec<u8>),
     /// Skip, feedback or correction (applied in order against the buffer).
     Event(LineEvent),
     Rejected(RejectedRecord),
@@ -256,7 +257,9 @@ fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
                     .insert("origin_file".into(), Value::String(item.path.clone()));
                 it.extra
                     .insert("origin_offset".into(), Value::from(item.offset));
-                Prepared::Example(Box::new(capture::capture(enricher, &id, *it)))
+                let ex = capture::capture(enricher, &id, *it);
+                let line = serde_json::to_vec(&ex).expect("examples serialize");
+                Prepared::Example(Box::new(ex), line)
             }
             Ok(event) => Prepared::Event(event),
             Err(rej) => {
@@ -274,13 +277,15 @@ fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
 /// Below this many items a poll is prepared on the calling thread alone.
 const PARALLEL_MIN_ITEMS: usize = 64;
 
-/// Prepares a poll's items, the second half on a helper thread when there are many: this
+/// Prepares a poll's items, most of them on a helper thread when there are many: this
 /// is most of ingest's CPU time, and the daemon otherwise uses one core.
 fn prepare_all(mapper: &Mapper, enricher: &Enricher, items: &[OwnedItem]) -> Vec<Prepared> {
     if items.len() < PARALLEL_MIN_ITEMS {
         return items.iter().map(|i| prepare(mapper, enricher, i)).collect();
     }
-    let (a, b) = items.split_at(items.len() / 2);
+    // The calling thread takes the smaller share: after the join it alone applies the
+    // results, writes and fsyncs.
+    let (a, b) = items.split_at(items.len() * 2 / 5);
     std::thread::scope(|s| {
         let helper = s.spawn(|| {
             b.iter()
@@ -305,6 +310,10 @@ struct Intake {
     segments: Segments,
     metrics: Arc<Metrics>,
     buffer: Vec<TrainingExample>,
+    /// Per buffered example, its line serialized while it was prepared (on the helper
+    /// thread); `None` once feedback or a correction changed the example, or for examples
+    /// from the spool, which are serialized when written.
+    lines: Vec<Option<Vec<u8>>>,
     /// Example id and request id -> buffer position. (The normalized prompt+response link
     /// is searched only when a correction needs it: building that key for every example
     /// was 10% of ingest.)
@@ -358,7 +367,7 @@ impl Intake {
         }
         self.dirty = true;
         match prepared {
-            Prepared::Example(ex) => self.push_example(*ex),
+            Prepared::Example(ex, line) => self.push_prepared(*ex, Some(line)),
             Prepared::Rejected(rec) => self.push_rejected(rec),
             Prepared::Event(LineEvent::Skip) => Metrics::add(&self.metrics.lines_skipped, 1),
             Prepared::Event(LineEvent::Interaction(_)) => {
@@ -374,6 +383,10 @@ impl Intake {
     }
 
     fn push_example(&mut self, ex: TrainingExample) {
+        self.push_prepared(ex, None)
+    }
+
+    fn push_prepared(&mut self, ex: TrainingExample, line: Option<Vec<u8>>) {
         if self
             .index
             .get(&ex.id)
@@ -388,6 +401,7 @@ impl Intake {
             self.index.insert(format!("req:{r}"), pos);
         }
         self.buffer.push(ex);
+        self.lines.push(line);
         self.dirty = true;
         Metrics::add(&self.metrics.examples_captured, 1);
         self.metrics
@@ -403,6 +417,8 @@ impl Intake {
             .index
             .get(key)
             .or_else(|| self.index.get(&format!("req:{key}")))?;
+        // The caller changes it: its prepared line is stale.
+        self.lines[i] = None;
         self.buffer.get_mut(i)
     }
 
@@ -447,6 +463,7 @@ impl Intake {
             });
         if let Some(i) = original {
             self.buffer[i].quality.was_corrected = true;
+            self.lines[i] = None;
         }
         Metrics::add(&self.metrics.corrections, 1);
         self.append_line(Stream::Corrections, &record);
@@ -635,8 +652,8 @@ impl Intake {
 
     /// Moves the buffer into the examples segment's pending lines.
     fn take_buffer(&mut self) {
-        for ex in self.buffer.drain(..) {
-            let line = serde_json::to_vec(&ex).expect("examples serialize");
+        for (ex, line) in self.buffer.drain(..).zip(self.lines.drain(..)) {
+            let line = line.unwrap_or_else(|| serde_json::to_vec(&ex).expect("examples serialize"));
             self.segments
                 .examples
                 .append(&line)
@@ -712,6 +729,7 @@ pub fn run(
             segments,
             metrics: metrics.clone(),
             buffer: Vec::new(),
+            lines: Vec::new(),
             index: HashMap::new(),
             spool_awaiting: Vec::new(),
             spool_paths: HashSet::new(),

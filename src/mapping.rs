@@ -61,7 +61,7 @@ impl Conditions {
     }
 
     fn matches(&self, doc: &Value) -> bool {
-        self.0.iter().all(|(p, want)| doc.pointer(p) == Some(want))
+        self.0.iter().all(|(p, want)| pointer(doc, p) == Some(want))
     }
 
     fn is_empty(&self) -> bool {
@@ -213,24 +213,50 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// `doc.pointer(p)` without its allocations: serde_json unescapes every reference token into
+/// a new String, and mapping resolves about twenty pointers per line.
+fn pointer<'a>(doc: &'a Value, p: &str) -> Option<&'a Value> {
+    if p.contains('~') {
+        return doc.pointer(p);
+    }
+    if p.is_empty() {
+        return Some(doc);
+    }
+    let rest = p.strip_prefix('/')?;
+    rest.split('/').try_fold(doc, |v, token| match v {
+        Value::Object(m) => m.get(token),
+        Value::Array(a) => {
+            // serde_json's rule: digits only, no leading zero (except "0" itself).
+            if token.is_empty()
+                || !token.bytes().all(|b| b.is_ascii_digit())
+                || (token.len() > 1 && token.starts_with('0'))
+            {
+                return None;
+            }
+            token.parse::<usize>().ok().and_then(|i| a.get(i))
+        }
+        _ => None,
+    })
+}
+
 /// The first candidate pointer that resolves to a non-null value.
 fn first<'a>(doc: &'a Value, ptrs: &[Pointer]) -> Option<&'a Value> {
     ptrs.iter()
-        .filter_map(|p| doc.pointer(&p.0))
+        .filter_map(|p| pointer(doc, &p.0))
         .find(|v| !v.is_null())
 }
 
 /// The first candidate that is a string (or text parts, for message-style content).
 fn first_string(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
     ptrs.iter()
-        .filter_map(|p| doc.pointer(&p.0))
+        .filter_map(|p| pointer(doc, &p.0))
         .find_map(content_text)
 }
 
 /// Ids may be logged as numbers; they are kept as text.
 fn first_id(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
     ptrs.iter()
-        .filter_map(|p| doc.pointer(&p.0))
+        .filter_map(|p| pointer(doc, &p.0))
         .find_map(|v| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -353,6 +379,36 @@ pub fn parse_feedback(v: &Value) -> Result<Feedback, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pointer_agrees_with_serde_json() {
+        let doc: Value = serde_json::from_str(
+            r#"{"a":{"b":[10,{"c":"x"}],"":{"":1},"d/e":2,"f~g":3},"n":null,"01":4}"#,
+        )
+        .unwrap();
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/01",
+            "/a/b/2",
+            "/a/b/-",
+            "/a/b/+1",
+            "/a//",
+            "/a/d~1e",
+            "/a/f~0g",
+            "/n",
+            "/01",
+            "/x/y",
+            "a",
+            "/a/b/1/c/d",
+        ] {
+            assert_eq!(pointer(&doc, p), doc.pointer(p), "{p}");
+        }
+    }
     use crate::config::Config;
     use std::path::Path;
 
