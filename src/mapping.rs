@@ -106,6 +106,10 @@ impl Mapper {
 
     /// Maps one complete line (UTF-8, without its terminator).
     pub fn map(&self, line: &[u8]) -> Result<LineEvent, Rejection> {
+        // A blank line carries nothing; it is skipped, not an error.
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(LineEvent::Skip);
+        }
         let doc: Value =
             serde_json::from_slice(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
         if !doc.is_object() {
@@ -478,6 +482,8 @@ user_id = ["/meta/user"]
             m.map(br#"{"event":"cache_hit","key":"x"}"#),
             Ok(LineEvent::Skip)
         );
+        assert_eq!(m.map(b""), Ok(LineEvent::Skip));
+        assert_eq!(m.map(b"  \t"), Ok(LineEvent::Skip));
         let e = m.map(b"INFO worker-3 heartbeat ok").unwrap_err();
         assert!(e.0.starts_with("not valid JSON"), "{e}");
         let e = m

@@ -501,7 +501,7 @@ impl Tailer {
                 .is_some_and(|g| now.duration_since(g) >= self.opts.rotate_wait);
             if expired {
                 let t = self.files.remove(i);
-                out.items += self.close(t, sink);
+                out.items += self.close(t, sink, "after rotate_wait");
             } else {
                 i += 1;
             }
@@ -549,13 +549,27 @@ impl Tailer {
                 }
             }
         }
+        // A rotated-away file read to its end but for an unterminated last line will not be
+        // found again after the restart: hand that line out as Rejected now, as the
+        // rotate_wait expiry would, rather than lose it.
+        let (stranded, kept): (Vec<Tracked>, Vec<Tracked>) =
+            std::mem::take(&mut self.files).into_iter().partition(|t| {
+                let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
+                t.gone_since.is_some()
+                    && !t.reader.pending().is_empty()
+                    && size <= t.reader.read_pos()
+            });
+        self.files = kept;
+        for t in stranded {
+            items += self.close(t, sink, "at shutdown");
+        }
         items
     }
 
     /// Stops reading a rotated-away file: an unterminated last line is handed out as
     /// `Rejected` (never silently dropped), unread bytes are logged, the position is kept
     /// in case the file comes back under a matching name.
-    fn close(&mut self, t: Tracked, sink: &mut dyn FnMut(TailItem<'_>)) -> usize {
+    fn close(&mut self, t: Tracked, sink: &mut dyn FnMut(TailItem<'_>), when: &str) -> usize {
         let mut items = 0;
         let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
         let mut offset = t.reader.offset();
@@ -577,7 +591,7 @@ impl Tailer {
                     path: &t.path,
                     offset,
                     reason: format!(
-                        "unterminated last line ({} bytes, no newline) in a rotated-away file closed after rotate_wait",
+                        "unterminated last line ({} bytes, no newline) in a rotated-away file closed {when}",
                         pending.len()
                     ),
                     raw: &pending[..pending.len().min(RAW_CAP)],

@@ -430,6 +430,45 @@ fn finish_rotated_away_reads_renamed_files_to_their_end_before_a_stop() {
 }
 
 #[test]
+fn finish_rotated_away_rejects_an_unterminated_last_line_instead_of_losing_it() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"one\npart");
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+    fs::rename(&path, e.aside.join("app.log.1")).expect("rename");
+    let mut got = Vec::new();
+    t.finish_rotated_away(
+        &mut |item| collect(item, &mut got),
+        Instant::now() + Duration::from_secs(5),
+    );
+    match got.as_slice() {
+        [Got::Rej {
+            offset,
+            reason,
+            len,
+            ..
+        }] => {
+            assert_eq!((*offset, *len), (4, 4));
+            assert!(
+                reason.contains("unterminated last line") && reason.contains("at shutdown"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected one rejected partial line, got {other:?}"),
+    }
+    assert!(t.commit_checkpoint().expect("commit"));
+    drop(t);
+    // The file comes back under a matching name: the rejected bytes are not read again
+    // (what completes the cut line is an empty remainder).
+    fs::rename(e.aside.join("app.log.1"), &path).expect("rename back");
+    append(&path, b"\nnext\n");
+    let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
+    let again = drain(&mut t);
+    assert_eq!(texts(&again), strs(&["", "next"]), "{again:?}");
+}
+
+#[test]
 fn truncation_while_running_with_append_writer() {
     let e = env();
     let path = e.p("app.log");
