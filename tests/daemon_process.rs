@@ -313,9 +313,9 @@ fn segments_seal_at_the_utc_day_change() {
     use chrono::{Duration as CDuration, Timelike, Utc};
     let now = Utc::now();
     let to_midnight = 86_400 - i64::from(now.num_seconds_from_midnight());
-    // Start the daemon's clock 3 s before a UTC midnight.
-    let offset = (to_midnight - 3).to_string();
-    let day0 = (now + CDuration::seconds(to_midnight - 3))
+    // Start the daemon's clock 8 s before a UTC midnight (room for a slow start under load).
+    let offset = (to_midnight - 8).to_string();
+    let day0 = (now + CDuration::seconds(to_midnight - 8))
         .format("%Y%m%d")
         .to_string();
     let day1 = (now + CDuration::seconds(to_midnight + 1))
