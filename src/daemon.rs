@@ -31,7 +31,7 @@ use crate::tail::{self, TailItem, TailOptions, Tailer};
 use md5::{Digest, Md5};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -176,11 +176,18 @@ fn push_normalized(out: &mut String, s: &str) {
 
 /// A tailed item, owned, so one poll's worth can be prepared on two threads.
 struct OwnedItem {
-    fingerprint: String,
-    /// The file's path as text (what records carry).
-    path: String,
+    /// The file's fingerprint and path as text (what ids and records carry), shared by all
+    /// items of one file in a poll.
+    file: FileText,
     offset: u64,
     kind: ItemKind,
+}
+
+/// A file's fingerprint (hex) and path, rendered once per run of items from that file.
+#[derive(Clone)]
+struct FileText {
+    fingerprint: Arc<str>,
+    path: Arc<str>,
 }
 
 enum ItemKind {
@@ -192,17 +199,38 @@ enum ItemKind {
     },
 }
 
-impl OwnedItem {
-    fn new(item: TailItem<'_>) -> OwnedItem {
-        match item {
+/// Owns tail items, rendering a file's fingerprint and path only when the file changes
+/// (lines arrive in runs per file), not once per line.
+#[derive(Default)]
+struct ItemCollector {
+    items: Vec<OwnedItem>,
+    last: Option<(tail::FileId, PathBuf, FileText)>,
+}
+
+impl ItemCollector {
+    fn file_text(&mut self, file: &tail::FileId, path: &Path) -> FileText {
+        if let Some((f, p, text)) = &self.last {
+            if f == file && p == path {
+                return text.clone();
+            }
+        }
+        let text = FileText {
+            fingerprint: file.fingerprint_hex().into(),
+            path: path.display().to_string().into(),
+        };
+        self.last = Some((file.clone(), path.to_path_buf(), text.clone()));
+        text
+    }
+
+    fn push(&mut self, item: TailItem<'_>) {
+        let owned = match item {
             TailItem::Line {
                 file,
                 path,
                 offset,
                 bytes,
             } => OwnedItem {
-                fingerprint: file.fingerprint_hex(),
-                path: path.display().to_string(),
+                file: self.file_text(file, path),
                 offset,
                 kind: ItemKind::Line(bytes.to_vec()),
             },
@@ -214,8 +242,7 @@ impl OwnedItem {
                 raw,
                 len,
             } => OwnedItem {
-                fingerprint: file.fingerprint_hex(),
-                path: path.display().to_string(),
+                file: self.file_text(file, path),
                 offset,
                 kind: ItemKind::Rejected {
                     reason,
@@ -223,12 +250,15 @@ impl OwnedItem {
                     len,
                 },
             },
-        }
+        };
+        self.items.push(owned);
     }
+}
 
+impl OwnedItem {
     /// The identity of a feedback or correction event logged on this line.
     fn identity(&self) -> String {
-        format!("{}:{}", self.fingerprint, self.offset)
+        format!("{}:{}", self.file.fingerprint, self.offset)
     }
 }
 
@@ -249,12 +279,14 @@ fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
                 let id = match &it.request_id {
                     Some(r) => Identity::RequestId(r.clone()),
                     None => Identity::Position {
-                        fingerprint: item.fingerprint.clone(),
+                        fingerprint: item.file.fingerprint.to_string(),
                         offset: item.offset,
                     },
                 };
-                it.extra
-                    .insert("origin_file".into(), Value::String(item.path.clone()));
+                it.extra.insert(
+                    "origin_file".into(),
+                    Value::String(item.file.path.to_string()),
+                );
                 it.extra
                     .insert("origin_offset".into(), Value::from(item.offset));
                 let ex = capture::capture(enricher, &id, *it);
@@ -262,12 +294,15 @@ fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
                 Prepared::Example(Box::new(ex), line)
             }
             Ok(event) => Prepared::Event(event),
-            Err(rej) => {
-                Prepared::Rejected(RejectedRecord::new(&item.path, item.offset, rej.0, bytes))
-            }
+            Err(rej) => Prepared::Rejected(RejectedRecord::new(
+                &item.file.path,
+                item.offset,
+                rej.0,
+                bytes,
+            )),
         },
         ItemKind::Rejected { reason, raw, len } => {
-            let mut rec = RejectedRecord::new(&item.path, item.offset, reason.clone(), raw);
+            let mut rec = RejectedRecord::new(&item.file.path, item.offset, reason.clone(), raw);
             rec.raw_len = *len;
             Prepared::Rejected(rec)
         }
@@ -863,11 +898,9 @@ impl Daemon {
         for f in files {
             self.intake.on_spool_file(f);
         }
-        let mut items = Vec::new();
-        let outcome = self
-            .tailer
-            .poll(&mut |item| items.push(OwnedItem::new(item)))?;
-        self.intake.ingest(&items);
+        let mut collected = ItemCollector::default();
+        let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
+        self.intake.ingest(&collected.items);
         self.intake
             .metrics
             .open_files
@@ -1039,12 +1072,10 @@ impl Daemon {
         // Lines in files rotated out of the globs since the last poll cannot be found after
         // a restart: read them now (bounded), so they are flushed with the rest.
         if self.retry.is_none() {
-            let mut items = Vec::new();
-            self.tailer.finish_rotated_away(
-                &mut |item| items.push(OwnedItem::new(item)),
-                started + SHUTDOWN_DRAIN,
-            );
-            self.intake.ingest(&items);
+            let mut collected = ItemCollector::default();
+            self.tailer
+                .finish_rotated_away(&mut |item| collected.push(item), started + SHUTDOWN_DRAIN);
+            self.intake.ingest(&collected.items);
         }
         let mut backoff = RETRY_MIN;
         loop {
