@@ -220,6 +220,20 @@ impl Tracked {
         self.marker_cache = None;
         self.fp_incomplete = false;
     }
+
+    /// The checkpoint entry for this file at `offset` (its marker is set by the caller).
+    fn entry(&self, id: &FileId, offset: u64) -> Entry {
+        Entry {
+            dev: self.dev,
+            inode: self.inode,
+            fingerprint: id.fingerprint_hex(),
+            path: self.path.to_string_lossy().into_owned(),
+            offset,
+            updated: self.seen_unix,
+            marker: String::new(),
+            marker_len: 0,
+        }
+    }
 }
 
 /// The tailer. See the module documentation.
@@ -603,16 +617,7 @@ impl Tailer {
         self.counters.files_closed += 1;
         tracing::info!(path = %t.path.display(), "closed rotated-away file");
         if let Some(id) = &t.id {
-            let mut e = Entry {
-                dev: t.dev,
-                inode: t.inode,
-                fingerprint: id.fingerprint_hex(),
-                path: t.path.to_string_lossy().into_owned(),
-                offset,
-                updated: t.seen_unix,
-                marker: String::new(),
-                marker_len: 0,
-            };
+            let mut e = t.entry(id, offset);
             let marker = if offset == t.reader.offset() {
                 marker_for(&t)
             } else {
@@ -1029,16 +1034,7 @@ impl Tailer {
                     None => (0, [0u8; 16]),
                 },
             };
-            let mut e = Entry {
-                dev: t.dev,
-                inode: t.inode,
-                fingerprint: id.fingerprint_hex(),
-                path: t.path.to_string_lossy().into_owned(),
-                offset,
-                updated: t.seen_unix,
-                marker: String::new(),
-                marker_len: 0,
-            };
+            let mut e = t.entry(id, offset);
             e.set_marker(len, &hash);
             entries.push(e);
         }
