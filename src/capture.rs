@@ -61,7 +61,9 @@ pub struct Interaction {
     pub extra: Map<String, Value>,
 }
 
-fn md5_hex16(parts: &[&str]) -> String {
+/// 16 hex digits of an MD5 over `parts`, each followed by a separator byte (so
+/// `["ab", "c"]` and `["a", "bc"]` differ): the hash part of every id the collector makes.
+pub(crate) fn md5_hex16(parts: &[&str]) -> String {
     let mut h = Md5::new();
     for p in parts {
         h.update(p.as_bytes());

@@ -28,7 +28,6 @@ use crate::record::{CorrectionRecord, FeedbackEvent, RejectedRecord, TrainingExa
 use crate::segment::{SegmentOptions, Segments};
 use crate::spool::{self, SpoolEvent, SpoolFile};
 use crate::tail::{self, TailItem, TailOptions, Tailer};
-use md5::{Digest, Md5};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -120,18 +119,6 @@ fn segment_options(cfg: &Config) -> SegmentOptions {
         rotate_interval: cfg.output.rotate_interval.0,
         fsync: cfg.output.fsync,
     }
-}
-
-fn hash16(parts: &[&str]) -> String {
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0x1e]);
-    }
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Normalized prompt+response, the last-resort link from a correction to its original.
@@ -461,7 +448,7 @@ impl Intake {
     /// decided later); when its example is still buffered it is also applied in place.
     fn on_feedback(&mut self, f: FeedbackInput, identity: &str) {
         let event = FeedbackEvent {
-            id: format!("fb_{}", hash16(&[identity])),
+            id: format!("fb_{}", capture::md5_hex16(&[identity])),
             timestamp: clock::rfc3339(f.timestamp.unwrap_or_else(clock::now)),
             target: f.target.clone(),
             feedback: f.feedback,
@@ -529,6 +516,11 @@ impl Intake {
         let ts = |t: &Option<String>| {
             t.as_ref()
                 .and_then(|s| parse_timestamp(&Value::String(s.clone())))
+        };
+        // The capture kinds other than `capture` carry only their own time.
+        let at = |t: &Option<String>| Interaction {
+            timestamp: ts(t),
+            ..Interaction::default()
         };
         match event {
             SpoolEvent::Feedback {
@@ -617,10 +609,7 @@ impl Intake {
                     explanation,
                     verified,
                 };
-                let base = Interaction {
-                    timestamp: ts(&timestamp),
-                    ..Interaction::default()
-                };
+                let base = at(&timestamp);
                 match capture::calculation(&self.enricher, &ident, calc, base) {
                     Ok(ex) => self.push_example(ex),
                     Err(e) => {
@@ -642,10 +631,7 @@ impl Intake {
                 timestamp,
                 ..
             } => {
-                let base = Interaction {
-                    timestamp: ts(&timestamp),
-                    ..Interaction::default()
-                };
+                let base = at(&timestamp);
                 let ex = capture::spec_qa(
                     &self.enricher,
                     &ident,
@@ -666,10 +652,7 @@ impl Intake {
                 timestamp,
                 ..
             } => {
-                let base = Interaction {
-                    timestamp: ts(&timestamp),
-                    ..Interaction::default()
-                };
+                let base = at(&timestamp);
                 let ex = capture::document(
                     &self.enricher,
                     &ident,
