@@ -24,13 +24,16 @@ use crate::config::{Config, ConfigSource, StartAt};
 use crate::enrich::Enricher;
 use crate::mapping::{parse_feedback, parse_timestamp, FeedbackInput, LineEvent, Mapper};
 use crate::metrics::Metrics;
+use crate::prepare::{
+    self, Finished, ItemCollector, ItemKind, OwnedItem, PreparePool, Prepared, Recipe,
+};
 use crate::record::{CorrectionRecord, FeedbackEvent, RejectedRecord, TrainingExample};
 use crate::segment::{SegmentOptions, Segments};
 use crate::spool::{self, SpoolEvent, SpoolFile};
-use crate::tail::{self, TailItem, TailOptions, Tailer};
+use crate::tail::{self, CheckpointSnapshot, TailOptions, Tailer};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -94,6 +97,8 @@ const SPOOL_FILES_PER_PASS: usize = 64;
 /// Pending feedback/corrections/rejected bytes that trigger a write before the next durable
 /// point.
 const PENDING_WRITE_BYTES: usize = 1 << 20;
+/// Below this many items, with nothing in flight, a poll is prepared on the daemon's thread.
+const INLINE_MAX_ITEMS: usize = 32;
 /// Backoff bounds for failing writes.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -161,174 +166,11 @@ fn push_normalized(out: &mut String, s: &str) {
     *out = String::from_utf8(bytes).expect("ASCII stays valid UTF-8");
 }
 
-/// A tailed item, owned, so one poll's worth can be prepared on two threads.
-struct OwnedItem {
-    /// The file's fingerprint and path as text (what ids and records carry), shared by all
-    /// items of one file in a poll.
-    file: FileText,
-    offset: u64,
-    kind: ItemKind,
-}
-
-/// A file's fingerprint (hex) and path, rendered once per run of items from that file.
-#[derive(Clone)]
-struct FileText {
-    fingerprint: Arc<str>,
-    path: Arc<str>,
-}
-
-enum ItemKind {
-    Line(Vec<u8>),
-    Rejected {
-        reason: String,
-        raw: Vec<u8>,
-        len: usize,
-    },
-}
-
-/// Owns tail items, rendering a file's fingerprint and path only when the file changes
-/// (lines arrive in runs per file), not once per line.
-#[derive(Default)]
-struct ItemCollector {
-    items: Vec<OwnedItem>,
-    last: Option<(tail::FileId, PathBuf, FileText)>,
-}
-
-impl ItemCollector {
-    fn file_text(&mut self, file: &tail::FileId, path: &Path) -> FileText {
-        if let Some((f, p, text)) = &self.last {
-            if f == file && p == path {
-                return text.clone();
-            }
-        }
-        let text = FileText {
-            fingerprint: file.fingerprint_hex().into(),
-            path: path.display().to_string().into(),
-        };
-        self.last = Some((file.clone(), path.to_path_buf(), text.clone()));
-        text
-    }
-
-    fn push(&mut self, item: TailItem<'_>) {
-        let owned = match item {
-            TailItem::Line {
-                file,
-                path,
-                offset,
-                bytes,
-            } => OwnedItem {
-                file: self.file_text(file, path),
-                offset,
-                kind: ItemKind::Line(bytes.to_vec()),
-            },
-            TailItem::Rejected {
-                file,
-                path,
-                offset,
-                reason,
-                raw,
-                len,
-            } => OwnedItem {
-                file: self.file_text(file, path),
-                offset,
-                kind: ItemKind::Rejected {
-                    reason,
-                    raw: raw.to_vec(),
-                    len,
-                },
-            },
-        };
-        self.items.push(owned);
-    }
-}
-
-impl OwnedItem {
-    /// The identity of a feedback or correction event logged on this line.
-    fn identity(&self) -> String {
-        format!("{}:{}", self.file.fingerprint, self.offset)
-    }
-}
-
-/// What a tail item becomes before it touches the daemon's state: the parsing, mapping,
-/// enrichment and id hashing, which need only the mapper and the enricher.
-enum Prepared {
-    /// The example and its serialized line.
-    Example(Box<TrainingExample>, Vec<u8>),
-    /// Skip, feedback or correction (applied in order against the buffer).
-    Event(LineEvent),
-    Rejected(RejectedRecord),
-}
-
-fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
-    match &item.kind {
-        ItemKind::Line(bytes) => match mapper.map(bytes) {
-            Ok(LineEvent::Interaction(mut it)) => {
-                let id = match &it.request_id {
-                    Some(r) => Identity::RequestId(r.clone()),
-                    None => Identity::Position {
-                        fingerprint: item.file.fingerprint.to_string(),
-                        offset: item.offset,
-                    },
-                };
-                it.extra.insert(
-                    "origin_file".into(),
-                    Value::String(item.file.path.to_string()),
-                );
-                it.extra
-                    .insert("origin_offset".into(), Value::from(item.offset));
-                let ex = capture::capture(enricher, &id, *it);
-                let line = serde_json::to_vec(&ex).expect("examples serialize");
-                Prepared::Example(Box::new(ex), line)
-            }
-            Ok(event) => Prepared::Event(event),
-            Err(rej) => Prepared::Rejected(RejectedRecord::new(
-                &item.file.path,
-                item.offset,
-                rej.0,
-                bytes,
-            )),
-        },
-        ItemKind::Rejected { reason, raw, len } => {
-            let mut rec = RejectedRecord::new(&item.file.path, item.offset, reason.clone(), raw);
-            rec.raw_len = *len;
-            Prepared::Rejected(rec)
-        }
-    }
-}
-
-/// Below this many items a poll is prepared on the calling thread alone.
-const PARALLEL_MIN_ITEMS: usize = 64;
-
-/// Prepares a poll's items, most of them on a helper thread when there are many: this
-/// is most of ingest's CPU time, and the daemon otherwise uses one core.
-fn prepare_all(mapper: &Mapper, enricher: &Enricher, items: &[OwnedItem]) -> Vec<Prepared> {
-    if items.len() < PARALLEL_MIN_ITEMS {
-        return items.iter().map(|i| prepare(mapper, enricher, i)).collect();
-    }
-    // The calling thread takes the smaller share: after the join it alone applies the
-    // results, writes and fsyncs.
-    let (a, b) = items.split_at(items.len() * 2 / 5);
-    std::thread::scope(|s| {
-        let helper = s.spawn(|| {
-            b.iter()
-                .map(|i| prepare(mapper, enricher, i))
-                .collect::<Vec<_>>()
-        });
-        let mut out: Vec<Prepared> = Vec::with_capacity(items.len());
-        out.extend(a.iter().map(|i| prepare(mapper, enricher, i)));
-        match helper.join() {
-            Ok(rest) => out.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        out
-    })
-}
-
 /// Everything but the tailer, so the tailer's sink can borrow it mutably.
 struct Intake {
     cfg: Config,
-    enricher: Enricher,
-    mapper: Mapper,
+    enricher: Arc<Enricher>,
+    mapper: Arc<Mapper>,
     segments: Segments,
     metrics: Arc<Metrics>,
     buffer: Vec<TrainingExample>,
@@ -373,15 +215,31 @@ impl Intake {
         }
     }
 
-    /// Applies one prepared tail item to the daemon's state, in the order read.
-    /// Prepares tail items (in parallel when there are many) and applies them in order.
+    /// What the workers prepare lines with.
+    fn recipe(&self) -> Recipe {
+        Recipe {
+            mapper: self.mapper.clone(),
+            enricher: self.enricher.clone(),
+        }
+    }
+
+    /// Prepares tail items on this thread and applies them in order (a few lines, or the
+    /// last ones at shutdown).
     fn ingest(&mut self, items: &[OwnedItem]) {
-        let prepared = prepare_all(&self.mapper, &self.enricher, items);
-        for (item, p) in items.iter().zip(prepared) {
+        for item in items {
+            let p = prepare::prepare(&self.mapper, &self.enricher, item);
             self.apply(item, p);
         }
     }
 
+    /// Applies a batch the workers prepared, in the order read.
+    fn apply_finished(&mut self, batch: Finished) {
+        for (item, p) in batch.items.iter().zip(batch.prepared) {
+            self.apply(item, p);
+        }
+    }
+
+    /// Applies one prepared tail item to the daemon's state.
     fn apply(&mut self, item: &OwnedItem, prepared: Prepared) {
         if let ItemKind::Line(bytes) = &item.kind {
             Metrics::add(&self.metrics.lines_read, 1);
@@ -714,6 +572,13 @@ enum Stream {
 struct Daemon {
     tailer: Tailer,
     intake: Intake,
+    /// Lines being prepared on the worker threads, in read order.
+    pool: PreparePool,
+    /// The tailer's positions after the last poll whose items are all applied: what the next
+    /// durable point may checkpoint (later polls' items may still be in flight).
+    applied: Option<CheckpointSnapshot>,
+    /// The last poll left unread bytes (its read budget ran out).
+    tail_more: bool,
     source: ConfigSource,
     last_durable: Instant,
     retry: Option<(Instant, Duration)>,
@@ -739,11 +604,18 @@ pub fn run(
     let (segments, recoveries) = Segments::open_all(&config.data_dir, segment_options(&config))?;
     let tailer = Tailer::open(tail_options(&config))?;
     let watcher = start_watcher(&tailer, &config, control.sender.clone());
+    let wake = control.sender.clone();
+    let pool = PreparePool::start(move || {
+        let _ = wake.send(Control::Wake);
+    });
     let mut daemon = Daemon {
         tailer,
+        pool,
+        applied: None,
+        tail_more: false,
         intake: Intake {
-            enricher: Enricher::new(&config.domain),
-            mapper: Mapper::new(&config.input),
+            enricher: Arc::new(Enricher::new(&config.domain)),
+            mapper: Arc::new(Mapper::new(&config.input)),
             segments,
             metrics: metrics.clone(),
             buffer: Vec::new(),
@@ -878,12 +750,32 @@ impl Daemon {
             }
         };
         let spool_more = files.len() >= SPOOL_FILES_PER_PASS;
+        if !files.is_empty() {
+            // Spool events are applied after every line read before them, as they were
+            // when preparation was synchronous (spool files are few; the wait is short).
+            self.drain_pool();
+        }
         for f in files {
             self.intake.on_spool_file(f);
         }
-        let mut collected = ItemCollector::default();
-        let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
-        self.intake.ingest(&collected.items);
+        if self.pool.has_room() {
+            let mut collected = ItemCollector::default();
+            let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
+            self.tail_more = outcome.more_pending;
+            let snapshot = self.tailer.checkpoint_snapshot();
+            if self.pool.is_empty() && collected.items.len() < INLINE_MAX_ITEMS {
+                // The steady state (a few new lines): no hand-off, no added latency.
+                self.intake.ingest(&collected.items);
+                self.applied = Some(snapshot);
+            } else {
+                self.pool
+                    .submit(collected.items, snapshot, &self.intake.recipe());
+            }
+        }
+        while let Some(batch) = self.pool.next_finished(false) {
+            self.applied = Some(batch.snapshot.clone());
+            self.intake.apply_finished(batch);
+        }
         self.intake
             .metrics
             .open_files
@@ -899,7 +791,15 @@ impl Daemon {
         if let Some(e) = self.intake.write_error.take() {
             self.on_write_error(e);
         }
-        Ok(outcome.more_pending || spool_more)
+        Ok((self.tail_more && self.pool.has_room()) || spool_more)
+    }
+
+    /// Waits for every batch in flight and applies it.
+    fn drain_pool(&mut self) {
+        while let Some(batch) = self.pool.next_finished(true) {
+            self.applied = Some(batch.snapshot.clone());
+            self.intake.apply_finished(batch);
+        }
     }
 
     fn maybe_durable(&mut self) {
@@ -923,8 +823,11 @@ impl Daemon {
         }
         let written = self.intake.segments.flush_all()?;
         Metrics::add(&self.intake.metrics.bytes_written, written.bytes);
-        if self.tailer.commit_checkpoint()? {
-            Metrics::add(&self.intake.metrics.checkpoints_written, 1);
+        // Only positions whose lines are all applied, and so now durable.
+        if let Some(snapshot) = self.applied.clone() {
+            if self.tailer.commit_snapshot(snapshot)? {
+                Metrics::add(&self.intake.metrics.checkpoints_written, 1);
+            }
         }
         for file in std::mem::take(&mut self.intake.spool_awaiting) {
             self.intake.spool_paths.remove(&file.path);
@@ -1037,8 +940,9 @@ impl Daemon {
                 if new.metrics.listen != old.metrics.listen {
                     tracing::warn!("metrics.listen changes need a restart");
                 }
-                self.intake.enricher = Enricher::new(&new.domain);
-                self.intake.mapper = Mapper::new(&new.input);
+                // Batches already in flight keep the recipe they were submitted with.
+                self.intake.enricher = Arc::new(Enricher::new(&new.domain));
+                self.intake.mapper = Arc::new(Mapper::new(&new.input));
                 self.intake.segments.set_options(segment_options(&new));
                 self.tailer.reconfigure(tail_options(&new));
                 self.intake.cfg = new;
@@ -1052,6 +956,7 @@ impl Daemon {
     fn shutdown(&mut self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: flushing, sealing, checkpointing");
         let started = Instant::now();
+        self.drain_pool();
         // Lines in files rotated out of the globs since the last poll cannot be found after
         // a restart: read them now (bounded), so they are flushed with the rest.
         if self.retry.is_none() {
@@ -1059,6 +964,7 @@ impl Daemon {
             self.tailer
                 .finish_rotated_away(&mut |item| collected.push(item), started + SHUTDOWN_DRAIN);
             self.intake.ingest(&collected.items);
+            self.applied = Some(self.tailer.checkpoint_snapshot());
         }
         let mut backoff = RETRY_MIN;
         loop {

@@ -13,6 +13,7 @@ pub mod enrich;
 pub mod export;
 pub mod mapping;
 pub mod metrics;
+mod prepare;
 pub mod record;
 pub mod segment;
 pub mod spool;

@@ -674,6 +674,42 @@ fn kill9_mid_stream_then_restart_loses_nothing_and_repeats_only_identical_record
     eprintln!("{repeats} lines repeated after the crashes");
 }
 
+/// A backlog read much faster than it is prepared: many polls' batches are in flight on the
+/// worker threads at every durable point (every 10 ms here), so a checkpoint that covered a
+/// batch still being prepared would lose its lines at the kill.
+#[test]
+fn kill9_while_a_large_backlog_is_in_flight_loses_nothing() {
+    let sb = Sandbox::with_config(
+        &config(&["logs/*.log"], "read_budget = \"64KiB\"\n").replace(
+            "size = 50\nflush_interval = \"200ms\"",
+            "size = 500\nflush_interval = \"10ms\"",
+        ),
+    );
+    let n = 60_000;
+    append_lines(&sb.path("logs/big.log"), &lines("q", 0..n));
+    let mut kills = 0;
+    for _ in 0..4 {
+        let d = sb.start();
+        let before = distinct_ids(&sb);
+        wait_until(T, "progress before the crash", || {
+            let now = distinct_ids(&sb);
+            now > before + 2_000 || now == n
+        });
+        if distinct_ids(&sb) == n {
+            stop(&sb, d);
+            break;
+        }
+        d.kill9();
+        kills += 1;
+    }
+    let d = sb.start();
+    wait_for(&sb, n);
+    stop(&sb, d);
+    let repeats = assert_exact_modulo_identical_repeats(&sb, &ids("q", 0..n));
+    eprintln!("{kills} kills, {repeats} lines repeated");
+    assert!(kills > 0, "the backlog was read before a kill could land");
+}
+
 #[test]
 fn a_2mib_line_is_rejected_whole_under_the_default_limit_and_kept_under_a_larger_one() {
     let big = |i: usize| {

@@ -156,6 +156,10 @@ pub struct PollOutcome {
     pub more_pending: bool,
 }
 
+/// The read positions of every file at one moment (see [`Tailer::checkpoint_snapshot`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointSnapshot(Vec<Entry>);
+
 /// Running totals, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TailCounters {
@@ -1011,6 +1015,15 @@ impl Tailer {
     /// file, fsync, rename, fsync dir); writes only when a position or the file set changed.
     /// Returns whether it wrote.
     pub fn commit_checkpoint(&mut self) -> Result<bool, TailError> {
+        let snapshot = self.checkpoint_snapshot();
+        self.commit_snapshot(snapshot)
+    }
+
+    /// The checkpoint as it stands now: every item handed to a sink so far. A caller that
+    /// processes items asynchronously takes one after each poll and commits it (with
+    /// [`Tailer::commit_snapshot`]) once that poll's items are durable, while later polls'
+    /// items are still in flight.
+    pub fn checkpoint_snapshot(&mut self) -> CheckpointSnapshot {
         let now_unix = unix_now();
         // Only after a scan has refreshed the entries of files still present; before the
         // first poll every saved entry looks unseen.
@@ -1042,6 +1055,14 @@ impl Tailer {
         entries.sort_by(|a, b| {
             (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
         });
+        CheckpointSnapshot(entries)
+    }
+
+    /// Writes a snapshot taken by [`Tailer::checkpoint_snapshot`] (snapshots must be committed
+    /// in the order they were taken), unless it equals what is on disk. Returns whether it
+    /// wrote.
+    pub fn commit_snapshot(&mut self, snapshot: CheckpointSnapshot) -> Result<bool, TailError> {
+        let entries = snapshot.0;
         if let Some(prev) = &self.last_written {
             if prev.len() == entries.len()
                 && prev.iter().zip(&entries).all(|(a, b)| a.same_position(b))

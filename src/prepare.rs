@@ -1,0 +1,462 @@
+//! Preparing tailed lines: the per-line work of ingest (parse, map, enrich, id hash,
+//! serialize) that needs only the mapper and the enricher, done on a pool of worker threads
+//! while the daemon's thread reads, applies results in order, writes and fsyncs.
+//!
+//! The pool is a pipeline: each poll's items become one [`Batch`], split into jobs that any
+//! worker takes; finished batches come back strictly in the order they were submitted, each
+//! with the tailer's checkpoint snapshot taken right after its poll. The daemon checkpoints
+//! only the snapshot of the last batch it has applied, so a checkpoint never covers a line
+//! still in flight, while the workers keep preparing the next batches through the daemon's
+//! writes and fsyncs (which used to leave the second core idle).
+
+use crate::capture::{self, Identity};
+use crate::enrich::Enricher;
+use crate::mapping::{LineEvent, Mapper};
+use crate::record::{RejectedRecord, TrainingExample};
+use crate::tail::{self, CheckpointSnapshot, TailItem};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A tailed item, owned, so it can be prepared on a worker thread.
+pub(crate) struct OwnedItem {
+    /// The file's fingerprint and path as text (what ids and records carry), shared by all
+    /// items of one file in a poll.
+    pub(crate) file: FileText,
+    pub(crate) offset: u64,
+    pub(crate) kind: ItemKind,
+}
+
+/// A file's fingerprint (hex) and path, rendered once per run of items from that file.
+#[derive(Clone)]
+pub(crate) struct FileText {
+    pub(crate) fingerprint: Arc<str>,
+    pub(crate) path: Arc<str>,
+}
+
+pub(crate) enum ItemKind {
+    Line(Vec<u8>),
+    Rejected {
+        reason: String,
+        raw: Vec<u8>,
+        len: usize,
+    },
+}
+
+/// Owns tail items, rendering a file's fingerprint and path only when the file changes
+/// (lines arrive in runs per file), not once per line.
+#[derive(Default)]
+pub(crate) struct ItemCollector {
+    pub(crate) items: Vec<OwnedItem>,
+    last: Option<(tail::FileId, PathBuf, FileText)>,
+}
+
+impl ItemCollector {
+    fn file_text(&mut self, file: &tail::FileId, path: &Path) -> FileText {
+        if let Some((f, p, text)) = &self.last {
+            if f == file && p == path {
+                return text.clone();
+            }
+        }
+        let text = FileText {
+            fingerprint: file.fingerprint_hex().into(),
+            path: path.display().to_string().into(),
+        };
+        self.last = Some((file.clone(), path.to_path_buf(), text.clone()));
+        text
+    }
+
+    pub(crate) fn push(&mut self, item: TailItem<'_>) {
+        let owned = match item {
+            TailItem::Line {
+                file,
+                path,
+                offset,
+                bytes,
+            } => OwnedItem {
+                file: self.file_text(file, path),
+                offset,
+                kind: ItemKind::Line(bytes.to_vec()),
+            },
+            TailItem::Rejected {
+                file,
+                path,
+                offset,
+                reason,
+                raw,
+                len,
+            } => OwnedItem {
+                file: self.file_text(file, path),
+                offset,
+                kind: ItemKind::Rejected {
+                    reason,
+                    raw: raw.to_vec(),
+                    len,
+                },
+            },
+        };
+        self.items.push(owned);
+    }
+}
+
+impl OwnedItem {
+    /// The identity of a feedback or correction event logged on this line.
+    pub(crate) fn identity(&self) -> String {
+        format!("{}:{}", self.file.fingerprint, self.offset)
+    }
+
+    /// Raw bytes held (what the pipeline's memory bound counts).
+    fn len(&self) -> usize {
+        match &self.kind {
+            ItemKind::Line(bytes) => bytes.len(),
+            ItemKind::Rejected { raw, .. } => raw.len(),
+        }
+    }
+}
+
+/// What a tail item becomes before it touches the daemon's state: the parsing, mapping,
+/// enrichment and id hashing, which need only the mapper and the enricher.
+pub(crate) enum Prepared {
+    /// The example and its serialized line.
+    Example(Box<TrainingExample>, Vec<u8>),
+    /// Skip, feedback or correction (applied in order against the buffer).
+    Event(LineEvent),
+    Rejected(RejectedRecord),
+}
+
+pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
+    match &item.kind {
+        ItemKind::Line(bytes) => match mapper.map(bytes) {
+            Ok(LineEvent::Interaction(mut it)) => {
+                let id = match &it.request_id {
+                    Some(r) => Identity::RequestId(r.clone()),
+                    None => Identity::Position {
+                        fingerprint: item.file.fingerprint.to_string(),
+                        offset: item.offset,
+                    },
+                };
+                it.extra.insert(
+                    "origin_file".into(),
+                    Value::String(item.file.path.to_string()),
+                );
+                it.extra
+                    .insert("origin_offset".into(), Value::from(item.offset));
+                let ex = capture::capture(enricher, &id, *it);
+                let line = serde_json::to_vec(&ex).expect("examples serialize");
+                Prepared::Example(Box::new(ex), line)
+            }
+            Ok(event) => Prepared::Event(event),
+            Err(rej) => Prepared::Rejected(RejectedRecord::new(
+                &item.file.path,
+                item.offset,
+                rej.0,
+                bytes,
+            )),
+        },
+        ItemKind::Rejected { reason, raw, len } => {
+            let mut rec = RejectedRecord::new(&item.file.path, item.offset, reason.clone(), raw);
+            rec.raw_len = *len;
+            Prepared::Rejected(rec)
+        }
+    }
+}
+
+/// Items per job: small enough that both workers share even one poll's batch, large enough
+/// that the hand-off costs nothing next to the work (~10 us a line).
+const JOB_ITEMS: usize = 64;
+/// Raw bytes in flight at most: bounds the memory of the pipeline, and is deep enough to keep
+/// the workers busy through a segment fsync.
+const MAX_IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Workers at most, whatever the machine: a sidecar should not take every core of a big host.
+const MAX_WORKERS: usize = 4;
+
+/// The mapper and enricher a batch is prepared with (a reload swaps them for later batches).
+#[derive(Clone)]
+pub(crate) struct Recipe {
+    pub(crate) mapper: Arc<Mapper>,
+    pub(crate) enricher: Arc<Enricher>,
+}
+
+struct Job {
+    seq: u64,
+    items: Arc<[OwnedItem]>,
+    range: std::ops::Range<usize>,
+    recipe: Recipe,
+}
+
+type JobResult = std::thread::Result<Vec<Prepared>>;
+
+/// One poll's items, in flight.
+struct Batch {
+    items: Arc<[OwnedItem]>,
+    /// Jobs `first_job..first_job + jobs`.
+    first_job: u64,
+    jobs: u64,
+    bytes: usize,
+    snapshot: CheckpointSnapshot,
+}
+
+/// A batch whose items are all prepared, in submission order.
+pub(crate) struct Finished {
+    pub(crate) items: Arc<[OwnedItem]>,
+    pub(crate) prepared: Vec<Prepared>,
+    /// The tailer's positions right after the poll that read these items.
+    pub(crate) snapshot: CheckpointSnapshot,
+}
+
+/// The worker pool and the batches in flight.
+pub(crate) struct PreparePool {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<(u64, JobResult)>,
+    workers: Vec<JoinHandle<()>>,
+    next_job: u64,
+    done: BTreeMap<u64, Vec<Prepared>>,
+    in_flight: VecDeque<Batch>,
+    in_flight_bytes: usize,
+}
+
+impl PreparePool {
+    /// Starts the workers (one per core, 2 to [`MAX_WORKERS`]); `wake` is called after each
+    /// finished job so the daemon's loop, which may be waiting, comes to collect it.
+    pub(crate) fn start(wake: impl Fn() + Send + Clone + 'static) -> PreparePool {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, MAX_WORKERS);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (res_tx, results) = mpsc::channel();
+        let workers = (0..n)
+            .map(|i| {
+                let job_rx = job_rx.clone();
+                let res_tx = res_tx.clone();
+                let wake = wake.clone();
+                std::thread::Builder::new()
+                    .name(format!("prepare-{i}"))
+                    .spawn(move || worker(&job_rx, &res_tx, &wake))
+                    .expect("cannot start a prepare worker thread")
+            })
+            .collect();
+        PreparePool {
+            jobs: Some(job_tx),
+            results,
+            workers,
+            next_job: 0,
+            done: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+        }
+    }
+
+    /// Whether another batch may be submitted now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Queues one poll's items (possibly none: the snapshot still has to come back in order).
+    pub(crate) fn submit(
+        &mut self,
+        items: Vec<OwnedItem>,
+        snapshot: CheckpointSnapshot,
+        recipe: &Recipe,
+    ) {
+        let bytes = items.iter().map(OwnedItem::len).sum::<usize>();
+        let items: Arc<[OwnedItem]> = items.into();
+        let first_job = self.next_job;
+        let sender = self.jobs.as_ref().expect("pool is running");
+        for start in (0..items.len()).step_by(JOB_ITEMS) {
+            let job = Job {
+                seq: self.next_job,
+                items: items.clone(),
+                range: start..(start + JOB_ITEMS).min(items.len()),
+                recipe: recipe.clone(),
+            };
+            self.next_job += 1;
+            if let Err(mpsc::SendError(job)) = sender.send(job) {
+                // Every worker is gone (they only stop when the pool is dropped): prepare
+                // here rather than lose the items.
+                let out = job.items[job.range]
+                    .iter()
+                    .map(|i| prepare(&job.recipe.mapper, &job.recipe.enricher, i))
+                    .collect();
+                self.done.insert(job.seq, out);
+            }
+        }
+        self.in_flight_bytes += bytes;
+        self.in_flight.push_back(Batch {
+            items,
+            first_job,
+            jobs: self.next_job - first_job,
+            bytes,
+            snapshot,
+        });
+    }
+
+    /// The oldest batch if all of it is prepared; with `block`, waits for it.
+    pub(crate) fn next_finished(&mut self, block: bool) -> Option<Finished> {
+        let front = self.in_flight.front()?;
+        let (first, jobs) = (front.first_job, front.jobs);
+        loop {
+            while let Ok((seq, result)) = self.results.try_recv() {
+                self.collect(seq, result);
+            }
+            if (first..first + jobs).all(|j| self.done.contains_key(&j)) {
+                break;
+            }
+            if !block {
+                return None;
+            }
+            match self.results.recv() {
+                Ok((seq, result)) => self.collect(seq, result),
+                Err(_) => unreachable!("the pool holds workers while batches are in flight"),
+            }
+        }
+        let batch = self.in_flight.pop_front()?;
+        self.in_flight_bytes -= batch.bytes;
+        let mut prepared = Vec::with_capacity(batch.items.len());
+        for j in first..first + jobs {
+            prepared.extend(self.done.remove(&j).unwrap_or_default());
+        }
+        Some(Finished {
+            items: batch.items,
+            prepared,
+            snapshot: batch.snapshot,
+        })
+    }
+
+    fn collect(&mut self, seq: u64, result: JobResult) {
+        match result {
+            Ok(out) => {
+                self.done.insert(seq, out);
+            }
+            // A bug in the per-line code: fail the way it would have on this thread.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for PreparePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(jobs: &Mutex<Receiver<Job>>, results: &Sender<(u64, JobResult)>, wake: &dyn Fn()) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.items[job.range.clone()]
+                .iter()
+                .map(|i| prepare(&job.recipe.mapper, &job.recipe.enricher, i))
+                .collect::<Vec<_>>()
+        }));
+        if results.send((job.seq, out)).is_err() {
+            return;
+        }
+        wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn recipe() -> Recipe {
+        let cfg = Config::default();
+        Recipe {
+            mapper: Arc::new(Mapper::new(&cfg.input)),
+            enricher: Arc::new(Enricher::new(&cfg.domain)),
+        }
+    }
+
+    fn item(n: usize) -> OwnedItem {
+        let line = serde_json::json!({
+            "event": "interaction",
+            "request_id": format!("r{n}"),
+            "query": "What is the TPO seam overlap?",
+            "response": "2.5 inches per Carlisle, welded.",
+        });
+        OwnedItem {
+            file: FileText {
+                fingerprint: "00".into(),
+                path: "a.log".into(),
+            },
+            offset: n as u64,
+            kind: if n % 7 == 3 {
+                ItemKind::Line(b"not json".to_vec())
+            } else {
+                ItemKind::Line(line.to_string().into_bytes())
+            },
+        }
+    }
+
+    /// Batches of every size (empty, below and above a job, several jobs) come back whole,
+    /// in submission order, each item with its own result, whatever order the workers
+    /// finish in.
+    #[test]
+    fn batches_come_back_in_order_with_their_own_results() {
+        let mut pool = PreparePool::start(|| {});
+        let recipe = recipe();
+        let sizes = [0, 1, 63, 64, 65, 300, 0, 5, 129, 1000];
+        let mut next = 0;
+        let mut submitted = Vec::new();
+        for &size in &sizes {
+            let items: Vec<OwnedItem> = (next..next + size).map(item).collect();
+            submitted.push((next, size));
+            next += size;
+            pool.submit(items, CheckpointSnapshot::default(), &recipe);
+        }
+        let mut finished = Vec::new();
+        while let Some(f) = pool.next_finished(true) {
+            finished.push(f);
+        }
+        assert!(pool.is_empty());
+        assert_eq!(finished.len(), sizes.len());
+        for (f, &(first, size)) in finished.iter().zip(&submitted) {
+            assert_eq!(f.items.len(), size);
+            assert_eq!(f.prepared.len(), size);
+            for (k, (it, p)) in f.items.iter().zip(&f.prepared).enumerate() {
+                let n = first + k;
+                assert_eq!(it.offset, n as u64);
+                match p {
+                    Prepared::Example(ex, _) => {
+                        assert_eq!(ex.metadata.request_id(), Some(format!("r{n}").as_str()))
+                    }
+                    Prepared::Rejected(r) => assert_eq!(n % 7, 3, "{}", r.reason),
+                    Prepared::Event(_) => panic!("item {n} is an interaction"),
+                }
+            }
+        }
+    }
+
+    /// The in-flight bound: a pool full of unprepared bytes refuses more until a batch is
+    /// taken out.
+    #[test]
+    fn has_room_until_the_in_flight_bound() {
+        let mut pool = PreparePool::start(|| {});
+        let big = OwnedItem {
+            kind: ItemKind::Line(vec![b' '; MAX_IN_FLIGHT_BYTES]),
+            ..item(0)
+        };
+        assert!(pool.has_room());
+        pool.submit(vec![big], CheckpointSnapshot::default(), &recipe());
+        assert!(!pool.has_room());
+        assert!(pool.next_finished(true).is_some());
+        assert!(pool.has_room() && pool.is_empty());
+    }
+}
