@@ -70,13 +70,43 @@ pub(crate) fn md5_hex16(parts: &[&str]) -> String {
         h.update([0x1e]);
     }
     let d = h.finalize();
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    // Per example, on the hot path: no allocation per digit.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in &d[..8] {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+    out
 }
 
+/// `%Y%m%d_%H%M%S` of the time, written directly (chrono's `format` parses the format string
+/// on every call, which showed in the ingest profile).
 fn id_time(ts: Option<DateTime<Utc>>) -> String {
+    use chrono::{Datelike, Timelike};
     match ts {
-        Some(t) => t.format("%Y%m%d_%H%M%S").to_string(),
+        // chrono writes a sign for years outside 0..=9999; keep its exact output there.
+        Some(t) if !(0..=9999).contains(&t.year()) => t.format("%Y%m%d_%H%M%S").to_string(),
+        Some(t) => format!(
+            "{:04}{:02}{:02}_{:02}{:02}{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
         None => "00000000_000000".to_string(),
+    }
+}
+
+/// `s.trim().to_string()` without the copy when there is nothing to trim (the usual case;
+/// responses are kilobytes).
+fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_string()
     }
 }
 
@@ -108,8 +138,8 @@ pub fn capture(enricher: &Enricher, identity: &Identity, it: Interaction) -> Tra
         id,
         timestamp,
         source: it.source.unwrap_or_else(|| "chat".to_string()),
-        prompt: it.prompt.trim().to_string(),
-        response: it.response.trim().to_string(),
+        prompt: trimmed(it.prompt),
+        response: trimmed(it.response),
         metadata: Metadata {
             skill_used: it.skill_used,
             tier_handled: it.tier,
@@ -411,6 +441,25 @@ pub fn python_str(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The hand-written id time and hex are what chrono's format and `{:02x}` give.
+        #[test]
+        fn id_parts_match_the_formatting_they_replace(secs in -70_000_000_000i64..300_000_000_000i64, parts in proptest::collection::vec(".{0,20}", 0..4)) {
+            let t = chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0).unwrap();
+            prop_assert_eq!(super::id_time(Some(t)), t.format("%Y%m%d_%H%M%S").to_string());
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let mut h = <md5::Md5 as md5::Digest>::new();
+            for p in &refs {
+                md5::Digest::update(&mut h, p.as_bytes());
+                md5::Digest::update(&mut h, [0x1e]);
+            }
+            let want: String = md5::Digest::finalize(h)[..8].iter().map(|b| format!("{b:02x}")).collect();
+            prop_assert_eq!(super::md5_hex16(&refs), want);
+        }
+    }
+
     use super::*;
     use crate::config::DomainConfig;
     use chrono::TimeZone;
