@@ -169,7 +169,7 @@ pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) ->
 const JOB_ITEMS: usize = 64;
 /// Raw bytes in flight at most: bounds the memory of the pipeline, and is deep enough to keep
 /// the workers busy through a segment fsync.
-const MAX_IN_FLIGHT_BYTES: usize = 8 << 20;
+const MAX_IN_FLIGHT_BYTES: usize = 4 << 20;
 /// Workers at most, whatever the machine: a sidecar should not take every core of a big host.
 const MAX_WORKERS: usize = 4;
 
