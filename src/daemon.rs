@@ -4,11 +4,14 @@
 //!
 //! Ordering is what keeps the promise "nothing lost, nothing duplicated":
 //! 1. every item the tailer hands over becomes a record in memory (buffered example, or a
-//!    pending line of the feedback / corrections / rejected stream);
+//!    pending line of the feedback / corrections / rejected stream), in the order read: the
+//!    per-line work runs on [`crate::prepare`]'s worker threads, and each poll's checkpoint
+//!    snapshot becomes eligible only once all of that poll's items are applied;
 //! 2. at `buffer.size` the buffer is written to the open examples segment;
 //! 3. at a *durable point* (every `buffer.flush_interval`, SIGUSR1, shutdown) everything is
-//!    written and fsynced, and only then are the tailer's positions checkpointed and the
-//!    applied spool files retired.
+//!    written and fsynced, and only then are the positions of the last applied poll
+//!    checkpointed and the applied spool files retired (SIGUSR1 and shutdown first wait for
+//!    the lines in flight).
 //!
 //! A crash between 2 and 3 makes the next start read those lines again; their ids are
 //! deterministic, so the repeats are identical records that stats and export count once.
@@ -809,6 +812,11 @@ impl Daemon {
             }
         }
         let due = self.last_durable.elapsed() >= self.intake.cfg.buffer.flush_interval.0;
+        if self.flush_requested && self.retry.is_none() {
+            // "Make everything durable now" covers every line already read, including the
+            // ones still being prepared.
+            self.drain_pool();
+        }
         if (due && self.intake.dirty) || self.flush_requested || self.retry.is_some() {
             if let Err(e) = self.durable_point() {
                 self.on_write_error(e);
