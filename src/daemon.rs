@@ -531,6 +531,8 @@ impl Intake {
 
     /// Moves the buffer into the examples segment's pending lines.
     fn take_buffer(&mut self) {
+        let known: usize = self.lines.iter().flatten().map(|l| l.len() + 1).sum();
+        self.segments.examples.reserve(known);
         for (ex, line) in self.buffer.drain(..).zip(self.lines.drain(..)) {
             let line = line.unwrap_or_else(|| serde_json::to_vec(&ex).expect("examples serialize"));
             self.segments

@@ -313,6 +313,12 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Room for `bytes` more of pending lines, so a large batch of appends grows the queue
+    /// once instead of by doubling (which briefly holds both copies).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.pending.reserve(bytes);
+    }
+
     /// Number of lines appended but not yet flushed.
     pub fn pending(&self) -> usize {
         self.pending_lines
