@@ -151,20 +151,17 @@ impl Enricher {
 
     /// One pass over `f"{prompt} {response}".lower()` marking every keyword and tag hit.
     fn scan(&self, prompt: &str, response: &str) -> Hits {
-        let mut joined = String::with_capacity(prompt.len() + response.len() + 1);
-        joined.push_str(prompt);
-        joined.push(' ');
-        joined.push_str(response);
-        let text = lowercase(&joined);
+        let text = joined_lowercase(prompt, response);
+        let text = text.as_str();
         let bytes = text.as_bytes();
         let mut found = vec![false; self.uses.len()];
-        for m in self.automaton.find_overlapping_iter(text.as_ref()) {
+        for m in self.automaton.find_overlapping_iter(text) {
             let p = m.pattern().as_usize();
             if found[p] {
                 continue;
             }
             if self.mode == MatchMode::Word
-                && !self.at_word_edges(bytes, &text, p, m.start(), m.end())
+                && !self.at_word_edges(bytes, text, p, m.start(), m.end())
             {
                 continue;
             }
@@ -236,6 +233,18 @@ fn is_word_char(c: char) -> bool {
 /// True when no word char starts at byte `i` of `text`.
 fn boundary_at(text: &str, i: usize) -> bool {
     !text[i..].chars().next().is_some_and(is_word_char)
+}
+
+/// `f"{prompt} {response}".lower()`, built in one copy when both are ASCII.
+fn joined_lowercase(prompt: &str, response: &str) -> String {
+    if prompt.is_ascii() && response.is_ascii() {
+        let mut out = Vec::with_capacity(prompt.len() + response.len() + 1);
+        out.extend(prompt.bytes().map(|b| b.to_ascii_lowercase()));
+        out.push(b' ');
+        out.extend(response.bytes().map(|b| b.to_ascii_lowercase()));
+        return String::from_utf8(out).expect("ASCII stays valid UTF-8");
+    }
+    lowercase(&format!("{prompt} {response}")).into_owned()
 }
 
 /// Python's `str.lower()`: ASCII text is lowered cheaply, anything else by Unicode rules.
