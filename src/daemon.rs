@@ -576,6 +576,8 @@ enum Stream {
 /// The running daemon.
 struct Daemon {
     tailer: Tailer,
+    /// Which files' writes wake the loop (updated on reload).
+    relevant: tail::RelevantPath,
     intake: Intake,
     /// Lines being prepared on the worker threads, in read order.
     pool: PreparePool,
@@ -608,13 +610,15 @@ pub fn run(
     }
     let (segments, recoveries) = Segments::open_all(&config.data_dir, segment_options(&config))?;
     let tailer = Tailer::open(tail_options(&config))?;
-    let watcher = start_watcher(&tailer, &config, control.sender.clone());
+    let relevant = watch_relevance(&config);
+    let watcher = start_watcher(&tailer, &config, &relevant, control.sender.clone());
     let wake = control.sender.clone();
     let pool = PreparePool::start(move || {
         let _ = wake.send(Control::Wake);
     });
     let mut daemon = Daemon {
         tailer,
+        relevant,
         pool,
         applied: None,
         tail_more: false,
@@ -673,15 +677,25 @@ fn watchdog_interval() -> Option<Duration> {
     }
 }
 
+/// Data events wake the loop only for files the input globs name and for the spool.
+fn watch_relevance(cfg: &Config) -> tail::RelevantPath {
+    tail::RelevantPath::new(&cfg.input.paths, std::slice::from_ref(&cfg.spool.dir))
+}
+
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the
 /// guarantee, so a watcher that cannot start is a warning, not an error.
-fn start_watcher(tailer: &Tailer, cfg: &Config, wake: Sender<Control>) -> Option<tail::FsWatcher> {
+fn start_watcher(
+    tailer: &Tailer,
+    cfg: &Config,
+    relevant: &tail::RelevantPath,
+    wake: Sender<Control>,
+) -> Option<tail::FsWatcher> {
     let mut specs = tailer.watch_specs();
     specs.push(tail::WatchSpec {
         dir: cfg.spool.dir.clone(),
         recursive: false,
     });
-    match tail::FsWatcher::from_specs(&specs, move || {
+    match tail::FsWatcher::filtered(&specs, Some(relevant.clone()), move || {
         let _ = wake.send(Control::Wake);
     }) {
         Ok(w) => Some(w),
@@ -955,6 +969,9 @@ impl Daemon {
                 self.intake.mapper = Arc::new(Mapper::new(&new.input));
                 self.intake.segments.set_options(segment_options(&new));
                 self.tailer.reconfigure(tail_options(&new));
+                // The running watcher holds this same filter.
+                self.relevant
+                    .set(&new.input.paths, std::slice::from_ref(&new.spool.dir));
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
             }

@@ -48,7 +48,7 @@ pub mod watch;
 
 pub use discovery::WatchSpec;
 pub use identity::FileId;
-pub use watch::FsWatcher;
+pub use watch::{FsWatcher, RelevantPath};
 
 use checkpoint::{Entry, Loaded};
 use identity::{read_full_at, Fingerprint};

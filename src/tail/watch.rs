@@ -3,12 +3,75 @@
 //! error such as an inotify queue overflow, only calls `wake`; the tailer then re-scans and
 //! re-reads. The daemon also polls on a timer, which is the safety net for lost events and
 //! for file systems without notification (NFS).
+//!
+//! Writes to files nobody reads (other services' logs in a shared `/var/log`, say) must not
+//! wake it: each wake re-scans the globs, and a busy neighbour would keep the daemon spinning.
+//! So data events (modify, close-after-write) wake only when [`RelevantPath`] accepts one of
+//! their paths; creations, removals, renames and errors always wake.
 
 use super::discovery::WatchSpec;
 use super::TailError;
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Which paths' data events are worth a wake: a file whose name matches the last component
+/// of an input glob, or anything directly inside one of the extra directories (the spool).
+/// Shared, so a config reload can replace the globs of a running watcher.
+#[derive(Clone, Debug, Default)]
+pub struct RelevantPath(Arc<RwLock<Relevance>>);
+
+#[derive(Debug, Default)]
+struct Relevance {
+    names: Vec<glob::Pattern>,
+    dirs: Vec<PathBuf>,
+}
+
+impl RelevantPath {
+    pub fn new(patterns: &[String], dirs: &[PathBuf]) -> RelevantPath {
+        let r = RelevantPath::default();
+        r.set(patterns, dirs);
+        r
+    }
+
+    /// Replaces the globs and directories (an unparsable glob is left out: discovery has
+    /// already refused it).
+    pub fn set(&self, patterns: &[String], dirs: &[PathBuf]) {
+        let names = patterns
+            .iter()
+            .filter_map(|p| Path::new(p).file_name()?.to_str())
+            .filter_map(|n| glob::Pattern::new(n).ok())
+            .collect();
+        if let Ok(mut r) = self.0.write() {
+            *r = Relevance {
+                names,
+                dirs: dirs.to_vec(),
+            };
+        }
+    }
+
+    /// Whether a data event on `path` may concern the daemon.
+    pub fn accepts(&self, path: &Path) -> bool {
+        let Ok(r) = self.0.read() else { return true };
+        let name = path.file_name().and_then(|n| n.to_str());
+        name.is_some_and(|n| r.names.iter().any(|p| p.matches(n)))
+            || path
+                .parent()
+                .is_some_and(|parent| r.dirs.iter().any(|d| same_dir(d, parent)))
+    }
+}
+
+/// Directory equality that ignores a leading `./` (notify joins names onto the path it was
+/// given to watch).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let strip = |p: &Path| {
+        p.strip_prefix(".")
+            .map(Path::to_path_buf)
+            .unwrap_or(p.to_path_buf())
+    };
+    a == b || strip(a) == strip(b)
+}
 
 /// Keeps the notify watcher alive; dropping it stops watching.
 pub struct FsWatcher {
@@ -44,20 +107,39 @@ impl FsWatcher {
         specs: &[WatchSpec],
         wake: impl Fn() + Send + 'static,
     ) -> Result<FsWatcher, TailError> {
-        let mut watcher = notify::recommended_watcher(
-            move |res: notify::Result<notify::Event>| {
+        FsWatcher::filtered(specs, None, wake)
+    }
+
+    /// Like [`FsWatcher::from_specs`], with data events on paths `relevant` does not accept
+    /// ignored.
+    pub fn filtered(
+        specs: &[WatchSpec],
+        relevant: Option<RelevantPath>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<FsWatcher, TailError> {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 // Opening or reading a file or directory changes nothing, and the daemon's
                 // own scans (opendir of the spool and log dirs) cause exactly those events:
                 // waking on them made an idle daemon spin. Errors still wake.
                 if let Ok(ev) = &res {
-                    if matches!(ev.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
-                    {
-                        return;
+                    let data = match ev.kind {
+                        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                        EventKind::Access(_) => return,
+                        EventKind::Modify(ModifyKind::Name(_)) => false,
+                        EventKind::Modify(_) => true,
+                        _ => false,
+                    };
+                    if data {
+                        if let Some(r) = &relevant {
+                            if !ev.paths.iter().any(|p| r.accepts(p)) {
+                                return;
+                            }
+                        }
                     }
                 }
                 wake();
-            },
-        )?;
+            })?;
         for spec in specs {
             let mode = if spec.recursive {
                 RecursiveMode::Recursive
@@ -100,5 +182,72 @@ mod tests {
         std::fs::write(dir.path().join("a.log"), b"x\n").expect("write");
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         assert_eq!(w.watched().len(), 1);
+    }
+
+    /// Appends to a neighbour's log do not wake; appends to a watched log, files in the
+    /// spool, and new files of any name do.
+    #[test]
+    fn data_events_wake_only_for_relevant_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        let spool = dir.path().join("spool");
+        for d in [&logs, &spool] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        for f in ["app.jsonl", "syslog"] {
+            std::fs::write(logs.join(f), b"x\n").expect("write");
+        }
+        std::fs::write(spool.join("fb.jsonl"), b"x\n").expect("write");
+        let relevant = RelevantPath::new(
+            &[logs.join("*.jsonl").display().to_string()],
+            std::slice::from_ref(&spool),
+        );
+        let specs: Vec<WatchSpec> = [&logs, &spool]
+            .iter()
+            .map(|d| WatchSpec {
+                dir: d.to_path_buf(),
+                recursive: false,
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let _w = FsWatcher::filtered(&specs, Some(relevant.clone()), move || {
+            let _ = tx.send(());
+        })
+        .expect("watcher");
+        let append = |p: &Path| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .expect("open");
+            f.write_all(b"more\n").expect("append");
+        };
+        let settle = |rx: &mpsc::Receiver<()>| {
+            std::thread::sleep(Duration::from_millis(100));
+            while rx.try_recv().is_ok() {}
+        };
+        for _ in 0..20 {
+            append(&logs.join("syslog"));
+        }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a neighbour's appends woke the daemon"
+        );
+        append(&logs.join("app.jsonl"));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        settle(&rx);
+        append(&spool.join("fb.jsonl"));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        settle(&rx);
+        std::fs::write(logs.join("other.txt"), b"x\n").expect("create");
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "a creation must wake"
+        );
+        settle(&rx);
+        // After a reload that reads syslog too, its appends wake.
+        relevant.set(&[logs.join("sys*").display().to_string()], &[]);
+        append(&logs.join("syslog"));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
     }
 }
