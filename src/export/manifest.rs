@@ -55,13 +55,13 @@ impl AtomicFile {
     }
 
     /// Writes `line` and a newline.
-    pub(crate) fn write_line(&mut self, line: &str) -> Result<(), ExportError> {
-        self.hasher.update(line.as_bytes());
+    pub(crate) fn write_line(&mut self, line: &[u8]) -> Result<(), ExportError> {
+        self.hasher.update(line);
         self.hasher.update(b"\n");
         self.lines += 1;
         let r = self
             .out
-            .write_all(line.as_bytes())
+            .write_all(line)
             .and_then(|_| self.out.write_all(b"\n"));
         r.map_err(|e| self.err(e))
     }
@@ -145,7 +145,7 @@ pub(crate) fn write_manifest(path: &Path, m: &Manifest) -> Result<(), ExportErro
     let text = serde_json::to_string_pretty(m)
         .map_err(|e| ExportError::Internal(format!("cannot serialize manifest: {e}")))?;
     let mut f = AtomicFile::create(path)?;
-    f.write_line(&text)?;
+    f.write_line(text.as_bytes())?;
     f.commit()?;
     Ok(())
 }

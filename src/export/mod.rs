@@ -27,6 +27,7 @@
 //! dropped as `unlabeled`. The report's `labels` says how many of each were written, since
 //! TRL's KTO trainer needs both.
 
+mod codec;
 pub mod dedup;
 mod filter;
 pub mod format;
@@ -34,6 +35,7 @@ pub mod input;
 mod join;
 pub mod manifest;
 pub mod pii;
+mod prepare;
 mod spill;
 pub mod split;
 
@@ -41,9 +43,9 @@ pub use format::Format;
 pub use manifest::manifest_path;
 pub use split::validation_path;
 
-use crate::record::{CorrectionRecord, FeedbackEvent, Relevance, TrainingExample};
+use crate::record::{CorrectionRecord, FeedbackEvent, Relevance};
 use filter::{ByKey, ByRank, ByTime};
-use join::{Annot, Corr, Ex, JoinItem, Payload, Row};
+use join::{Annot, Corr, JoinItem, JoinKey, Payload, Row};
 use serde::Serialize;
 use spill::{FrameWriter, Grouped, Sorter, SpillItem};
 use std::collections::BTreeMap;
@@ -218,25 +220,6 @@ fn progress_bar(opts: &ExportOptions, total: u64) -> indicatif::ProgressBar {
     pb
 }
 
-fn example_keys(id: &str, request_id: Option<&str>, prompt: &str, response: &str) -> Vec<String> {
-    let mut keys = vec![format!("t:{id}")];
-    if let Some(r) = request_id.filter(|r| !r.is_empty() && *r != id) {
-        keys.push(format!("t:{r}"));
-    }
-    keys.push(pr_key(prompt, response));
-    keys
-}
-
-/// Join key of a (prompt, answer) pair, normalized.
-fn pr_key(prompt: &str, response: &str) -> String {
-    let k = dedup::key128(&format!(
-        "{}\0{}",
-        dedup::normalize(prompt),
-        dedup::normalize(response)
-    ));
-    format!("p:{k:032x}")
-}
-
 pub(crate) fn run(
     inputs: &ExportInputs,
     opts: &ExportOptions,
@@ -278,51 +261,54 @@ pub(crate) fn run(
     let mut rows: Sorter<Row> = Sorter::new(dir, budget);
     let mut joins: Sorter<JoinItem> = Sorter::new(dir, budget);
     pb.set_message("reading examples");
+    let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
+    let near = opts.near_dup_threshold > 0.0;
+    let ctx = prepare::Ctx {
+        opts,
+        scrubber: &scrubber,
+        lsh: near.then_some((bands, rows_per_band)),
+    };
+    let mut example_files = Vec::with_capacity(inputs.examples.len());
     for (fi, path) in inputs.examples.iter().enumerate() {
-        let s = input::for_each_line(
+        let fi = fi as u32;
+        let (s, file) = input::for_each_chunk(
             path,
             "examples",
             |n| pb.inc(n),
-            |line_no, line| {
-                counts.total_raw += 1;
-                let ex: TrainingExample = match serde_json::from_slice(line) {
-                    Ok(ex) => ex,
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable example line");
-                        counts.drop("unreadable_line");
-                        return Ok(());
+            |lines| {
+                for (line, read) in lines.iter().zip(prepare::examples(lines, fi, &ctx)) {
+                    counts.total_raw += 1;
+                    let r = match read {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), line = line.no, error = %e, "unreadable example line");
+                            counts.drop("unreadable_line");
+                            continue;
+                        }
+                    };
+                    let mut refs = |key| {
+                        joins.push(JoinItem {
+                            key,
+                            kind: join::KIND_REF,
+                            fb: None,
+                            ex_id: r.id.clone(),
+                        })
+                    };
+                    refs(JoinKey::Id(r.id.clone()))?;
+                    if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
+                        refs(JoinKey::Id(req))?;
                     }
-                };
-                for key in example_keys(&ex.id, ex.metadata.request_id(), &ex.prompt, &ex.response)
-                {
-                    joins.push(JoinItem {
-                        key,
-                        kind: join::KIND_REF,
-                        fb: None,
-                        ex_id: ex.id.clone(),
+                    refs(JoinKey::Pair(r.pr_key))?;
+                    rows.push(Row {
+                        id: r.id,
+                        order: (0, fi, line.no),
+                        payload: Payload::Example(r.ex),
                     })?;
                 }
-                rows.push(Row {
-                    id: ex.id,
-                    order: (0, fi as u32, line_no),
-                    payload: Payload::Example(Ex {
-                        ts: input::ts_micros(&ex.timestamp),
-                        verified_correction: ex.source == "verified_correction",
-                        prompt: ex.prompt,
-                        response: ex.response,
-                        user_id: ex.metadata.user_id,
-                        in_feedback: ex
-                            .quality
-                            .user_feedback
-                            .map(|f| f == crate::record::Feedback::Positive),
-                        was_corrected: ex.quality.was_corrected,
-                        relevance: ex.quality.domain_relevance,
-                        auto_score: ex.quality.auto_score,
-                        include: ex.include_in_training,
-                    }),
-                })
+                Ok(())
             },
         )?;
+        example_files.push((file, PathBuf::from(&s.path)));
         summaries.push(s);
     }
     pb.set_message("reading feedback");
@@ -341,7 +327,7 @@ pub(crate) fn run(
                     }
                 };
                 joins.push(JoinItem {
-                    key: format!("t:{}", ev.target),
+                    key: JoinKey::Id(ev.target),
                     kind: join::KIND_FEEDBACK,
                     fb: Some((
                         (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
@@ -368,9 +354,11 @@ pub(crate) fn run(
                         return Ok(());
                     }
                 };
-                let mut keys = vec![pr_key(&c.original_prompt, &c.original_response)];
-                keys.extend(c.original_example_id.iter().map(|i| format!("t:{i}")));
-                keys.extend(c.original_request_id.iter().map(|r| format!("t:{r}")));
+                let pair =
+                    prepare::pr_key(&c.original_prompt, &c.original_response, &mut String::new());
+                let mut keys = vec![JoinKey::Pair(pair)];
+                keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
+                keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
                 for key in keys {
                     joins.push(JoinItem {
                         key,
@@ -408,7 +396,7 @@ pub(crate) fn run(
     join::resolve(
         rows,
         annots,
-        |r| match filter::candidate(r, opts, &scrubber) {
+        |r| match filter::candidate(r, opts, &scrubber, ctx.lsh) {
             Ok(c) => by_key.push(ByKey(c)),
             Err(reason) => {
                 counts.drop(reason);
@@ -435,30 +423,24 @@ pub(crate) fn run(
     // 4b. Near dedup: number the survivors best first, bucket their bands; in each bucket
     // every member but the best (smallest number) is dropped.
     pb.set_message("near dedup");
-    let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
-    let near = opts.near_dup_threshold > 0.0;
     let mut survivors = FrameWriter::new(dir)?;
     let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
     let mut n: u32 = 0;
     for c in by_rank.finish()? {
         let ByRank(c) = c?;
-        if near {
-            let salt = match c.label {
-                None => 0,
-                Some(true) => 1,
-                Some(false) => 2,
-            };
-            let text = format!("{}\n{}", c.prompt, c.completion);
-            for (b, hash) in dedup::band_hashes(&text, bands, rows_per_band, salt)
-                .into_iter()
-                .enumerate()
-            {
-                band_items.push(BandItem {
-                    band: b as u32,
-                    hash,
-                    idx: n,
-                })?;
-            }
+        // Labels never merge: the salt keeps their buckets apart.
+        let salt = match c.label {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        for (b, &hash) in c.bands.iter().enumerate() {
+            band_items.push(BandItem {
+                band: b as u32,
+                salt,
+                hash,
+                idx: n,
+            })?;
         }
         survivors.write(&ByRank(c))?;
         n = n
@@ -468,7 +450,9 @@ pub(crate) fn run(
     let mut dropped_bits = vec![0u64; (n as usize).div_ceil(64)];
     let mut items = Grouped::new(band_items.finish()?);
     while let Some(first) = items.next_item()? {
-        while let Some(other) = items.next_if(|o| o.band == first.band && o.hash == first.hash)? {
+        while let Some(other) =
+            items.next_if(|o| (o.band, o.salt, o.hash) == (first.band, first.salt, first.hash))?
+        {
             dropped_bits[other.idx as usize / 64] |= 1 << (other.idx % 64);
         }
     }
@@ -493,26 +477,38 @@ pub(crate) fn run(
         None => None,
     };
     let mut labels = Labels::default();
+    let mut fetcher = prepare::Fetcher::new(example_files);
+    let mut line = Vec::new();
     for c in by_time.finish()? {
         let ByTime(c): ByTime = c?;
-        let line = format::render(
+        let (prompt, completion) = match c.loc {
+            Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion)?,
+            None => match (&c.prompt, &c.completion) {
+                (prepare::TextSrc::Owned(p), prepare::TextSrc::Owned(r)) => {
+                    (p.as_str().into(), r.as_str().into())
+                }
+                _ => return Err(ExportError::Internal("correction text not kept".into())),
+            },
+        };
+        line.clear();
+        format::render_into(
+            &mut line,
             opts.format,
             &format::LineParts {
-                prompt: &c.prompt,
-                completion: &c.completion,
+                prompt: &prompt,
+                completion: &completion,
                 rejected: c.rejected.as_deref(),
                 label: c.label,
             },
             opts.system_prompt.as_deref(),
-        )
-        .map_err(|e| ExportError::Internal(format!("cannot render a line: {e}")))?;
+        );
         match c.label {
             Some(true) => labels.desirable += 1,
             Some(false) => labels.undesirable += 1,
             None => {}
         }
         match &mut val {
-            Some(v) if split::is_validation(&c.prompt, opts.val_fraction) => v.write_line(&line)?,
+            Some(v) if split::is_validation(&prompt, opts.val_fraction) => v.write_line(&line)?,
             _ => train.write_line(&line)?,
         }
     }
@@ -570,10 +566,12 @@ pub(crate) fn run(
     })
 }
 
-/// One LSH band of one candidate; sorted so a bucket's members are adjacent, best first.
+/// One LSH band of one candidate (and its label's salt); sorted so a bucket's members are
+/// adjacent, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct BandItem {
     band: u32,
+    salt: u8,
     hash: u64,
     idx: u32,
 }
@@ -581,6 +579,7 @@ struct BandItem {
 impl SpillItem for BandItem {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(&self.band.to_le_bytes());
+        out.push(self.salt);
         out.extend_from_slice(&self.hash.to_le_bytes());
         out.extend_from_slice(&self.idx.to_le_bytes());
         Ok(())
@@ -588,9 +587,15 @@ impl SpillItem for BandItem {
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let arr = |r: std::ops::Range<usize>| buf.get(r).ok_or("short band item");
         let band = u32::from_le_bytes(arr(0..4)?.try_into().map_err(|_| "band")?);
-        let hash = u64::from_le_bytes(arr(4..12)?.try_into().map_err(|_| "hash")?);
-        let idx = u32::from_le_bytes(arr(12..16)?.try_into().map_err(|_| "idx")?);
-        Ok(BandItem { band, hash, idx })
+        let salt = *buf.get(4).ok_or("short band item")?;
+        let hash = u64::from_le_bytes(arr(5..13)?.try_into().map_err(|_| "hash")?);
+        let idx = u32::from_le_bytes(arr(13..17)?.try_into().map_err(|_| "idx")?);
+        Ok(BandItem {
+            band,
+            salt,
+            hash,
+            idx,
+        })
     }
     fn weight(&self) -> usize {
         0
