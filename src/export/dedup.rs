@@ -137,30 +137,39 @@ fn mix(mut z: u64) -> u64 {
 /// A word's hash: its bytes eight at a time, one multiply each, then mixed. (Byte-at-a-time
 /// FNV was a tenth of export's time.)
 fn hash_bytes(b: &[u8]) -> u64 {
-    hash_chunks(b, 0)
+    hash_span(b, 0, b.len(), 0)
 }
 
-/// [`hash_bytes`] of the lowercased word, for words of ASCII letters and digits only: setting
-/// bit 5 of every byte lowercases the letters and leaves the digits as they are.
-fn hash_lower_ascii(b: &[u8]) -> u64 {
-    hash_chunks(b, 0x2020_2020_2020_2020)
+/// [`hash_bytes`] of `text[start..end]` lowercased, for words of ASCII letters and digits
+/// only: setting bit 5 of every byte lowercases the letters and leaves the digits as they are.
+fn hash_lower_ascii(text: &[u8], start: usize, end: usize) -> u64 {
+    hash_span(text, start, end, 0x2020_2020_2020_2020)
 }
 
+/// [`hash_bytes`] of `text[start..end]` with `or` applied to every byte. The last partial
+/// chunk is read as 8 bytes of `text` and masked when `text` goes on that far, which avoids
+/// a variable-length copy per word.
 #[inline(always)]
-fn hash_chunks(b: &[u8], or: u64) -> u64 {
+fn hash_span(text: &[u8], start: usize, end: usize, or: u64) -> u64 {
     const K: u64 = 0x9fb2_1c65_1e98_df25;
     let step = |h: u64, v: u64| (h ^ v).wrapping_mul(K).rotate_left(29);
     // The length goes in first, so zero padding cannot make two words alike.
-    let mut h = (b.len() as u64).wrapping_mul(0x6a09_e667_f3bc_c909);
-    let (chunks, rest) = b.as_chunks::<8>();
+    let mut h = ((end - start) as u64).wrapping_mul(0x6a09_e667_f3bc_c909);
+    let (chunks, rest) = text[start..end].as_chunks::<8>();
     for c in chunks {
         h = step(h, u64::from_le_bytes(*c) | or);
     }
     if !rest.is_empty() {
-        let mut t = [0u8; 8];
-        t[..rest.len()].copy_from_slice(rest);
+        let from = end - rest.len();
         let mask = u64::MAX >> (8 * (8 - rest.len()));
-        h = step(h, u64::from_le_bytes(t) | (or & mask));
+        let v = match text[from..].first_chunk::<8>() {
+            Some(c) => u64::from_le_bytes(*c) & mask,
+            None => rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |v, (i, &c)| v | (c as u64) << (8 * i)),
+        };
+        h = step(h, v | (or & mask));
     }
     mix(h)
 }
@@ -200,7 +209,7 @@ fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
                     if out.len() == limit {
                         return;
                     }
-                    out.push(hash_lower_ascii(&b[s..base + pos]));
+                    out.push(hash_lower_ascii(b, s, base + pos));
                     start = None;
                 }
             }
@@ -208,7 +217,7 @@ fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
     }
     if let Some(s) = start {
         if out.len() < limit {
-            out.push(hash_lower_ascii(&b[s..]));
+            out.push(hash_lower_ascii(b, s, b.len()));
         }
     }
 }
@@ -230,29 +239,38 @@ fn shingle_hash(ws: &[u64]) -> u64 {
     mix(x)
 }
 
-/// `sig[i] = min over shingles h of (h * mul[i] + add[i])`.
+/// Signature lanes computed: every split allows at most [`MAX_HASHES`] rows in all, and a
+/// fixed count lets the whole signature live in vector registers.
+const LANES: usize = MAX_HASHES;
+type Lanes = [u32; LANES];
+
+/// `sig[i] = min over shingles h of (h32 * mul[i] + add[i]) mod 2^32`, h32 the shingle hash
+/// folded to 32 bits. 32-bit lanes: twice as many per vector as 64-bit ones, and a chance
+/// collision of two minimums (2^-32 per row) is far below what LSH banding tolerates.
 #[inline(always)]
-fn min_hashes_generic(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
+fn min_hashes_generic(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
+    let mut s = *sig;
     for &h in shingles {
-        for ((s, a), b) in sig.iter_mut().zip(mul).zip(add) {
-            *s = (*s).min(h.wrapping_mul(*a).wrapping_add(*b));
+        let h = (h ^ (h >> 32)) as u32;
+        for i in 0..LANES {
+            s[i] = s[i].min(h.wrapping_mul(mul[i]).wrapping_add(add[i]));
         }
     }
+    *sig = s;
 }
 
-/// The same loop compiled for AVX-512, where 64-bit multiplies and minimums vectorize
-/// (8 lanes); the x86-64 baseline (SSE2) has neither.
+/// The same loop compiled for AVX-512 (16 lanes a vector, and the 128-lane signature, its
+/// multipliers and addends fit the 32 registers); the x86-64 baseline has no 32-bit
+/// minimum and only 4 lanes.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn min_hashes_avx512(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
+#[target_feature(enable = "avx512f")]
+unsafe fn min_hashes_avx512(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
     min_hashes_generic(sig, mul, add, shingles)
 }
 
-fn min_hashes(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
+fn min_hashes(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
+    if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU was just checked to support the enabled target features.
         unsafe { min_hashes_avx512(sig, mul, add, shingles) };
         return;
@@ -269,29 +287,35 @@ pub fn band_hashes(text: &str, bands: usize, rows: usize, salt: u64) -> Vec<u64>
 /// Computes [`band_hashes`] for many texts, reusing its tables and buffers.
 pub struct MinHasher {
     rows: usize,
-    mul: Vec<u64>,
-    add: Vec<u64>,
+    /// Rows actually used (bands x rows), at most [`LANES`].
+    n: usize,
+    mul: Box<Lanes>,
+    add: Box<Lanes>,
     words: Vec<u64>,
     shingles: Vec<u64>,
-    sig: Vec<u64>,
+    sig: Box<Lanes>,
 }
 
 impl MinHasher {
     pub fn new(bands: usize, rows: usize) -> Self {
-        let n = bands * rows;
-        // Hash function i is h -> a_i * h + b_i (mod 2^64, a_i odd): a bijection of the
-        // well-mixed shingle hash, one multiply-add per row instead of a full mix (this loop
-        // was a third of export's time), and a loop the compiler vectorizes.
-        let (mul, add) = (0..n as u64)
-            .map(|i| (mix(i ^ 0x5eed) | 1, mix(i ^ 0xadd5)))
-            .unzip();
+        let n = (bands * rows).min(LANES);
+        // Hash function i is h -> a_i * h + b_i (mod 2^32, a_i odd): a bijection of the
+        // well-mixed shingle hash, one multiply-add per row instead of a full mix, and a
+        // loop the compiler vectorizes.
+        let mut mul = Box::new([0u32; LANES]);
+        let mut add = Box::new([0u32; LANES]);
+        for i in 0..LANES {
+            mul[i] = mix(i as u64 ^ 0x5eed) as u32 | 1;
+            add[i] = mix(i as u64 ^ 0xadd5) as u32;
+        }
         MinHasher {
             rows: rows.max(1),
+            n,
             mul,
             add,
             words: Vec::new(),
             shingles: Vec::new(),
-            sig: Vec::new(),
+            sig: Box::new([u32::MAX; LANES]),
         }
     }
 
@@ -313,7 +337,7 @@ impl MinHasher {
                         .take(room)
                         .map(|w| {
                             if w.is_ascii() {
-                                hash_lower_ascii(w.as_bytes())
+                                hash_lower_ascii(w.as_bytes(), 0, w.len())
                             } else {
                                 hash_bytes(w.to_lowercase().as_bytes())
                             }
@@ -324,8 +348,7 @@ impl MinHasher {
         if self.words.is_empty() {
             return Vec::new();
         }
-        self.sig.clear();
-        self.sig.resize(self.mul.len(), u64::MAX);
+        self.sig.fill(u32::MAX);
         self.shingles.clear();
         if self.words.len() < SHINGLE_WORDS {
             self.shingles.push(shingle_hash(&self.words));
@@ -334,13 +357,13 @@ impl MinHasher {
                 .extend(self.words.windows(SHINGLE_WORDS).map(shingle_hash));
         }
         min_hashes(&mut self.sig, &self.mul, &self.add, &self.shingles);
-        self.sig
+        self.sig[..self.n]
             .chunks(self.rows)
             .enumerate()
             .map(|(b, rows)| {
                 let mut h = mix(salt ^ (b as u64).wrapping_mul(0x1000_0000_01b3));
-                for r in rows {
-                    h = mix(h ^ r);
+                for &r in rows {
+                    h = mix(h ^ r as u64);
                 }
                 h
             })
