@@ -104,17 +104,39 @@ pub(crate) struct Line<'a> {
 }
 
 /// How much of a file [`for_each_chunk`] reads at a time (a longer line is read whole).
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 2 << 20;
 
-/// [`for_each_line`] in batches: calls `f` with the complete, non-blank lines of each chunk of
-/// about [`CHUNK_BYTES`], so the caller can work on a batch in parallel. Same lines, numbers,
-/// summary and torn-tail rule as [`for_each_line`]. Also returns the open file, so the lines
-/// can be read again by offset even if the segment is renamed (sealed) meanwhile.
+/// An owned run of complete lines of a file, which can be handed to another thread.
+pub(crate) struct Chunk {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    /// (line number, start in `buf`, length) of each non-blank line.
+    spans: Vec<(u64, usize, usize)>,
+}
+
+impl Chunk {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.spans.iter().map(|&(no, start, len)| Line {
+            no,
+            off: self.base + start as u64,
+            bytes: &self.buf[start..start + len],
+        })
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+}
+
+/// [`for_each_line`] in batches: calls `f` with each chunk of about [`CHUNK_BYTES`] of
+/// complete, non-blank lines, so the caller can work on chunks in parallel. Same lines,
+/// numbers, summary and torn-tail rule as [`for_each_line`]. Also returns the open file, so
+/// the lines can be read again by offset even if the segment is renamed (sealed) meanwhile.
 pub(crate) fn for_each_chunk(
     path: &Path,
     kind: &'static str,
     on_bytes: impl FnMut(u64),
-    f: impl FnMut(&[Line<'_>]) -> Result<(), ExportError>,
+    f: impl FnMut(Chunk) -> Result<(), ExportError>,
 ) -> Result<(InputSummary, File), ExportError> {
     chunks_of(path, kind, CHUNK_BYTES, on_bytes, f)
 }
@@ -124,7 +146,7 @@ fn chunks_of(
     kind: &'static str,
     chunk_bytes: usize,
     mut on_bytes: impl FnMut(u64),
-    mut f: impl FnMut(&[Line<'_>]) -> Result<(), ExportError>,
+    mut f: impl FnMut(Chunk) -> Result<(), ExportError>,
 ) -> Result<(InputSummary, File), ExportError> {
     let (mut file, read_path, open) = open_segment(path)?;
     let io_err = |e| ExportError::Input {
@@ -173,7 +195,7 @@ fn chunks_of(
                 complete = buf.len();
             }
         }
-        let mut lines = Vec::new();
+        let mut spans = Vec::new();
         let mut pos = 0;
         while pos < complete {
             let end = memchr::memchr(b'\n', &buf[pos..complete]).map_or(complete, |i| pos + i + 1);
@@ -184,19 +206,21 @@ fn chunks_of(
             let line = trim_line(&buf[pos..end]);
             if !line.is_empty() {
                 summary.lines += 1;
-                lines.push(Line {
-                    no: line_no,
-                    off: buf_off + pos as u64,
-                    bytes: line,
-                });
+                spans.push((line_no, pos, line.len()));
             }
             pos = end;
         }
-        if !lines.is_empty() {
-            f(&lines)?;
-        }
-        buf.drain(..complete);
+        // The chunk keeps the big buffer; the (short) unfinished line moves to a new one.
+        let rest = buf.split_off(complete);
+        let chunk = Chunk {
+            buf: std::mem::replace(&mut buf, rest),
+            base: buf_off,
+            spans,
+        };
         buf_off += complete as u64;
+        if chunk.len() > 0 {
+            f(chunk)?;
+        }
     }
     Ok((summary, file))
 }
@@ -312,8 +336,8 @@ mod tests {
                 Ok(())
             }).unwrap();
             let mut got = Vec::new();
-            let (s2, _) = chunks_of(&p, "examples", chunk, |_| {}, |ls| {
-                for l in ls {
+            let (s2, _) = chunks_of(&p, "examples", chunk, |_| {}, |c| {
+                for l in c.lines() {
                     let start = l.off as usize;
                     // The offset finds the line again in the file.
                     assert_eq!(&text.as_bytes()[start..start + l.bytes.len()], l.bytes);

@@ -260,7 +260,13 @@ pub(crate) fn run(
     // 1. Read.
     let mut rows: Sorter<Row> = Sorter::new(dir, budget);
     let mut joins: Sorter<JoinItem> = Sorter::new(dir, budget);
-    pb.set_message("reading examples");
+    // Phase timings go to the debug log (RUST_LOG=training_collector=debug).
+    let t0 = std::time::Instant::now();
+    let phase = |msg: &'static str| {
+        pb.set_message(msg);
+        tracing::debug!(elapsed = ?t0.elapsed(), "export: {msg}");
+    };
+    phase("reading examples");
     let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
     let near = opts.near_dup_threshold > 0.0;
     let ctx = prepare::Ctx {
@@ -269,49 +275,63 @@ pub(crate) fn run(
         lsh: near.then_some((bands, rows_per_band)),
     };
     let mut example_files = Vec::with_capacity(inputs.examples.len());
-    for (fi, path) in inputs.examples.iter().enumerate() {
-        let fi = fi as u32;
-        let (s, file) = input::for_each_chunk(
-            path,
-            "examples",
-            |n| pb.inc(n),
-            |lines| {
-                for (line, read) in lines.iter().zip(prepare::examples(lines, fi, &ctx)) {
-                    counts.total_raw += 1;
-                    let r = match read {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), line = line.no, error = %e, "unreadable example line");
-                            counts.drop("unreadable_line");
-                            continue;
-                        }
-                    };
-                    let mut refs = |key| {
-                        joins.push(JoinItem {
-                            key,
-                            kind: join::KIND_REF,
-                            fb: None,
-                            ex_id: r.id.clone(),
-                        })
-                    };
-                    refs(JoinKey::Id(r.id.clone()))?;
-                    if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
-                        refs(JoinKey::Id(req))?;
-                    }
-                    refs(JoinKey::Pair(r.pr_key))?;
-                    rows.push(Row {
-                        id: r.id,
-                        order: (0, fi, line.no),
-                        payload: Payload::Example(r.ex),
-                    })?;
+    // Lines are prepared on worker threads; this thread reads the files and files the
+    // results, in line order.
+    let mut consume = |(fi, lines): prepare::PreparedChunk| -> Result<(), ExportError> {
+        for (line_no, read) in lines {
+            counts.total_raw += 1;
+            let r = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    let file = inputs.examples[fi as usize].display();
+                    tracing::warn!(file = %file, line = line_no, error = %e, "unreadable example line");
+                    counts.drop("unreadable_line");
+                    continue;
                 }
-                Ok(())
-            },
-        )?;
-        example_files.push((file, PathBuf::from(&s.path)));
-        summaries.push(s);
-    }
-    pb.set_message("reading feedback");
+            };
+            let mut refs = |key| {
+                joins.push(JoinItem {
+                    key,
+                    kind: join::KIND_REF,
+                    fb: None,
+                    ex_id: r.id.clone(),
+                })
+            };
+            refs(JoinKey::Id(r.id.clone()))?;
+            if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
+                refs(JoinKey::Id(req))?;
+            }
+            refs(JoinKey::Pair(r.pr_key))?;
+            rows.push(Row {
+                id: r.id,
+                order: (0, fi, line_no),
+                payload: Payload::Example(r.ex),
+            })?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| -> Result<(), ExportError> {
+        let mut pool = prepare::Pool::start(scope, &ctx);
+        for (fi, path) in inputs.examples.iter().enumerate() {
+            let fi = fi as u32;
+            let (s, file) = input::for_each_chunk(
+                path,
+                "examples",
+                |n| pb.inc(n),
+                |chunk| match pool.submit(fi, chunk)? {
+                    Some(done) => consume(done),
+                    None => Ok(()),
+                },
+            )?;
+            example_files.push((file, PathBuf::from(&s.path)));
+            summaries.push(s);
+        }
+        while let Some(done) = pool.next()? {
+            consume(done)?;
+        }
+        Ok(())
+    })?;
+    phase("reading feedback");
     for (fi, path) in inputs.feedback.iter().enumerate() {
         let s = input::for_each_line(
             path,
@@ -388,9 +408,9 @@ pub(crate) fn run(
     }
 
     // 2. Join, 3. filter.
-    pb.set_message("joining feedback");
+    phase("joining feedback");
     let annots: Sorter<Annot> = join::annotate(joins, dir, budget)?;
-    pb.set_message("filtering");
+    phase("filtering");
     let mut by_key: Sorter<ByKey> = Sorter::new(dir, budget);
     let mut duplicates = 0u64;
     join::resolve(
@@ -410,7 +430,7 @@ pub(crate) fn run(
     }
 
     // 4a. Exact dedup: the first of each key group is its best copy.
-    pb.set_message("exact dedup");
+    phase("exact dedup");
     let mut by_rank: Sorter<ByRank> = Sorter::new(dir, budget);
     let mut cands = Grouped::new(by_key.finish()?);
     while let Some(ByKey(best)) = cands.next_item()? {
@@ -422,7 +442,7 @@ pub(crate) fn run(
 
     // 4b. Near dedup: number the survivors best first, bucket their bands; in each bucket
     // every member but the best (smallest number) is dropped.
-    pb.set_message("near dedup");
+    phase("near dedup");
     let mut survivors = FrameWriter::new(dir)?;
     let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
     let mut n: u32 = 0;
@@ -458,7 +478,7 @@ pub(crate) fn run(
     }
 
     // 5. Output order.
-    pb.set_message("ordering");
+    phase("ordering");
     let mut by_time: Sorter<ByTime> = Sorter::new(dir, budget);
     for (i, c) in survivors.into_reader::<ByRank>(256 << 10)?.enumerate() {
         let ByRank(c) = c?;
@@ -469,7 +489,7 @@ pub(crate) fn run(
         }
     }
 
-    pb.set_message("writing");
+    phase("writing");
     let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
     let mut train = manifest::AtomicFile::create(output)?;
     let mut val = match &val_path {
@@ -512,6 +532,7 @@ pub(crate) fn run(
             _ => train.write_line(&line)?,
         }
     }
+    phase("syncing");
     let train_file = train.commit()?;
     let val_file = match val {
         Some(v) => Some(v.commit()?),

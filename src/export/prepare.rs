@@ -15,7 +15,7 @@
 
 use super::codec::{Dec, Enc};
 use super::dedup;
-use super::input::Line;
+use super::input::{Chunk, Line};
 use super::join::Ex;
 use super::pii::Scrubber;
 use super::{ExportError, ExportOptions, Format};
@@ -330,38 +330,88 @@ fn workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
-/// Prepares a batch of lines on all cores; the results are in line order.
-pub(crate) fn examples(
-    lines: &[Line<'_>],
-    file: u32,
-    ctx: &Ctx<'_>,
-) -> Vec<Result<ExRead, serde_json::Error>> {
-    let run = |part: &[Line<'_>]| {
-        let mut scratch = Scratch::new(ctx.lsh);
-        part.iter()
-            .map(|l| example(l, file, ctx, &mut scratch))
-            .collect::<Vec<_>>()
-    };
-    let n = workers();
-    if n <= 1 || lines.len() < 2 * n {
-        return run(lines);
-    }
-    let per = lines.len().div_ceil(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(per)
-            .skip(1)
-            .map(|part| s.spawn(move || run(part)))
-            .collect();
-        let mut out = run(&lines[..per]);
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+/// The prepared lines of one chunk of file `file`: (line number, result) in line order.
+pub(crate) type PreparedChunk = (u32, Vec<(u64, Result<ExRead, serde_json::Error>)>);
+
+/// Worker threads that prepare chunks while the caller reads the next ones and consumes the
+/// results. Chunk `k` goes to worker `k % n` and its result is taken from that worker in
+/// turn, so results come back in submission order whatever the threads' timing. At most one
+/// chunk per worker and one more are in flight, which bounds memory.
+pub(crate) struct Pool {
+    jobs: Vec<std::sync::mpsc::SyncSender<(u32, Chunk)>>,
+    results: Vec<std::sync::mpsc::Receiver<PreparedChunk>>,
+    submitted: usize,
+    received: usize,
+}
+
+impl Pool {
+    pub(crate) fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        ctx: &'env Ctx<'env>,
+    ) -> Self {
+        let mut jobs = Vec::new();
+        let mut results = Vec::new();
+        for _ in 0..workers() {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(u32, Chunk)>(1);
+            let (res_tx, res_rx) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let mut scratch = Scratch::new(ctx.lsh);
+                // Ends when the pool (the sender) is dropped.
+                while let Ok((file, chunk)) = job_rx.recv() {
+                    let out = chunk
+                        .lines()
+                        .map(|l| (l.no, example(&l, file, ctx, &mut scratch)))
+                        .collect();
+                    if res_tx.send((file, out)).is_err() {
+                        break;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            results.push(res_rx);
         }
-        out
-    })
+        Pool {
+            jobs,
+            results,
+            submitted: 0,
+            received: 0,
+        }
+    }
+
+    fn gone() -> ExportError {
+        ExportError::Internal("an export worker thread stopped".into())
+    }
+
+    /// Hands a chunk to the next worker; returns the oldest result if the window is full.
+    pub(crate) fn submit(
+        &mut self,
+        file: u32,
+        chunk: Chunk,
+    ) -> Result<Option<PreparedChunk>, ExportError> {
+        let n = self.jobs.len();
+        let ready = if self.submitted - self.received > n {
+            self.next()?
+        } else {
+            None
+        };
+        self.jobs[self.submitted % n]
+            .send((file, chunk))
+            .map_err(|_| Self::gone())?;
+        self.submitted += 1;
+        Ok(ready)
+    }
+
+    /// The oldest result not yet taken, waiting for it; `None` when all are taken.
+    pub(crate) fn next(&mut self) -> Result<Option<PreparedChunk>, ExportError> {
+        if self.received == self.submitted {
+            return Ok(None);
+        }
+        let r = self.results[self.received % self.jobs.len()]
+            .recv()
+            .map_err(|_| Self::gone())?;
+        self.received += 1;
+        Ok(Some(r))
+    }
 }
 
 /// The fields of an example line export reads. The other fields are still checked for their
