@@ -66,6 +66,14 @@ impl AtomicFile {
         r.map_err(|e| self.err(e))
     }
 
+    /// Writes `n` lines at once (`batch` is those lines, each with its newline).
+    pub(crate) fn write_lines(&mut self, batch: &[u8], n: u64) -> Result<(), ExportError> {
+        self.hasher.update(batch);
+        self.lines += n;
+        let r = self.out.write_all(batch);
+        r.map_err(|e| self.err(e))
+    }
+
     /// Flushes, fsyncs and renames into place; returns the file's record.
     pub(crate) fn commit(self) -> Result<OutputFile, ExportError> {
         let dest = self.dest;

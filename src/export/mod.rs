@@ -491,49 +491,93 @@ pub(crate) fn run(
 
     phase("writing");
     let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
-    let mut train = manifest::AtomicFile::create(output)?;
-    let mut val = match &val_path {
+    let train = manifest::AtomicFile::create(output)?;
+    let val = match &val_path {
         Some(p) => Some(manifest::AtomicFile::create(p)?),
         None => None,
     };
     let mut labels = Labels::default();
     let mut fetcher = prepare::Fetcher::new(example_files);
-    let mut line = Vec::new();
-    for c in by_time.finish()? {
-        let ByTime(c): ByTime = c?;
-        let (prompt, completion) = match c.loc {
-            Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion)?,
-            None => match (&c.prompt, &c.completion) {
-                (prepare::TextSrc::Owned(p), prepare::TextSrc::Owned(r)) => {
-                    (p.as_str().into(), r.as_str().into())
+    // Lines are rendered here in batches; a writer thread hashes and writes them (the
+    // SHA-256 of the output and the copies into the files took a core of their own).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, u64)>(4);
+    let (written, rendered) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<_, ExportError> {
+            let mut files = [Some(train), val];
+            for (i, batch, n) in rx {
+                if let Some(f) = &mut files[i] {
+                    f.write_lines(&batch, n)?;
                 }
-                _ => return Err(ExportError::Internal("correction text not kept".into())),
-            },
-        };
-        line.clear();
-        format::render_into(
-            &mut line,
-            opts.format,
-            &format::LineParts {
-                prompt: &prompt,
-                completion: &completion,
-                rejected: c.rejected.as_deref(),
-                label: c.label,
-            },
-            opts.system_prompt.as_deref(),
-        );
-        match c.label {
-            Some(true) => labels.desirable += 1,
-            Some(false) => labels.undesirable += 1,
-            None => {}
-        }
-        match &mut val {
-            Some(v) if split::is_validation(&prompt, opts.val_fraction) => v.write_line(&line)?,
-            _ => train.write_line(&line)?,
-        }
-    }
+            }
+            Ok(files)
+        });
+        let rendered = (|| -> Result<(), ExportError> {
+            const BATCH: usize = 1 << 20;
+            let mut batches = [Vec::with_capacity(BATCH), Vec::new()];
+            let mut lines = [0u64; 2];
+            let send = |i: usize, batch: Vec<u8>, n: u64| {
+                tx.send((i, batch, n))
+                    .map_err(|_| ExportError::Internal("the output writer stopped".into()))
+            };
+            for c in by_time.finish()? {
+                let ByTime(c): ByTime = c?;
+                let (prompt, completion) = match c.loc {
+                    Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion)?,
+                    None => match (&c.prompt, &c.completion) {
+                        (prepare::TextSrc::Owned(p), prepare::TextSrc::Owned(r)) => {
+                            (p.as_str().into(), r.as_str().into())
+                        }
+                        _ => return Err(ExportError::Internal("correction text not kept".into())),
+                    },
+                };
+                let i = usize::from(
+                    val_path.is_some() && split::is_validation(&prompt, opts.val_fraction),
+                );
+                format::render_into(
+                    &mut batches[i],
+                    opts.format,
+                    &format::LineParts {
+                        prompt: &prompt,
+                        completion: &completion,
+                        rejected: c.rejected.as_deref(),
+                        label: c.label,
+                    },
+                    opts.system_prompt.as_deref(),
+                );
+                batches[i].push(b'\n');
+                lines[i] += 1;
+                match c.label {
+                    Some(true) => labels.desirable += 1,
+                    Some(false) => labels.undesirable += 1,
+                    None => {}
+                }
+                if batches[i].len() >= BATCH {
+                    let full = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
+                    send(i, full, std::mem::take(&mut lines[i]))?;
+                }
+            }
+            for (i, batch) in batches.into_iter().enumerate() {
+                if lines[i] > 0 {
+                    send(i, batch, lines[i])?;
+                }
+            }
+            Ok(())
+        })();
+        // Closing the channel ends the writer.
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(ExportError::Internal("the output writer panicked".into())));
+        (written, rendered)
+    });
+    // A write error stops the writer, which the renderer then sees as a closed channel:
+    // report the write error.
+    let [train, val] = written?;
+    rendered?;
     phase("syncing");
-    let train_file = train.commit()?;
+    let train_file = train
+        .ok_or_else(|| ExportError::Internal("training output lost".into()))?
+        .commit()?;
     let val_file = match val {
         Some(v) => Some(v.commit()?),
         None => None,
