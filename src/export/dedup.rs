@@ -178,6 +178,25 @@ fn hash_span(text: &[u8], start: usize, end: usize, or: u64) -> u64 {
 /// Word boundaries come from a bit mask per 64 bytes, built in a loop the compiler
 /// vectorizes, so the cost is per word rather than per byte.
 fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to support the enabled target features.
+        unsafe { ascii_words_avx2(b, room, out) };
+        return;
+    }
+    ascii_words_generic(b, room, out)
+}
+
+/// [`ascii_words_generic`] compiled for AVX2, where the 64-byte mask is two compares and
+/// two byte-mask moves (the SSE2 baseline needs four times the instructions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn ascii_words_avx2(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    ascii_words_generic(b, room, out)
+}
+
+#[inline(always)]
+fn ascii_words_generic(b: &[u8], room: usize, out: &mut Vec<u64>) {
     let limit = out.len() + room;
     // Start of the word in progress, if any.
     let mut start: Option<usize> = None;
