@@ -192,6 +192,53 @@ pub(crate) enum JoinKey {
     Id(String),
 }
 
+/// The keys feedback and corrections name, as a Bloom filter of fixed size (1 MiB): an
+/// example reference whose key is not in it cannot be joined to anything and is not
+/// sorted at all. A false positive only costs a useless reference; the filter's size does
+/// not grow with the data.
+pub(crate) struct KeyFilter {
+    bits: Vec<u64>,
+    empty: bool,
+}
+
+impl KeyFilter {
+    const BITS: u64 = 1 << 23;
+
+    pub(crate) fn new() -> Self {
+        KeyFilter {
+            bits: Vec::new(),
+            empty: true,
+        }
+    }
+
+    /// Three bit positions from one 128-bit hash of the key.
+    fn positions(key: &JoinKey) -> [u64; 3] {
+        let h = match key {
+            JoinKey::Pair(k) => xxhash_rust::xxh3::xxh3_128_with_seed(&k.to_le_bytes(), 1),
+            JoinKey::Id(s) => xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), 2),
+        };
+        let (a, b) = (h as u64, (h >> 64) as u64);
+        [0u64, 1, 2].map(|i| a.wrapping_add(i.wrapping_mul(b)) % Self::BITS)
+    }
+
+    pub(crate) fn insert(&mut self, key: &JoinKey) {
+        if self.empty {
+            self.bits = vec![0; (Self::BITS / 64) as usize];
+            self.empty = false;
+        }
+        for p in Self::positions(key) {
+            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    pub(crate) fn may_contain(&self, key: &JoinKey) -> bool {
+        !self.empty
+            && Self::positions(key)
+                .iter()
+                .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+}
+
 /// A keyed join row; within a key, feedback comes first (oldest to latest), then correction
 /// links, then example references.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -382,4 +429,32 @@ pub(crate) fn resolve(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_join_key_filter_has_no_false_negatives() {
+        let mut f = KeyFilter::new();
+        assert!(!f.may_contain(&JoinKey::Id("a".into())));
+        let keys: Vec<JoinKey> = (0..5000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    JoinKey::Id(format!("train_{i}"))
+                } else {
+                    JoinKey::Pair(i as u128 * 0x9e37_79b9)
+                }
+            })
+            .collect();
+        for k in &keys {
+            f.insert(k);
+        }
+        assert!(keys.iter().all(|k| f.may_contain(k)));
+        let false_pos = (0..5000u32)
+            .filter(|i| f.may_contain(&JoinKey::Id(format!("other_{i}"))))
+            .count();
+        assert!(false_pos < 5, "{false_pos}");
+    }
 }

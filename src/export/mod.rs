@@ -255,7 +255,6 @@ pub(crate) fn run(
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     let pb = progress_bar(opts, total_bytes);
-    let mut summaries = Vec::new();
 
     // 1. Read.
     let mut rows: Sorter<Row> = Sorter::new(dir, budget);
@@ -266,6 +265,90 @@ pub(crate) fn run(
         pb.set_message(msg);
         tracing::debug!(elapsed = ?t0.elapsed(), "export: {msg}");
     };
+    // Feedback and corrections first: the keys they name tell which example references the
+    // join needs (the summaries keep the documented order: examples, feedback, corrections).
+    let mut targets = join::KeyFilter::new();
+    let mut other_summaries = Vec::new();
+    let mut example_summaries = Vec::new();
+    phase("reading feedback");
+    for (fi, path) in inputs.feedback.iter().enumerate() {
+        let s = input::for_each_line(
+            path,
+            "feedback",
+            |n| pb.inc(n),
+            |line_no, line| {
+                let ev: FeedbackEvent = match serde_json::from_slice(line) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable feedback line");
+                        counts.unreadable += 1;
+                        return Ok(());
+                    }
+                };
+                let key = JoinKey::Id(ev.target);
+                targets.insert(&key);
+                joins.push(JoinItem {
+                    key,
+                    kind: join::KIND_FEEDBACK,
+                    fb: Some((
+                        (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
+                        ev.feedback == crate::record::Feedback::Positive,
+                    )),
+                    ex_id: String::new(),
+                })
+            },
+        )?;
+        other_summaries.push(s);
+    }
+    pb.set_message("reading corrections");
+    for (fi, path) in inputs.corrections.iter().enumerate() {
+        let s = input::for_each_line(
+            path,
+            "corrections",
+            |n| pb.inc(n),
+            |line_no, line| {
+                let c: CorrectionRecord = match serde_json::from_slice(line) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable correction line");
+                        counts.unreadable += 1;
+                        return Ok(());
+                    }
+                };
+                let pair =
+                    prepare::pr_key(&c.original_prompt, &c.original_response, &mut String::new());
+                let mut keys = vec![JoinKey::Pair(pair)];
+                keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
+                keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
+                for key in keys {
+                    targets.insert(&key);
+                    joins.push(JoinItem {
+                        key,
+                        kind: join::KIND_CORRECTION,
+                        fb: None,
+                        ex_id: String::new(),
+                    })?;
+                }
+                if opts.include_corrections {
+                    counts.total_raw += 1;
+                    rows.push(Row {
+                        id: c.id,
+                        order: (2, fi as u32, line_no),
+                        payload: Payload::Correction(Corr {
+                            ts: input::ts_micros(&c.timestamp),
+                            prompt: c.original_prompt,
+                            original: c.original_response,
+                            corrected: c.corrected_response,
+                            include: c.include_in_training,
+                        }),
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
+        other_summaries.push(s);
+    }
+
     phase("reading examples");
     let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
     let near = opts.near_dup_threshold > 0.0;
@@ -289,7 +372,11 @@ pub(crate) fn run(
                     continue;
                 }
             };
-            let mut refs = |key| {
+            // A reference only matters where feedback or a correction names the key.
+            let mut refs = |key: JoinKey| {
+                if !targets.may_contain(&key) {
+                    return Ok(());
+                }
                 joins.push(JoinItem {
                     key,
                     kind: join::KIND_REF,
@@ -324,88 +411,15 @@ pub(crate) fn run(
                 },
             )?;
             example_files.push((file, PathBuf::from(&s.path)));
-            summaries.push(s);
+            example_summaries.push(s);
         }
         while let Some(done) = pool.next()? {
             consume(done)?;
         }
         Ok(())
     })?;
-    phase("reading feedback");
-    for (fi, path) in inputs.feedback.iter().enumerate() {
-        let s = input::for_each_line(
-            path,
-            "feedback",
-            |n| pb.inc(n),
-            |line_no, line| {
-                let ev: FeedbackEvent = match serde_json::from_slice(line) {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable feedback line");
-                        counts.unreadable += 1;
-                        return Ok(());
-                    }
-                };
-                joins.push(JoinItem {
-                    key: JoinKey::Id(ev.target),
-                    kind: join::KIND_FEEDBACK,
-                    fb: Some((
-                        (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
-                        ev.feedback == crate::record::Feedback::Positive,
-                    )),
-                    ex_id: String::new(),
-                })
-            },
-        )?;
-        summaries.push(s);
-    }
-    pb.set_message("reading corrections");
-    for (fi, path) in inputs.corrections.iter().enumerate() {
-        let s = input::for_each_line(
-            path,
-            "corrections",
-            |n| pb.inc(n),
-            |line_no, line| {
-                let c: CorrectionRecord = match serde_json::from_slice(line) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable correction line");
-                        counts.unreadable += 1;
-                        return Ok(());
-                    }
-                };
-                let pair =
-                    prepare::pr_key(&c.original_prompt, &c.original_response, &mut String::new());
-                let mut keys = vec![JoinKey::Pair(pair)];
-                keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
-                keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
-                for key in keys {
-                    joins.push(JoinItem {
-                        key,
-                        kind: join::KIND_CORRECTION,
-                        fb: None,
-                        ex_id: String::new(),
-                    })?;
-                }
-                if opts.include_corrections {
-                    counts.total_raw += 1;
-                    rows.push(Row {
-                        id: c.id,
-                        order: (2, fi as u32, line_no),
-                        payload: Payload::Correction(Corr {
-                            ts: input::ts_micros(&c.timestamp),
-                            prompt: c.original_prompt,
-                            original: c.original_response,
-                            corrected: c.corrected_response,
-                            include: c.include_in_training,
-                        }),
-                    })?;
-                }
-                Ok(())
-            },
-        )?;
-        summaries.push(s);
-    }
+    let mut summaries = example_summaries;
+    summaries.append(&mut other_summaries);
 
     // 2. Join, 3. filter.
     phase("joining feedback");
