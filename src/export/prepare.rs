@@ -525,15 +525,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for ReqId<'a> {
 }
 
 /// Reads the texts of chosen examples back from their segments, through a window that
-/// moves forward with the (roughly file-ordered) output, so most lines cost no system call.
+/// moves forward with the output. Output is in time order, which is mostly file order: then
+/// the window grows (up to [`WINDOW_MAX`]) and most lines cost no system call. When the
+/// order jumps around, the window shrinks back to [`WINDOW_MIN`], so a line costs about its
+/// own length to read rather than a whole window's.
 pub(crate) struct Fetcher {
     files: Vec<(File, PathBuf)>,
     win: Vec<u8>,
     /// (file, offset) of `win[0]`.
     at: Option<(u32, u64)>,
+    /// Size of the next window read.
+    size: usize,
 }
 
-const WINDOW: usize = 1 << 20;
+const WINDOW_MIN: usize = 8 << 10;
+const WINDOW_MAX: usize = 1 << 20;
 
 impl Fetcher {
     /// `files`: the example inputs, opened when they were read, in their index order.
@@ -542,6 +548,7 @@ impl Fetcher {
             files,
             win: Vec::new(),
             at: None,
+            size: WINDOW_MIN,
         }
     }
 
@@ -558,21 +565,27 @@ impl Fetcher {
 
     /// Makes the window hold the whole line.
     fn load(&mut self, loc: Loc) -> Result<(), ExportError> {
+        let mut sequential = false;
         if let Some((f, off)) = self.at {
-            if f == loc.file
-                && loc.off >= off
-                && loc.off + loc.len as u64 <= off + self.win.len() as u64
-            {
+            let end = off + self.win.len() as u64;
+            if f == loc.file && loc.off >= off && loc.off + loc.len as u64 <= end {
                 return Ok(());
             }
+            // Just past the window: reading on in file order.
+            sequential = f == loc.file && loc.off >= off && loc.off <= end + WINDOW_MIN as u64;
         }
+        self.size = if sequential {
+            (self.size * 2).min(WINDOW_MAX)
+        } else {
+            WINDOW_MIN
+        };
         let Some((file, _)) = self.files.get(loc.file as usize) else {
             return Err(ExportError::Internal(format!(
                 "no example file {}",
                 loc.file
             )));
         };
-        self.win.resize(WINDOW.max(loc.len as usize), 0);
+        self.win.resize(self.size.max(loc.len as usize), 0);
         let mut got = 0;
         while got < self.win.len() {
             match file.read_at(&mut self.win[got..], loc.off + got as u64) {

@@ -716,8 +716,10 @@ fn export_generated_at_scale() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
+    // EXPORT_GEN_DIR: generate there and keep the files (to time the CLI on them).
+    let gen_dir = std::env::var_os("EXPORT_GEN_DIR").map(PathBuf::from);
     let t0 = std::time::Instant::now();
-    let inputs = generate(dir.path(), n);
+    let inputs = generate(gen_dir.as_deref().unwrap_or(dir.path()), n);
     eprintln!("generated {n} in {:?}", t0.elapsed());
     let o = ExportOptions {
         temp_dir: dir.path().join("tmp"),
