@@ -533,7 +533,7 @@ pub(crate) fn run(
             for c in by_time.finish()? {
                 let ByTime(c): ByTime = c?;
                 let (prompt, completion) = match c.loc {
-                    Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion)?,
+                    Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion, &scrubber)?,
                     None => match (&c.prompt, &c.completion) {
                         (prepare::TextSrc::Owned(p), prepare::TextSrc::Owned(r)) => {
                             (p.as_str().into(), r.as_str().into())

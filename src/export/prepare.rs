@@ -8,10 +8,11 @@
 //! cores, and the results are consumed in line order, which keeps the output independent of
 //! thread timing.
 //!
-//! The texts themselves are not carried along: a text that scrubbing left alone is read again
-//! from the segment when the line is written ([`Fetcher`]), straight from its bytes when the
-//! JSON string had no escapes (those bytes are then both the text and its JSON encoding), by
-//! parsing the line again otherwise. Only texts scrubbing changed travel with the record.
+//! The texts themselves are not carried along: they are read again from the segment when the
+//! line is written ([`Fetcher`]), straight from their bytes when the JSON string had no
+//! escapes and scrubbing changed nothing (those bytes are then both the text and its JSON
+//! encoding), by parsing the line again (and scrubbing again, if scrubbing changed it)
+//! otherwise. Only corrections' texts travel with their records.
 
 use super::codec::{Dec, Enc};
 use super::dedup;
@@ -55,7 +56,12 @@ pub(crate) enum TextSrc {
     Raw { off: u64, len: u32 },
     /// The field of the example's line, parsed again (it has escapes; scrubbing left it alone).
     Line,
-    /// The text itself: scrubbing changed it, or it is a correction's.
+    /// The field of the example's line, parsed again and scrubbed again: scrubbing changed
+    /// it. Scrubbing is deterministic, and doing it twice for the lines written is cheaper
+    /// than carrying every scrubbed text through the sorts (on data where most texts
+    /// carry PII, that was most of the spilled bytes).
+    Rescrub,
+    /// The text itself (a correction's).
     Owned(String),
 }
 
@@ -71,6 +77,9 @@ impl TextSrc {
             TextSrc::Owned(s) => {
                 e.u8(2).str(s);
             }
+            TextSrc::Rescrub => {
+                e.u8(3);
+            }
         }
     }
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
@@ -81,6 +90,7 @@ impl TextSrc {
             }),
             1 => Ok(TextSrc::Line),
             2 => Ok(TextSrc::Owned(d.str()?)),
+            3 => Ok(TextSrc::Rescrub),
             t => Err(format!("bad text source tag {t}")),
         }
     }
@@ -306,8 +316,8 @@ pub(crate) fn keys(prompt: &str, completion: &str, scratch: &mut Scratch) -> (u1
 // The Cow's variant is the point: a borrowed text is a slice of the line.
 #[allow(clippy::ptr_arg)]
 fn source(original: &Cow<'_, str>, scrubbed: Cow<'_, str>, line: &Line<'_>) -> TextSrc {
-    if let Cow::Owned(s) = scrubbed {
-        return TextSrc::Owned(s);
+    if let Cow::Owned(_) = scrubbed {
+        return TextSrc::Rescrub;
     }
     match original {
         Cow::Borrowed(s) => {
@@ -610,12 +620,13 @@ impl Fetcher {
         Ok(())
     }
 
-    /// The prompt and answer an example candidate refers to.
+    /// The (scrubbed) prompt and answer an example candidate refers to.
     pub(crate) fn texts<'s>(
         &'s mut self,
         loc: Loc,
         prompt: &'s TextSrc,
         completion: &'s TextSrc,
+        scrubber: &Scrubber,
     ) -> Result<(Cow<'s, str>, Cow<'s, str>), ExportError> {
         let needs_file = |t: &TextSrc| !matches!(t, TextSrc::Owned(_));
         if needs_file(prompt) || needs_file(completion) {
@@ -623,13 +634,19 @@ impl Fetcher {
         }
         let this: &'s Self = self;
         let base = this.at.map_or(0, |a| a.1);
-        let parsed = if matches!(prompt, TextSrc::Line) || matches!(completion, TextSrc::Line) {
+        let parse = |t: &TextSrc| matches!(t, TextSrc::Line | TextSrc::Rescrub);
+        let parsed = if parse(prompt) || parse(completion) {
             let start = (loc.off - base) as usize;
             let line = &this.win[start..start + loc.len as usize];
             let x: ExLine<'s> = serde_json::from_slice(line).map_err(|e| {
                 ExportError::Internal(format!("example line changed while exporting: {e}"))
             })?;
-            Some((x.prompt, x.response))
+            let uid = x.metadata.user_id.as_deref();
+            let again = |t: &TextSrc, text: Cow<'s, str>| match t {
+                TextSrc::Rescrub => Cow::Owned(scrubber.scrub_cow(&text, uid).into_owned()),
+                _ => text,
+            };
+            Some((again(prompt, x.prompt), again(completion, x.response)))
         } else {
             None
         };
@@ -639,7 +656,7 @@ impl Fetcher {
         };
         let get = |t: &'s TextSrc, parsed: &mut Option<Cow<'s, str>>| match t {
             TextSrc::Owned(s) => Ok(Cow::Borrowed(s.as_str())),
-            TextSrc::Line => parsed
+            TextSrc::Line | TextSrc::Rescrub => parsed
                 .take()
                 .ok_or_else(|| ExportError::Internal("line not parsed".into())),
             TextSrc::Raw { off, len } => {
