@@ -26,25 +26,23 @@ const MAX_WORDS: usize = 4096;
 
 /// Lowercase, whitespace collapsed to single spaces, trimmed.
 pub fn normalize(s: &str) -> String {
+    let mut out = String::new();
+    normalize_into(s, &mut out);
+    out
+}
+
+/// [`normalize`] into a reused buffer (cleared first): export normalizes every prompt and
+/// response, and the allocation showed in its profile.
+pub fn normalize_into(s: &str, out: &mut String) {
+    out.clear();
     if s.is_ascii() {
-        // One pass over the bytes (export normalizes every prompt and response).
-        let mut out = Vec::with_capacity(s.len());
-        let mut space = false;
-        for &b in s.as_bytes() {
-            // The ASCII chars `char::is_whitespace` accepts.
-            if matches!(b, b'\t'..=b'\r' | b' ') {
-                space = !out.is_empty();
-            } else {
-                if space {
-                    out.push(b' ');
-                    space = false;
-                }
-                out.push(b.to_ascii_lowercase());
-            }
-        }
-        return String::from_utf8(out).expect("ASCII stays valid UTF-8");
+        let mut v = std::mem::take(out).into_bytes();
+        normalize_ascii(s.as_bytes(), &mut v);
+        // Only ASCII bytes were written.
+        *out = String::from_utf8(v).unwrap_or_default();
+        return;
     }
-    let mut out = String::with_capacity(s.len());
+    out.reserve(s.len());
     for w in s.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
@@ -56,7 +54,49 @@ pub fn normalize(s: &str) -> String {
             out.extend(w.chars().flat_map(char::to_lowercase));
         }
     }
-    out
+}
+
+/// The ASCII case. Most texts have single spaces between words and nothing else blank, and
+/// are only lowercased, in a loop the compiler vectorizes. Otherwise every byte is written (a
+/// blank as a space) and the write position advances unless it is a blank after a blank;
+/// blanks at the start count as following one, and a blank left at the end is cut.
+fn normalize_ascii(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    // The ASCII chars `char::is_whitespace` accepts: \t \n \x0b \x0c \r and space.
+    let other_blank = s
+        .iter()
+        .fold(false, |acc, &b| acc | (b.wrapping_sub(b'\t') < 5));
+    let simple = !other_blank
+        && s.first() != Some(&b' ')
+        && s.last() != Some(&b' ')
+        && memchr::memmem::find(s, b"  ").is_none();
+    if simple {
+        out.extend(
+            s.iter()
+                .map(|&b| b | (((b.wrapping_sub(b'A') < 26) as u8) << 5)),
+        );
+        return;
+    }
+    out.resize(s.len(), 0);
+    let mut j = 0;
+    let mut prev_blank = true;
+    for &b in s {
+        let blank = matches!(b, b'\t'..=b'\r' | b' ');
+        // j never passes the read position, so it is in bounds.
+        out[j] = if blank { b' ' } else { b.to_ascii_lowercase() };
+        j += (!(blank && prev_blank)) as usize;
+        prev_blank = blank;
+    }
+    if prev_blank && j > 0 {
+        j -= 1;
+    }
+    out.truncate(j);
+}
+
+/// A 128-bit grouping key for a normalized text (XXH3-128). Export only compares these keys
+/// for equality (exact dedup, joins); a collision needs about 2^64 distinct texts.
+pub fn fast_key128(normalized: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(normalized.as_bytes())
 }
 
 /// A 128-bit key for a normalized text (first half of its SHA-256).
@@ -94,44 +134,162 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// FNV-1a over bytes, then mixed.
+/// A word's hash: its bytes eight at a time, one multiply each, then mixed. (Byte-at-a-time
+/// FNV was a tenth of export's time.)
 fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
+    hash_span(b, 0, b.len(), 0)
+}
+
+/// [`hash_bytes`] of `text[start..end]` lowercased, for words of ASCII letters and digits
+/// only: setting bit 5 of every byte lowercases the letters and leaves the digits as they are.
+fn hash_lower_ascii(text: &[u8], start: usize, end: usize) -> u64 {
+    hash_span(text, start, end, 0x2020_2020_2020_2020)
+}
+
+/// [`hash_bytes`] of `text[start..end]` with `or` applied to every byte. The last partial
+/// chunk is read as 8 bytes of `text` and masked when `text` goes on that far, which avoids
+/// a variable-length copy per word.
+#[inline(always)]
+fn hash_span(text: &[u8], start: usize, end: usize, or: u64) -> u64 {
+    const K: u64 = 0x9fb2_1c65_1e98_df25;
+    let step = |h: u64, v: u64| (h ^ v).wrapping_mul(K).rotate_left(29);
+    // The length goes in first, so zero padding cannot make two words alike.
+    let mut h = ((end - start) as u64).wrapping_mul(0x6a09_e667_f3bc_c909);
+    let (chunks, rest) = text[start..end].as_chunks::<8>();
+    for c in chunks {
+        h = step(h, u64::from_le_bytes(*c) | or);
+    }
+    if !rest.is_empty() {
+        let from = end - rest.len();
+        let mask = u64::MAX >> (8 * (8 - rest.len()));
+        let v = match text[from..].first_chunk::<8>() {
+            Some(c) => u64::from_le_bytes(*c) & mask,
+            None => rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |v, (i, &c)| v | (c as u64) << (8 * i)),
+        };
+        h = step(h, v | (or & mask));
     }
     mix(h)
 }
 
-fn shingle_hash(ws: &[u64]) -> u64 {
-    ws.iter()
-        .fold(0x5851_f42d_4c95_7f2du64, |acc, w| mix(acc ^ w))
+/// Appends the hashes of the first `room` words (runs of ASCII letters and digits) of `b`.
+/// Word boundaries come from a bit mask per 64 bytes, built in a loop the compiler
+/// vectorizes, so the cost is per word rather than per byte.
+fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to support the enabled target features.
+        unsafe { ascii_words_avx2(b, room, out) };
+        return;
+    }
+    ascii_words_generic(b, room, out)
 }
 
-/// `sig[i] = min over shingles h of (h * mul[i] + add[i])`.
+/// [`ascii_words_generic`] compiled for AVX2, where the 64-byte mask is two compares and
+/// two byte-mask moves (the SSE2 baseline needs four times the instructions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn ascii_words_avx2(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    ascii_words_generic(b, room, out)
+}
+
 #[inline(always)]
-fn min_hashes_generic(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
-    for &h in shingles {
-        for ((s, a), b) in sig.iter_mut().zip(mul).zip(add) {
-            *s = (*s).min(h.wrapping_mul(*a).wrapping_add(*b));
+fn ascii_words_generic(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    let limit = out.len() + room;
+    // Start of the word in progress, if any.
+    let mut start: Option<usize> = None;
+    for (ci, block) in b.chunks(64).enumerate() {
+        let base = ci * 64;
+        let mut mask = 0u64;
+        for (i, &c) in block.iter().enumerate() {
+            let alnum = c.wrapping_sub(b'0') < 10 || (c | 0x20).wrapping_sub(b'a') < 26;
+            mask |= (alnum as u64) << i;
+        }
+        let mut pos = 0usize;
+        while pos < block.len() {
+            let rest = mask >> pos;
+            match start {
+                None => {
+                    if rest == 0 {
+                        break;
+                    }
+                    pos += rest.trailing_zeros() as usize;
+                    start = Some(base + pos);
+                }
+                Some(s) => {
+                    // Bits past the block's end are zero, so a word ends there at the latest.
+                    let run = (!rest).trailing_zeros() as usize;
+                    pos += run;
+                    if pos >= block.len() {
+                        break;
+                    }
+                    if out.len() == limit {
+                        return;
+                    }
+                    out.push(hash_lower_ascii(b, s, base + pos));
+                    start = None;
+                }
+            }
+        }
+    }
+    if let Some(s) = start {
+        if out.len() < limit {
+            out.push(hash_lower_ascii(b, s, b.len()));
         }
     }
 }
 
-/// The same loop compiled for AVX-512, where 64-bit multiplies and minimums vectorize
-/// (8 lanes); the x86-64 baseline (SSE2) has neither.
+/// Word hashes of a shingle combined: each position multiplied by its own odd constant (so
+/// order matters), xored, mixed once. The products are independent, unlike a chain of mixes.
+fn shingle_hash(ws: &[u64]) -> u64 {
+    const K: [u64; SHINGLE_WORDS] = [
+        0x5851_f42d_4c95_7f2d,
+        0x1405_7b7e_f767_814f,
+        0xd6e8_feb8_6659_fd93,
+        0xa076_1d64_78bd_642f,
+        0xe703_7ed1_a0b4_28db,
+    ];
+    let x = ws
+        .iter()
+        .zip(K)
+        .fold(ws.len() as u64, |acc, (w, k)| acc ^ w.wrapping_mul(k));
+    mix(x)
+}
+
+/// Signature lanes computed: every split allows at most [`MAX_HASHES`] rows in all, and a
+/// fixed count lets the whole signature live in vector registers.
+const LANES: usize = MAX_HASHES;
+type Lanes = [u32; LANES];
+
+/// `sig[i] = min over shingles h of (h32 * mul[i] + add[i]) mod 2^32`, h32 the shingle hash
+/// folded to 32 bits. 32-bit lanes: twice as many per vector as 64-bit ones, and a chance
+/// collision of two minimums (2^-32 per row) is far below what LSH banding tolerates.
+#[inline(always)]
+fn min_hashes_generic(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
+    let mut s = *sig;
+    for &h in shingles {
+        let h = (h ^ (h >> 32)) as u32;
+        for i in 0..LANES {
+            s[i] = s[i].min(h.wrapping_mul(mul[i]).wrapping_add(add[i]));
+        }
+    }
+    *sig = s;
+}
+
+/// The same loop compiled for AVX-512 (16 lanes a vector, and the 128-lane signature, its
+/// multipliers and addends fit the 32 registers); the x86-64 baseline has no 32-bit
+/// minimum and only 4 lanes.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn min_hashes_avx512(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
+#[target_feature(enable = "avx512f")]
+unsafe fn min_hashes_avx512(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
     min_hashes_generic(sig, mul, add, shingles)
 }
 
-fn min_hashes(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
+fn min_hashes(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
+    if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU was just checked to support the enabled target features.
         unsafe { min_hashes_avx512(sig, mul, add, shingles) };
         return;
@@ -139,72 +297,97 @@ fn min_hashes(sig: &mut [u64], mul: &[u64], add: &[u64], shingles: &[u64]) {
     min_hashes_generic(sig, mul, add, shingles)
 }
 
-/// [`hash_bytes`] of the ASCII-lowercased bytes, without building the lowercased copy.
-fn hash_lower_ascii(b: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &x in b {
-        h ^= x.to_ascii_lowercase() as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    mix(h)
-}
-
 /// The LSH band keys of a text: one 64-bit hash per band, or none when it has no words.
 /// `salt` separates groups that must never be merged (e.g. KTO labels).
 pub fn band_hashes(text: &str, bands: usize, rows: usize, salt: u64) -> Vec<u64> {
-    // Word hashes once; a shingle's hash folds its words' hashes in order, which avoids
-    // building a string per shingle.
-    let word_hashes: Vec<u64> = if text.is_ascii() {
-        // The same words, split on bytes instead of decoded chars.
-        text.as_bytes()
-            .split(|b| !b.is_ascii_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .take(MAX_WORDS)
-            .map(hash_lower_ascii)
-            .collect()
-    } else {
-        text.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .take(MAX_WORDS)
-            .map(|w| {
-                if w.is_ascii() {
-                    hash_lower_ascii(w.as_bytes())
-                } else {
-                    hash_bytes(w.to_lowercase().as_bytes())
+    MinHasher::new(bands, rows).band_hashes(&[text], salt)
+}
+
+/// Computes [`band_hashes`] for many texts, reusing its tables and buffers.
+pub struct MinHasher {
+    rows: usize,
+    /// Rows actually used (bands x rows), at most [`LANES`].
+    n: usize,
+    mul: Box<Lanes>,
+    add: Box<Lanes>,
+    words: Vec<u64>,
+    shingles: Vec<u64>,
+    sig: Box<Lanes>,
+}
+
+impl MinHasher {
+    pub fn new(bands: usize, rows: usize) -> Self {
+        let n = (bands * rows).min(LANES);
+        // Hash function i is h -> a_i * h + b_i (mod 2^32, a_i odd): a bijection of the
+        // well-mixed shingle hash, one multiply-add per row instead of a full mix, and a
+        // loop the compiler vectorizes.
+        let mut mul = Box::new([0u32; LANES]);
+        let mut add = Box::new([0u32; LANES]);
+        for i in 0..LANES {
+            mul[i] = mix(i as u64 ^ 0x5eed) as u32 | 1;
+            add[i] = mix(i as u64 ^ 0xadd5) as u32;
+        }
+        MinHasher {
+            rows: rows.max(1),
+            n,
+            mul,
+            add,
+            words: Vec::new(),
+            shingles: Vec::new(),
+            sig: Box::new([u32::MAX; LANES]),
+        }
+    }
+
+    /// The band hashes of `parts` joined by newlines (which only separate words), without
+    /// building the joined text.
+    pub fn band_hashes(&mut self, parts: &[&str], salt: u64) -> Vec<u64> {
+        // Word hashes once; a shingle's hash folds its words' hashes in order, which avoids
+        // building a string per shingle.
+        self.words.clear();
+        for text in parts {
+            let room = MAX_WORDS - self.words.len();
+            if text.is_ascii() {
+                // The same words, split on bytes instead of decoded chars.
+                ascii_words(text.as_bytes(), room, &mut self.words);
+            } else {
+                self.words.extend(
+                    text.split(|c: char| !c.is_alphanumeric())
+                        .filter(|w| !w.is_empty())
+                        .take(room)
+                        .map(|w| {
+                            if w.is_ascii() {
+                                hash_lower_ascii(w.as_bytes(), 0, w.len())
+                            } else {
+                                hash_bytes(w.to_lowercase().as_bytes())
+                            }
+                        }),
+                );
+            }
+        }
+        if self.words.is_empty() {
+            return Vec::new();
+        }
+        self.sig.fill(u32::MAX);
+        self.shingles.clear();
+        if self.words.len() < SHINGLE_WORDS {
+            self.shingles.push(shingle_hash(&self.words));
+        } else {
+            self.shingles
+                .extend(self.words.windows(SHINGLE_WORDS).map(shingle_hash));
+        }
+        min_hashes(&mut self.sig, &self.mul, &self.add, &self.shingles);
+        self.sig[..self.n]
+            .chunks(self.rows)
+            .enumerate()
+            .map(|(b, rows)| {
+                let mut h = mix(salt ^ (b as u64).wrapping_mul(0x1000_0000_01b3));
+                for &r in rows {
+                    h = mix(h ^ r as u64);
                 }
+                h
             })
             .collect()
-    };
-    if word_hashes.is_empty() {
-        return Vec::new();
     }
-    let n = bands * rows;
-    let mut sig = vec![u64::MAX; n];
-    // Hash function i is h -> a_i * h + b_i (mod 2^64, a_i odd): a bijection of the
-    // well-mixed shingle hash, one multiply-add per row instead of a full mix (this loop
-    // was a third of export's time), and a loop the compiler vectorizes.
-    let (mul, add): (Vec<u64>, Vec<u64>) = (0..n as u64)
-        .map(|i| (mix(i ^ 0x5eed) | 1, mix(i ^ 0xadd5)))
-        .unzip();
-    let shingles: Vec<u64> = if word_hashes.len() < SHINGLE_WORDS {
-        vec![shingle_hash(&word_hashes)]
-    } else {
-        word_hashes
-            .windows(SHINGLE_WORDS)
-            .map(shingle_hash)
-            .collect()
-    };
-    min_hashes(&mut sig, &mul, &add, &shingles);
-    sig.chunks(rows)
-        .enumerate()
-        .map(|(b, rows)| {
-            let mut h = mix(salt ^ (b as u64).wrapping_mul(0x1000_0000_01b3));
-            for r in rows {
-                h = mix(h ^ r);
-            }
-            h
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -215,6 +398,37 @@ mod tests {
         #[test]
         fn export_dedup_normalize_ascii_path_matches_the_word_split(
             s in "[ aZ?\t\n\x0b\x0c\r\x1c\x00]{0,40}"
+        ) {
+            let slow = s
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" ");
+            proptest::prop_assert_eq!(normalize(&s), slow);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn export_dedup_ascii_words_match_the_byte_split(
+            s in "[ aZ09.,\n-]{0,200}",
+            room in 0usize..50,
+        ) {
+            let want: Vec<u64> = s
+                .as_bytes()
+                .split(|b| !b.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .take(room)
+                .map(|w| hash_bytes(w.to_ascii_lowercase().as_slice()))
+                .collect();
+            let mut got = vec![7];
+            ascii_words(s.as_bytes(), room, &mut got);
+            proptest::prop_assert_eq!(&got[1..], &want[..]);
+        }
+
+        #[test]
+        fn export_dedup_normalize_long_ascii_matches_the_word_split(
+            s in "[ aZ?\t\n]{0,200}"
         ) {
             let slow = s
                 .split_whitespace()
@@ -252,5 +466,11 @@ mod tests {
         );
         assert!(ha.iter().zip(&hc).all(|(x, y)| x != y));
         assert_ne!(band_hashes(a, bands, rows, 1), ha, "salt separates groups");
+        let (p, r) = a.split_at(a.find('?').unwrap() + 1);
+        assert_eq!(
+            MinHasher::new(bands, rows).band_hashes(&[p, r.trim_start()], 0),
+            ha,
+            "parts hash like the text they make joined by a newline"
+        );
     }
 }

@@ -16,16 +16,17 @@
 //! copy among duplicates: correction > positive feedback > no feedback > negative (KTO only) >
 //! higher auto_score > newer timestamp > smaller id.
 
-use super::dedup::{key128, normalize};
+use super::codec::{Dec, Enc};
+use super::dedup::normalize;
 use super::join::{Payload, Resolved};
 use super::pii::Scrubber;
-use super::spill::json_spill;
+use super::prepare::{self, Loc, TextSrc, STATIC_REASONS};
+use super::spill::SpillItem;
 use super::{ExportOptions, Format};
-use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 /// Best first. Every field is "smaller is better" so a derived order sorts best first.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Rank {
     /// 0 correction, 1 other.
     pub correction: u8,
@@ -39,42 +40,93 @@ pub(crate) struct Rank {
 }
 
 /// One line to be, before dedup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Cand {
-    /// Exact-dedup key: normalized prompt (plus label in KTO).
-    pub key: (u64, u64),
+    /// Exact-dedup key: (label: 0 none / 1 false / 2 true, hash of the normalized prompt).
+    pub key: (u8, u128),
     pub rank: Rank,
     pub ts: i64,
-    pub prompt: String,
-    pub completion: String,
+    /// The example line the texts are in (`None` for a correction, whose texts are owned).
+    pub loc: Option<Loc>,
+    pub prompt: TextSrc,
+    pub completion: TextSrc,
     pub rejected: Option<String>,
     pub label: Option<bool>,
+    /// Unsalted LSH band hashes of prompt + completion.
+    pub bands: Vec<u64>,
 }
 
 impl Cand {
     fn weight(&self) -> usize {
-        self.prompt.len()
-            + self.completion.len()
+        self.prompt.weight()
+            + self.completion.weight()
             + self.rejected.as_ref().map_or(0, String::len)
             + self.rank.id.len()
-            + 64
+            + self.bands.len() * 8
     }
-    fn by_key(&self) -> (&(u64, u64), &Rank) {
+    fn by_key(&self) -> (&(u8, u128), &Rank) {
         (&self.key, &self.rank)
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        let e = &mut Enc(out);
+        e.u8(self.key.0).u128(self.key.1);
+        let r = &self.rank;
+        e.u8(r.correction)
+            .u8(r.feedback)
+            .i64(r.neg_score)
+            .i64(r.neg_ts)
+            .str(&r.id)
+            .i64(self.ts);
+        match &self.loc {
+            None => {
+                e.u8(0);
+            }
+            Some(l) => {
+                e.u8(1);
+                l.encode(e);
+            }
+        }
+        self.prompt.encode(e);
+        self.completion.encode(e);
+        e.opt_str(self.rejected.as_deref()).opt_bool(self.label);
+        prepare::encode_bands(&self.bands, e);
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let d = &mut Dec::new(buf);
+        let c = Cand {
+            key: (d.u8()?, d.u128()?),
+            rank: Rank {
+                correction: d.u8()?,
+                feedback: d.u8()?,
+                neg_score: d.i64()?,
+                neg_ts: d.i64()?,
+                id: d.str()?,
+            },
+            ts: d.i64()?,
+            loc: match d.u8()? {
+                0 => None,
+                1 => Some(Loc::decode(d)?),
+                t => return Err(format!("bad location tag {t}")),
+            },
+            prompt: TextSrc::decode(d)?,
+            completion: TextSrc::decode(d)?,
+            rejected: d.opt_str()?,
+            label: d.opt_bool()?,
+            bands: prepare::decode_bands(d)?,
+        };
+        d.end()?;
+        Ok(c)
     }
 }
 
 /// Candidates ordered by dedup key, best copy first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone)]
 pub(crate) struct ByKey(pub Cand);
 /// Candidates ordered best first overall.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone)]
 pub(crate) struct ByRank(pub Cand);
 /// Candidates in output order: timestamp, then id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone)]
 pub(crate) struct ByTime(pub Cand);
 
 macro_rules! order_by {
@@ -98,7 +150,18 @@ macro_rules! order_by {
                 k(&self.0).cmp(&k(&o.0))
             }
         }
-        json_spill!($t, |s| s.0.weight());
+        impl SpillItem for $t {
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+                self.0.encode(out);
+                Ok(())
+            }
+            fn decode(buf: &[u8]) -> Result<Self, String> {
+                Cand::decode(buf).map($t)
+            }
+            fn weight(&self) -> usize {
+                self.0.weight()
+            }
+        }
     };
 }
 order_by!(ByKey, |c| c.by_key());
@@ -125,25 +188,27 @@ pub(crate) fn kto_label(
     }
 }
 
-/// Turns a resolved record into a candidate, or names why it is dropped.
+/// Turns a resolved record into a candidate, or names why it is dropped. Examples arrive
+/// prepared (scrubbed, keyed: [`prepare`]); corrections are prepared here.
 pub(crate) fn candidate(
     r: Resolved,
     opts: &ExportOptions,
     scrubber: &Scrubber,
+    lsh: Option<(usize, usize)>,
 ) -> Result<Cand, &'static str> {
     let fmt = opts.format;
     let (
         ts,
+        label,
+        correction,
+        score,
+        feedback,
+        loc,
         prompt,
         completion,
         rejected,
-        label,
-        correction,
-        user,
-        include,
-        relevance,
-        score,
-        feedback,
+        norm_key,
+        bands,
     );
     match r.payload {
         Payload::Example(e) => {
@@ -166,63 +231,61 @@ pub(crate) fn candidate(
                     None
                 }
             };
+            if let Some(reason) = STATIC_REASONS.get((e.static_drop as usize).wrapping_sub(1)) {
+                return Err(reason);
+            }
+            // Read time prepares every example that gets this far (`prepare::text_needed`).
+            let Some(p) = e.prepared else {
+                return Err("internal_error");
+            };
             ts = e.ts;
-            prompt = e.prompt;
-            completion = e.response;
-            rejected = None;
             correction = e.verified_correction;
-            user = e.user_id;
-            include = e.include;
-            relevance = e.relevance;
             score = e.auto_score;
             feedback = r.feedback;
+            loc = Some(e.loc);
+            prompt = p.prompt;
+            completion = p.completion;
+            rejected = None;
+            norm_key = p.norm_key;
+            bands = p.bands;
         }
         Payload::Correction(c) => {
             if fmt == Format::Dpo && normalize(&c.original) == normalize(&c.corrected) {
                 return Err("identical_pair");
             }
+            // Corrections count as high relevance, as in the seed, so `low_relevance` never
+            // drops one.
+            if !c.include {
+                return Err("not_included");
+            }
+            if c.prompt.chars().count() < opts.min_prompt_chars {
+                return Err("short_prompt");
+            }
+            if c.corrected.chars().count() < opts.min_response_chars {
+                return Err("short_response");
+            }
             ts = c.ts;
             label = (fmt == Format::Kto).then_some(true);
-            rejected = (fmt == Format::Dpo).then_some(c.original);
-            prompt = c.prompt;
-            completion = c.corrected;
             correction = true;
-            user = None;
-            include = c.include;
-            relevance = crate::record::Relevance::High;
             // A human-written answer outranks any automatic score.
             score = 1.0;
             feedback = None;
+            loc = None;
+            let p = scrubber.scrub(&c.prompt, None);
+            let comp = scrubber.scrub(&c.corrected, None);
+            rejected = (fmt == Format::Dpo).then(|| scrubber.scrub(&c.original, None));
+            (norm_key, bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
+            prompt = TextSrc::Owned(p);
+            completion = TextSrc::Owned(comp);
         }
     }
-    if !include {
-        return Err("not_included");
-    }
-    if relevance < opts.min_quality {
-        return Err("low_relevance");
-    }
-    if prompt.chars().count() < opts.min_prompt_chars {
-        return Err("short_prompt");
-    }
-    if completion.chars().count() < opts.min_response_chars {
-        return Err("short_response");
-    }
-    let uid = user.as_deref();
-    let prompt = scrubber.scrub(&prompt, uid);
-    let completion = scrubber.scrub(&completion, uid);
-    let rejected = rejected.map(|r| scrubber.scrub(&r, uid));
-    let norm = normalize(&prompt);
-    let k = match label {
-        Some(l) => key128(&format!("{l}\0{norm}")),
-        None => key128(&norm),
-    };
     let fb_rank = match (label, feedback) {
         (Some(false), _) | (None, Some(false)) => 2,
         (_, Some(true)) => 0,
         _ => 1,
     };
     Ok(Cand {
-        key: ((k >> 64) as u64, k as u64),
+        key: (label.map_or(0, |l| 1 + l as u8), norm_key),
         rank: Rank {
             correction: if correction && label != Some(false) {
                 0
@@ -235,9 +298,11 @@ pub(crate) fn candidate(
             id: r.id,
         },
         ts,
+        loc,
         prompt,
         completion,
         rejected,
         label,
+        bands,
     })
 }

@@ -72,43 +72,6 @@ impl FromStr for Format {
     }
 }
 
-#[derive(Serialize)]
-struct PromptResponse<'a> {
-    prompt: &'a str,
-    response: &'a str,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct Messages<'a> {
-    messages: Vec<Message<'a>>,
-}
-
-#[derive(Serialize)]
-struct PromptCompletion<'a> {
-    prompt: &'a str,
-    completion: &'a str,
-}
-
-#[derive(Serialize)]
-struct Dpo<'a> {
-    prompt: &'a str,
-    chosen: &'a str,
-    rejected: &'a str,
-}
-
-#[derive(Serialize)]
-struct Kto<'a> {
-    prompt: &'a str,
-    completion: &'a str,
-    label: bool,
-}
-
 /// What one output line is made of (already scrubbed).
 pub(crate) struct LineParts<'a> {
     pub prompt: &'a str,
@@ -119,50 +82,78 @@ pub(crate) struct LineParts<'a> {
     pub label: Option<bool>,
 }
 
-/// Renders one line (without newline).
-pub(crate) fn render(
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (only `"`, `\` and
+/// control characters); most texts need no escape, and are copied.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Appends one line (without newline) to `out`: the same bytes serde_json writes for the
+/// format's struct, keys in the order shown in the module documentation.
+pub(crate) fn render_into(
+    out: &mut Vec<u8>,
     format: Format,
     p: &LineParts<'_>,
     system_prompt: Option<&str>,
-) -> Result<String, serde_json::Error> {
+) {
+    let field = |out: &mut Vec<u8>, sep: &str, name: &str, v: &str| {
+        out.extend_from_slice(sep.as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_json_str(out, v);
+    };
     match format {
-        Format::PromptResponse => serde_json::to_string(&PromptResponse {
-            prompt: p.prompt,
-            response: p.completion,
-        }),
-        Format::Messages => {
-            let mut messages = Vec::with_capacity(3);
-            if let Some(sys) = system_prompt {
-                messages.push(Message {
-                    role: "system",
-                    content: sys,
-                });
-            }
-            messages.push(Message {
-                role: "user",
-                content: p.prompt,
-            });
-            messages.push(Message {
-                role: "assistant",
-                content: p.completion,
-            });
-            serde_json::to_string(&Messages { messages })
+        Format::PromptResponse => {
+            field(out, "{", "prompt", p.prompt);
+            field(out, ",", "response", p.completion);
         }
-        Format::PromptCompletion => serde_json::to_string(&PromptCompletion {
-            prompt: p.prompt,
-            completion: p.completion,
-        }),
-        Format::Dpo => serde_json::to_string(&Dpo {
-            prompt: p.prompt,
-            chosen: p.completion,
-            rejected: p.rejected.unwrap_or_default(),
-        }),
-        Format::Kto => serde_json::to_string(&Kto {
-            prompt: p.prompt,
-            completion: p.completion,
-            label: p.label.unwrap_or(true),
-        }),
+        Format::Messages => {
+            out.extend_from_slice(b"{\"messages\":[");
+            let mut sep = "";
+            let roles = [
+                ("system", system_prompt),
+                ("user", Some(p.prompt)),
+                ("assistant", Some(p.completion)),
+            ];
+            for (role, content) in roles {
+                if let Some(c) = content {
+                    out.extend_from_slice(sep.as_bytes());
+                    field(out, "{", "role", role);
+                    field(out, ",", "content", c);
+                    out.push(b'}');
+                    sep = ",";
+                }
+            }
+            out.push(b']');
+        }
+        Format::PromptCompletion => {
+            field(out, "{", "prompt", p.prompt);
+            field(out, ",", "completion", p.completion);
+        }
+        Format::Dpo => {
+            field(out, "{", "prompt", p.prompt);
+            field(out, ",", "chosen", p.completion);
+            field(out, ",", "rejected", p.rejected.unwrap_or_default());
+        }
+        Format::Kto => {
+            field(out, "{", "prompt", p.prompt);
+            field(out, ",", "completion", p.completion);
+            out.extend_from_slice(if p.label.unwrap_or(true) {
+                b",\"label\":true"
+            } else {
+                b",\"label\":false"
+            });
+        }
     }
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -186,9 +177,51 @@ mod tests {
             rejected: None,
             label: None,
         };
+        let mut out = Vec::new();
+        render_into(&mut out, Format::Messages, &p, Some("s"));
         assert_eq!(
-            render(Format::Messages, &p, Some("s")).unwrap(),
+            String::from_utf8(out).unwrap(),
             r#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#
         );
+    }
+
+    proptest::proptest! {
+        /// The hand-written renderer writes what serde_json writes for the format's struct.
+        #[test]
+        fn export_format_render_matches_serde_json(
+            prompt in "(.|[\"\\\\\u{0}-\u{1f}\u{7f}é])*",
+            completion in ".*",
+            rejected in ".*",
+            label in proptest::bool::ANY,
+            system in proptest::option::of(".*"),
+        ) {
+            use serde_json::json;
+            for format in Format::ALL {
+                let p = LineParts {
+                    prompt: &prompt,
+                    completion: &completion,
+                    rejected: Some(&rejected),
+                    label: Some(label),
+                };
+                let want = match format {
+                    Format::PromptResponse => json!({"prompt": prompt, "response": completion}),
+                    Format::PromptCompletion => json!({"prompt": prompt, "completion": completion}),
+                    Format::Dpo => json!({"prompt": prompt, "chosen": completion, "rejected": rejected}),
+                    Format::Kto => json!({"prompt": prompt, "completion": completion, "label": label}),
+                    Format::Messages => {
+                        let mut m = Vec::new();
+                        if let Some(s) = &system {
+                            m.push(json!({"role": "system", "content": s}));
+                        }
+                        m.push(json!({"role": "user", "content": prompt}));
+                        m.push(json!({"role": "assistant", "content": completion}));
+                        json!({"messages": m})
+                    }
+                };
+                let mut out = Vec::new();
+                render_into(&mut out, format, &p, system.as_deref());
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), want.to_string());
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 use super::ExportError;
 use chrono::{DateTime, NaiveDateTime};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// What was read from one input file, for the manifest.
@@ -92,6 +92,163 @@ pub fn for_each_line(
     Ok(summary)
 }
 
+/// One complete, non-blank line of a segment, as [`for_each_chunk`] hands it out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Line<'a> {
+    /// 1-based line number, blank lines included (as [`for_each_line`] counts them).
+    pub no: u64,
+    /// Byte offset of the line's start in the file, so export can read it again later.
+    pub off: u64,
+    /// The line without its newline and trailing blanks.
+    pub bytes: &'a [u8],
+}
+
+/// How much of a file [`for_each_chunk`] reads at a time (a longer line is read whole).
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// An owned run of complete lines of a file, which can be handed to another thread.
+pub(crate) struct Chunk {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    /// (line number, start in `buf`, length) of each non-blank line.
+    spans: Vec<(u64, usize, usize)>,
+}
+
+impl Chunk {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.spans.iter().map(|&(no, start, len)| Line {
+            no,
+            off: self.base + start as u64,
+            bytes: &self.buf[start..start + len],
+        })
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+}
+
+/// [`for_each_line`] in batches: calls `f` with each chunk of about [`CHUNK_BYTES`] of
+/// complete, non-blank lines, so the caller can work on chunks in parallel. Same lines,
+/// numbers, summary and torn-tail rule as [`for_each_line`]. Also returns the open file, so
+/// the lines can be read again by offset even if the segment is renamed (sealed) meanwhile.
+pub(crate) fn for_each_chunk(
+    path: &Path,
+    kind: &'static str,
+    on_bytes: impl FnMut(u64),
+    f: impl FnMut(Chunk) -> Result<(), ExportError>,
+) -> Result<(InputSummary, File), ExportError> {
+    chunks_of(path, kind, CHUNK_BYTES, on_bytes, f)
+}
+
+fn chunks_of(
+    path: &Path,
+    kind: &'static str,
+    chunk_bytes: usize,
+    mut on_bytes: impl FnMut(u64),
+    mut f: impl FnMut(Chunk) -> Result<(), ExportError>,
+) -> Result<(InputSummary, File), ExportError> {
+    let (mut file, read_path, open) = open_segment(path)?;
+    let io_err = |e| ExportError::Input {
+        path: read_path.clone(),
+        source: e,
+    };
+    let mut summary = InputSummary {
+        path: read_path.display().to_string(),
+        kind,
+        bytes: 0,
+        lines: 0,
+        torn_tail_skipped: false,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    // File offset of `buf[0]`.
+    let mut buf_off = 0u64;
+    let mut line_no = 0u64;
+    let mut eof = false;
+    while !eof {
+        // Fill up to a chunk beyond what is left over; at least one more chunk when the
+        // leftover is a single line longer than a chunk.
+        let want = buf.len() + chunk_bytes;
+        while buf.len() < want {
+            let old = buf.len();
+            buf.resize(want, 0);
+            let n = loop {
+                match file.read(&mut buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_err(e)),
+                }
+            };
+            buf.truncate(old + n);
+            if n == 0 {
+                eof = true;
+                break;
+            }
+        }
+        // Complete lines end with a newline; at the end of a sealed file the last line
+        // needs none, at the end of an open one it is torn and left for a later export.
+        let mut complete = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+        if eof && complete < buf.len() {
+            if open {
+                summary.torn_tail_skipped = true;
+            } else {
+                complete = buf.len();
+            }
+        }
+        let mut spans = Vec::new();
+        let mut pos = 0;
+        while pos < complete {
+            let end = memchr::memchr(b'\n', &buf[pos..complete]).map_or(complete, |i| pos + i + 1);
+            line_no += 1;
+            let n = (end - pos) as u64;
+            summary.bytes += n;
+            on_bytes(n);
+            let line = trim_line(&buf[pos..end]);
+            if !line.is_empty() {
+                summary.lines += 1;
+                spans.push((line_no, pos, line.len()));
+            }
+            pos = end;
+        }
+        // The chunk keeps the big buffer; the (short) unfinished line moves to a new one.
+        let rest = buf.split_off(complete);
+        let chunk = Chunk {
+            buf: std::mem::replace(&mut buf, rest),
+            base: buf_off,
+            spans,
+        };
+        buf_off += complete as u64;
+        if chunk.len() > 0 {
+            f(chunk)?;
+        }
+    }
+    Ok((summary, file))
+}
+
+/// Opens a segment: (file, the path actually opened, whether it is an open segment). An open
+/// segment that was sealed (renamed to `*.jsonl`) between listing and reading is read under
+/// its sealed name, which now holds everything the open one did, and more.
+fn open_segment(path: &Path) -> Result<(File, std::path::PathBuf, bool), ExportError> {
+    let open = is_open_segment(path);
+    match File::open(path) {
+        Ok(f) => Ok((f, path.to_path_buf(), open)),
+        Err(e) if open && e.kind() == std::io::ErrorKind::NotFound => {
+            let sealed = path.with_extension("");
+            match File::open(&sealed) {
+                Ok(f) => Ok((f, sealed, false)),
+                Err(e2) => Err(ExportError::Input {
+                    path: sealed,
+                    source: e2,
+                }),
+            }
+        }
+        Err(e) => Err(ExportError::Input {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
 fn trim_line(buf: &[u8]) -> &[u8] {
     let mut end = buf.len();
     while end > 0 && matches!(buf[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
@@ -161,6 +318,39 @@ mod tests {
             count, 3,
             "a sealed file's last line is complete even without newline"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn export_input_chunks_match_lines(
+            text in "[ab\\n\\r ]{0,60}",
+            chunk in 1usize..8,
+            open in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(if open { "a.jsonl.open" } else { "a.jsonl" });
+            std::fs::write(&p, &text).unwrap();
+            let mut want = Vec::new();
+            let s1 = for_each_line(&p, "examples", |_| {}, |n, l| {
+                want.push((n, l.to_vec()));
+                Ok(())
+            }).unwrap();
+            let mut got = Vec::new();
+            let (s2, _) = chunks_of(&p, "examples", chunk, |_| {}, |c| {
+                for l in c.lines() {
+                    let start = l.off as usize;
+                    // The offset finds the line again in the file.
+                    assert_eq!(&text.as_bytes()[start..start + l.bytes.len()], l.bytes);
+                    got.push((l.no, l.bytes.to_vec()));
+                }
+                Ok(())
+            }).unwrap();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(
+                (s1.bytes, s1.lines, s1.torn_tail_skipped),
+                (s2.bytes, s2.lines, s2.torn_tail_skipped)
+            );
+        }
     }
 
     #[test]

@@ -17,10 +17,10 @@
 //! [`FbOrder`]: latest timestamp wins, then in-example feedback loses to the feedback stream,
 //! then later file, later line.
 
-use super::spill::{json_spill, Grouped, Sorter};
+use super::codec::{Dec, Enc};
+use super::prepare::{Loc, Prepared};
+use super::spill::{Grouped, Sorter, SpillItem};
 use super::ExportError;
-use crate::record::Relevance;
-use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 /// Position of an input line: (stream 0 examples / 1 feedback / 2 corrections, file, line).
@@ -30,25 +30,27 @@ pub(crate) type Order = (u8, u32, u64);
 /// The greatest one is the one that counts.
 pub(crate) type FbOrder = (i64, u8, u32, u64);
 
-/// The parts of an example export needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The parts of an example export needs; its texts stay in the segment (see [`super::prepare`]).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ex {
     pub ts: i64,
     pub verified_correction: bool,
-    pub prompt: String,
-    pub response: String,
-    pub user_id: Option<String>,
     /// Feedback applied inside the example (`quality.user_feedback`): true = positive.
     pub in_feedback: Option<bool>,
     /// `quality.was_corrected`: a correction was applied before the example was written.
     pub was_corrected: bool,
-    pub relevance: Relevance,
     pub auto_score: f64,
-    pub include: bool,
+    pub loc: Loc,
+    /// 1 + index in [`super::prepare::STATIC_REASONS`] of the first static filter that drops
+    /// the example, 0 if none does.
+    pub static_drop: u8,
+    /// Scrubbed texts and dedup keys; `None` when the example is dropped whatever the join
+    /// finds (static filter, or [`super::prepare::text_needed`] false).
+    pub prepared: Option<Prepared>,
 }
 
 /// The parts of a correction record export needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Corr {
     pub ts: i64,
     pub prompt: String,
@@ -57,14 +59,14 @@ pub(crate) struct Corr {
     pub include: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Payload {
     Example(Ex),
     Correction(Corr),
 }
 
 /// One example or correction record, keyed by its id and where it was read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct Row {
     pub id: String,
     pub order: Order,
@@ -92,37 +94,249 @@ impl Ord for Row {
         self.key().cmp(&o.key())
     }
 }
-json_spill!(Row, |r| r.id.len()
-    + match &r.payload {
-        Payload::Example(e) => e.prompt.len() + e.response.len() + 64,
-        Payload::Correction(c) => c.prompt.len() + c.original.len() + c.corrected.len(),
-    });
+
+fn encode_order(o: Order, e: &mut Enc<'_>) {
+    e.u8(o.0).u32(o.1).u64(o.2);
+}
+
+fn decode_order(d: &mut Dec<'_>) -> Result<Order, String> {
+    Ok((d.u8()?, d.u32()?, d.u64()?))
+}
+
+impl SpillItem for Row {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let e = &mut Enc(out);
+        e.str(&self.id);
+        encode_order(self.order, e);
+        match &self.payload {
+            Payload::Example(x) => {
+                e.u8(0)
+                    .i64(x.ts)
+                    .bool(x.verified_correction)
+                    .opt_bool(x.in_feedback)
+                    .bool(x.was_corrected)
+                    .f64(x.auto_score);
+                x.loc.encode(e);
+                e.u8(x.static_drop);
+                match &x.prepared {
+                    None => {
+                        e.u8(0);
+                    }
+                    Some(p) => {
+                        e.u8(1);
+                        p.encode(e);
+                    }
+                }
+            }
+            Payload::Correction(c) => {
+                e.u8(1)
+                    .i64(c.ts)
+                    .str(&c.prompt)
+                    .str(&c.original)
+                    .str(&c.corrected)
+                    .bool(c.include);
+            }
+        }
+        Ok(())
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let d = &mut Dec::new(buf);
+        let id = d.str()?;
+        let order = decode_order(d)?;
+        let payload = match d.u8()? {
+            0 => Payload::Example(Ex {
+                ts: d.i64()?,
+                verified_correction: d.bool()?,
+                in_feedback: d.opt_bool()?,
+                was_corrected: d.bool()?,
+                auto_score: d.f64()?,
+                loc: Loc::decode(d)?,
+                static_drop: d.u8()?,
+                prepared: match d.u8()? {
+                    0 => None,
+                    1 => Some(Prepared::decode(d)?),
+                    t => return Err(format!("bad prepared tag {t}")),
+                },
+            }),
+            1 => Payload::Correction(Corr {
+                ts: d.i64()?,
+                prompt: d.str()?,
+                original: d.str()?,
+                corrected: d.str()?,
+                include: d.bool()?,
+            }),
+            t => return Err(format!("bad payload tag {t}")),
+        };
+        d.end()?;
+        Ok(Row { id, order, payload })
+    }
+    fn weight(&self) -> usize {
+        self.id.len()
+            + match &self.payload {
+                Payload::Example(e) => e.prepared.as_ref().map_or(0, Prepared::weight) + 48,
+                Payload::Correction(c) => c.prompt.len() + c.original.len() + c.corrected.len(),
+            }
+    }
+}
 
 pub(crate) const KIND_FEEDBACK: u8 = 0;
 pub(crate) const KIND_CORRECTION: u8 = 1;
 pub(crate) const KIND_REF: u8 = 2;
 
+/// What a join row is keyed on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum JoinKey {
+    /// Hash of a normalized (prompt, answer) pair ([`super::prepare::pr_key`]).
+    Pair(u128),
+    /// An example id or request id.
+    Id(String),
+}
+
+/// The keys feedback and corrections name, as a Bloom filter of fixed size (1 MiB): an
+/// example reference whose key is not in it cannot be joined to anything and is not
+/// sorted at all. A false positive only costs a useless reference; the filter's size does
+/// not grow with the data.
+pub(crate) struct KeyFilter {
+    bits: Vec<u64>,
+    empty: bool,
+}
+
+impl KeyFilter {
+    const BITS: u64 = 1 << 23;
+
+    pub(crate) fn new() -> Self {
+        KeyFilter {
+            bits: Vec::new(),
+            empty: true,
+        }
+    }
+
+    /// Three bit positions from one 128-bit hash of the key.
+    fn positions(key: &JoinKey) -> [u64; 3] {
+        let h = match key {
+            JoinKey::Pair(k) => xxhash_rust::xxh3::xxh3_128_with_seed(&k.to_le_bytes(), 1),
+            JoinKey::Id(s) => xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), 2),
+        };
+        let (a, b) = (h as u64, (h >> 64) as u64);
+        [0u64, 1, 2].map(|i| a.wrapping_add(i.wrapping_mul(b)) % Self::BITS)
+    }
+
+    pub(crate) fn insert(&mut self, key: &JoinKey) {
+        if self.empty {
+            self.bits = vec![0; (Self::BITS / 64) as usize];
+            self.empty = false;
+        }
+        for p in Self::positions(key) {
+            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    pub(crate) fn may_contain(&self, key: &JoinKey) -> bool {
+        !self.empty
+            && Self::positions(key)
+                .iter()
+                .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+}
+
 /// A keyed join row; within a key, feedback comes first (oldest to latest), then correction
 /// links, then example references.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct JoinItem {
-    pub key: String,
+    pub key: JoinKey,
     pub kind: u8,
     /// Feedback: its rank and polarity (true = positive).
     pub fb: Option<(FbOrder, bool)>,
     /// Reference: the example id.
     pub ex_id: String,
 }
-json_spill!(JoinItem, |j| j.key.len() + j.ex_id.len());
+
+fn encode_fb(fb: Option<(FbOrder, bool)>, e: &mut Enc<'_>) {
+    match fb {
+        None => {
+            e.u8(0);
+        }
+        Some(((ts, src, file, line), pos)) => {
+            e.u8(1).i64(ts).u8(src).u32(file).u64(line).bool(pos);
+        }
+    }
+}
+
+fn decode_fb(d: &mut Dec<'_>) -> Result<Option<(FbOrder, bool)>, String> {
+    match d.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(((d.i64()?, d.u8()?, d.u32()?, d.u64()?), d.bool()?))),
+        t => Err(format!("bad feedback tag {t}")),
+    }
+}
+
+impl SpillItem for JoinItem {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let e = &mut Enc(out);
+        match &self.key {
+            JoinKey::Pair(k) => e.u8(0).u128(*k),
+            JoinKey::Id(s) => e.u8(1).str(s),
+        };
+        e.u8(self.kind);
+        encode_fb(self.fb, e);
+        e.str(&self.ex_id);
+        Ok(())
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let d = &mut Dec::new(buf);
+        let key = match d.u8()? {
+            0 => JoinKey::Pair(d.u128()?),
+            1 => JoinKey::Id(d.str()?),
+            t => return Err(format!("bad join key tag {t}")),
+        };
+        let item = JoinItem {
+            key,
+            kind: d.u8()?,
+            fb: decode_fb(d)?,
+            ex_id: d.str()?,
+        };
+        d.end()?;
+        Ok(item)
+    }
+    fn weight(&self) -> usize {
+        let k = match &self.key {
+            JoinKey::Pair(_) => 0,
+            JoinKey::Id(s) => s.len(),
+        };
+        k + self.ex_id.len()
+    }
+}
 
 /// What the join found for one example.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Annot {
     pub ex_id: String,
     pub fb: Option<(FbOrder, bool)>,
     pub corrected: bool,
 }
-json_spill!(Annot, |a| a.ex_id.len());
+
+impl SpillItem for Annot {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let e = &mut Enc(out);
+        e.str(&self.ex_id);
+        encode_fb(self.fb, e);
+        e.bool(self.corrected);
+        Ok(())
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let d = &mut Dec::new(buf);
+        let a = Annot {
+            ex_id: d.str()?,
+            fb: decode_fb(d)?,
+            corrected: d.bool()?,
+        };
+        d.end()?;
+        Ok(a)
+    }
+    fn weight(&self) -> usize {
+        self.ex_id.len()
+    }
+}
 
 /// Sorts the join items by key and turns each group into annotations, sorted by example id.
 pub(crate) fn annotate(
@@ -215,4 +429,32 @@ pub(crate) fn resolve(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_join_key_filter_has_no_false_negatives() {
+        let mut f = KeyFilter::new();
+        assert!(!f.may_contain(&JoinKey::Id("a".into())));
+        let keys: Vec<JoinKey> = (0..5000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    JoinKey::Id(format!("train_{i}"))
+                } else {
+                    JoinKey::Pair(i as u128 * 0x9e37_79b9)
+                }
+            })
+            .collect();
+        for k in &keys {
+            f.insert(k);
+        }
+        assert!(keys.iter().all(|k| f.may_contain(k)));
+        let false_pos = (0..5000u32)
+            .filter(|i| f.may_contain(&JoinKey::Id(format!("other_{i}"))))
+            .count();
+        assert!(false_pos < 5, "{false_pos}");
+    }
 }

@@ -17,12 +17,18 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// How much [`AtomicFile::write_lines`] writes between writeback hints.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
 /// A file being written atomically, hashing what goes through it.
 pub(crate) struct AtomicFile {
     dest: PathBuf,
     out: BufWriter<tempfile::NamedTempFile>,
     hasher: Sha256,
     pub(crate) lines: u64,
+    /// Bytes written, and how many of them have been handed to the kernel's writeback.
+    written: u64,
+    flushed: u64,
 }
 
 impl AtomicFile {
@@ -44,6 +50,8 @@ impl AtomicFile {
             out: BufWriter::with_capacity(256 << 10, tmp),
             hasher: Sha256::new(),
             lines: 0,
+            written: 0,
+            flushed: 0,
         })
     }
 
@@ -55,15 +63,53 @@ impl AtomicFile {
     }
 
     /// Writes `line` and a newline.
-    pub(crate) fn write_line(&mut self, line: &str) -> Result<(), ExportError> {
-        self.hasher.update(line.as_bytes());
+    pub(crate) fn write_line(&mut self, line: &[u8]) -> Result<(), ExportError> {
+        self.hasher.update(line);
         self.hasher.update(b"\n");
         self.lines += 1;
         let r = self
             .out
-            .write_all(line.as_bytes())
+            .write_all(line)
             .and_then(|_| self.out.write_all(b"\n"));
         r.map_err(|e| self.err(e))
+    }
+
+    /// Writes `n` lines at once (`batch` is those lines, each with its newline).
+    pub(crate) fn write_lines(&mut self, batch: &[u8], n: u64) -> Result<(), ExportError> {
+        self.hasher.update(batch);
+        self.lines += n;
+        let r = self.out.write_all(batch);
+        r.map_err(|e| self.err(e))?;
+        self.written += batch.len() as u64;
+        if self.written - self.flushed >= WRITEBACK_STEP {
+            self.start_writeback()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the kernel writing what was written so far, without waiting, so the fsync in
+    /// [`AtomicFile::commit`] finds little left to do (it was most of export's last 0.1 s).
+    /// Only a hint: the fsync is what makes the file durable.
+    fn start_writeback(&mut self) -> Result<(), ExportError> {
+        let r = self.out.flush();
+        r.map_err(|e| self.err(e))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.out.get_ref().as_file().as_raw_fd();
+            // SAFETY: plain system call on a file descriptor this struct owns; no memory is
+            // passed. Its result is deliberately ignored (see above).
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    self.flushed as libc::off64_t,
+                    (self.written - self.flushed) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.flushed = self.written;
+        Ok(())
     }
 
     /// Flushes, fsyncs and renames into place; returns the file's record.
@@ -145,7 +191,7 @@ pub(crate) fn write_manifest(path: &Path, m: &Manifest) -> Result<(), ExportErro
     let text = serde_json::to_string_pretty(m)
         .map_err(|e| ExportError::Internal(format!("cannot serialize manifest: {e}")))?;
     let mut f = AtomicFile::create(path)?;
-    f.write_line(&text)?;
+    f.write_line(text.as_bytes())?;
     f.commit()?;
     Ok(())
 }

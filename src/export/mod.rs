@@ -27,6 +27,7 @@
 //! dropped as `unlabeled`. The report's `labels` says how many of each were written, since
 //! TRL's KTO trainer needs both.
 
+mod codec;
 pub mod dedup;
 mod filter;
 pub mod format;
@@ -34,6 +35,7 @@ pub mod input;
 mod join;
 pub mod manifest;
 pub mod pii;
+mod prepare;
 mod spill;
 pub mod split;
 
@@ -41,9 +43,9 @@ pub use format::Format;
 pub use manifest::manifest_path;
 pub use split::validation_path;
 
-use crate::record::{CorrectionRecord, FeedbackEvent, Relevance, TrainingExample};
+use crate::record::{CorrectionRecord, FeedbackEvent, Relevance};
 use filter::{ByKey, ByRank, ByTime};
-use join::{Annot, Corr, Ex, JoinItem, Payload, Row};
+use join::{Annot, Corr, JoinItem, JoinKey, Payload, Row};
 use serde::Serialize;
 use spill::{FrameWriter, Grouped, Sorter, SpillItem};
 use std::collections::BTreeMap;
@@ -218,25 +220,6 @@ fn progress_bar(opts: &ExportOptions, total: u64) -> indicatif::ProgressBar {
     pb
 }
 
-fn example_keys(id: &str, request_id: Option<&str>, prompt: &str, response: &str) -> Vec<String> {
-    let mut keys = vec![format!("t:{id}")];
-    if let Some(r) = request_id.filter(|r| !r.is_empty() && *r != id) {
-        keys.push(format!("t:{r}"));
-    }
-    keys.push(pr_key(prompt, response));
-    keys
-}
-
-/// Join key of a (prompt, answer) pair, normalized.
-fn pr_key(prompt: &str, response: &str) -> String {
-    let k = dedup::key128(&format!(
-        "{}\0{}",
-        dedup::normalize(prompt),
-        dedup::normalize(response)
-    ));
-    format!("p:{k:032x}")
-}
-
 pub(crate) fn run(
     inputs: &ExportInputs,
     opts: &ExportOptions,
@@ -272,60 +255,22 @@ pub(crate) fn run(
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     let pb = progress_bar(opts, total_bytes);
-    let mut summaries = Vec::new();
 
     // 1. Read.
     let mut rows: Sorter<Row> = Sorter::new(dir, budget);
     let mut joins: Sorter<JoinItem> = Sorter::new(dir, budget);
-    pb.set_message("reading examples");
-    for (fi, path) in inputs.examples.iter().enumerate() {
-        let s = input::for_each_line(
-            path,
-            "examples",
-            |n| pb.inc(n),
-            |line_no, line| {
-                counts.total_raw += 1;
-                let ex: TrainingExample = match serde_json::from_slice(line) {
-                    Ok(ex) => ex,
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), line = line_no, error = %e, "unreadable example line");
-                        counts.drop("unreadable_line");
-                        return Ok(());
-                    }
-                };
-                for key in example_keys(&ex.id, ex.metadata.request_id(), &ex.prompt, &ex.response)
-                {
-                    joins.push(JoinItem {
-                        key,
-                        kind: join::KIND_REF,
-                        fb: None,
-                        ex_id: ex.id.clone(),
-                    })?;
-                }
-                rows.push(Row {
-                    id: ex.id,
-                    order: (0, fi as u32, line_no),
-                    payload: Payload::Example(Ex {
-                        ts: input::ts_micros(&ex.timestamp),
-                        verified_correction: ex.source == "verified_correction",
-                        prompt: ex.prompt,
-                        response: ex.response,
-                        user_id: ex.metadata.user_id,
-                        in_feedback: ex
-                            .quality
-                            .user_feedback
-                            .map(|f| f == crate::record::Feedback::Positive),
-                        was_corrected: ex.quality.was_corrected,
-                        relevance: ex.quality.domain_relevance,
-                        auto_score: ex.quality.auto_score,
-                        include: ex.include_in_training,
-                    }),
-                })
-            },
-        )?;
-        summaries.push(s);
-    }
-    pb.set_message("reading feedback");
+    // Phase timings go to the debug log (RUST_LOG=training_collector=debug).
+    let t0 = std::time::Instant::now();
+    let phase = |msg: &'static str| {
+        pb.set_message(msg);
+        tracing::debug!(elapsed = ?t0.elapsed(), "export: {msg}");
+    };
+    // Feedback and corrections first: the keys they name tell which example references the
+    // join needs (the summaries keep the documented order: examples, feedback, corrections).
+    let mut targets = join::KeyFilter::new();
+    let mut other_summaries = Vec::new();
+    let mut example_summaries = Vec::new();
+    phase("reading feedback");
     for (fi, path) in inputs.feedback.iter().enumerate() {
         let s = input::for_each_line(
             path,
@@ -340,8 +285,10 @@ pub(crate) fn run(
                         return Ok(());
                     }
                 };
+                let key = JoinKey::Id(ev.target);
+                targets.insert(&key);
                 joins.push(JoinItem {
-                    key: format!("t:{}", ev.target),
+                    key,
                     kind: join::KIND_FEEDBACK,
                     fb: Some((
                         (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
@@ -351,7 +298,7 @@ pub(crate) fn run(
                 })
             },
         )?;
-        summaries.push(s);
+        other_summaries.push(s);
     }
     pb.set_message("reading corrections");
     for (fi, path) in inputs.corrections.iter().enumerate() {
@@ -368,10 +315,13 @@ pub(crate) fn run(
                         return Ok(());
                     }
                 };
-                let mut keys = vec![pr_key(&c.original_prompt, &c.original_response)];
-                keys.extend(c.original_example_id.iter().map(|i| format!("t:{i}")));
-                keys.extend(c.original_request_id.iter().map(|r| format!("t:{r}")));
+                let pair =
+                    prepare::pr_key(&c.original_prompt, &c.original_response, &mut String::new());
+                let mut keys = vec![JoinKey::Pair(pair)];
+                keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
+                keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
                 for key in keys {
+                    targets.insert(&key);
                     joins.push(JoinItem {
                         key,
                         kind: join::KIND_CORRECTION,
@@ -396,19 +346,91 @@ pub(crate) fn run(
                 Ok(())
             },
         )?;
-        summaries.push(s);
+        other_summaries.push(s);
     }
 
+    phase("reading examples");
+    let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
+    let near = opts.near_dup_threshold > 0.0;
+    let ctx = prepare::Ctx {
+        opts,
+        scrubber: &scrubber,
+        lsh: near.then_some((bands, rows_per_band)),
+    };
+    let mut example_files = Vec::with_capacity(inputs.examples.len());
+    // Lines are prepared on worker threads; this thread reads the files and files the
+    // results, in line order.
+    let mut consume = |(fi, lines): prepare::PreparedChunk| -> Result<(), ExportError> {
+        for (line_no, read) in lines {
+            counts.total_raw += 1;
+            let r = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    let file = inputs.examples[fi as usize].display();
+                    tracing::warn!(file = %file, line = line_no, error = %e, "unreadable example line");
+                    counts.drop("unreadable_line");
+                    continue;
+                }
+            };
+            // A reference only matters where feedback or a correction names the key.
+            let mut refs = |key: JoinKey| {
+                if !targets.may_contain(&key) {
+                    return Ok(());
+                }
+                joins.push(JoinItem {
+                    key,
+                    kind: join::KIND_REF,
+                    fb: None,
+                    ex_id: r.id.clone(),
+                })
+            };
+            refs(JoinKey::Id(r.id.clone()))?;
+            if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
+                refs(JoinKey::Id(req))?;
+            }
+            refs(JoinKey::Pair(r.pr_key))?;
+            rows.push(Row {
+                id: r.id,
+                order: (0, fi, line_no),
+                payload: Payload::Example(r.ex),
+            })?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| -> Result<(), ExportError> {
+        let mut pool = prepare::Pool::start(scope, &ctx);
+        for (fi, path) in inputs.examples.iter().enumerate() {
+            let fi = fi as u32;
+            let (s, file) = input::for_each_chunk(
+                path,
+                "examples",
+                |n| pb.inc(n),
+                |chunk| match pool.submit(fi, chunk)? {
+                    Some(done) => consume(done),
+                    None => Ok(()),
+                },
+            )?;
+            example_files.push((file, PathBuf::from(&s.path)));
+            example_summaries.push(s);
+        }
+        while let Some(done) = pool.next()? {
+            consume(done)?;
+        }
+        Ok(())
+    })?;
+    let mut summaries = example_summaries;
+    summaries.append(&mut other_summaries);
+
     // 2. Join, 3. filter.
-    pb.set_message("joining feedback");
+    phase("joining feedback");
     let annots: Sorter<Annot> = join::annotate(joins, dir, budget)?;
-    pb.set_message("filtering");
+    phase("filtering");
     let mut by_key: Sorter<ByKey> = Sorter::new(dir, budget);
     let mut duplicates = 0u64;
     join::resolve(
         rows,
         annots,
-        |r| match filter::candidate(r, opts, &scrubber) {
+        |r| match filter::candidate(r, opts, &scrubber, ctx.lsh) {
             Ok(c) => by_key.push(ByKey(c)),
             Err(reason) => {
                 counts.drop(reason);
@@ -422,7 +444,7 @@ pub(crate) fn run(
     }
 
     // 4a. Exact dedup: the first of each key group is its best copy.
-    pb.set_message("exact dedup");
+    phase("exact dedup");
     let mut by_rank: Sorter<ByRank> = Sorter::new(dir, budget);
     let mut cands = Grouped::new(by_key.finish()?);
     while let Some(ByKey(best)) = cands.next_item()? {
@@ -434,32 +456,24 @@ pub(crate) fn run(
 
     // 4b. Near dedup: number the survivors best first, bucket their bands; in each bucket
     // every member but the best (smallest number) is dropped.
-    pb.set_message("near dedup");
-    let (bands, rows_per_band) = dedup::lsh_params(opts.near_dup_threshold.max(f64::MIN_POSITIVE));
-    let near = opts.near_dup_threshold > 0.0;
+    phase("near dedup");
     let mut survivors = FrameWriter::new(dir)?;
     let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
     let mut n: u32 = 0;
     for c in by_rank.finish()? {
         let ByRank(c) = c?;
-        if near {
-            let salt = match c.label {
-                None => 0,
-                Some(true) => 1,
-                Some(false) => 2,
-            };
-            let text = format!("{}\n{}", c.prompt, c.completion);
-            for (b, hash) in dedup::band_hashes(&text, bands, rows_per_band, salt)
-                .into_iter()
-                .enumerate()
-            {
-                band_items.push(BandItem {
-                    band: b as u32,
-                    hash,
-                    idx: n,
-                })?;
-            }
+        // Labels never merge: the salt keeps their buckets apart.
+        let salt = match c.label {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        for (b, &hash) in c.bands.iter().enumerate() {
+            band_items.push(BandItem::new(b as u8, salt, hash, n))?;
         }
+        // The bands are bucketed now; the rest of the way they would be dead weight.
+        let mut c = c;
+        c.bands = Vec::new();
         survivors.write(&ByRank(c))?;
         n = n
             .checked_add(1)
@@ -468,13 +482,14 @@ pub(crate) fn run(
     let mut dropped_bits = vec![0u64; (n as usize).div_ceil(64)];
     let mut items = Grouped::new(band_items.finish()?);
     while let Some(first) = items.next_item()? {
-        while let Some(other) = items.next_if(|o| o.band == first.band && o.hash == first.hash)? {
-            dropped_bits[other.idx as usize / 64] |= 1 << (other.idx % 64);
+        while let Some(other) = items.next_if(|o| o.bucket() == first.bucket())? {
+            let idx = other.idx();
+            dropped_bits[idx as usize / 64] |= 1 << (idx % 64);
         }
     }
 
     // 5. Output order.
-    pb.set_message("ordering");
+    phase("ordering");
     let mut by_time: Sorter<ByTime> = Sorter::new(dir, budget);
     for (i, c) in survivors.into_reader::<ByRank>(256 << 10)?.enumerate() {
         let ByRank(c) = c?;
@@ -485,38 +500,95 @@ pub(crate) fn run(
         }
     }
 
-    pb.set_message("writing");
+    phase("writing");
     let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
-    let mut train = manifest::AtomicFile::create(output)?;
-    let mut val = match &val_path {
+    let train = manifest::AtomicFile::create(output)?;
+    let val = match &val_path {
         Some(p) => Some(manifest::AtomicFile::create(p)?),
         None => None,
     };
     let mut labels = Labels::default();
-    for c in by_time.finish()? {
-        let ByTime(c): ByTime = c?;
-        let line = format::render(
-            opts.format,
-            &format::LineParts {
-                prompt: &c.prompt,
-                completion: &c.completion,
-                rejected: c.rejected.as_deref(),
-                label: c.label,
-            },
-            opts.system_prompt.as_deref(),
-        )
-        .map_err(|e| ExportError::Internal(format!("cannot render a line: {e}")))?;
-        match c.label {
-            Some(true) => labels.desirable += 1,
-            Some(false) => labels.undesirable += 1,
-            None => {}
-        }
-        match &mut val {
-            Some(v) if split::is_validation(&c.prompt, opts.val_fraction) => v.write_line(&line)?,
-            _ => train.write_line(&line)?,
-        }
-    }
-    let train_file = train.commit()?;
+    let mut fetcher = prepare::Fetcher::new(example_files);
+    // Lines are rendered here in batches; a writer thread hashes and writes them (the
+    // SHA-256 of the output and the copies into the files took a core of their own).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, u64)>(4);
+    let (written, rendered) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<_, ExportError> {
+            let mut files = [Some(train), val];
+            for (i, batch, n) in rx {
+                if let Some(f) = &mut files[i] {
+                    f.write_lines(&batch, n)?;
+                }
+            }
+            Ok(files)
+        });
+        let rendered = (|| -> Result<(), ExportError> {
+            const BATCH: usize = 1 << 20;
+            let mut batches = [Vec::with_capacity(BATCH), Vec::new()];
+            let mut lines = [0u64; 2];
+            let send = |i: usize, batch: Vec<u8>, n: u64| {
+                tx.send((i, batch, n))
+                    .map_err(|_| ExportError::Internal("the output writer stopped".into()))
+            };
+            for c in by_time.finish()? {
+                let ByTime(c): ByTime = c?;
+                let (prompt, completion) = match c.loc {
+                    Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion, &scrubber)?,
+                    None => match (&c.prompt, &c.completion) {
+                        (prepare::TextSrc::Owned(p), prepare::TextSrc::Owned(r)) => {
+                            (p.as_str().into(), r.as_str().into())
+                        }
+                        _ => return Err(ExportError::Internal("correction text not kept".into())),
+                    },
+                };
+                let i = usize::from(
+                    val_path.is_some() && split::is_validation(&prompt, opts.val_fraction),
+                );
+                format::render_into(
+                    &mut batches[i],
+                    opts.format,
+                    &format::LineParts {
+                        prompt: &prompt,
+                        completion: &completion,
+                        rejected: c.rejected.as_deref(),
+                        label: c.label,
+                    },
+                    opts.system_prompt.as_deref(),
+                );
+                batches[i].push(b'\n');
+                lines[i] += 1;
+                match c.label {
+                    Some(true) => labels.desirable += 1,
+                    Some(false) => labels.undesirable += 1,
+                    None => {}
+                }
+                if batches[i].len() >= BATCH {
+                    let full = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
+                    send(i, full, std::mem::take(&mut lines[i]))?;
+                }
+            }
+            for (i, batch) in batches.into_iter().enumerate() {
+                if lines[i] > 0 {
+                    send(i, batch, lines[i])?;
+                }
+            }
+            Ok(())
+        })();
+        // Closing the channel ends the writer.
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(ExportError::Internal("the output writer panicked".into())));
+        (written, rendered)
+    });
+    // A write error stops the writer, which the renderer then sees as a closed channel:
+    // report the write error.
+    let [train, val] = written?;
+    rendered?;
+    phase("syncing");
+    let train_file = train
+        .ok_or_else(|| ExportError::Internal("training output lost".into()))?
+        .commit()?;
     let val_file = match val {
         Some(v) => Some(v.commit()?),
         None => None,
@@ -570,27 +642,34 @@ pub(crate) fn run(
     })
 }
 
-/// One LSH band of one candidate; sorted so a bucket's members are adjacent, best first.
+/// One LSH band of one candidate (and its label's salt), packed into one integer so sorting
+/// compares one key (it was a quarter of the near-dedup time): band (8 bits; at most 128
+/// bands), salt (8), band hash (64), candidate number (32). Sorted, a bucket's members are
+/// adjacent, best (smallest number) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct BandItem {
-    band: u32,
-    hash: u64,
-    idx: u32,
+struct BandItem(u128);
+
+impl BandItem {
+    fn new(band: u8, salt: u8, hash: u64, idx: u32) -> Self {
+        BandItem((band as u128) << 104 | (salt as u128) << 96 | (hash as u128) << 32 | idx as u128)
+    }
+    /// (band, salt, hash): what puts candidates in one bucket.
+    fn bucket(&self) -> u128 {
+        self.0 >> 32
+    }
+    fn idx(&self) -> u32 {
+        self.0 as u32
+    }
 }
 
 impl SpillItem for BandItem {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(&self.band.to_le_bytes());
-        out.extend_from_slice(&self.hash.to_le_bytes());
-        out.extend_from_slice(&self.idx.to_le_bytes());
+        out.extend_from_slice(&self.0.to_le_bytes());
         Ok(())
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
-        let arr = |r: std::ops::Range<usize>| buf.get(r).ok_or("short band item");
-        let band = u32::from_le_bytes(arr(0..4)?.try_into().map_err(|_| "band")?);
-        let hash = u64::from_le_bytes(arr(4..12)?.try_into().map_err(|_| "hash")?);
-        let idx = u32::from_le_bytes(arr(12..16)?.try_into().map_err(|_| "idx")?);
-        Ok(BandItem { band, hash, idx })
+        let b: [u8; 16] = buf.try_into().map_err(|_| "band item is not 16 bytes")?;
+        Ok(BandItem(u128::from_le_bytes(b)))
     }
     fn weight(&self) -> usize {
         0

@@ -11,6 +11,7 @@
 
 use regex::Regex;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// HMAC-SHA256 (RFC 2104) over `msg` with `key`; written out to avoid another dependency.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -71,17 +72,39 @@ impl Scrubber {
 
     /// Scrubs one text; `user_id` is the example's user, replaced by its pseudonym.
     pub fn scrub(&self, text: &str, user_id: Option<&str>) -> String {
-        let mut s = replace_bounded(&self.email, text, "[EMAIL]", |_| true);
-        s = replace_bounded(&self.intl_phone, &s, "[PHONE]", |m| {
-            (8..=15).contains(&m.bytes().filter(u8::is_ascii_digit).count())
-        });
-        s = replace_bounded(&self.us_phone, &s, "[PHONE]", |_| true);
+        self.scrub_cow(text, user_id).into_owned()
+    }
+
+    /// [`Scrubber::scrub`], borrowing the text back when nothing in it is replaced (most
+    /// texts). Patterns that cannot match are not run: every e-mail has an `@`, every
+    /// international number a `+`, and a US number ten digits (in ASCII text; elsewhere `\d`
+    /// also matches other scripts' digits, so the pattern always runs).
+    pub fn scrub_cow<'a>(&self, text: &'a str, user_id: Option<&str>) -> Cow<'a, str> {
+        let bytes = text.as_bytes();
+        let mut s = Cow::Borrowed(text);
+        if memchr::memchr(b'@', bytes).is_some() {
+            replace_bounded(&self.email, &mut s, "[EMAIL]", |_| true);
+        }
+        if memchr::memchr(b'+', bytes).is_some() {
+            replace_bounded(&self.intl_phone, &mut s, "[PHONE]", |m| {
+                (8..=15).contains(&m.bytes().filter(u8::is_ascii_digit).count())
+            });
+        }
+        if !text.is_ascii() || bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 10 {
+            replace_bounded(&self.us_phone, &mut s, "[PHONE]", |_| true);
+        }
         for re in &self.extra {
-            s = re.replace_all(&s, "[REDACTED]").into_owned();
+            if let Cow::Owned(r) = re.replace_all(&s, "[REDACTED]") {
+                s = Cow::Owned(r);
+            }
         }
         if let Some(uid) = user_id.map(str::trim).filter(|u| u.chars().count() >= 3) {
-            let token = format!("[USER_{}]", pseudonymize(&self.key, uid));
-            s = replace_word(&s, uid, &token);
+            // The keyed hash is computed only for texts that name the user.
+            if let Some(r) = replace_word(&s, uid, || {
+                format!("[USER_{}]", pseudonymize(&self.key, uid))
+            }) {
+                s = Cow::Owned(r);
+            }
         }
         s
     }
@@ -93,8 +116,9 @@ fn is_word(c: char) -> bool {
 
 /// Replaces matches of `re` that are not glued to a neighbouring word character or digit (the
 /// regex crate has no look-around), and that pass `accept`.
-fn replace_bounded(re: &Regex, text: &str, token: &str, accept: impl Fn(&str) -> bool) -> String {
-    let mut out = String::with_capacity(text.len());
+fn replace_bounded(re: &Regex, s: &mut Cow<'_, str>, token: &str, accept: impl Fn(&str) -> bool) {
+    let text: &str = s;
+    let mut out = String::new();
     let mut last = 0;
     let mut at = 0;
     while let Some(m) = re.find_at(text, at) {
@@ -115,15 +139,19 @@ fn replace_bounded(re: &Regex, text: &str, token: &str, accept: impl Fn(&str) ->
             break;
         }
     }
-    out.push_str(&text[last..]);
-    out
+    if last > 0 {
+        out.push_str(&text[last..]);
+        *s = Cow::Owned(out);
+    }
 }
 
-/// Replaces whole-word occurrences of `word`.
-fn replace_word(text: &str, word: &str, token: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Replaces whole-word occurrences of `word` with `token()`; `None` when there are none.
+fn replace_word(text: &str, word: &str, token: impl FnOnce() -> String) -> Option<String> {
+    let mut out = String::new();
+    let mut token = Some(token);
+    let mut tok = String::new();
     let mut last = 0;
-    for (i, _) in text.match_indices(word) {
+    for i in memchr::memmem::find_iter(text.as_bytes(), word.as_bytes()) {
         if i < last {
             continue;
         }
@@ -132,12 +160,18 @@ fn replace_word(text: &str, word: &str, token: &str) -> String {
         if before.is_some_and(is_word) || after.is_some_and(is_word) {
             continue;
         }
+        if let Some(t) = token.take() {
+            tok = t();
+        }
         out.push_str(&text[last..i]);
-        out.push_str(token);
+        out.push_str(&tok);
         last = i + word.len();
     }
+    if last == 0 {
+        return None;
+    }
     out.push_str(&text[last..]);
-    out
+    Some(out)
 }
 
 #[cfg(test)]

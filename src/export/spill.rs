@@ -5,8 +5,8 @@
 //! is what keeps export's memory bounded by the budget rather than by the data size.
 //!
 //! Runs are sequences of frames: a little-endian `u32` length followed by the item's bytes.
-//! Each item type chooses its own encoding ([`SpillItem`]): JSON for the records, a fixed
-//! 16-byte form for the MinHash band entries, of which there are many.
+//! Each item type writes its own compact binary encoding ([`SpillItem`], mostly with
+//! [`super::codec`]); records carry texts only where they must (see [`super::prepare`]).
 
 use super::ExportError;
 use std::cmp::Reverse;
@@ -32,25 +32,6 @@ pub(crate) trait SpillItem: Ord + Sized {
     /// Approximate heap footprint, used against the sorter's budget.
     fn weight(&self) -> usize;
 }
-
-/// Implements [`SpillItem`] with serde_json encoding for a type whose `Ord` is already defined.
-macro_rules! json_spill {
-    ($t:ty, |$s:ident| $weight:expr) => {
-        impl $crate::export::spill::SpillItem for $t {
-            fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-                serde_json::to_writer(out, self).map_err(|e| e.to_string())
-            }
-            fn decode(buf: &[u8]) -> Result<Self, String> {
-                serde_json::from_slice(buf).map_err(|e| e.to_string())
-            }
-            fn weight(&self) -> usize {
-                let $s = self;
-                $weight
-            }
-        }
-    };
-}
-pub(crate) use json_spill;
 
 fn spill_err(dir: &Path, e: std::io::Error) -> ExportError {
     ExportError::Spill {
@@ -312,9 +293,23 @@ impl<T, I: Iterator<Item = Result<T, ExportError>>> Grouped<I> {
 mod tests {
     use super::*;
 
-    #[derive(PartialEq, Eq, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+    #[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
     struct Item(u32, String);
-    json_spill!(Item, |s| s.1.len());
+    impl SpillItem for Item {
+        fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+            crate::export::codec::Enc(out).u32(self.0).str(&self.1);
+            Ok(())
+        }
+        fn decode(buf: &[u8]) -> Result<Self, String> {
+            let d = &mut crate::export::codec::Dec::new(buf);
+            let item = Item(d.u32()?, d.str()?);
+            d.end()?;
+            Ok(item)
+        }
+        fn weight(&self) -> usize {
+            self.1.len()
+        }
+    }
 
     #[test]
     fn export_spill_sorts_across_many_runs() {

@@ -1,7 +1,7 @@
 //! End-to-end tests of `export` over planted fixture segments.
 
 use super::*;
-use crate::record::{CorrectionQuality, Feedback, Metadata, Quality};
+use crate::record::{CorrectionQuality, Feedback, Metadata, Quality, TrainingExample};
 use serde_json::Value;
 use std::fs;
 use std::io::Write;
@@ -716,8 +716,10 @@ fn export_generated_at_scale() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
+    // EXPORT_GEN_DIR: generate there and keep the files (to time the CLI on them).
+    let gen_dir = std::env::var_os("EXPORT_GEN_DIR").map(PathBuf::from);
     let t0 = std::time::Instant::now();
-    let inputs = generate(dir.path(), n);
+    let inputs = generate(gen_dir.as_deref().unwrap_or(dir.path()), n);
     eprintln!("generated {n} in {:?}", t0.elapsed());
     let o = ExportOptions {
         temp_dir: dir.path().join("tmp"),
@@ -856,5 +858,105 @@ fn export_near_dedup_can_be_turned_off_and_system_prompt_is_optional() {
             .map(|m| m["role"].as_str().unwrap())
             .collect();
         assert_eq!(roles, ["user", "assistant"]);
+    }
+}
+
+/// Every format, on the fixture and on generated data: the spilled path (tiny budget) and the
+/// in-memory path give the same bytes.
+#[test]
+fn export_spilled_and_in_memory_runs_are_identical_in_every_format() {
+    let f = fixture();
+    let gen_dir = f.dir.path().join("gen");
+    fs::create_dir_all(&gen_dir).unwrap();
+    let generated = generate(&gen_dir, 600);
+    for inputs in [&f.inputs, &generated] {
+        for format in Format::ALL {
+            let mut o = opts(&f, format);
+            o.val_fraction = 0.2;
+            let small = f.dir.path().join(format!("small-{format}.jsonl"));
+            let big = f.dir.path().join(format!("big-{format}.jsonl"));
+            let a = run(inputs, &o, &small, 300).unwrap();
+            let b = run(inputs, &o, &big, 1 << 30).unwrap();
+            assert_eq!(a.output_sha256, b.output_sha256, "{format}");
+            assert_eq!(a.dropped, b.dropped, "{format}");
+            assert_eq!(
+                fs::read(small.with_file_name(format!("small-{format}.val.jsonl"))).unwrap(),
+                fs::read(big.with_file_name(format!("big-{format}.val.jsonl"))).unwrap()
+            );
+        }
+    }
+}
+
+/// Texts come back from the segment whichever way they were kept: raw bytes (no escapes),
+/// parsed again (escapes, including an escape serde_json would not write), or owned (scrubbed).
+#[test]
+fn export_texts_are_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = Ex::new(
+        "train_a",
+        "2026-11-01T10:00:00Z",
+        "How wide is a standard roll of TPO membrane?",
+        "Ten or twelve feet wide, and some makers sell sixteen foot rolls as well.",
+    );
+    let escaped = Ex::new(
+        "train_b",
+        "2026-11-01T10:01:00Z",
+        "Quote: \"primer\"\nthen\ttab, café, TPO/EPDM and a back\\slash?",
+        "Line one\nline two with \"quotes\" and é, which the file spells as an escape.",
+    );
+    let mut pii = Ex::new(
+        "train_c",
+        "2026-11-01T10:02:00Z",
+        "Call me at (555) 123-4567 about the drains, I am jdoe42.",
+        "I will mail bob@example.com and jdoe42 the drain schedule today.",
+    );
+    pii.user = Some("jdoe42");
+    let lines = vec![
+        plain.line(),
+        // `\u00e9` and `\/` are valid JSON that serde_json never writes.
+        escaped
+            .line()
+            .replace('é', "\\u00e9")
+            .replace("TPO/EPDM", "TPO\\/EPDM"),
+        pii.line(),
+    ];
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        pseudonym_key: b"k".to_vec(),
+        ..Default::default()
+    };
+    let scrubber = pii::Scrubber::new(&[], b"k");
+    for budget in [200, 1 << 30] {
+        let out = d.join(format!("out-{budget}.jsonl"));
+        let rep = run(&inputs, &o, &out, budget).unwrap();
+        assert_eq!(rep.after_filtering, 3);
+        let got = fs::read_to_string(&out).unwrap();
+        let want: String = [&plain, &escaped, &pii]
+            .iter()
+            .map(|e| {
+                let mut line = Vec::new();
+                format::render_into(
+                    &mut line,
+                    Format::PromptResponse,
+                    &format::LineParts {
+                        prompt: &scrubber.scrub(e.prompt, e.user),
+                        completion: &scrubber.scrub(e.response, e.user),
+                        rejected: None,
+                        label: None,
+                    },
+                    None,
+                );
+                String::from_utf8(line).unwrap() + "\n"
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert!(!got.contains("\\/") && got.contains("[PHONE]"));
     }
 }

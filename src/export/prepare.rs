@@ -1,0 +1,677 @@
+//! Read-time work on example lines, done in parallel, so that the rest of export moves small
+//! records instead of texts.
+//!
+//! Everything export derives from an example's text depends on that line alone: the join key
+//! of its normalized prompt + answer, the seed's static filters (`include_in_training`,
+//! relevance, lengths), the PII-scrubbed texts, the exact-dedup key and the MinHash bands. So
+//! each chunk of lines is parsed (borrowed, only the fields export needs) and prepared on all
+//! cores, and the results are consumed in line order, which keeps the output independent of
+//! thread timing.
+//!
+//! The texts themselves are not carried along: they are read again from the segment when the
+//! line is written ([`Fetcher`]), straight from their bytes when the JSON string had no
+//! escapes and scrubbing changed nothing (those bytes are then both the text and its JSON
+//! encoding), by parsing the line again (and scrubbing again, if scrubbing changed it)
+//! otherwise. Only corrections' texts travel with their records.
+
+use super::codec::{Dec, Enc};
+use super::dedup;
+use super::input::{Chunk, Line};
+use super::join::Ex;
+use super::pii::Scrubber;
+use super::{ExportError, ExportOptions, Format};
+use crate::record::Quality;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// Where an example line is: (file index among the example inputs, offset, length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub file: u32,
+    pub off: u64,
+    pub len: u32,
+}
+
+impl Loc {
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        e.u32(self.file).u64(self.off).u32(self.len);
+    }
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
+        Ok(Loc {
+            file: d.u32()?,
+            off: d.u64()?,
+            len: d.u32()?,
+        })
+    }
+}
+
+/// Where an output text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TextSrc {
+    /// These bytes of the example's file: a JSON string without escapes, so they are the text.
+    Raw { off: u64, len: u32 },
+    /// The field of the example's line, parsed again (it has escapes; scrubbing left it alone).
+    Line,
+    /// The field of the example's line, parsed again and scrubbed again: scrubbing changed
+    /// it. Scrubbing is deterministic, and doing it twice for the lines written is cheaper
+    /// than carrying every scrubbed text through the sorts (on data where most texts
+    /// carry PII, that was most of the spilled bytes).
+    Rescrub,
+    /// The text itself (a correction's).
+    Owned(String),
+}
+
+impl TextSrc {
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        match self {
+            TextSrc::Raw { off, len } => {
+                e.u8(0).u64(*off).u32(*len);
+            }
+            TextSrc::Line => {
+                e.u8(1);
+            }
+            TextSrc::Owned(s) => {
+                e.u8(2).str(s);
+            }
+            TextSrc::Rescrub => {
+                e.u8(3);
+            }
+        }
+    }
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
+        match d.u8()? {
+            0 => Ok(TextSrc::Raw {
+                off: d.u64()?,
+                len: d.u32()?,
+            }),
+            1 => Ok(TextSrc::Line),
+            2 => Ok(TextSrc::Owned(d.str()?)),
+            3 => Ok(TextSrc::Rescrub),
+            t => Err(format!("bad text source tag {t}")),
+        }
+    }
+    /// Heap bytes, for the sorters' budgets.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            TextSrc::Owned(s) => s.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// What the filters and dedup need of an example's text, computed once at read time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Prepared {
+    /// The scrubbed prompt and answer.
+    pub prompt: TextSrc,
+    pub completion: TextSrc,
+    /// [`dedup::fast_key128`] of the normalized scrubbed prompt.
+    pub norm_key: u128,
+    /// Unsalted LSH band hashes of the scrubbed prompt + answer (empty: near dedup off, or no
+    /// words). The label salt is added when the bands are bucketed.
+    pub bands: Vec<u64>,
+}
+
+impl Prepared {
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        self.prompt.encode(e);
+        self.completion.encode(e);
+        e.u128(self.norm_key);
+        encode_bands(&self.bands, e);
+    }
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
+        Ok(Prepared {
+            prompt: TextSrc::decode(d)?,
+            completion: TextSrc::decode(d)?,
+            norm_key: d.u128()?,
+            bands: decode_bands(d)?,
+        })
+    }
+    pub(crate) fn weight(&self) -> usize {
+        self.prompt.weight() + self.completion.weight() + self.bands.len() * 8
+    }
+}
+
+pub(crate) fn encode_bands(bands: &[u64], e: &mut Enc<'_>) {
+    e.u32(bands.len() as u32);
+    for b in bands {
+        e.u64(*b);
+    }
+}
+
+pub(crate) fn decode_bands(d: &mut Dec<'_>) -> Result<Vec<u64>, String> {
+    let n = d.u32()? as usize;
+    if n > dedup::MAX_HASHES {
+        return Err(format!("{n} bands in spill frame"));
+    }
+    (0..n).map(|_| d.u64()).collect()
+}
+
+/// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
+/// the first that fails, 0 when none does.
+pub(crate) const STATIC_REASONS: [&str; 4] = [
+    "not_included",
+    "low_relevance",
+    "short_prompt",
+    "short_response",
+];
+
+/// Whether an example's text can matter: a `dpo` export drops every example, and one without
+/// corrections drops `verified_correction` examples, before any other rule.
+pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bool {
+    opts.format != Format::Dpo && (!verified_correction || opts.include_corrections)
+}
+
+/// One example line, read.
+pub(crate) struct ExRead {
+    pub id: String,
+    pub request_id: Option<String>,
+    /// Join key of the normalized (prompt, answer), see [`pr_key`].
+    pub pr_key: u128,
+    pub ex: Ex,
+}
+
+/// What preparing needs besides the line.
+pub(crate) struct Ctx<'a> {
+    pub opts: &'a ExportOptions,
+    pub scrubber: &'a Scrubber,
+    /// (bands, rows) when near dedup is on.
+    pub lsh: Option<(usize, usize)>,
+}
+
+/// Per-thread buffers and tables.
+pub(crate) struct Scratch {
+    buf: String,
+    minhash: Option<dedup::MinHasher>,
+}
+
+impl Scratch {
+    pub(crate) fn new(lsh: Option<(usize, usize)>) -> Self {
+        Scratch {
+            buf: String::new(),
+            minhash: lsh.map(|(b, r)| dedup::MinHasher::new(b, r)),
+        }
+    }
+}
+
+/// Join key of a (prompt, answer) pair: the hash of both normalized. `buf` is scratch.
+pub(crate) fn pr_key(prompt: &str, response: &str, buf: &mut String) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    dedup::normalize_into(prompt, buf);
+    h.update(buf.as_bytes());
+    h.update(b"\0");
+    dedup::normalize_into(response, buf);
+    h.update(buf.as_bytes());
+    h.digest128()
+}
+
+/// Parses and prepares one example line of file `file`.
+pub(crate) fn example(
+    line: &Line<'_>,
+    file: u32,
+    ctx: &Ctx<'_>,
+    scratch: &mut Scratch,
+) -> Result<ExRead, serde_json::Error> {
+    let x: ExLine<'_> = serde_json::from_slice(line.bytes)?;
+    let opts = ctx.opts;
+    let q = &x.quality;
+    let static_drop = if !x.include_in_training {
+        1
+    } else if q.domain_relevance < opts.min_quality {
+        2
+    } else if x.prompt.chars().count() < opts.min_prompt_chars {
+        3
+    } else if x.response.chars().count() < opts.min_response_chars {
+        4
+    } else {
+        0
+    };
+    let verified_correction = x.source == "verified_correction";
+    // `pr_key`, sharing the normalized prompt with the exact-dedup key.
+    let buf = &mut scratch.buf;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    dedup::normalize_into(&x.prompt, buf);
+    h.update(buf.as_bytes());
+    let prompt_key = dedup::fast_key128(buf);
+    h.update(b"\0");
+    dedup::normalize_into(&x.response, buf);
+    h.update(buf.as_bytes());
+    let pr_key = h.digest128();
+    let prepared = (static_drop == 0 && text_needed(verified_correction, opts))
+        .then(|| prepare(&x, line, ctx, prompt_key, scratch));
+    let loc = Loc {
+        file,
+        off: line.off,
+        // A line is far below 4 GiB: the collector caps its input lines.
+        len: u32::try_from(line.bytes.len()).unwrap_or(u32::MAX),
+    };
+    Ok(ExRead {
+        pr_key,
+        request_id: match x.metadata.request_id {
+            Some(ReqId::Str(r)) => Some(r.into_owned()),
+            _ => None,
+        },
+        ex: Ex {
+            ts: super::input::ts_micros(&x.timestamp),
+            verified_correction,
+            in_feedback: q
+                .user_feedback
+                .map(|f| f == crate::record::Feedback::Positive),
+            was_corrected: q.was_corrected,
+            auto_score: q.auto_score,
+            loc,
+            static_drop,
+            prepared,
+        },
+        id: x.id.into_owned(),
+    })
+}
+
+/// `prompt_key`: the exact-dedup key of the unscrubbed prompt.
+fn prepare(
+    x: &ExLine<'_>,
+    line: &Line<'_>,
+    ctx: &Ctx<'_>,
+    prompt_key: u128,
+    scratch: &mut Scratch,
+) -> Prepared {
+    let uid = x.metadata.user_id.as_deref();
+    let prompt = ctx.scrubber.scrub_cow(&x.prompt, uid);
+    let completion = ctx.scrubber.scrub_cow(&x.response, uid);
+    let norm_key = match &prompt {
+        Cow::Borrowed(_) => prompt_key,
+        Cow::Owned(p) => {
+            dedup::normalize_into(p, &mut scratch.buf);
+            dedup::fast_key128(&scratch.buf)
+        }
+    };
+    let bands = match &mut scratch.minhash {
+        Some(m) => m.band_hashes(&[&prompt, &completion], 0),
+        None => Vec::new(),
+    };
+    Prepared {
+        prompt: source(&x.prompt, prompt, line),
+        completion: source(&x.response, completion, line),
+        norm_key,
+        bands,
+    }
+}
+
+/// The exact-dedup key and unsalted band hashes of a scrubbed (prompt, answer).
+pub(crate) fn keys(prompt: &str, completion: &str, scratch: &mut Scratch) -> (u128, Vec<u64>) {
+    dedup::normalize_into(prompt, &mut scratch.buf);
+    let norm_key = dedup::fast_key128(&scratch.buf);
+    let bands = match &mut scratch.minhash {
+        Some(m) => m.band_hashes(&[prompt, completion], 0),
+        None => Vec::new(),
+    };
+    (norm_key, bands)
+}
+
+/// Where to find `scrubbed` later: the original's bytes when scrubbing changed nothing.
+// The Cow's variant is the point: a borrowed text is a slice of the line.
+#[allow(clippy::ptr_arg)]
+fn source(original: &Cow<'_, str>, scrubbed: Cow<'_, str>, line: &Line<'_>) -> TextSrc {
+    if let Cow::Owned(_) = scrubbed {
+        return TextSrc::Rescrub;
+    }
+    match original {
+        Cow::Borrowed(s) => {
+            // A borrowed string points into the line: its position there is its offset.
+            let at = (s.as_ptr() as usize).wrapping_sub(line.bytes.as_ptr() as usize);
+            match u32::try_from(s.len()) {
+                Ok(len) if at + s.len() <= line.bytes.len() => TextSrc::Raw {
+                    off: line.off + at as u64,
+                    len,
+                },
+                _ => TextSrc::Line,
+            }
+        }
+        Cow::Owned(_) => TextSrc::Line,
+    }
+}
+
+/// How many threads prepare lines.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// The prepared lines of one chunk of file `file`: (line number, result) in line order.
+pub(crate) type PreparedChunk = (u32, Vec<(u64, Result<ExRead, serde_json::Error>)>);
+
+/// Worker threads that prepare chunks while the caller reads the next ones and consumes the
+/// results. Chunk `k` goes to worker `k % n` and its result is taken from that worker in
+/// turn, so results come back in submission order whatever the threads' timing. At most one
+/// chunk per worker and one more are in flight, which bounds memory.
+pub(crate) struct Pool {
+    jobs: Vec<std::sync::mpsc::SyncSender<(u32, Chunk)>>,
+    results: Vec<std::sync::mpsc::Receiver<PreparedChunk>>,
+    submitted: usize,
+    received: usize,
+}
+
+impl Pool {
+    pub(crate) fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        ctx: &'env Ctx<'env>,
+    ) -> Self {
+        let mut jobs = Vec::new();
+        let mut results = Vec::new();
+        for _ in 0..workers() {
+            let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(u32, Chunk)>(1);
+            let (res_tx, res_rx) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let mut scratch = Scratch::new(ctx.lsh);
+                // Ends when the pool (the sender) is dropped.
+                while let Ok((file, chunk)) = job_rx.recv() {
+                    let out = chunk
+                        .lines()
+                        .map(|l| (l.no, example(&l, file, ctx, &mut scratch)))
+                        .collect();
+                    if res_tx.send((file, out)).is_err() {
+                        break;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            results.push(res_rx);
+        }
+        Pool {
+            jobs,
+            results,
+            submitted: 0,
+            received: 0,
+        }
+    }
+
+    fn gone() -> ExportError {
+        ExportError::Internal("an export worker thread stopped".into())
+    }
+
+    /// Hands a chunk to the next worker; returns the oldest result if the window is full.
+    pub(crate) fn submit(
+        &mut self,
+        file: u32,
+        chunk: Chunk,
+    ) -> Result<Option<PreparedChunk>, ExportError> {
+        let n = self.jobs.len();
+        let ready = if self.submitted - self.received > n {
+            self.next()?
+        } else {
+            None
+        };
+        self.jobs[self.submitted % n]
+            .send((file, chunk))
+            .map_err(|_| Self::gone())?;
+        self.submitted += 1;
+        Ok(ready)
+    }
+
+    /// The oldest result not yet taken, waiting for it; `None` when all are taken.
+    pub(crate) fn next(&mut self) -> Result<Option<PreparedChunk>, ExportError> {
+        if self.received == self.submitted {
+            return Ok(None);
+        }
+        let r = self.results[self.received % self.jobs.len()]
+            .recv()
+            .map_err(|_| Self::gone())?;
+        self.received += 1;
+        Ok(Some(r))
+    }
+}
+
+/// The fields of an example line export reads. The other fields are still checked for their
+/// types, so a line is unreadable exactly when it is not a `TrainingExample`.
+#[derive(Deserialize)]
+struct ExLine<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    prompt: Cow<'a, str>,
+    #[serde(borrow)]
+    response: Cow<'a, str>,
+    #[serde(borrow)]
+    metadata: MetaLine<'a>,
+    quality: Quality,
+    #[allow(dead_code)]
+    tags: Vec<AnyStr>,
+    #[allow(dead_code)]
+    project_context: AnyStr,
+    include_in_training: bool,
+}
+
+/// `record::Metadata` with `request_id` taken out of the flattened extras.
+#[derive(Deserialize)]
+struct MetaLine<'a> {
+    #[allow(dead_code)]
+    skill_used: Option<AnyStr>,
+    #[allow(dead_code)]
+    tier_handled: Option<AnyStr>,
+    #[allow(dead_code)]
+    latency_ms: Option<f64>,
+    user_id: Option<String>,
+    #[allow(dead_code)]
+    prompt_tokens: usize,
+    #[allow(dead_code)]
+    response_tokens: usize,
+    #[serde(default, borrow)]
+    request_id: Option<ReqId<'a>>,
+}
+
+/// A string whose value is not needed.
+struct AnyStr;
+
+impl<'de> Deserialize<'de> for AnyStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AnyStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<AnyStr, E> {
+                Ok(AnyStr)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `metadata.request_id`: any JSON value is accepted (it is an extra field), only a string
+/// is a request id.
+enum ReqId<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ReqId<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ReqId<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Other)
+            }
+            fn visit_unit<E>(self) -> Result<ReqId<'a>, E> {
+                Ok(ReqId::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<ReqId<'a>, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ReqId::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ReqId<'a>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ReqId::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Reads the texts of chosen examples back from their segments, through a window that
+/// moves forward with the output. Output is in time order, which is mostly file order: then
+/// the window grows (up to [`WINDOW_MAX`]) and most lines cost no system call. When the
+/// order jumps around, the window shrinks back to [`WINDOW_MIN`], so a line costs about its
+/// own length to read rather than a whole window's.
+pub(crate) struct Fetcher {
+    files: Vec<(File, PathBuf)>,
+    win: Vec<u8>,
+    /// (file, offset) of `win[0]`.
+    at: Option<(u32, u64)>,
+    /// Size of the next window read.
+    size: usize,
+}
+
+const WINDOW_MIN: usize = 8 << 10;
+const WINDOW_MAX: usize = 1 << 20;
+
+impl Fetcher {
+    /// `files`: the example inputs, opened when they were read, in their index order.
+    pub(crate) fn new(files: Vec<(File, PathBuf)>) -> Self {
+        Fetcher {
+            files,
+            win: Vec::new(),
+            at: None,
+            size: WINDOW_MIN,
+        }
+    }
+
+    fn err(&self, file: u32, e: std::io::Error) -> ExportError {
+        ExportError::Input {
+            path: self
+                .files
+                .get(file as usize)
+                .map(|f| f.1.clone())
+                .unwrap_or_default(),
+            source: e,
+        }
+    }
+
+    /// Makes the window hold the whole line.
+    fn load(&mut self, loc: Loc) -> Result<(), ExportError> {
+        let mut sequential = false;
+        if let Some((f, off)) = self.at {
+            let end = off + self.win.len() as u64;
+            if f == loc.file && loc.off >= off && loc.off + loc.len as u64 <= end {
+                return Ok(());
+            }
+            // Just past the window: reading on in file order.
+            sequential = f == loc.file && loc.off >= off && loc.off <= end + WINDOW_MIN as u64;
+        }
+        self.size = if sequential {
+            (self.size * 2).min(WINDOW_MAX)
+        } else {
+            WINDOW_MIN
+        };
+        let Some((file, _)) = self.files.get(loc.file as usize) else {
+            return Err(ExportError::Internal(format!(
+                "no example file {}",
+                loc.file
+            )));
+        };
+        self.win.resize(self.size.max(loc.len as usize), 0);
+        let mut got = 0;
+        while got < self.win.len() {
+            match file.read_at(&mut self.win[got..], loc.off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.err(loc.file, e)),
+            }
+        }
+        self.win.truncate(got);
+        self.at = Some((loc.file, loc.off));
+        if got < loc.len as usize {
+            self.at = None;
+            return Err(self.err(
+                loc.file,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment shrank while exporting",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The (scrubbed) prompt and answer an example candidate refers to.
+    pub(crate) fn texts<'s>(
+        &'s mut self,
+        loc: Loc,
+        prompt: &'s TextSrc,
+        completion: &'s TextSrc,
+        scrubber: &Scrubber,
+    ) -> Result<(Cow<'s, str>, Cow<'s, str>), ExportError> {
+        let needs_file = |t: &TextSrc| !matches!(t, TextSrc::Owned(_));
+        if needs_file(prompt) || needs_file(completion) {
+            self.load(loc)?;
+        }
+        let this: &'s Self = self;
+        let base = this.at.map_or(0, |a| a.1);
+        let parse = |t: &TextSrc| matches!(t, TextSrc::Line | TextSrc::Rescrub);
+        let parsed = if parse(prompt) || parse(completion) {
+            let start = (loc.off - base) as usize;
+            let line = &this.win[start..start + loc.len as usize];
+            let x: ExLine<'s> = serde_json::from_slice(line).map_err(|e| {
+                ExportError::Internal(format!("example line changed while exporting: {e}"))
+            })?;
+            let uid = x.metadata.user_id.as_deref();
+            let again = |t: &TextSrc, text: Cow<'s, str>| match t {
+                TextSrc::Rescrub => Cow::Owned(scrubber.scrub_cow(&text, uid).into_owned()),
+                _ => text,
+            };
+            Some((again(prompt, x.prompt), again(completion, x.response)))
+        } else {
+            None
+        };
+        let (mut pp, mut pr) = match parsed {
+            Some((p, r)) => (Some(p), Some(r)),
+            None => (None, None),
+        };
+        let get = |t: &'s TextSrc, parsed: &mut Option<Cow<'s, str>>| match t {
+            TextSrc::Owned(s) => Ok(Cow::Borrowed(s.as_str())),
+            TextSrc::Line | TextSrc::Rescrub => parsed
+                .take()
+                .ok_or_else(|| ExportError::Internal("line not parsed".into())),
+            TextSrc::Raw { off, len } => {
+                let start = off
+                    .checked_sub(base)
+                    .map(|s| s as usize)
+                    .filter(|s| s + *len as usize <= this.win.len())
+                    .ok_or_else(|| ExportError::Internal("text outside its line".into()))?;
+                std::str::from_utf8(&this.win[start..start + *len as usize])
+                    .map(Cow::Borrowed)
+                    .map_err(|e| {
+                        ExportError::Internal(format!("example text changed while exporting: {e}"))
+                    })
+            }
+        };
+        Ok((get(prompt, &mut pp)?, get(completion, &mut pr)?))
+    }
+}
