@@ -68,10 +68,19 @@ fn hot_path(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("serialize (example -> JSON line)", |b| {
+    g.bench_function("serialize (serde_json::to_vec)", |b| {
         b.iter(|| {
             for ex in &examples {
                 black_box(serde_json::to_vec(ex).unwrap());
+            }
+        })
+    });
+    g.bench_function("serialize (write_json, what ingest uses)", |b| {
+        b.iter(|| {
+            for ex in &examples {
+                let mut line = Vec::new();
+                ex.write_json(&mut line);
+                black_box(line);
             }
         })
     });
@@ -83,7 +92,9 @@ fn hot_path(c: &mut Criterion) {
                 };
                 let id = Identity::RequestId(it.request_id.clone().unwrap_or_default());
                 let ex = capture::capture(&enricher, &id, *it);
-                black_box(serde_json::to_vec(&ex).unwrap());
+                let mut line = Vec::new();
+                ex.write_json(&mut line);
+                black_box(line);
             }
         })
     });

@@ -534,7 +534,11 @@ impl Intake {
         let known: usize = self.lines.iter().flatten().map(|l| l.len() + 1).sum();
         self.segments.examples.reserve(known);
         for (ex, line) in self.buffer.drain(..).zip(self.lines.drain(..)) {
-            let line = line.unwrap_or_else(|| serde_json::to_vec(&ex).expect("examples serialize"));
+            let line = line.unwrap_or_else(|| {
+                let mut l = Vec::new();
+                ex.write_json(&mut l);
+                l
+            });
             self.segments
                 .examples
                 .append(&line)

@@ -145,9 +145,8 @@ pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) ->
                 it.extra
                     .insert("origin_offset".into(), Value::from(item.offset));
                 let ex = capture::capture(enricher, &id, *it);
-                // Sized for the texts plus the usual metadata, so the line is not regrown.
-                let mut line = Vec::with_capacity(ex.prompt.len() + ex.response.len() + 1024);
-                serde_json::to_writer(&mut line, &ex).expect("examples serialize");
+                let mut line = Vec::new();
+                ex.write_json(&mut line);
                 Prepared::Example(Box::new(ex), line)
             }
             Ok(event) => Prepared::Event(event),

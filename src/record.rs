@@ -244,9 +244,104 @@ impl RejectedRecord {
     }
 }
 
+impl TrainingExample {
+    /// Appends the example as one JSON line (without the newline), byte for byte what
+    /// `serde_json::to_writer` writes for it (proptested), but with the texts copied in one
+    /// go when they need no escaping: serde_json checks every byte through a table, which
+    /// was 5-6% of ingest's CPU on kilobyte responses.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(self.prompt.len() + self.response.len() + 512);
+        out.extend_from_slice(b"{\"id\":");
+        json_str(out, &self.id);
+        out.extend_from_slice(b",\"timestamp\":");
+        json_str(out, &self.timestamp);
+        out.extend_from_slice(b",\"source\":");
+        json_str(out, &self.source);
+        out.extend_from_slice(b",\"prompt\":");
+        json_str(out, &self.prompt);
+        out.extend_from_slice(b",\"response\":");
+        json_str(out, &self.response);
+        let m = &self.metadata;
+        out.extend_from_slice(b",\"metadata\":{\"skill_used\":");
+        json_opt_str(out, m.skill_used.as_deref());
+        out.extend_from_slice(b",\"tier_handled\":");
+        json_opt_str(out, m.tier_handled.as_deref());
+        out.extend_from_slice(b",\"latency_ms\":");
+        json_serde(out, &m.latency_ms);
+        out.extend_from_slice(b",\"user_id\":");
+        json_opt_str(out, m.user_id.as_deref());
+        out.extend_from_slice(b",\"prompt_tokens\":");
+        out.extend_from_slice(itoa::Buffer::new().format(m.prompt_tokens).as_bytes());
+        out.extend_from_slice(b",\"response_tokens\":");
+        out.extend_from_slice(itoa::Buffer::new().format(m.response_tokens).as_bytes());
+        for (k, v) in &m.extra {
+            out.push(b',');
+            json_str(out, k);
+            out.push(b':');
+            json_serde(out, v);
+        }
+        let q = &self.quality;
+        out.extend_from_slice(b"},\"quality\":{\"user_feedback\":");
+        json_opt_str(out, q.user_feedback.map(Feedback::as_str));
+        out.extend_from_slice(b",\"was_corrected\":");
+        out.extend_from_slice(if q.was_corrected { b"true" } else { b"false" });
+        out.extend_from_slice(b",\"verified_accurate\":");
+        json_serde(out, &q.verified_accurate);
+        out.extend_from_slice(b",\"domain_relevance\":");
+        json_str(out, q.domain_relevance.as_str());
+        out.extend_from_slice(b",\"auto_score\":");
+        json_serde(out, &q.auto_score);
+        out.extend_from_slice(b"},\"tags\":[");
+        for (i, t) in self.tags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, t);
+        }
+        out.extend_from_slice(b"],\"project_context\":");
+        json_str(out, &self.project_context);
+        out.extend_from_slice(b",\"include_in_training\":");
+        out.extend_from_slice(if self.include_in_training {
+            b"true}"
+        } else {
+            b"false}"
+        });
+    }
+}
+
+/// A JSON string: copied between quotes when nothing in it needs escaping (what serde_json
+/// escapes: `"`, `\\` and control characters), else written by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Branch-free per 64-byte block, so the compiler vectorizes the check.
+    let needs_escape = s.as_bytes().chunks(64).any(|block| {
+        block.iter().fold(false, |acc, &b| {
+            acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    });
+    if needs_escape {
+        json_serde(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("a JSON value always serializes into memory");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// A line exactly as the seed's `json.dumps(asdict(ex))` writes it.
     const SEED_LINE: &str = r#"{"id": "train_20261127_080000_1a2b3c4d", "timestamp": "2026-11-27T08:00:00.123456", "source": "chat", "prompt": "What's TPO production rate?", "response": "About 10 squares per crew day.", "metadata": {"skill_used": null, "tier_handled": null, "latency_ms": 812.5, "user_id": "u1", "prompt_tokens": 4, "response_tokens": 6}, "quality": {"user_feedback": null, "was_corrected": false, "verified_accurate": null, "domain_relevance": "medium", "auto_score": 0.6}, "tags": ["tpo", "labor"], "project_context": "general", "include_in_training": true}"#;
@@ -321,5 +416,92 @@ mod tests {
         let r = RejectedRecord::new("a.log", 7, "not UTF-8", &raw);
         assert_eq!(r.raw_len, REJECTED_RAW_CAP * 2);
         assert!(r.raw.chars().count() <= REJECTED_RAW_CAP);
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        // Plain text most of the time, and every kind of byte serde_json escapes.
+        prop_oneof![
+            "[a-zA-Z0-9 .,?]{0,200}",
+            "[a-z \"\\\\\\x00-\\x1f\\x7f/é漢😀]{0,40}",
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            arb_text().prop_map(Value::from),
+            proptest::collection::vec(arb_text(), 0..3).prop_map(Value::from),
+        ]
+    }
+
+    fn arb_example() -> impl Strategy<Value = TrainingExample> {
+        (
+            (arb_text(), arb_text(), arb_text(), arb_text()),
+            (
+                proptest::option::of(arb_text()),
+                proptest::option::of(any::<f64>()),
+                any::<usize>(),
+                proptest::collection::vec((arb_text(), arb_value()), 0..4),
+            ),
+            (
+                proptest::option::of(prop_oneof![
+                    Just(Feedback::Positive),
+                    Just(Feedback::Negative)
+                ]),
+                any::<bool>(),
+                proptest::option::of(any::<bool>()),
+                any::<f64>(),
+            ),
+            proptest::collection::vec(arb_text(), 0..4),
+        )
+            .prop_map(
+                |(
+                    (id, prompt, response, project),
+                    (skill, latency, n, extra),
+                    (fb, corrected, verified, score),
+                    tags,
+                )| {
+                    TrainingExample {
+                        id,
+                        timestamp: "2026-11-27T08:00:00.000000Z".into(),
+                        source: "chat".into(),
+                        prompt,
+                        response,
+                        metadata: Metadata {
+                            skill_used: skill.clone(),
+                            tier_handled: None,
+                            latency_ms: latency,
+                            user_id: skill,
+                            prompt_tokens: n,
+                            response_tokens: n / 3,
+                            extra: extra.into_iter().collect(),
+                        },
+                        quality: Quality {
+                            user_feedback: fb,
+                            was_corrected: corrected,
+                            verified_accurate: verified,
+                            domain_relevance: Relevance::High,
+                            auto_score: score,
+                        },
+                        tags,
+                        project_context: project,
+                        include_in_training: !corrected,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// The hand-written line is exactly serde_json's.
+        #[test]
+        fn write_json_is_byte_for_byte_serde_json(ex in arb_example()) {
+            let mut fast = Vec::new();
+            ex.write_json(&mut fast);
+            let slow = serde_json::to_vec(&ex).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow));
+        }
     }
 }
