@@ -25,6 +25,19 @@ pub struct InputSummary {
     pub torn_tail_skipped: bool,
 }
 
+impl InputSummary {
+    /// Nothing read yet from `path`.
+    fn empty(path: &Path, kind: &'static str) -> InputSummary {
+        InputSummary {
+            path: path.display().to_string(),
+            kind,
+            bytes: 0,
+            lines: 0,
+            torn_tail_skipped: false,
+        }
+    }
+}
+
 /// Whether a path names an open (still written) segment.
 pub fn is_open_segment(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "open")
@@ -61,13 +74,7 @@ pub fn for_each_line(
     };
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let mut buf = Vec::with_capacity(4096);
-    let mut summary = InputSummary {
-        path: read_path.display().to_string(),
-        kind,
-        bytes: 0,
-        lines: 0,
-        torn_tail_skipped: false,
-    };
+    let mut summary = InputSummary::empty(&read_path, kind);
     let mut line_no = 0u64;
     loop {
         buf.clear();
@@ -153,13 +160,7 @@ fn chunks_of(
         path: read_path.clone(),
         source: e,
     };
-    let mut summary = InputSummary {
-        path: read_path.display().to_string(),
-        kind,
-        bytes: 0,
-        lines: 0,
-        torn_tail_skipped: false,
-    };
+    let mut summary = InputSummary::empty(&read_path, kind);
     let mut buf: Vec<u8> = Vec::new();
     // File offset of `buf[0]`.
     let mut buf_off = 0u64;
