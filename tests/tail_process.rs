@@ -674,9 +674,23 @@ fn kill9_mid_stream_then_restart_loses_nothing_and_repeats_only_identical_record
     eprintln!("{repeats} lines repeated after the crashes");
 }
 
+/// Bytes of example segments in data/ (cheap to poll, unlike parsing them).
+fn example_segment_bytes(sb: &Sandbox) -> u64 {
+    std::fs::read_dir(sb.path("data"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("examples_"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// A backlog read much faster than it is prepared: many polls' batches are in flight on the
 /// worker threads at every durable point (every 10 ms here), so a checkpoint that covered a
-/// batch still being prepared would lose its lines at the kill.
+/// batch still being prepared would lose its lines at the kill. Each kill lands once a few
+/// MB of examples have been written since the start, i.e. mid-stream.
 #[test]
 fn kill9_while_a_large_backlog_is_in_flight_loses_nothing() {
     let sb = Sandbox::with_config(
@@ -685,17 +699,26 @@ fn kill9_while_a_large_backlog_is_in_flight_loses_nothing() {
             "size = 500\nflush_interval = \"10ms\"",
         ),
     );
-    let n = 60_000;
+    let n = 150_000;
     append_lines(&sb.path("logs/big.log"), &lines("q", 0..n));
     let mut kills = 0;
     for _ in 0..4 {
         let d = sb.start();
-        let before = distinct_ids(&sb);
-        wait_until(T, "progress before the crash", || {
-            let now = distinct_ids(&sb);
-            now > before + 2_000 || now == n
-        });
-        if distinct_ids(&sb) == n {
+        let before = example_segment_bytes(&sb);
+        let (mut last, mut since) = (before, std::time::Instant::now());
+        let mid_stream = loop {
+            let now = example_segment_bytes(&sb);
+            if now > before + (3 << 20) {
+                break true;
+            }
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            } else if since.elapsed() > Duration::from_secs(3) {
+                break false; // nothing left to read
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !mid_stream {
             stop(&sb, d);
             break;
         }
