@@ -86,6 +86,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the prepare worker threads: {0} (is a thread limit such as systemd's TasksMax= too low?)")]
+    Workers(#[source] std::io::Error),
     #[error("shutdown could not make buffered data durable within {0:?}: {1} (it was not checkpointed and will be read again at the next start)")]
     ShutdownIncomplete(Duration, String),
 }
@@ -236,8 +238,8 @@ impl Intake {
     }
 
     /// Applies a batch the workers prepared, in the order read.
-    fn apply_finished(&mut self, batch: Finished) {
-        for (item, p) in batch.items.iter().zip(batch.prepared) {
+    fn apply_batch(&mut self, items: &[OwnedItem], prepared: Vec<Prepared>) {
+        for (item, p) in items.iter().zip(prepared) {
             self.apply(item, p);
         }
     }
@@ -614,12 +616,14 @@ pub fn run(
     }
     let (segments, recoveries) = Segments::open_all(&config.data_dir, segment_options(&config))?;
     let tailer = Tailer::open(tail_options(&config))?;
-    let relevant = watch_relevance(&config);
+    let relevant = tail::RelevantPath::default();
+    set_watch_relevance(&relevant, &config);
     let watcher = start_watcher(&tailer, &config, &relevant, control.sender.clone());
     let wake = control.sender.clone();
     let pool = PreparePool::start(move || {
         let _ = wake.send(Control::Wake);
-    });
+    })
+    .map_err(DaemonError::Workers)?;
     let mut daemon = Daemon {
         tailer,
         relevant,
@@ -681,9 +685,10 @@ fn watchdog_interval() -> Option<Duration> {
     }
 }
 
-/// Data events wake the loop only for files the input globs name and for the spool.
-fn watch_relevance(cfg: &Config) -> tail::RelevantPath {
-    tail::RelevantPath::new(&cfg.input.paths, std::slice::from_ref(&cfg.spool.dir))
+/// Data events wake the loop only for files the input globs name and for the spool (set at
+/// start and on every reload, into the filter the running watcher holds).
+fn set_watch_relevance(relevant: &tail::RelevantPath, cfg: &Config) {
+    relevant.set(&cfg.input.paths, std::slice::from_ref(&cfg.spool.dir));
 }
 
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the
@@ -776,7 +781,7 @@ impl Daemon {
         if !files.is_empty() {
             // Spool events are applied after every line read before them, as they were
             // when preparation was synchronous (spool files are few; the wait is short).
-            self.drain_pool();
+            self.apply_prepared(true);
         }
         for f in files {
             self.intake.on_spool_file(f);
@@ -795,10 +800,7 @@ impl Daemon {
                     .submit(collected.items, snapshot, &self.intake.recipe());
             }
         }
-        while let Some(batch) = self.pool.next_finished(false) {
-            self.applied = Some(batch.snapshot.clone());
-            self.intake.apply_finished(batch);
-        }
+        self.apply_prepared(false);
         self.intake
             .metrics
             .open_files
@@ -817,11 +819,17 @@ impl Daemon {
         Ok((self.tail_more && self.pool.has_room()) || spool_more)
     }
 
-    /// Waits for every batch in flight and applies it.
-    fn drain_pool(&mut self) {
-        while let Some(batch) = self.pool.next_finished(true) {
-            self.applied = Some(batch.snapshot.clone());
-            self.intake.apply_finished(batch);
+    /// Applies the batches the workers have finished, in read order, each making its poll's
+    /// positions eligible for the next checkpoint; with `wait`, every batch in flight.
+    fn apply_prepared(&mut self, wait: bool) {
+        while let Some(Finished {
+            items,
+            prepared,
+            snapshot,
+        }) = self.pool.next_finished(wait)
+        {
+            self.intake.apply_batch(&items, prepared);
+            self.applied = Some(snapshot);
         }
     }
 
@@ -835,7 +843,7 @@ impl Daemon {
         if self.flush_requested && self.retry.is_none() {
             // "Make everything durable now" covers every line already read, including the
             // ones still being prepared.
-            self.drain_pool();
+            self.apply_prepared(true);
         }
         if (due && self.intake.dirty) || self.flush_requested || self.retry.is_some() {
             if let Err(e) = self.durable_point() {
@@ -973,9 +981,7 @@ impl Daemon {
                 self.intake.mapper = Arc::new(Mapper::new(&new.input));
                 self.intake.segments.set_options(segment_options(&new));
                 self.tailer.reconfigure(tail_options(&new));
-                // The running watcher holds this same filter.
-                self.relevant
-                    .set(&new.input.paths, std::slice::from_ref(&new.spool.dir));
+                set_watch_relevance(&self.relevant, &new);
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
             }
@@ -987,7 +993,7 @@ impl Daemon {
     fn shutdown(&mut self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: flushing, sealing, checkpointing");
         let started = Instant::now();
-        self.drain_pool();
+        self.apply_prepared(true);
         // Lines in files rotated out of the globs since the last poll cannot be found after
         // a restart: read them now (bounded), so they are flushed with the rest.
         if self.retry.is_none() {

@@ -223,7 +223,7 @@ pub(crate) struct PreparePool {
 impl PreparePool {
     /// Starts the workers (one per core, 2 to [`MAX_WORKERS`]); `wake` is called after each
     /// finished job so the daemon's loop, which may be waiting, comes to collect it.
-    pub(crate) fn start(wake: impl Fn() + Send + Clone + 'static) -> PreparePool {
+    pub(crate) fn start(wake: impl Fn() + Send + Clone + 'static) -> std::io::Result<PreparePool> {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
@@ -239,10 +239,9 @@ impl PreparePool {
                 std::thread::Builder::new()
                     .name(format!("prepare-{i}"))
                     .spawn(move || worker(&job_rx, &res_tx, &wake))
-                    .expect("cannot start a prepare worker thread")
             })
-            .collect();
-        PreparePool {
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(PreparePool {
             jobs: Some(job_tx),
             results,
             workers,
@@ -250,7 +249,7 @@ impl PreparePool {
             done: BTreeMap::new(),
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
-        }
+        })
     }
 
     /// Whether another batch may be submitted now.
@@ -412,7 +411,7 @@ mod tests {
     /// finish in.
     #[test]
     fn batches_come_back_in_order_with_their_own_results() {
-        let mut pool = PreparePool::start(|| {});
+        let mut pool = PreparePool::start(|| {}).expect("threads");
         let recipe = recipe();
         let sizes = [0, 1, 63, 64, 65, 300, 0, 5, 129, 1000];
         let mut next = 0;
@@ -450,7 +449,7 @@ mod tests {
     /// taken out.
     #[test]
     fn has_room_until_the_in_flight_bound() {
-        let mut pool = PreparePool::start(|| {});
+        let mut pool = PreparePool::start(|| {}).expect("threads");
         let big = OwnedItem {
             kind: ItemKind::Line(vec![b' '; MAX_IN_FLIGHT_BYTES]),
             ..item(0)

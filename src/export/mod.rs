@@ -300,7 +300,7 @@ pub(crate) fn run(
         )?;
         other_summaries.push(s);
     }
-    pb.set_message("reading corrections");
+    phase("reading corrections");
     for (fi, path) in inputs.corrections.iter().enumerate() {
         let s = input::for_each_line(
             path,

@@ -550,16 +550,22 @@ fn delete_and_recreate_is_a_new_file() {
     assert_eq!(texts(&drain(&mut t)), strs(&["three", "four"]));
 }
 
+/// `n` numbered JSON lines in `path`, and options that read them `budget` bytes per poll.
+fn numbered_backlog(e: &Env, path: &Path, n: usize, budget: usize) -> (Vec<String>, TailOptions) {
+    let all: Vec<String> = (0..n).map(|i| format!("{{\"n\":{i}}}")).collect();
+    for l in &all {
+        append(path, format!("{l}\n").as_bytes());
+    }
+    let mut o = e.opts("*.log");
+    o.read_budget_bytes = budget;
+    (all, o)
+}
+
 #[test]
 fn restart_resumes_exactly_and_crash_replays_only_uncommitted() {
     let e = env();
     let path = e.p("app.log");
-    let all: Vec<String> = (0..200).map(|i| format!("{{\"n\":{i}}}")).collect();
-    for l in &all {
-        append(&path, format!("{l}\n").as_bytes());
-    }
-    let mut o = e.opts("*.log");
-    o.read_budget_bytes = 300;
+    let (all, o) = numbered_backlog(&e, &path, 200, 300);
     let mut t = Tailer::open(o.clone()).expect("open");
     let (first, outcome) = poll_once(&mut t);
     assert!(outcome.more_pending);
@@ -587,12 +593,7 @@ fn restart_resumes_exactly_and_crash_replays_only_uncommitted() {
 fn a_snapshot_committed_later_covers_only_the_polls_before_it() {
     let e = env();
     let path = e.p("app.log");
-    let all: Vec<String> = (0..100).map(|i| format!("{{\"n\":{i}}}")).collect();
-    for l in &all {
-        append(&path, format!("{l}\n").as_bytes());
-    }
-    let mut o = e.opts("*.log");
-    o.read_budget_bytes = 200;
+    let (all, o) = numbered_backlog(&e, &path, 100, 200);
     let mut t = Tailer::open(o.clone()).expect("open");
     let (first, _) = poll_once(&mut t);
     let snapshot = t.checkpoint_snapshot();
