@@ -10,9 +10,10 @@
 //!   one, or ends before one inflection suffix (s, es, d, ed, ing, er, ers) that is itself
 //!   followed by a boundary: "drains" matches "drain", "screw" no longer matches "crew".
 
+mod streams;
+
 use crate::config::{DomainConfig, MatchMode};
 use crate::record::Relevance;
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use std::borrow::Cow;
 
 /// Inflection suffixes a word-mode keyword may carry.
@@ -41,7 +42,7 @@ pub struct Enrichment {
 #[derive(Debug, Clone)]
 pub struct Enricher {
     mode: MatchMode,
-    automaton: AhoCorasick,
+    automaton: aho_corasick::dfa::DFA,
     uses: Vec<PatternUse>,
     /// Per pattern: whether its first / last char is a word char (word-mode boundaries
     /// only apply on sides where the pattern itself has a word char).
@@ -92,11 +93,7 @@ impl Enricher {
             .collect();
         // A full DFA: the overlapping scan of every example's text is the hottest loop of
         // ingest, and the default (noncontiguous NFA here) was 5x slower on it.
-        let automaton = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&patterns)
-            .expect("keyword automaton: patterns are plain strings");
+        let automaton = streams::build(&patterns);
         Enricher {
             mode: domain.match_mode,
             automaton,
@@ -155,18 +152,15 @@ impl Enricher {
         let text = text.as_str();
         let bytes = text.as_bytes();
         let mut found = vec![false; self.uses.len()];
-        for m in self.automaton.find_overlapping_iter(text) {
-            let p = m.pattern().as_usize();
+        streams::for_each_occurrence(&self.automaton, bytes, |p, start, end| {
             if found[p] {
-                continue;
+                return;
             }
-            if self.mode == MatchMode::Word
-                && !self.at_word_edges(bytes, text, p, m.start(), m.end())
-            {
-                continue;
+            if self.mode == MatchMode::Word && !self.at_word_edges(bytes, text, p, start, end) {
+                return;
             }
             found[p] = true;
-        }
+        });
         let mut hits = Hits {
             high: vec![false; self.high_count],
             medium: vec![false; self.medium_count],
