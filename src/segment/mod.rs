@@ -303,7 +303,8 @@ impl SegmentWriter {
             return Err(SegmentError::InvalidLine("empty line"));
         }
         // A newline inside would split the record in two and break every reader's framing.
-        if line.contains(&b'\n') {
+        // (memchr's vectorized search: std's `contains` was 4% of ingest here.)
+        if memchr::memchr(b'\n', line).is_some() {
             return Err(SegmentError::InvalidLine("contains a newline byte"));
         }
         self.pending.reserve(line.len() + 1);
