@@ -11,8 +11,12 @@ use crate::capture::{Correction, Interaction};
 use crate::config::{InputConfig, Pointer};
 use crate::record::Feedback;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use doc::Doc;
 use indexmap::IndexMap;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+mod doc;
 
 /// A feedback event as it arrives (log line, spool or CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +64,10 @@ impl Conditions {
         )
     }
 
-    fn matches(&self, doc: &Value) -> bool {
-        self.0.iter().all(|(p, want)| pointer(doc, p) == Some(want))
+    fn matches(&self, doc: &Doc) -> bool {
+        self.0
+            .iter()
+            .all(|(p, want)| pointer(doc, p).is_some_and(|v| v.equals(want)))
     }
 
     fn is_empty(&self) -> bool {
@@ -110,8 +116,7 @@ impl Mapper {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(LineEvent::Skip);
         }
-        let doc: Value =
-            serde_json::from_slice(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
+        let doc = Doc::parse(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
         if !doc.is_object() {
             return Err(Rejection(format!(
                 "not a JSON object (a line must be one object, this is {})",
@@ -134,9 +139,9 @@ impl Mapper {
         Ok(LineEvent::Skip)
     }
 
-    fn interaction_of(&self, doc: &Value) -> Result<Interaction, Rejection> {
+    fn interaction_of(&self, doc: &Doc) -> Result<Interaction, Rejection> {
         let f = &self.cfg.fields;
-        let messages = first(doc, &f.messages).and_then(Value::as_array);
+        let messages = first(doc, &f.messages).and_then(Doc::as_array);
         let prompt = first_string(doc, &f.prompt)
             .or_else(|| messages.and_then(|m| last_user_message(m)))
             .ok_or_else(|| missing("prompt", &[&f.prompt, &f.messages]))?;
@@ -153,32 +158,32 @@ impl Mapper {
             source: first_string(doc, &f.source),
             skill_used: first_string(doc, &f.skill_used),
             tier: first_string(doc, &f.tier_handled),
-            latency_ms: first(doc, &f.latency_ms).and_then(as_f64),
+            latency_ms: first(doc, &f.latency_ms).and_then(|v| as_f64(Scalar::from(v))),
             tags: first(doc, &f.tags).and_then(string_list),
             project: first_string(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
             request_id: first_id(doc, &f.request_id),
-            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
             extra,
         })
     }
 
-    fn feedback_of(&self, doc: &Value) -> Result<FeedbackInput, Rejection> {
+    fn feedback_of(&self, doc: &Doc) -> Result<FeedbackInput, Rejection> {
         let f = &self.cfg.events.feedback;
         let target =
             first_id(doc, &f.target).ok_or_else(|| missing("feedback target", &[&f.target]))?;
         let raw = first(doc, &f.value).ok_or_else(|| missing("feedback value", &[&f.value]))?;
-        let feedback = parse_feedback(raw).map_err(Rejection)?;
+        let feedback = feedback_of(Scalar::from(raw), || raw.to_value()).map_err(Rejection)?;
         Ok(FeedbackInput {
             target,
             feedback,
             comment: first_string(doc, &f.comment),
             user: first_id(doc, &f.user),
-            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
         })
     }
 
-    fn correction_of(&self, doc: &Value) -> Result<Correction, Rejection> {
+    fn correction_of(&self, doc: &Doc) -> Result<Correction, Rejection> {
         let f = &self.cfg.events.correction;
         let get = |name: &str, ptrs: &Vec<Pointer>| {
             first_string(doc, ptrs).ok_or_else(|| missing(name, &[ptrs]))
@@ -190,7 +195,7 @@ impl Mapper {
             reason: first_string(doc, &f.reason),
             corrector: first_id(doc, &f.corrector),
             target: first_id(doc, &f.target),
-            timestamp: first(doc, &f.timestamp).and_then(parse_timestamp),
+            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
         })
     }
 }
@@ -206,77 +211,113 @@ fn missing(what: &str, lists: &[&Vec<Pointer>]) -> Rejection {
     ))
 }
 
-fn kind_of(v: &Value) -> &'static str {
+fn kind_of(v: &Doc) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Doc::Null => "null",
+        Doc::Bool(_) => "a boolean",
+        Doc::Number(_) => "a number",
+        Doc::Str(_) => "a string",
+        Doc::Array(_) => "an array",
+        Doc::Object(_) => "an object",
     }
 }
 
-/// `doc.pointer(p)` without its allocations: serde_json unescapes every reference token into
-/// a new String, and mapping resolves about twenty pointers per line.
-fn pointer<'a>(doc: &'a Value, p: &str) -> Option<&'a Value> {
-    if p.contains('~') {
-        return doc.pointer(p);
-    }
+/// `Value::pointer` (RFC 6901) on a [`Doc`], without unescaping reference tokens that have
+/// nothing to unescape (mapping resolves about twenty pointers per line).
+fn pointer<'d, 'a>(doc: &'d Doc<'a>, p: &str) -> Option<&'d Doc<'a>> {
     if p.is_empty() {
         return Some(doc);
     }
     let rest = p.strip_prefix('/')?;
-    rest.split('/').try_fold(doc, |v, token| match v {
-        Value::Object(m) => m.get(token),
-        Value::Array(a) => {
-            // serde_json's rule: digits only, no leading zero (except "0" itself).
-            if token.is_empty()
-                || !token.bytes().all(|b| b.is_ascii_digit())
-                || (token.len() > 1 && token.starts_with('0'))
-            {
-                return None;
+    rest.split('/').try_fold(doc, |v, token| {
+        let token: Cow<str> = if token.contains('~') {
+            Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+        } else {
+            Cow::Borrowed(token)
+        };
+        match v {
+            Doc::Object(_) => v.get(&token),
+            Doc::Array(a) => {
+                // serde_json's rule: digits only, no leading zero (except "0" itself).
+                if token.is_empty()
+                    || !token.bytes().all(|b| b.is_ascii_digit())
+                    || (token.len() > 1 && token.starts_with('0'))
+                {
+                    return None;
+                }
+                token.parse::<usize>().ok().and_then(|i| a.get(i))
             }
-            token.parse::<usize>().ok().and_then(|i| a.get(i))
+            _ => None,
         }
-        _ => None,
     })
 }
 
 /// The first candidate pointer that resolves to a non-null value.
-fn first<'a>(doc: &'a Value, ptrs: &[Pointer]) -> Option<&'a Value> {
+fn first<'d, 'a>(doc: &'d Doc<'a>, ptrs: &[Pointer]) -> Option<&'d Doc<'a>> {
     ptrs.iter()
         .filter_map(|p| pointer(doc, &p.0))
         .find(|v| !v.is_null())
 }
 
 /// The first candidate that is a string (or text parts, for message-style content).
-fn first_string(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
+fn first_string(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
     ptrs.iter()
         .filter_map(|p| pointer(doc, &p.0))
         .find_map(content_text)
 }
 
 /// Ids may be logged as numbers; they are kept as text.
-fn first_id(doc: &Value, ptrs: &[Pointer]) -> Option<String> {
+fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
     ptrs.iter()
         .filter_map(|p| pointer(doc, &p.0))
         .find_map(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+            Doc::Str(s) => Some(s.to_string()),
+            Doc::Number(n) => Some(n.to_string()),
             _ => None,
         })
 }
 
-fn as_f64(v: &Value) -> Option<f64> {
+/// The scalar part of a JSON value, from a log line's [`Doc`] or from a `Value` (spool
+/// files, the command line), so both are read by the same rules.
+#[derive(Clone, Copy)]
+enum Scalar<'v> {
+    Str(&'v str),
+    Number(&'v Number),
+    Bool(bool),
+    Other,
+}
+
+impl<'v> From<&'v Doc<'_>> for Scalar<'v> {
+    fn from(v: &'v Doc<'_>) -> Self {
+        match v {
+            Doc::Str(s) => Scalar::Str(s),
+            Doc::Number(n) => Scalar::Number(n),
+            Doc::Bool(b) => Scalar::Bool(*b),
+            _ => Scalar::Other,
+        }
+    }
+}
+
+impl<'v> From<&'v Value> for Scalar<'v> {
+    fn from(v: &'v Value) -> Self {
+        match v {
+            Value::String(s) => Scalar::Str(s),
+            Value::Number(n) => Scalar::Number(n),
+            Value::Bool(b) => Scalar::Bool(*b),
+            _ => Scalar::Other,
+        }
+    }
+}
+
+fn as_f64(v: Scalar) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Scalar::Number(n) => n.as_f64(),
+        Scalar::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn string_list(v: &Value) -> Option<Vec<String>> {
+fn string_list(v: &Doc) -> Option<Vec<String>> {
     let arr = v.as_array()?;
     Some(
         arr.iter()
@@ -286,13 +327,13 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
 }
 
 /// A string, or OpenAI content parts `[{"type":"text","text":...}]` joined.
-fn content_text(v: &Value) -> Option<String> {
+fn content_text(v: &Doc) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => {
+        Doc::Str(s) => Some(s.to_string()),
+        Doc::Array(parts) => {
             let texts: Vec<&str> = parts
                 .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .filter_map(|p| p.get("text").and_then(Doc::as_str))
                 .collect();
             (!texts.is_empty()).then(|| texts.join("\n"))
         }
@@ -300,18 +341,18 @@ fn content_text(v: &Value) -> Option<String> {
     }
 }
 
-fn role_of(m: &Value) -> Option<&str> {
-    m.get("role").and_then(Value::as_str)
+fn role_of<'d>(m: &'d Doc) -> Option<&'d str> {
+    m.get("role").and_then(Doc::as_str)
 }
 
-fn last_user_message(msgs: &[Value]) -> Option<String> {
+fn last_user_message(msgs: &[Doc]) -> Option<String> {
     msgs.iter()
         .rev()
         .find(|m| role_of(m) == Some("user"))
         .and_then(|m| m.get("content").and_then(content_text))
 }
 
-fn assistant_after_last_user(msgs: &[Value]) -> Option<String> {
+fn assistant_after_last_user(msgs: &[Doc]) -> Option<String> {
     let last_user = msgs.iter().rposition(|m| role_of(m) == Some("user"))?;
     msgs[last_user + 1..]
         .iter()
@@ -319,7 +360,7 @@ fn assistant_after_last_user(msgs: &[Value]) -> Option<String> {
         .and_then(|m| m.get("content").and_then(content_text))
 }
 
-fn system_message(msgs: &[Value]) -> Option<String> {
+fn system_message(msgs: &[Doc]) -> Option<String> {
     msgs.iter()
         .find(|m| matches!(role_of(m), Some("system") | Some("developer")))
         .and_then(|m| m.get("content").and_then(content_text))
@@ -328,8 +369,12 @@ fn system_message(msgs: &[Value]) -> Option<String> {
 /// RFC 3339, a naive `YYYY-MM-DD HH:MM:SS[.f]` (taken as UTC), or Unix seconds /
 /// milliseconds.
 pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
+    timestamp_of(Scalar::from(v))
+}
+
+fn timestamp_of(v: Scalar) -> Option<DateTime<Utc>> {
     match v {
-        Value::String(s) => {
+        Scalar::Str(s) => {
             let s = s.trim();
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
                 return Some(t.with_timezone(&Utc));
@@ -341,7 +386,7 @@ pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
             }
             None
         }
-        Value::Number(n) => {
+        Scalar::Number(n) => {
             let x = n.as_f64()?;
             // Values past the year 5138 in seconds are taken as milliseconds.
             let millis = if x.abs() < 1e11 { x * 1000.0 } else { x };
@@ -354,13 +399,19 @@ pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
 /// Thumbs values as services write them: positive/negative, up/down, thumbs_up/thumbs_down,
 /// true/false, 1/-1.
 pub fn parse_feedback(v: &Value) -> Result<Feedback, String> {
+    feedback_of(Scalar::from(v), || v.clone())
+}
+
+/// [`parse_feedback`]; `shown` gives the value as JSON for the error message.
+fn feedback_of(v: Scalar, shown: impl FnOnce() -> Value) -> Result<Feedback, String> {
     let bad = || {
         format!(
-            "invalid feedback value {v}: expected \"positive\" or \"negative\" (also up/down, true/false, 1/-1)"
+            "invalid feedback value {}: expected \"positive\" or \"negative\" (also up/down, true/false, 1/-1)",
+            shown()
         )
     };
     match v {
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+        Scalar::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
             "positive" | "up" | "thumbs_up" | "thumbsup" | "+1" | "1" | "true" => {
                 Ok(Feedback::Positive)
             }
@@ -369,14 +420,14 @@ pub fn parse_feedback(v: &Value) -> Result<Feedback, String> {
             }
             _ => Err(bad()),
         },
-        Value::Bool(true) => Ok(Feedback::Positive),
-        Value::Bool(false) => Ok(Feedback::Negative),
-        Value::Number(n) => match n.as_i64() {
+        Scalar::Bool(true) => Ok(Feedback::Positive),
+        Scalar::Bool(false) => Ok(Feedback::Negative),
+        Scalar::Number(n) => match n.as_i64() {
             Some(1) => Ok(Feedback::Positive),
             Some(-1) => Ok(Feedback::Negative),
             _ => Err(bad()),
         },
-        _ => Err(bad()),
+        Scalar::Other => Err(bad()),
     }
 }
 
@@ -386,10 +437,9 @@ mod tests {
 
     #[test]
     fn pointer_agrees_with_serde_json() {
-        let doc: Value = serde_json::from_str(
-            r#"{"a":{"b":[10,{"c":"x"}],"":{"":1},"d/e":2,"f~g":3},"n":null,"01":4}"#,
-        )
-        .unwrap();
+        let text = r#"{"a":{"b":[10,{"c":"x"}],"":{"":1},"d/e":2,"f~g":3,"~1":5},"n":null,"01":4}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let parsed = Doc::parse(text.as_bytes()).unwrap();
         for p in [
             "",
             "/",
@@ -404,13 +454,19 @@ mod tests {
             "/a//",
             "/a/d~1e",
             "/a/f~0g",
+            "/a/~01",
+            "/a/~1",
             "/n",
             "/01",
             "/x/y",
             "a",
             "/a/b/1/c/d",
         ] {
-            assert_eq!(pointer(&doc, p), doc.pointer(p), "{p}");
+            assert_eq!(
+                pointer(&parsed, p).map(Doc::to_value).as_ref(),
+                doc.pointer(p),
+                "{p}"
+            );
         }
     }
     use crate::config::Config;
