@@ -61,6 +61,8 @@ pub struct Interaction {
     pub extra: Map<String, Value>,
 }
 
+mod md5_lanes;
+
 /// 16 hex digits of an MD5 over `parts`, each followed by a separator byte (so
 /// `["ab", "c"]` and `["a", "bc"]` differ): the hash part of every id the collector makes.
 pub(crate) fn md5_hex16(parts: &[&str]) -> String {
@@ -69,11 +71,15 @@ pub(crate) fn md5_hex16(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0x1e]);
     }
-    let d = h.finalize();
-    // Per example, on the hot path: no allocation per digit.
+    hex16(&h.finalize()[..8])
+}
+
+/// The first 8 bytes of a digest as 16 lowercase hex digits (per example, on the hot path:
+/// no allocation per digit).
+fn hex16(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(16);
-    for b in &d[..8] {
+    for b in &digest[..8] {
         out.push(HEX[(b >> 4) as usize] as char);
         out.push(HEX[(b & 0xf) as usize] as char);
     }
@@ -124,11 +130,35 @@ pub fn example_id(
     )
 }
 
+/// [`example_id`] of many interactions at once: their MD5s run side by side, which is
+/// several times faster per id than one after another.
+pub fn example_ids(interactions: &[(&Identity, &Interaction)]) -> Vec<String> {
+    let keys: Vec<String> = interactions.iter().map(|(id, _)| id.key()).collect();
+    let digests = md5_lanes::digests(interactions.len(), 0x1e, |i| {
+        let it = interactions[i].1;
+        [
+            keys[i].as_bytes(),
+            it.prompt.as_bytes(),
+            it.response.as_bytes(),
+        ]
+    });
+    interactions
+        .iter()
+        .zip(digests)
+        .map(|((_, it), d)| format!("train_{}_{}", id_time(it.timestamp), hex16(&d)))
+        .collect()
+}
+
 /// Seed `capture()`: builds the example (enriched, tagged, with a deterministic id).
 pub fn capture(enricher: &Enricher, identity: &Identity, it: Interaction) -> TrainingExample {
+    let id = example_id(identity, it.timestamp, &it.prompt, &it.response);
+    capture_with_id(enricher, id, it)
+}
+
+/// [`capture`] with the id already made (by [`example_ids`] for a batch).
+pub fn capture_with_id(enricher: &Enricher, id: String, it: Interaction) -> TrainingExample {
     let enrichment = enricher.enrich(&it.prompt, &it.response);
     let tags = it.tags.unwrap_or(enrichment.tags);
-    let id = example_id(identity, it.timestamp, &it.prompt, &it.response);
     let timestamp = crate::clock::rfc3339(it.timestamp.unwrap_or_else(crate::clock::now));
     let mut extra = it.extra;
     if let Some(r) = it.request_id {
@@ -457,6 +487,34 @@ mod tests {
             }
             let want: String = md5::Digest::finalize(h)[..8].iter().map(|b| format!("{b:02x}")).collect();
             prop_assert_eq!(super::md5_hex16(&refs), want);
+        }
+    }
+
+    proptest! {
+        /// Ids made in a batch (MD5s side by side) are the ids made one by one.
+        #[test]
+        fn batch_ids_equal_single_ids(
+            items in proptest::collection::vec(
+                (".{0,30}", ".{0,200}", proptest::option::of("[a-z0-9-]{0,12}"), any::<u32>(), proptest::option::of(0i64..4_000_000_000)),
+                0..11),
+        ) {
+            let made: Vec<(super::Identity, super::Interaction)> = items
+                .into_iter()
+                .map(|(prompt, response, req, offset, secs)| {
+                    let identity = match req {
+                        Some(r) => super::Identity::RequestId(r),
+                        None => super::Identity::Position { fingerprint: "f00d".into(), offset: offset.into() },
+                    };
+                    let timestamp = secs.and_then(|s| chrono::DateTime::from_timestamp(s, 0));
+                    (identity, super::Interaction { prompt, response, timestamp, ..Default::default() })
+                })
+                .collect();
+            let pairs: Vec<(&super::Identity, &super::Interaction)> = made.iter().map(|(i, it)| (i, it)).collect();
+            let singles: Vec<String> = made
+                .iter()
+                .map(|(i, it)| super::example_id(i, it.timestamp, &it.prompt, &it.response))
+                .collect();
+            prop_assert_eq!(super::example_ids(&pairs), singles);
         }
     }
 

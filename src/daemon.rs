@@ -231,8 +231,8 @@ impl Intake {
     /// Prepares tail items on this thread and applies them in order (a few lines, or the
     /// last ones at shutdown).
     fn ingest(&mut self, items: &[OwnedItem]) {
-        for item in items {
-            let p = prepare::prepare(&self.mapper, &self.enricher, item);
+        let prepared = prepare::prepare(&self.mapper, &self.enricher, items);
+        for (item, p) in items.iter().zip(prepared) {
             self.apply(item, p);
         }
     }

@@ -127,7 +127,41 @@ pub(crate) enum Prepared {
     Rejected(RejectedRecord),
 }
 
-pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) -> Prepared {
+/// Prepares `items`, in order. Lines are mapped first; the interactions among them then get
+/// their ids together (their MD5s run side by side) and are enriched and serialized.
+pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, items: &[OwnedItem]) -> Vec<Prepared> {
+    let mut out: Vec<Option<Prepared>> = Vec::with_capacity(items.len());
+    let mut waiting: Vec<(usize, Identity, Box<capture::Interaction>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match map_item(mapper, item) {
+            Mapped::Done(p) => out.push(Some(p)),
+            Mapped::Interaction(id, it) => {
+                out.push(None);
+                waiting.push((i, id, it));
+            }
+        }
+    }
+    let pairs: Vec<(&Identity, &capture::Interaction)> =
+        waiting.iter().map(|(_, id, it)| (id, &**it)).collect();
+    let ids = capture::example_ids(&pairs);
+    for ((i, _, it), id) in waiting.into_iter().zip(ids) {
+        let ex = capture::capture_with_id(enricher, id, *it);
+        let mut line = Vec::new();
+        ex.write_json(&mut line);
+        out[i] = Some(Prepared::Example(Box::new(ex), line));
+    }
+    out.into_iter()
+        .map(|p| p.expect("every item is prepared above"))
+        .collect()
+}
+
+/// An item mapped: prepared already, or an interaction waiting for its id.
+enum Mapped {
+    Done(Prepared),
+    Interaction(Identity, Box<capture::Interaction>),
+}
+
+fn map_item(mapper: &Mapper, item: &OwnedItem) -> Mapped {
     match &item.kind {
         ItemKind::Line(bytes) => match mapper.map(bytes) {
             Ok(LineEvent::Interaction(mut it)) => {
@@ -144,23 +178,20 @@ pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, item: &OwnedItem) ->
                 );
                 it.extra
                     .insert("origin_offset".into(), Value::from(item.offset));
-                let ex = capture::capture(enricher, &id, *it);
-                let mut line = Vec::new();
-                ex.write_json(&mut line);
-                Prepared::Example(Box::new(ex), line)
+                Mapped::Interaction(id, it)
             }
-            Ok(event) => Prepared::Event(event),
-            Err(rej) => Prepared::Rejected(RejectedRecord::new(
+            Ok(event) => Mapped::Done(Prepared::Event(event)),
+            Err(rej) => Mapped::Done(Prepared::Rejected(RejectedRecord::new(
                 &item.file.path,
                 item.offset,
                 rej.0,
                 bytes,
-            )),
+            ))),
         },
         ItemKind::Rejected { reason, raw, len } => {
             let mut rec = RejectedRecord::new(&item.file.path, item.offset, reason.clone(), raw);
             rec.raw_len = *len;
-            Prepared::Rejected(rec)
+            Mapped::Done(Prepared::Rejected(rec))
         }
     }
 }
@@ -283,10 +314,11 @@ impl PreparePool {
             if let Err(mpsc::SendError(job)) = sender.send(job) {
                 // Every worker is gone (they only stop when the pool is dropped): prepare
                 // here rather than lose the items.
-                let out = job.items[job.range]
-                    .iter()
-                    .map(|i| prepare(&job.recipe.mapper, &job.recipe.enricher, i))
-                    .collect();
+                let out = prepare(
+                    &job.recipe.mapper,
+                    &job.recipe.enricher,
+                    &job.items[job.range],
+                );
                 self.done.insert(job.seq, out);
             }
         }
@@ -360,10 +392,11 @@ fn worker(jobs: &Mutex<Receiver<Job>>, results: &Sender<(u64, JobResult)>, wake:
         };
         let Ok(job) = job else { return };
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            job.items[job.range.clone()]
-                .iter()
-                .map(|i| prepare(&job.recipe.mapper, &job.recipe.enricher, i))
-                .collect::<Vec<_>>()
+            prepare(
+                &job.recipe.mapper,
+                &job.recipe.enricher,
+                &job.items[job.range.clone()],
+            )
         }));
         if results.send((job.seq, out)).is_err() {
             return;
