@@ -281,13 +281,15 @@ fn ascii_token_count(b: &[u8]) -> usize {
     }
     let Some(&first) = b.first() else { return 0 };
     let mut n = usize::from(!space(first));
-    // u32 partial sums per block keep the vector lanes narrow; a block cannot overflow them.
-    for (prev, next) in b.chunks(1 << 16).zip(b[1..].chunks(1 << 16)) {
-        n += prev
-            .iter()
-            .zip(next)
-            .map(|(&a, &c)| u32::from(space(a) & !space(c)))
-            .sum::<u32>() as usize;
+    // Byte-wide partial sums over blocks of 128 pairs: 16 pairs per vector step, and a block
+    // cannot overflow a byte (u32 sums took 8 pairs a step and were 4% of ingest).
+    for (prev, next) in b.chunks(128).zip(b[1..].chunks(128)) {
+        n += usize::from(
+            prev.iter()
+                .zip(next)
+                .map(|(&a, &c)| u8::from(space(a) & !space(c)))
+                .sum::<u8>(),
+        );
     }
     n
 }
@@ -408,7 +410,7 @@ mod tests {
         assert_eq!(token_count("  a\tb\nc  "), 3);
         assert_eq!(token_count("a\u{1c}b\u{a0}c"), 3);
         assert_eq!(token_count(""), 0);
-        // Across the 64 KiB blocks of the fast path, with a word straddling each boundary.
+        // Long texts, with a word straddling the fast path's block boundaries.
         let long = "ab ".repeat(50_000) + "x";
         assert_eq!(token_count(&long), 50_001);
         let long = " ".repeat((1 << 16) - 1) + "word" + &" ".repeat(1 << 16) + "w";
