@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-line hot path of ingest: parse, map, enrich, capture (that
-//! is enrich and the id), serialize, and all of them together, over 50 lines made by
+//! is enrich and the id), ids alone (one by one and batched), serialize, and all of them together, over 50 lines made by
 //! `genlog.py` (default "flat" style, seed 7). Run with `cargo bench --bench hot_path`;
 //! the end-to-end numbers are in BENCHMARKS.md.
 
@@ -67,6 +67,26 @@ fn hot_path(c: &mut Criterion) {
                 black_box(capture::capture(&enricher, &id, it.clone()));
             }
         })
+    });
+    let identities: Vec<Identity> = its
+        .iter()
+        .map(|it| Identity::RequestId(it.request_id.clone().unwrap_or_default()))
+        .collect();
+    g.bench_function("ids one by one (example_id)", |b| {
+        b.iter(|| {
+            for (id, it) in identities.iter().zip(&its) {
+                black_box(capture::example_id(
+                    id,
+                    it.timestamp,
+                    &it.prompt,
+                    &it.response,
+                ));
+            }
+        })
+    });
+    g.bench_function("ids of a batch (example_ids, what ingest uses)", |b| {
+        let pairs: Vec<(&Identity, &capture::Interaction)> = identities.iter().zip(&its).collect();
+        b.iter(|| black_box(capture::example_ids(&pairs)))
     });
     g.bench_function("serialize (serde_json::to_vec)", |b| {
         b.iter(|| {
