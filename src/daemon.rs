@@ -534,8 +534,15 @@ impl Intake {
     /// Moves the buffer into the examples segment's pending lines.
     fn take_buffer(&mut self) {
         let known: usize = self.lines.iter().flatten().map(|l| l.len() + 1).sum();
-        self.segments.examples.reserve(known);
-        for (ex, line) in self.buffer.drain(..).zip(self.lines.drain(..)) {
+        self.segments
+            .examples
+            .reserve(known.min(WRITE_CHUNK_BYTES + MAX_LINE_GUESS));
+        // Taken out (and put back, keeping their capacity) so the loop can write chunks.
+        let (mut buffer, mut lines) = (
+            std::mem::take(&mut self.buffer),
+            std::mem::take(&mut self.lines),
+        );
+        for (ex, line) in buffer.drain(..).zip(lines.drain(..)) {
             let line = line.unwrap_or_else(|| {
                 let mut l = Vec::new();
                 ex.write_json(&mut l);
@@ -545,7 +552,11 @@ impl Intake {
                 .examples
                 .append(&line)
                 .expect("a serialized record is one non-empty line");
+            if self.segments.examples.pending_bytes() >= WRITE_CHUNK_BYTES {
+                self.write_segments();
+            }
         }
+        (self.buffer, self.lines) = (buffer, lines);
         self.index.clear();
         self.metrics.buffered_examples.store(0, Ordering::Relaxed);
         Metrics::add(&self.metrics.flushes, 1);
@@ -571,6 +582,13 @@ impl Intake {
         }
     }
 }
+
+/// A big buffer goes to the segment in writes of about this size (not fsynced; the durable
+/// point does that): the lines are still in the CPU's cache when the kernel copies them,
+/// where one 10 MB write made it read them back from memory.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Room for one more line past a chunk, so a chunk's queue is reserved once.
+const MAX_LINE_GUESS: usize = 16 << 10;
 
 #[derive(Clone, Copy)]
 enum Stream {
