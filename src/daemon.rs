@@ -533,10 +533,6 @@ impl Intake {
 
     /// Moves the buffer into the examples segment's pending lines.
     fn take_buffer(&mut self) {
-        let known: usize = self.lines.iter().flatten().map(|l| l.len() + 1).sum();
-        self.segments
-            .examples
-            .reserve(known.min(WRITE_CHUNK_BYTES + MAX_LINE_GUESS));
         // Taken out (and put back, keeping their capacity) so the loop can write chunks.
         let (mut buffer, mut lines) = (
             std::mem::take(&mut self.buffer),
@@ -550,7 +546,7 @@ impl Intake {
             });
             self.segments
                 .examples
-                .append(&line)
+                .append_owned(line)
                 .expect("a serialized record is one non-empty line");
             if self.segments.examples.pending_bytes() >= WRITE_CHUNK_BYTES {
                 self.write_segments();
@@ -587,8 +583,6 @@ impl Intake {
 /// point does that): the lines are still in the CPU's cache when the kernel copies them,
 /// where one 10 MB write made it read them back from memory.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
-/// Room for one more line past a chunk, so a chunk's queue is reserved once.
-const MAX_LINE_GUESS: usize = 16 << 10;
 
 #[derive(Clone, Copy)]
 enum Stream {

@@ -944,3 +944,29 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn a_flush_of_more_lines_than_one_writev_takes_writes_them_all_in_order() {
+    // Linux takes at most 1,024 buffers per writev; 5,000 owned lines need several calls.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut w, _) = open_writer(dir.path(), opts(1 << 30, 3600, true));
+    for n in 0..5_000 {
+        if n % 2 == 0 {
+            w.append_owned(line(n)).expect("append_owned");
+        } else {
+            w.append(&line(n)).expect("append");
+        }
+    }
+    assert_eq!(w.pending(), 5_000);
+    let stats = w.flush_at(at(2026, 11, 27, 8, 0, 0)).expect("flush");
+    assert_eq!(stats.lines, 5_000);
+    assert_eq!(w.pending_bytes(), 0);
+    assert_eq!(
+        all_ns(dir.path(), Stream::Examples),
+        (0..5_000).collect::<Vec<_>>()
+    );
+    assert!(matches!(
+        w.append_owned(b"{\"a\":\n1}".to_vec()),
+        Err(SegmentError::InvalidLine(_))
+    ));
+}
