@@ -118,6 +118,34 @@ fn hot_path(c: &mut Criterion) {
             }
         })
     });
+    // What ingest's workers do with a job: map every line, hash the ids side by side, then
+    // enrich and render each.
+    g.bench_function(
+        "lines as ingest (map, batched ids, capture, write_json)",
+        |b| {
+            b.iter(|| {
+                let mapped: Vec<(Identity, capture::Interaction)> = lines
+                    .iter()
+                    .map(|l| {
+                        let Ok(LineEvent::Interaction(it)) = mapper.map(l) else {
+                            unreachable!()
+                        };
+                        let id = Identity::RequestId(it.request_id.clone().unwrap_or_default());
+                        (id, *it)
+                    })
+                    .collect();
+                let pairs: Vec<(&Identity, &capture::Interaction)> =
+                    mapped.iter().map(|(id, it)| (id, it)).collect();
+                let ids = capture::example_ids(&pairs);
+                for ((_, it), id) in mapped.into_iter().zip(ids) {
+                    let ex = capture::capture_with_id(&enricher, id, it);
+                    let mut line = Vec::with_capacity(ex.prompt.len() + ex.response.len() + 1024);
+                    ex.write_json(&mut line);
+                    black_box(line);
+                }
+            })
+        },
+    );
     g.finish();
 }
 
