@@ -29,6 +29,7 @@ use crate::mapping::{parse_feedback, parse_timestamp, FeedbackInput, LineEvent, 
 use crate::metrics::Metrics;
 use crate::prepare::{
     self, Finished, ItemCollector, ItemKind, OwnedItem, PreparePool, Prepared, Recipe,
+    RenderedExample,
 };
 use crate::record::{CorrectionRecord, FeedbackEvent, RejectedRecord, TrainingExample};
 use crate::segment::{SegmentOptions, Segments};
@@ -178,11 +179,8 @@ struct Intake {
     mapper: Arc<Mapper>,
     segments: Segments,
     metrics: Arc<Metrics>,
-    buffer: Vec<TrainingExample>,
-    /// Per buffered example, its line serialized while it was prepared (on the helper
-    /// thread); `None` once feedback or a correction changed the example, or for examples
-    /// from the spool, which are serialized when written.
-    lines: Vec<Option<Vec<u8>>>,
+    /// Examples not yet written, in order.
+    buffer: Vec<Buffered>,
     /// Example id and request id -> buffer position. (The normalized prompt+response link
     /// is searched only when a correction needs it: building that key for every example
     /// was 10% of ingest.)
@@ -252,7 +250,7 @@ impl Intake {
         }
         self.dirty = true;
         match prepared {
-            Prepared::Example(ex, line) => self.push_prepared(*ex, Some(line)),
+            Prepared::Example(ex) => self.push_buffered(Buffered::Rendered(ex)),
             Prepared::Rejected(rec) => self.push_rejected(rec),
             Prepared::Event(LineEvent::Skip) => Metrics::add(&self.metrics.lines_skipped, 1),
             Prepared::Event(LineEvent::Interaction(_)) => {
@@ -268,25 +266,24 @@ impl Intake {
     }
 
     fn push_example(&mut self, ex: TrainingExample) {
-        self.push_prepared(ex, None)
+        self.push_buffered(Buffered::Record(Box::new(ex)))
     }
 
-    fn push_prepared(&mut self, ex: TrainingExample, line: Option<Vec<u8>>) {
+    fn push_buffered(&mut self, ex: Buffered) {
         if self
             .index
-            .get(&ex.id)
-            .is_some_and(|&i| self.buffer[i].id == ex.id)
+            .get(ex.id())
+            .is_some_and(|&i| self.buffer[i].id() == ex.id())
         {
             // The same line or event again (re-delivered spool file): one record is enough.
             return;
         }
         let pos = self.buffer.len();
-        self.index.insert(ex.id.clone(), pos);
-        if let Some(r) = ex.metadata.request_id() {
+        self.index.insert(ex.id().to_string(), pos);
+        if let Some(r) = ex.request_id() {
             self.index.insert(format!("req:{r}"), pos);
         }
         self.buffer.push(ex);
-        self.lines.push(line);
         self.dirty = true;
         Metrics::add(&self.metrics.examples_captured, 1);
         self.metrics
@@ -297,14 +294,13 @@ impl Intake {
         }
     }
 
+    /// The buffered example `key` (an id or request id) names, as a record to change.
     fn buffered(&mut self, key: &str) -> Option<&mut TrainingExample> {
         let &i = self
             .index
             .get(key)
             .or_else(|| self.index.get(&format!("req:{key}")))?;
-        // The caller changes it: its prepared line is stale.
-        self.lines[i] = None;
-        self.buffer.get_mut(i)
+        self.buffer.get_mut(i)?.record()
     }
 
     /// Feedback always goes to the feedback stream (with its time, so "latest wins" can be
@@ -344,11 +340,10 @@ impl Intake {
                 // The latest buffered example with the same normalized pair.
                 self.buffer
                     .iter()
-                    .rposition(|ex| pair_key(&ex.prompt, &ex.response) == key)
+                    .rposition(|ex| ex.pair_key().is_some_and(|k| k == key))
             });
-        if let Some(i) = original {
-            self.buffer[i].quality.was_corrected = true;
-            self.lines[i] = None;
+        if let Some(ex) = original.and_then(|i| self.buffer[i].record()) {
+            ex.quality.was_corrected = true;
         }
         Metrics::add(&self.metrics.corrections, 1);
         self.append_line(Stream::Corrections, &record);
@@ -533,17 +528,10 @@ impl Intake {
 
     /// Moves the buffer into the examples segment's pending lines.
     fn take_buffer(&mut self) {
-        // Taken out (and put back, keeping their capacity) so the loop can write chunks.
-        let (mut buffer, mut lines) = (
-            std::mem::take(&mut self.buffer),
-            std::mem::take(&mut self.lines),
-        );
-        for (ex, line) in buffer.drain(..).zip(lines.drain(..)) {
-            let line = line.unwrap_or_else(|| {
-                let mut l = Vec::new();
-                ex.write_json(&mut l);
-                l
-            });
+        // Taken out (and put back, keeping its capacity) so the loop can write chunks.
+        let mut buffer = std::mem::take(&mut self.buffer);
+        for ex in buffer.drain(..) {
+            let line = ex.into_line();
             self.segments
                 .examples
                 .append_owned(line)
@@ -552,7 +540,7 @@ impl Intake {
                 self.write_segments();
             }
         }
-        (self.buffer, self.lines) = (buffer, lines);
+        self.buffer = buffer;
         self.index.clear();
         self.metrics.buffered_examples.store(0, Ordering::Relaxed);
         Metrics::add(&self.metrics.flushes, 1);
@@ -575,6 +563,80 @@ impl Intake {
         match self.segments.write_all() {
             Ok(w) => Metrics::add(&self.metrics.bytes_written, w.bytes),
             Err(e) => self.write_error = Some(e),
+        }
+    }
+}
+
+/// A buffered example: as a worker rendered it (the usual case), or as a record, once
+/// feedback or a correction changed it or when it was made on this thread (spool
+/// captures, corrections).
+enum Buffered {
+    Rendered(RenderedExample),
+    Record(Box<TrainingExample>),
+}
+
+impl Buffered {
+    fn id(&self) -> &str {
+        match self {
+            Buffered::Rendered(r) => &r.id,
+            Buffered::Record(ex) => &ex.id,
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Buffered::Rendered(r) => r.request_id.as_deref(),
+            Buffered::Record(ex) => ex.metadata.request_id(),
+        }
+    }
+
+    /// The record, to change: a rendered line is parsed back first (its rendering is
+    /// serde_json's, so this gives the record it was made from). `None` only if that
+    /// failed, which would be a bug; the change is then left to export, which joins
+    /// feedback and corrections from their streams anyway.
+    fn record(&mut self) -> Option<&mut TrainingExample> {
+        if let Buffered::Rendered(r) = self {
+            match serde_json::from_slice::<TrainingExample>(&r.line) {
+                Ok(ex) => *self = Buffered::Record(Box::new(ex)),
+                Err(e) => {
+                    tracing::error!(id = %r.id, "cannot read back a buffered example: {e}");
+                    return None;
+                }
+            }
+        }
+        match self {
+            Buffered::Record(ex) => Some(ex),
+            Buffered::Rendered(_) => None,
+        }
+    }
+
+    /// [`pair_key`] of the example's prompt and response.
+    fn pair_key(&self) -> Option<String> {
+        match self {
+            Buffered::Record(ex) => Some(pair_key(&ex.prompt, &ex.response)),
+            Buffered::Rendered(r) => {
+                #[derive(serde::Deserialize)]
+                struct Texts<'a> {
+                    #[serde(borrow)]
+                    prompt: std::borrow::Cow<'a, str>,
+                    #[serde(borrow)]
+                    response: std::borrow::Cow<'a, str>,
+                }
+                let t: Texts = serde_json::from_slice(&r.line).ok()?;
+                Some(pair_key(&t.prompt, &t.response))
+            }
+        }
+    }
+
+    /// The example's segment line.
+    fn into_line(self) -> Vec<u8> {
+        match self {
+            Buffered::Rendered(r) => r.line,
+            Buffered::Record(ex) => {
+                let mut line = Vec::new();
+                ex.write_json(&mut line);
+                line
+            }
         }
     }
 }
@@ -648,7 +710,6 @@ pub fn run(
             segments,
             metrics: metrics.clone(),
             buffer: Vec::new(),
-            lines: Vec::new(),
             index: HashMap::new(),
             spool_awaiting: Vec::new(),
             spool_paths: HashSet::new(),
@@ -1043,6 +1104,50 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::io::Write;
+
+    /// The buffer keeps what the workers rendered; changing a buffered example reads its
+    /// line back into the record, and the line written afterwards carries the change.
+    #[test]
+    fn a_rendered_buffered_example_is_read_back_to_change_it() {
+        let enricher = Enricher::new(&crate::config::DomainConfig::default());
+        let ex = capture::capture(
+            &enricher,
+            &Identity::RequestId("r1".into()),
+            capture::Interaction {
+                prompt: "What is the TPO seam overlap?".into(),
+                response: "2.5 inches, welded. Latency noted.".into(),
+                request_id: Some("r1".into()),
+                latency_ms: Some(1734.912345678901),
+                ..Default::default()
+            },
+        );
+        let mut line = Vec::new();
+        ex.write_json(&mut line);
+        let mut b = Buffered::Rendered(RenderedExample {
+            id: ex.id.clone(),
+            request_id: Some("r1".into()),
+            line: line.clone(),
+        });
+        assert_eq!(b.id(), ex.id);
+        assert_eq!(b.request_id(), Some("r1"));
+        assert_eq!(b.pair_key(), Some(pair_key(&ex.prompt, &ex.response)));
+        b.record()
+            .expect("a rendered line reads back")
+            .apply_feedback(crate::record::Feedback::Negative);
+        let mut want = ex.clone();
+        want.apply_feedback(crate::record::Feedback::Negative);
+        let written = b.into_line();
+        let back: TrainingExample = serde_json::from_slice(&written).unwrap();
+        assert_eq!(back, want);
+        assert_ne!(written, line);
+        // Unchanged, it is written exactly as rendered.
+        let untouched = Buffered::Rendered(RenderedExample {
+            id: ex.id.clone(),
+            request_id: None,
+            line: line.clone(),
+        });
+        assert_eq!(untouched.into_line(), line);
+    }
 
     /// The library entry point driven the way the signal handlers drive it: a flush request,
     /// then an ordered shutdown, with everything on disk afterwards.

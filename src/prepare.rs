@@ -12,7 +12,9 @@
 use crate::capture::{self, Identity};
 use crate::enrich::Enricher;
 use crate::mapping::{LineEvent, Mapper};
-use crate::record::{RejectedRecord, TrainingExample};
+use crate::record::RejectedRecord;
+#[cfg(test)]
+use crate::record::TrainingExample;
 use crate::tail::{self, CheckpointSnapshot, TailItem};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -117,11 +119,21 @@ impl OwnedItem {
     }
 }
 
+/// An example as its segment line, with the two keys the daemon's buffer is indexed by. The
+/// daemon turns the line back into a record only when feedback or a correction changes the
+/// example while it is buffered; otherwise the record's twenty-odd allocations are freed
+/// on the worker that made them instead of crossing to the daemon's thread.
+pub(crate) struct RenderedExample {
+    pub(crate) id: String,
+    pub(crate) request_id: Option<String>,
+    pub(crate) line: Vec<u8>,
+}
+
 /// What a tail item becomes before it touches the daemon's state: the parsing, mapping,
 /// enrichment and id hashing, which need only the mapper and the enricher.
 pub(crate) enum Prepared {
-    /// The example and its serialized line.
-    Example(Box<TrainingExample>, Vec<u8>),
+    /// An example, rendered (the record itself is dropped on the worker that made it).
+    Example(RenderedExample),
     /// Skip, feedback or correction (applied in order against the buffer).
     Event(LineEvent),
     Rejected(RejectedRecord),
@@ -150,7 +162,12 @@ pub(crate) fn prepare(mapper: &Mapper, enricher: &Enricher, items: &[OwnedItem])
         // reallocations and copies of a 2 KB line).
         let mut line = Vec::with_capacity(ex.prompt.len() + ex.response.len() + 1024);
         ex.write_json(&mut line);
-        out[i] = Some(Prepared::Example(Box::new(ex), line));
+        let request_id = ex.metadata.request_id().map(str::to_string);
+        out[i] = Some(Prepared::Example(RenderedExample {
+            id: ex.id,
+            request_id,
+            line,
+        }));
     }
     out.into_iter()
         .map(|p| p.expect("every item is prepared above"))
@@ -470,8 +487,10 @@ mod tests {
                 let n = first + k;
                 assert_eq!(it.offset, n as u64);
                 match p {
-                    Prepared::Example(ex, _) => {
-                        assert_eq!(ex.metadata.request_id(), Some(format!("r{n}").as_str()))
+                    Prepared::Example(ex) => {
+                        assert_eq!(ex.request_id.as_deref(), Some(format!("r{n}").as_str()));
+                        let record: TrainingExample = serde_json::from_slice(&ex.line).unwrap();
+                        assert_eq!(record.id, ex.id);
                     }
                     Prepared::Rejected(r) => assert_eq!(n % 7, 3, "{}", r.reason),
                     Prepared::Event(_) => panic!("item {n} is an interaction"),

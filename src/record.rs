@@ -503,5 +503,20 @@ mod tests {
             let slow = serde_json::to_vec(&ex).unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow));
         }
+
+        /// A rendered line reads back as the record it was rendered from (the daemon buffers
+        /// examples as lines and reads one back when feedback or a correction changes it).
+        /// Finite numbers only: JSON has no NaN, and log lines cannot carry one.
+        #[test]
+        fn a_rendered_line_reads_back_as_its_record(mut ex in arb_example()) {
+            ex.metadata.latency_ms = ex.metadata.latency_ms.filter(|x| x.is_finite());
+            if !ex.quality.auto_score.is_finite() {
+                ex.quality.auto_score = 0.5;
+            }
+            let mut line = Vec::new();
+            ex.write_json(&mut line);
+            let back: TrainingExample = serde_json::from_slice(&line).unwrap();
+            prop_assert_eq!(back, ex);
+        }
     }
 }
