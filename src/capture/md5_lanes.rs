@@ -299,6 +299,7 @@ mod tests {
             prop_assert_eq!(&digests(parts.len(), 0x1e, |i| parts[i]), &want);
             prop_assert_eq!(&digests_in_lanes::<4, _>(parts.len(), 0x1e, |i| parts[i]), &want);
             prop_assert_eq!(&digests_in_lanes::<8, _>(parts.len(), 0x1e, |i| parts[i]), &want);
+            prop_assert_eq!(&digests_in_lanes::<16, _>(parts.len(), 0x1e, |i| parts[i]), &want);
         }
     }
 }
