@@ -596,13 +596,12 @@ impl Buffered {
     /// feedback and corrections from their streams anyway.
     fn record(&mut self) -> Option<&mut TrainingExample> {
         if let Buffered::Rendered(r) = self {
-            match serde_json::from_slice::<TrainingExample>(&r.line) {
-                Ok(ex) => *self = Buffered::Record(Box::new(ex)),
-                Err(e) => {
-                    tracing::error!(id = %r.id, "cannot read back a buffered example: {e}");
-                    return None;
-                }
-            }
+            let ex = serde_json::from_slice::<TrainingExample>(&r.line)
+                .map_err(
+                    |e| tracing::error!(id = %r.id, "cannot read back a buffered example: {e}"),
+                )
+                .ok()?;
+            *self = Buffered::Record(Box::new(ex));
         }
         match self {
             Buffered::Record(ex) => Some(ex),

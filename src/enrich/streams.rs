@@ -85,6 +85,8 @@ fn scan<const N: usize>(dfa: &DFA, text: &[u8], found: &mut impl FnMut(usize, us
     }
 }
 
+/// Out of line on purpose: matches are rare next to bytes, and inlining this into the
+/// four-stream loop made enrich ~40% slower (104 -> 147 µs per 50 lines, measured).
 #[inline(never)]
 fn report(
     dfa: &DFA,
