@@ -85,7 +85,7 @@ pub(crate) struct LineParts<'a> {
 /// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (only `"`, `\` and
 /// control characters); most texts need no escape, and are copied.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if crate::record::needs_json_escape(s) {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     } else {
