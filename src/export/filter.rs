@@ -53,7 +53,7 @@ pub(crate) struct Cand {
     pub rejected: Option<String>,
     pub label: Option<bool>,
     /// Unsalted LSH band hashes of prompt + completion.
-    pub bands: Vec<u64>,
+    pub band_ix: Option<u64>,
 }
 
 impl Cand {
@@ -62,7 +62,6 @@ impl Cand {
             + self.completion.weight()
             + self.rejected.as_ref().map_or(0, String::len)
             + self.rank.id.len()
-            + self.bands.len() * 8
     }
     fn by_key(&self) -> (&(u8, u128), &Rank) {
         (&self.key, &self.rank)
@@ -89,7 +88,7 @@ impl Cand {
         self.prompt.encode(e);
         self.completion.encode(e);
         e.opt_str(self.rejected.as_deref()).opt_bool(self.label);
-        prepare::encode_bands(&self.bands, e);
+        prepare::encode_band_ix(self.band_ix, e);
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
@@ -112,7 +111,7 @@ impl Cand {
             completion: TextSrc::decode(d)?,
             rejected: d.opt_str()?,
             label: d.opt_bool()?,
-            bands: prepare::decode_bands(d)?,
+            band_ix: prepare::decode_band_ix(d)?,
         };
         d.end()?;
         Ok(c)
@@ -189,14 +188,18 @@ pub(crate) fn kto_label(
 }
 
 /// Turns a resolved record into a candidate, or names why it is dropped. Examples arrive
-/// prepared (scrubbed, keyed: [`prepare`]); corrections are prepared here.
+/// prepared (scrubbed, keyed: [`prepare`]); corrections are prepared here, and their band keys
+/// come back beside the candidate for the caller to store (empty for an example, whose keys
+/// are stored already).
 pub(crate) fn candidate(
     r: Resolved,
     opts: &ExportOptions,
     scrubber: &Scrubber,
     lsh: Option<(usize, usize)>,
-) -> Result<Cand, &'static str> {
+) -> Result<(Cand, Vec<u64>), &'static str> {
     let fmt = opts.format;
+    // A correction's band keys, computed here; the caller stores them and sets `band_ix`.
+    let mut new_bands = Vec::new();
     let (
         ts,
         label,
@@ -208,7 +211,7 @@ pub(crate) fn candidate(
         completion,
         rejected,
         norm_key,
-        bands,
+        band_ix,
     );
     match r.payload {
         Payload::Example(e) => {
@@ -247,7 +250,7 @@ pub(crate) fn candidate(
             completion = p.completion;
             rejected = None;
             norm_key = p.norm_key;
-            bands = p.bands;
+            band_ix = p.band_ix;
         }
         Payload::Correction(c) => {
             if fmt == Format::Dpo && normalize(&c.original) == normalize(&c.corrected) {
@@ -274,7 +277,8 @@ pub(crate) fn candidate(
             let p = scrubber.scrub(&c.prompt, None);
             let comp = scrubber.scrub(&c.corrected, None);
             rejected = (fmt == Format::Dpo).then(|| scrubber.scrub(&c.original, None));
-            (norm_key, bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
+            (norm_key, new_bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
+            band_ix = None;
             prompt = TextSrc::Owned(p);
             completion = TextSrc::Owned(comp);
         }
@@ -284,7 +288,7 @@ pub(crate) fn candidate(
         (_, Some(true)) => 0,
         _ => 1,
     };
-    Ok(Cand {
+    let cand = Cand {
         key: (label.map_or(0, |l| 1 + l as u8), norm_key),
         rank: Rank {
             correction: if correction && label != Some(false) {
@@ -303,6 +307,7 @@ pub(crate) fn candidate(
         completion,
         rejected,
         label,
-        bands,
-    })
+        band_ix,
+    };
+    Ok((cand, new_bands))
 }

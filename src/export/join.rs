@@ -19,7 +19,7 @@
 
 use super::codec::{Dec, Enc};
 use super::prepare::{Loc, Prepared};
-use super::spill::{Grouped, Sorter, SpillItem};
+use super::spill::{Budget, Grouped, Sorter, SpillItem};
 use super::ExportError;
 use std::cmp::Ordering;
 
@@ -173,7 +173,7 @@ impl SpillItem for Row {
     fn weight(&self) -> usize {
         self.id.len()
             + match &self.payload {
-                Payload::Example(e) => e.prepared.as_ref().map_or(0, Prepared::weight) + 48,
+                Payload::Example(e) => e.prepared.as_ref().map_or(0, Prepared::weight),
                 Payload::Correction(c) => c.prompt.len() + c.original.len() + c.corrected.len(),
             }
     }
@@ -342,7 +342,7 @@ impl SpillItem for Annot {
 pub(crate) fn annotate(
     join: Sorter<JoinItem>,
     dir: &std::path::Path,
-    budget: usize,
+    budget: &Budget,
 ) -> Result<Sorter<Annot>, ExportError> {
     let mut out = Sorter::new(dir, budget);
     let mut items = Grouped::new(join.finish()?);

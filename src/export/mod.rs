@@ -27,6 +27,7 @@
 //! dropped as `unlabeled`. The report's `labels` says how many of each were written, since
 //! TRL's KTO trainer needs both.
 
+mod band_store;
 mod codec;
 pub mod dedup;
 mod filter;
@@ -227,6 +228,7 @@ pub(crate) fn run(
     budget: usize,
 ) -> Result<ExportReport, ExportError> {
     validate(opts)?;
+    let budget = &spill::Budget::new(budget);
     std::fs::create_dir_all(&opts.temp_dir).map_err(|e| ExportError::Spill {
         dir: opts.temp_dir.clone(),
         source: e,
@@ -263,7 +265,7 @@ pub(crate) fn run(
     let t0 = std::time::Instant::now();
     let phase = |msg: &'static str| {
         pb.set_message(msg);
-        tracing::debug!(elapsed = ?t0.elapsed(), "export: {msg}");
+        tracing::debug!(elapsed = ?t0.elapsed(), sorted_bytes = budget.used(), "export: {msg}");
     };
     // Feedback and corrections first: the keys they name tell which example references the
     // join needs (the summaries keep the documented order: examples, feedback, corrections).
@@ -357,13 +359,14 @@ pub(crate) fn run(
         scrubber: &scrubber,
         lsh: near.then_some((bands, rows_per_band)),
     };
+    let mut band_store = band_store::BandStore::new(dir, bands)?;
     let mut example_files = Vec::with_capacity(inputs.examples.len());
     // Lines are prepared on worker threads; this thread reads the files and files the
     // results, in line order.
     let mut consume = |(fi, lines): prepare::PreparedChunk| -> Result<(), ExportError> {
         for (line_no, read) in lines {
             counts.total_raw += 1;
-            let r = match read {
+            let mut r = match read {
                 Ok(r) => r,
                 Err(e) => {
                     let file = inputs.examples[fi as usize].display();
@@ -389,6 +392,9 @@ pub(crate) fn run(
                 refs(JoinKey::Id(req))?;
             }
             refs(JoinKey::Pair(r.pr_key))?;
+            if let Some(p) = &mut r.ex.prepared {
+                p.band_ix = band_store.append(&r.bands)?;
+            }
             rows.push(Row {
                 id: r.id,
                 order: (0, fi, line_no),
@@ -431,7 +437,12 @@ pub(crate) fn run(
         rows,
         annots,
         |r| match filter::candidate(r, opts, &scrubber, ctx.lsh) {
-            Ok(c) => by_key.push(ByKey(c)),
+            Ok((mut c, bands)) => {
+                if !bands.is_empty() {
+                    c.band_ix = band_store.append(&bands)?;
+                }
+                by_key.push(ByKey(c))
+            }
             Err(reason) => {
                 counts.drop(reason);
                 Ok(())
@@ -455,29 +466,35 @@ pub(crate) fn run(
     }
 
     // 4b. Near dedup: number the survivors best first, bucket their bands; in each bucket
-    // every member but the best (smallest number) is dropped.
+    // every member but the best (smallest number) is dropped. The band keys are read from
+    // the store in its order, so the survivors' (store index, number) pairs are sorted first.
     phase("near dedup");
     let mut survivors = FrameWriter::new(dir)?;
-    let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
+    let mut wanted: Sorter<BandWant> = Sorter::new(dir, budget);
     let mut n: u32 = 0;
     for c in by_rank.finish()? {
         let ByRank(c) = c?;
-        // Labels never merge: the salt keeps their buckets apart.
-        let salt = match c.label {
-            None => 0,
-            Some(true) => 1,
-            Some(false) => 2,
-        };
-        for (b, &hash) in c.bands.iter().enumerate() {
-            band_items.push(BandItem::new(b as u8, salt, hash, n))?;
+        if let Some(ix) = c.band_ix {
+            // Labels never merge: the salt keeps their buckets apart.
+            let salt = match c.label {
+                None => 0,
+                Some(true) => 1,
+                Some(false) => 2,
+            };
+            wanted.push(BandWant::new(ix, n, salt))?;
         }
-        // The bands are bucketed now; the rest of the way they would be dead weight.
-        let mut c = c;
-        c.bands = Vec::new();
         survivors.write(&ByRank(c))?;
         n = n
             .checked_add(1)
             .ok_or_else(|| ExportError::Internal("more than 4 billion candidates".into()))?;
+    }
+    let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
+    let mut stored = band_store.into_reader()?;
+    for w in wanted.finish()? {
+        let w = w?;
+        for (b, &hash) in stored.read(w.ix())?.iter().enumerate() {
+            band_items.push(BandItem::new(b as u8, w.salt(), hash, w.idx()))?;
+        }
     }
     let mut dropped_bits = vec![0u64; (n as usize).div_ceil(64)];
     let mut items = Grouped::new(band_items.finish()?);
@@ -640,6 +657,40 @@ pub(crate) fn run(
         unreadable_lines: counts.unreadable,
         labels: (opts.format == Format::Kto).then_some(labels),
     })
+}
+
+/// A survivor whose band keys are wanted: store index (64 bits), candidate number (32), label
+/// salt (8), packed so that sorting orders by store index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BandWant(u128);
+
+impl BandWant {
+    fn new(ix: u64, idx: u32, salt: u8) -> Self {
+        BandWant((ix as u128) << 64 | (idx as u128) << 8 | salt as u128)
+    }
+    fn ix(&self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+    fn idx(&self) -> u32 {
+        (self.0 >> 8) as u32
+    }
+    fn salt(&self) -> u8 {
+        self.0 as u8
+    }
+}
+
+impl SpillItem for BandWant {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&self.0.to_le_bytes());
+        Ok(())
+    }
+    fn decode(buf: &[u8]) -> Result<Self, String> {
+        let b: [u8; 16] = buf.try_into().map_err(|_| "band want is not 16 bytes")?;
+        Ok(BandWant(u128::from_le_bytes(b)))
+    }
+    fn weight(&self) -> usize {
+        0
+    }
 }
 
 /// One LSH band of one candidate (and its label's salt), packed into one integer so sorting

@@ -111,9 +111,11 @@ pub(crate) struct Prepared {
     pub completion: TextSrc,
     /// [`dedup::fast_key128`] of the normalized scrubbed prompt.
     pub norm_key: u128,
-    /// Unsalted LSH band hashes of the scrubbed prompt + answer (empty: near dedup off, or no
-    /// words). The label salt is added when the bands are bucketed.
-    pub bands: Vec<u64>,
+    /// Where the unsalted LSH band keys of the scrubbed prompt + answer are in the export's
+    /// [`super::band_store::BandStore`] (`None`: near dedup off, or no words). The workers
+    /// compute them ([`ExRead::bands`]); the reading thread stores them. The label salt is
+    /// added when the bands are bucketed.
+    pub band_ix: Option<u64>,
 }
 
 impl Prepared {
@@ -121,34 +123,34 @@ impl Prepared {
         self.prompt.encode(e);
         self.completion.encode(e);
         e.u128(self.norm_key);
-        encode_bands(&self.bands, e);
+        encode_band_ix(self.band_ix, e);
     }
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
         Ok(Prepared {
             prompt: TextSrc::decode(d)?,
             completion: TextSrc::decode(d)?,
             norm_key: d.u128()?,
-            bands: decode_bands(d)?,
+            band_ix: decode_band_ix(d)?,
         })
     }
     pub(crate) fn weight(&self) -> usize {
-        self.prompt.weight() + self.completion.weight() + self.bands.len() * 8
+        self.prompt.weight() + self.completion.weight()
     }
 }
 
-pub(crate) fn encode_bands(bands: &[u64], e: &mut Enc<'_>) {
-    e.u32(bands.len() as u32);
-    for b in bands {
-        e.u64(*b);
-    }
+pub(crate) fn encode_band_ix(ix: Option<u64>, e: &mut Enc<'_>) {
+    match ix {
+        None => e.u8(0),
+        Some(i) => e.u8(1).u64(i),
+    };
 }
 
-pub(crate) fn decode_bands(d: &mut Dec<'_>) -> Result<Vec<u64>, String> {
-    let n = d.u32()? as usize;
-    if n > dedup::MAX_HASHES {
-        return Err(format!("{n} bands in spill frame"));
+pub(crate) fn decode_band_ix(d: &mut Dec<'_>) -> Result<Option<u64>, String> {
+    match d.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(d.u64()?)),
+        t => Err(format!("bad band index tag {t}")),
     }
-    (0..n).map(|_| d.u64()).collect()
 }
 
 /// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
@@ -173,6 +175,9 @@ pub(crate) struct ExRead {
     /// Join key of the normalized (prompt, answer), see [`pr_key`].
     pub pr_key: u128,
     pub ex: Ex,
+    /// The unsalted band keys of the prepared texts, for the reading thread to store (empty
+    /// when there are none).
+    pub bands: Vec<u64>,
 }
 
 /// What preparing needs besides the line.
@@ -241,8 +246,12 @@ pub(crate) fn example(
     dedup::normalize_into(&x.response, buf);
     h.update(buf.as_bytes());
     let pr_key = h.digest128();
-    let prepared = (static_drop == 0 && text_needed(verified_correction, opts))
-        .then(|| prepare(&x, line, ctx, prompt_key, scratch));
+    let (prepared, bands) = if static_drop == 0 && text_needed(verified_correction, opts) {
+        let (p, bands) = prepare(&x, line, ctx, prompt_key, scratch);
+        (Some(p), bands)
+    } else {
+        (None, Vec::new())
+    };
     let loc = Loc {
         file,
         off: line.off,
@@ -268,6 +277,7 @@ pub(crate) fn example(
             prepared,
         },
         id: x.id.into_owned(),
+        bands,
     })
 }
 
@@ -278,7 +288,7 @@ fn prepare(
     ctx: &Ctx<'_>,
     prompt_key: u128,
     scratch: &mut Scratch,
-) -> Prepared {
+) -> (Prepared, Vec<u64>) {
     let uid = x.metadata.user_id.as_deref();
     let prompt = ctx.scrubber.scrub_cow(&x.prompt, uid);
     let completion = ctx.scrubber.scrub_cow(&x.response, uid);
@@ -293,12 +303,13 @@ fn prepare(
         Some(m) => m.band_hashes(&[&prompt, &completion], 0),
         None => Vec::new(),
     };
-    Prepared {
+    let p = Prepared {
         prompt: source(&x.prompt, prompt, line),
         completion: source(&x.response, completion, line),
         norm_key,
-        bands,
-    }
+        band_ix: None,
+    };
+    (p, bands)
 }
 
 /// The exact-dedup key and unsalted band hashes of a scrubbed (prompt, answer).

@@ -15,11 +15,49 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Default in-memory budget of one sorter, in [`SpillItem::weight`] units (about bytes).
-/// At most two sorters are filled at the same time (the others are being merged, which holds
-/// one item per run), so this bounds export's working set to a few tens of MiB whatever the
-/// input size.
-pub(crate) const DEFAULT_BUDGET: usize = 8 << 20;
+/// Default in-memory budget of all of one export's sorters together, in [`SpillItem::weight`]
+/// units plus each item's own size (about bytes). The sorters share it ([`Budget`]): the one
+/// being filled may use what the one being drained has given back, so a stage that moves
+/// every record from one sorter into the next (most of them) needs no spill while the data
+/// fits, whatever the data size otherwise.
+pub(crate) const DEFAULT_BUDGET: usize = 24 << 20;
+
+/// A sorter spills only once it holds at least this share of the budget (1/8): while a full
+/// sorter is being drained, the one being filled would otherwise write a run per item.
+const MIN_RUN_SHARE: usize = 8;
+
+/// The memory budget the sorters of one export share: `used` goes up as items are pushed and
+/// down as they are spilled or taken out of a sorted in-memory run.
+#[derive(Clone)]
+pub(crate) struct Budget(std::rc::Rc<BudgetInner>);
+
+struct BudgetInner {
+    limit: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Budget(std::rc::Rc::new(BudgetInner {
+            limit: limit.max(1),
+            used: std::cell::Cell::new(0),
+        }))
+    }
+    /// What the sorters hold now.
+    pub(crate) fn used(&self) -> usize {
+        self.0.used.get()
+    }
+    fn add(&self, w: usize) {
+        self.0.used.set(self.0.used.get() + w);
+    }
+    fn release(&self, w: usize) {
+        self.0.used.set(self.0.used.get().saturating_sub(w));
+    }
+    /// Whether a sorter holding `own` should spill now.
+    fn exceeded_by(&self, own: usize) -> bool {
+        self.0.used.get() >= self.0.limit && own >= self.0.limit / MIN_RUN_SHARE
+    }
+}
 
 /// Reader buffer per run during the merge; the number of runs grows with the data, so this is
 /// kept small.
@@ -73,20 +111,48 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Flushes the frames and lets the write buffer go: a sorter keeps every run it spilled
+    /// until the merge, and 256 KiB of buffer per run added up on big exports.
+    pub(crate) fn finish(self) -> Result<Run, ExportError> {
+        let dir = self.dir;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| spill_err(&dir, e.into_error()))?;
+        Ok(Run {
+            dir,
+            file,
+            count: self.count,
+        })
+    }
+
     pub(crate) fn into_reader<T: SpillItem>(
         self,
         buf_size: usize,
     ) -> Result<FrameReader<T>, ExportError> {
+        self.finish()?.into_reader(buf_size)
+    }
+}
+
+/// The frames of a finished [`FrameWriter`], not yet read.
+pub(crate) struct Run {
+    dir: PathBuf,
+    file: File,
+    count: u64,
+}
+
+impl Run {
+    pub(crate) fn into_reader<T: SpillItem>(
+        mut self,
+        buf_size: usize,
+    ) -> Result<FrameReader<T>, ExportError> {
         let dir = self.dir;
-        let mut file = self
-            .out
-            .into_inner()
-            .map_err(|e| spill_err(&dir, e.into_error()))?;
-        file.seek(SeekFrom::Start(0))
+        self.file
+            .seek(SeekFrom::Start(0))
             .map_err(|e| spill_err(&dir, e))?;
         Ok(FrameReader {
             dir,
-            input: BufReader::with_capacity(buf_size, file),
+            input: BufReader::with_capacity(buf_size, self.file),
             buf: Vec::new(),
             remaining: self.count,
             _t: std::marker::PhantomData,
@@ -130,20 +196,26 @@ impl<T: SpillItem> Iterator for FrameReader<T> {
     }
 }
 
-/// Buffers items, spilling sorted runs when the budget is exceeded.
+/// Buffers items, spilling sorted runs when the shared budget is exceeded.
 pub(crate) struct Sorter<T> {
     dir: PathBuf,
-    budget: usize,
+    budget: Budget,
     buf: Vec<T>,
+    /// What `buf` holds against the budget.
     weight: usize,
-    runs: Vec<FrameWriter>,
+    runs: Vec<Run>,
+}
+
+/// What an item counts against the budget: its heap bytes and its slot.
+fn footprint<T: SpillItem>(item: &T) -> usize {
+    item.weight() + std::mem::size_of::<T>()
 }
 
 impl<T: SpillItem> Sorter<T> {
-    pub(crate) fn new(dir: &Path, budget: usize) -> Self {
+    pub(crate) fn new(dir: &Path, budget: &Budget) -> Self {
         Sorter {
             dir: dir.to_path_buf(),
-            budget: budget.max(1),
+            budget: budget.clone(),
             buf: Vec::new(),
             weight: 0,
             runs: Vec::new(),
@@ -151,10 +223,18 @@ impl<T: SpillItem> Sorter<T> {
     }
 
     pub(crate) fn push(&mut self, item: T) -> Result<(), ExportError> {
-        // The Vec slot itself counts too, so tiny items still fill the budget.
-        self.weight += item.weight() + std::mem::size_of::<T>();
+        let w = footprint(&item);
+        self.weight += w;
+        self.budget.add(w);
+        if self.buf.capacity() == 0 {
+            // Room for as many items as the whole budget could hold, reserved once: pages
+            // are only resident once written, and a growing vector would copy itself and
+            // briefly hold its old and new buffers (that, not the items, set the peak RSS).
+            self.buf
+                .reserve_exact(self.budget.0.limit / std::mem::size_of::<T>().max(1) + 1);
+        }
         self.buf.push(item);
-        if self.weight >= self.budget {
+        if self.budget.exceeded_by(self.weight) {
             self.spill()?;
         }
         Ok(())
@@ -166,7 +246,8 @@ impl<T: SpillItem> Sorter<T> {
         for item in self.buf.drain(..) {
             w.write(&item)?;
         }
-        self.runs.push(w);
+        self.runs.push(w.finish()?);
+        self.budget.release(self.weight);
         self.weight = 0;
         // Give the memory back: the next run may never come.
         self.buf.shrink_to(0);
@@ -177,14 +258,21 @@ impl<T: SpillItem> Sorter<T> {
     /// callers make their keys total (a sequence number or id at the end).
     pub(crate) fn finish(mut self) -> Result<Sorted<T>, ExportError> {
         if self.runs.is_empty() {
-            self.buf.sort_unstable();
-            return Ok(Sorted::Memory(self.buf.into_iter()));
+            // Descending, so the smallest is taken from the end and the vector can shrink as
+            // it empties (see [`Drain`]).
+            self.buf.sort_unstable_by(|a, b| b.cmp(a));
+            // The items' weight goes with them.
+            self.weight = 0;
+            return Ok(Sorted::Memory(Drain {
+                items: std::mem::take(&mut self.buf),
+                budget: self.budget.clone(),
+            }));
         }
         if !self.buf.is_empty() {
             self.spill()?;
         }
         let mut readers = Vec::with_capacity(self.runs.len());
-        for w in self.runs {
+        for w in std::mem::take(&mut self.runs) {
             readers.push(w.into_reader::<T>(RUN_READ_BUF)?);
         }
         let mut heap = BinaryHeap::with_capacity(readers.len());
@@ -194,6 +282,40 @@ impl<T: SpillItem> Sorter<T> {
             }
         }
         Ok(Sorted::Merge { readers, heap })
+    }
+}
+
+impl<T> Drop for Sorter<T> {
+    fn drop(&mut self) {
+        // Dropped unfinished (an error on the way): its items leave the budget with it.
+        self.budget.release(self.weight);
+    }
+}
+
+/// A sorted in-memory run, smallest item last. Each item taken leaves the budget, and the
+/// vector is shrunk whenever it is down to a quarter of its capacity, so the memory a stage
+/// drains is there for the sorter it fills (shrinking copies the rest: at most a third more
+/// moves in all).
+pub(crate) struct Drain<T: SpillItem> {
+    items: Vec<T>,
+    budget: Budget,
+}
+
+impl<T: SpillItem> Drain<T> {
+    fn next(&mut self) -> Option<T> {
+        let item = self.items.pop()?;
+        self.budget.release(footprint(&item));
+        if self.items.len() < self.items.capacity() / 4 && self.items.capacity() > 4096 {
+            self.items.shrink_to(self.items.len() * 2);
+        }
+        Some(item)
+    }
+}
+
+impl<T: SpillItem> Drop for Drain<T> {
+    fn drop(&mut self) {
+        // Not read to the end: what is left leaves the budget.
+        self.budget.release(self.items.iter().map(footprint).sum());
     }
 }
 
@@ -218,8 +340,8 @@ impl<T: Ord> Ord for HeapEntry<T> {
 }
 
 /// The sorted output of a [`Sorter`].
-pub(crate) enum Sorted<T> {
-    Memory(std::vec::IntoIter<T>),
+pub(crate) enum Sorted<T: SpillItem> {
+    Memory(Drain<T>),
     Merge {
         readers: Vec<FrameReader<T>>,
         heap: BinaryHeap<Reverse<HeapEntry<T>>>,
@@ -230,7 +352,7 @@ impl<T: SpillItem> Iterator for Sorted<T> {
     type Item = Result<T, ExportError>;
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Sorted::Memory(it) => it.next().map(Ok),
+            Sorted::Memory(d) => d.next().map(Ok),
             Sorted::Merge { readers, heap } => {
                 let Reverse(HeapEntry(item, i)) = heap.pop()?;
                 match readers[i].next_item() {
@@ -314,7 +436,7 @@ mod tests {
     #[test]
     fn export_spill_sorts_across_many_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Sorter::new(dir.path(), 100);
+        let mut s = Sorter::new(dir.path(), &Budget::new(100));
         let mut want = Vec::new();
         for i in 0..1000u32 {
             let k = (i * 7919) % 1000;
@@ -327,10 +449,47 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A stage that moves every item of one sorter into the next fits in the budget the
+    /// first one fitted in: what is taken out of a sorted run leaves the budget.
+    #[test]
+    fn export_spill_drained_items_make_room_for_the_next_sorter() {
+        let dir = tempfile::tempdir().unwrap();
+        let item = |i: u32| Item(i, format!("{i:08}"));
+        let per = footprint(&item(0));
+        let budget = Budget::new(per * 1000 + 1);
+        let mut first = Sorter::new(dir.path(), &budget);
+        for i in (0..1000u32).rev() {
+            first.push(item(i)).unwrap();
+        }
+        assert!(first.runs.is_empty());
+        assert_eq!(budget.used(), per * 1000);
+        let mut next = Sorter::new(dir.path(), &budget);
+        for got in first.finish().unwrap() {
+            next.push(got.unwrap()).unwrap();
+        }
+        assert!(next.runs.is_empty(), "no spill while the first one drained");
+        assert_eq!(budget.used(), per * 1000);
+        // A third sorter filled while the second still holds everything spills, once it
+        // holds its minimum share.
+        let mut third = Sorter::new(dir.path(), &budget);
+        for i in 0..1000u32 {
+            third.push(item(i)).unwrap();
+        }
+        assert!(!third.runs.is_empty());
+        let got: Vec<Item> = next.finish().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, (0..1000).map(item).collect::<Vec<_>>());
+        drop(third);
+        assert_eq!(
+            budget.used(),
+            0,
+            "everything taken or dropped left the budget"
+        );
+    }
+
     #[test]
     fn export_spill_in_memory_when_small() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Sorter::new(dir.path(), 1 << 20);
+        let mut s = Sorter::new(dir.path(), &Budget::new(1 << 20));
         s.push(Item(2, "b".into())).unwrap();
         s.push(Item(1, "a".into())).unwrap();
         let got: Vec<Item> = s.finish().unwrap().collect::<Result<_, _>>().unwrap();

@@ -960,3 +960,72 @@ fn export_texts_are_read_back_exactly() {
         assert!(!got.contains("\\/") && got.contains("[PHONE]"));
     }
 }
+
+/// Near dedup reads every candidate's band keys back from the band store, examples' (stored
+/// at read time) and corrections' (stored when the join has run) alike: a correction that
+/// nearly repeats an example outranks it and the example goes as a near duplicate, spilled or
+/// not.
+#[test]
+fn export_near_duplicate_of_a_correction_loses_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let words = |seed: u64, n: u64| -> String {
+        (0..n)
+            .map(|i| format!("w{}", (i * 7919 + seed * 104_729) % 100_003))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (p_near, r_near) = (words(1, 60), words(2, 140));
+    let p_corr = format!("{p_near} please");
+    let others: Vec<(String, String)> = (3..9)
+        .map(|s| (words(s, 60), words(s + 100, 140)))
+        .collect();
+    let mut lines = vec![Ex::new("train_near", "2026-11-01T10:00:00Z", &p_near, &r_near).line()];
+    for (i, (p, r)) in others.iter().enumerate() {
+        let id = format!("train_{i}");
+        lines.push(Ex::new(&id, "2026-11-01T11:00:00Z", p, r).line());
+    }
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let corr = d.join("corrections_1.jsonl");
+    let c = Corr {
+        id: "corr_1",
+        ts: "2026-11-01T12:00:00Z",
+        prompt: &p_corr,
+        original: "An answer nobody gave.",
+        corrected: &r_near,
+        orig_id: Some("train_missing"),
+        orig_req: None,
+        example_id: None,
+    };
+    write(&corr, &[c.line()], None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corr],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    for budget in [200, 1 << 30] {
+        let out = d.join(format!("out-{budget}.jsonl"));
+        let rep = run(&inputs, &o, &out, budget).unwrap();
+        assert_eq!(
+            rep.dropped.get("near_duplicate"),
+            Some(&1),
+            "{:?}",
+            rep.dropped
+        );
+        assert_eq!(rep.after_filtering, 7);
+        let got = fs::read_to_string(&out).unwrap();
+        assert!(got.contains(&p_corr), "the correction is kept");
+        assert!(
+            !got.contains(&format!("{p_near}\"")),
+            "the example is dropped"
+        );
+        for (p, _) in &others {
+            assert!(got.contains(p.as_str()));
+        }
+    }
+}
