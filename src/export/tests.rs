@@ -1029,3 +1029,58 @@ fn export_near_duplicate_of_a_correction_loses_to_it() {
         }
     }
 }
+
+/// A line that is not UTF-8 is unreadable (counted, warned about), and the lines around it are
+/// exported: the whole-line UTF-8 check falls back to serde_json's own parse for its error.
+#[test]
+fn export_line_with_invalid_utf8_is_unreadable_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = Ex::new(
+        "train_a",
+        "2026-11-01T10:00:00Z",
+        "How wide is a standard roll of TPO membrane?",
+        "Ten or twelve feet wide, and some makers sell sixteen foot rolls as well.",
+    )
+    .line();
+    let other = Ex::new(
+        "train_c",
+        "2026-11-01T10:02:00Z",
+        "How long does EPDM adhesive need to flash off before mating?",
+        "Until it is dry to the touch, usually ten to twenty minutes in mild weather.",
+    )
+    .line();
+    let mut bad = Ex::new(
+        "train_b",
+        "2026-11-01T10:01:00Z",
+        "What is the fastener spacing for TPO in the corner zone?",
+        "Six inches on center in corners, per the manufacturer's wind uplift table.",
+    )
+    .line()
+    .into_bytes();
+    let at = bad.windows(5).position(|w| w == b"inche").unwrap();
+    bad[at] = 0xff;
+    let seg = d.join("examples_1.jsonl");
+    let mut bytes = good.into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&bad);
+    bytes.push(b'\n');
+    bytes.extend_from_slice(other.as_bytes());
+    bytes.push(b'\n');
+    fs::write(&seg, bytes).unwrap();
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let out = d.join("out.jsonl");
+    let rep = run(&inputs, &o, &out, 1 << 20).unwrap();
+    assert_eq!(rep.total_raw, 3);
+    assert_eq!(rep.after_filtering, 2);
+    assert_eq!(rep.dropped.get("unreadable_line"), Some(&1));
+    let got = fs::read_to_string(&out).unwrap();
+    assert!(got.contains("TPO membrane") && got.contains("EPDM adhesive"));
+}
