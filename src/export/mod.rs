@@ -541,7 +541,7 @@ pub(crate) fn run(
         });
         let rendered = (|| -> Result<(), ExportError> {
             const BATCH: usize = 1 << 20;
-            let mut batches = [Vec::with_capacity(BATCH), Vec::new()];
+            let mut batches = [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
             let mut lines = [0u64; 2];
             let send = |i: usize, batch: Vec<u8>, n: u64| {
                 tx.send((i, batch, n))
@@ -561,6 +561,18 @@ pub(crate) fn run(
                 let i = usize::from(
                     val_path.is_some() && split::is_validation(&prompt, opts.val_fraction),
                 );
+                // A batch goes before the line that would overflow it: growing a full batch
+                // copied a megabyte per batch (the output, once more).
+                let need = prompt.len()
+                    + completion.len()
+                    + c.rejected.as_ref().map_or(0, String::len)
+                    + opts.system_prompt.as_ref().map_or(0, String::len)
+                    + 128;
+                if lines[i] > 0 && batches[i].len() + need > batches[i].capacity() {
+                    let full =
+                        std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH.max(need)));
+                    send(i, full, std::mem::take(&mut lines[i]))?;
+                }
                 format::render_into(
                     &mut batches[i],
                     opts.format,
@@ -578,10 +590,6 @@ pub(crate) fn run(
                     Some(true) => labels.desirable += 1,
                     Some(false) => labels.undesirable += 1,
                     None => {}
-                }
-                if batches[i].len() >= BATCH {
-                    let full = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
-                    send(i, full, std::mem::take(&mut lines[i]))?;
                 }
             }
             for (i, batch) in batches.into_iter().enumerate() {
