@@ -132,44 +132,19 @@ fn segment_options(cfg: &Config) -> SegmentOptions {
     }
 }
 
-/// Normalized prompt+response, the last-resort link from a correction to its original.
+/// Normalized prompt+response, the last-resort link from a correction to its original. The
+/// normalization is export's ([`crate::export::dedup::normalize_into`]), so the daemon and
+/// export link a correction to the same examples (they used two that differed on Unicode
+/// lowercasing, e.g. a word-final capital sigma).
 pub fn pair_key(prompt: &str, response: &str) -> String {
-    let mut key = String::with_capacity(prompt.len() + response.len() + 1);
-    push_normalized(&mut key, prompt);
+    let mut key = String::new();
+    let mut part = String::new();
+    crate::export::dedup::normalize_into(prompt, &mut part);
+    key.push_str(&part);
     key.push('\u{1f}');
-    push_normalized(&mut key, response);
+    crate::export::dedup::normalize_into(response, &mut part);
+    key.push_str(&part);
     key
-}
-
-/// Appends `s` with whitespace runs collapsed to one space, trimmed and lowercased (what
-/// `split_whitespace().join(" ").to_lowercase()` gives, without the intermediate strings:
-/// this runs for every captured example).
-fn push_normalized(out: &mut String, s: &str) {
-    if !s.is_ascii() {
-        out.push_str(
-            &s.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase(),
-        );
-        return;
-    }
-    let start = out.len();
-    let mut bytes = std::mem::take(out).into_bytes();
-    let mut space = false;
-    for &b in s.as_bytes() {
-        // ASCII chars with the Unicode White_Space property.
-        if matches!(b, b'\t'..=b'\r' | b' ') {
-            space = bytes.len() > start;
-        } else {
-            if space {
-                bytes.push(b' ');
-                space = false;
-            }
-            bytes.push(b.to_ascii_lowercase());
-        }
-    }
-    *out = String::from_utf8(bytes).expect("ASCII stays valid UTF-8");
 }
 
 /// Everything but the tailer, so the tailer's sink can borrow it mutably.
@@ -1200,23 +1175,40 @@ mod tests {
         assert_eq!(text.lines().count(), 3);
     }
 
-    fn reference(prompt: &str, response: &str) -> String {
-        let norm = |s: &str| {
-            s.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase()
-        };
-        format!("{}\u{1f}{}", norm(prompt), norm(response))
+    /// What export joins a correction on: the hash of its normalized original prompt and
+    /// answer. The daemon's link must agree with it on every text.
+    fn export_link(prompt: &str, response: &str, other: (&str, &str)) -> bool {
+        let mut buf = String::new();
+        crate::export::prepare_pr_key(prompt, response, &mut buf)
+            == crate::export::prepare_pr_key(other.0, other.1, &mut buf)
     }
 
     proptest! {
         #[test]
-        fn pair_key_matches_the_plain_normalization(
-            p in "[ aBc\\t\\n\\x0b\\x0c\\r\\x1c\\x00é]{0,30}",
-            r in "[ xY\\t\\n\\x0b\\r]{0,30}",
+        fn pair_key_links_what_export_links(
+            p in "[ aBc\\t\\n\\x0b\\x0c\\r\\x1c\\x00éΣς]{0,30}",
+            r in "[ xYΣ\\t\\n\\x0b\\r]{0,30}",
+            q in "[ aBc\\t\\nΣς]{0,30}",
         ) {
-            prop_assert_eq!(pair_key(&p, &r), reference(&p, &r));
+            prop_assert_eq!(
+                pair_key(&p, &r) == pair_key(&q, &r),
+                export_link(&p, &r, (&q, &r))
+            );
         }
+    }
+
+    #[test]
+    fn pair_key_final_sigma_links_like_export() {
+        let (a, b) = ("ΟΔΟΣ roof", "ΟΔΟΣ ROOF");
+        let (c, d) = ("οδοσ roof", "οδος roof");
+        assert_eq!(
+            pair_key(a, "x") == pair_key(c, "x"),
+            export_link(a, "x", (c, "x"))
+        );
+        assert_eq!(
+            pair_key(b, "x") == pair_key(d, "x"),
+            export_link(b, "x", (d, "x"))
+        );
+        assert_eq!(pair_key("  Roof\tDrain ", "OK"), "roof drain\u{1f}ok");
     }
 }

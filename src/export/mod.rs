@@ -41,6 +41,13 @@ mod spill;
 pub mod split;
 
 pub use format::Format;
+
+/// The join key export gives a (prompt, answer) pair, for the daemon's tests to check that
+/// its link from a correction to its original agrees with export's.
+#[cfg(test)]
+pub(crate) fn prepare_pr_key(prompt: &str, response: &str, buf: &mut String) -> u128 {
+    prepare::pr_key(prompt, response, buf)
+}
 pub use manifest::manifest_path;
 pub use split::validation_path;
 
