@@ -281,11 +281,11 @@ pub(crate) fn example(
     })
 }
 
-/// Parses an example line. The whole line's UTF-8 is checked once and parsed as a `str`:
-/// parsing bytes, serde_json checks every string it borrows on its own (a tenth of the read
-/// phase). A line that is not UTF-8 is parsed as bytes, for serde_json's own error.
+/// Parses an example line. The whole line's UTF-8 is checked once (by simdutf8) and parsed as
+/// a `str`: parsing bytes, serde_json checks every string it borrows on its own (a tenth of
+/// the read phase). A line that is not UTF-8 is parsed as bytes, for serde_json's own error.
 fn parse_line(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
-    match std::str::from_utf8(bytes) {
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(s) => serde_json::from_str(s),
         Err(_) => serde_json::from_slice(bytes),
     }
@@ -686,7 +686,7 @@ impl Fetcher {
                     .map(|s| s as usize)
                     .filter(|s| s + *len as usize <= this.win.len())
                     .ok_or_else(|| ExportError::Internal("text outside its line".into()))?;
-                std::str::from_utf8(&this.win[start..start + *len as usize])
+                simdutf8::compat::from_utf8(&this.win[start..start + *len as usize])
                     .map(Cow::Borrowed)
                     .map_err(|e| {
                         ExportError::Internal(format!("example text changed while exporting: {e}"))

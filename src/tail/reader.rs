@@ -228,7 +228,8 @@ fn emit_line(offset: u64, line: &[u8], max: usize, emit: &mut dyn FnMut(u64, Pie
         );
         return;
     }
-    match std::str::from_utf8(line) {
+    // simdutf8: the same answer and error position as std, several times faster on text.
+    match simdutf8::compat::from_utf8(line) {
         Ok(_) => emit(offset, Piece::Line(line)),
         Err(e) => emit(
             offset,
