@@ -261,10 +261,10 @@ pub(crate) fn candidate(
             if !c.include {
                 return Err("not_included");
             }
-            if c.prompt.chars().count() < opts.min_prompt_chars {
+            if !prepare::has_chars(&c.prompt, opts.min_prompt_chars) {
                 return Err("short_prompt");
             }
-            if c.corrected.chars().count() < opts.min_response_chars {
+            if !prepare::has_chars(&c.corrected, opts.min_response_chars) {
                 return Err("short_response");
             }
             ts = c.ts;

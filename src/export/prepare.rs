@@ -228,9 +228,9 @@ pub(crate) fn example(
         1
     } else if q.domain_relevance < opts.min_quality {
         2
-    } else if x.prompt.chars().count() < opts.min_prompt_chars {
+    } else if !has_chars(&x.prompt, opts.min_prompt_chars) {
         3
-    } else if x.response.chars().count() < opts.min_response_chars {
+    } else if !has_chars(&x.response, opts.min_response_chars) {
         4
     } else {
         0
@@ -279,6 +279,18 @@ pub(crate) fn example(
         id: x.id.into_owned(),
         bands,
     })
+}
+
+/// Whether `s` has at least `n` chars, counting them only when its length in bytes does not
+/// decide it (a char is 1 to 4 bytes): most texts are far longer than the minimums.
+pub(crate) fn has_chars(s: &str, n: usize) -> bool {
+    if s.len() < n {
+        false
+    } else if s.len() / 4 >= n {
+        true
+    } else {
+        s.chars().count() >= n
+    }
 }
 
 /// Parses an example line. The whole line's UTF-8 is checked once (by simdutf8) and parsed as
@@ -694,5 +706,17 @@ impl Fetcher {
             }
         };
         Ok((get(prompt, &mut pp)?, get(completion, &mut pr)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn export_has_chars_counts_like_chars(s in "[aé€😀]{0,12}", n in 0usize..20) {
+            proptest::prop_assert_eq!(has_chars(&s, n), s.chars().count() >= n);
+        }
     }
 }
