@@ -169,23 +169,16 @@ fn chunks_of(
     while !eof {
         // Fill up to a chunk beyond what is left over; at least one more chunk when the
         // leftover is a single line longer than a chunk.
+        // `read_to_end` reads into the spare capacity without zeroing it first (zeroing every
+        // chunk before reading into it showed in the profile) and retries interrupted reads;
+        // it stops short of the limit only at the end of the file.
         let want = buf.len() + chunk_bytes;
-        while buf.len() < want {
-            let old = buf.len();
-            buf.resize(want, 0);
-            let n = loop {
-                match file.read(&mut buf[old..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_err(e)),
-                }
-            };
-            buf.truncate(old + n);
-            if n == 0 {
-                eof = true;
-                break;
-            }
-        }
+        buf.reserve_exact(chunk_bytes);
+        (&mut file)
+            .take(chunk_bytes as u64)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
+        eof = buf.len() < want;
         // Complete lines end with a newline; at the end of a sealed file the last line
         // needs none, at the end of an open one it is torn and left for a later export.
         let mut complete = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
