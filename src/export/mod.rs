@@ -674,6 +674,28 @@ pub(crate) fn run(
     })
 }
 
+/// [`SpillItem`] for a newtype over one `u128` (a record packed into one integer so sorting
+/// compares one key): 16 little-endian bytes, no heap.
+macro_rules! packed_spill_item {
+    ($t:ident) => {
+        impl SpillItem for $t {
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+                out.extend_from_slice(&self.0.to_le_bytes());
+                Ok(())
+            }
+            fn decode(buf: &[u8]) -> Result<Self, String> {
+                let b: [u8; 16] = buf
+                    .try_into()
+                    .map_err(|_| concat!(stringify!($t), " is not 16 bytes"))?;
+                Ok($t(u128::from_le_bytes(b)))
+            }
+            fn weight(&self) -> usize {
+                0
+            }
+        }
+    };
+}
+
 /// A survivor whose band keys are wanted: store index (64 bits), candidate number (32), label
 /// salt (8), packed so that sorting orders by store index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -694,19 +716,7 @@ impl BandWant {
     }
 }
 
-impl SpillItem for BandWant {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(&self.0.to_le_bytes());
-        Ok(())
-    }
-    fn decode(buf: &[u8]) -> Result<Self, String> {
-        let b: [u8; 16] = buf.try_into().map_err(|_| "band want is not 16 bytes")?;
-        Ok(BandWant(u128::from_le_bytes(b)))
-    }
-    fn weight(&self) -> usize {
-        0
-    }
-}
+packed_spill_item!(BandWant);
 
 /// One LSH band of one candidate (and its label's salt), packed into one integer so sorting
 /// compares one key (it was a quarter of the near-dedup time): band (8 bits; at most 128
@@ -728,19 +738,7 @@ impl BandItem {
     }
 }
 
-impl SpillItem for BandItem {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(&self.0.to_le_bytes());
-        Ok(())
-    }
-    fn decode(buf: &[u8]) -> Result<Self, String> {
-        let b: [u8; 16] = buf.try_into().map_err(|_| "band item is not 16 bytes")?;
-        Ok(BandItem(u128::from_le_bytes(b)))
-    }
-    fn weight(&self) -> usize {
-        0
-    }
-}
+packed_spill_item!(BandItem);
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 /// fits, whatever the data size otherwise.
 pub(crate) const DEFAULT_BUDGET: usize = 24 << 20;
 
+/// At most this much is reserved up front for one sorter's buffer (it grows past it if the
+/// budget allows).
+const MAX_RESERVE: usize = 64 << 20;
+
 /// A sorter spills only once it holds at least this share of the budget (1/8): while a full
 /// sorter is being drained, the one being filled would otherwise write a run per item.
 const MIN_RUN_SHARE: usize = 8;
@@ -230,8 +234,10 @@ impl<T: SpillItem> Sorter<T> {
             // Room for as many items as the whole budget could hold, reserved once: pages
             // are only resident once written, and a growing vector would copy itself and
             // briefly hold its old and new buffers (that, not the items, set the peak RSS).
+            // (Capped, so a test's "unlimited" budget does not reserve gigabytes.)
+            let room = self.budget.0.limit.min(MAX_RESERVE);
             self.buf
-                .reserve_exact(self.budget.0.limit / std::mem::size_of::<T>().max(1) + 1);
+                .reserve_exact(room / std::mem::size_of::<T>().max(1) + 1);
         }
         self.buf.push(item);
         if self.budget.exceeded_by(self.weight) {
