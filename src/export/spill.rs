@@ -300,8 +300,8 @@ impl<T> Drop for Sorter<T> {
 
 /// A sorted in-memory run, smallest item last. Each item taken leaves the budget, and the
 /// vector is shrunk whenever it is down to a quarter of its capacity, so the memory a stage
-/// drains is there for the sorter it fills (shrinking copies the rest: at most a third more
-/// moves in all).
+/// drains is there for the sorter it fills (each shrink copies what is left: in all, at most
+/// half as many items as the vector had room for).
 pub(crate) struct Drain<T: SpillItem> {
     items: Vec<T>,
     budget: Budget,
