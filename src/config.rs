@@ -287,6 +287,10 @@ pub struct Config {
 pub struct InputConfig {
     /// Glob patterns of the logs to tail (`**` allowed).
     pub paths: Vec<String>,
+    /// Files `paths` matches that are never read: a pattern with a `/` is matched against
+    /// the whole path (resolved like `paths`), one without against the file name. The
+    /// default leaves out compressed files (logrotate's `compress`), which are not lines.
+    pub exclude: Vec<String>,
     pub start_at: StartAt,
     pub max_line_bytes: ByteSize,
     pub rotate_wait: HumanDuration,
@@ -580,6 +584,9 @@ impl Default for InputConfig {
         match_.insert("event".to_string(), toml::Value::from("interaction"));
         InputConfig {
             paths: vec!["./logs/*.jsonl".into()],
+            exclude: ["*.gz", "*.bz2", "*.xz", "*.zst", "*.lz4", "*.zip"]
+                .map(String::from)
+                .to_vec(),
             start_at: StartAt::Beginning,
             max_line_bytes: ByteSize(1 << 20),
             rotate_wait: HumanDuration(Duration::from_secs(30)),
@@ -798,6 +805,14 @@ impl Config {
                 ));
             }
         }
+        for p in &self.input.exclude {
+            if let Err(e) = glob::Pattern::new(p) {
+                return Err(err(
+                    &["input", "exclude"],
+                    format!("invalid glob {p:?} in input.exclude: {e}"),
+                ));
+            }
+        }
         if self.input.fields.prompt.is_empty() && self.input.fields.messages.is_empty() {
             return Err(err(
                 &["input", "fields", "prompt"],
@@ -890,6 +905,16 @@ impl Config {
             .paths
             .iter()
             .map(|p| abs(Path::new(p)).to_string_lossy().into_owned())
+            .collect();
+        // A file-name pattern (no `/`) stays as it is; a path pattern resolves like `paths`.
+        self.input.exclude = self
+            .input
+            .exclude
+            .iter()
+            .map(|p| match p.contains('/') {
+                true => abs(Path::new(p)).to_string_lossy().into_owned(),
+                false => p.clone(),
+            })
             .collect();
     }
 
@@ -1035,6 +1060,24 @@ mod tests {
         assert_eq!(cfg.input.rotate_wait.0, Duration::from_millis(250));
         assert_eq!(cfg.output.max_file_bytes, ByteSize(4096));
         assert_eq!(cfg.metrics.listen, ListenAddr(None));
+    }
+
+    #[test]
+    fn exclude_defaults_to_compressed_files_and_resolves_path_patterns_only() {
+        assert!(parse("")
+            .unwrap()
+            .input
+            .exclude
+            .contains(&"*.gz".to_string()));
+        let cfg = parse("[input]\nexclude = [\"*.1\", \"logs/debug-*.jsonl\"]\n").unwrap();
+        assert_eq!(
+            cfg.input.exclude,
+            vec!["*.1".to_string(), "/base/logs/debug-*.jsonl".to_string()]
+        );
+        let (line, column, msg) = invalid("[input]\nexclude = [\"*.gz\", \"[\"]\n");
+        // The position of the value, as for every other bad value.
+        assert_eq!((line, column), (2, 11));
+        assert!(msg.contains("invalid glob \"[\" in input.exclude"), "{msg}");
     }
 
     #[test]

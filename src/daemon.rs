@@ -113,6 +113,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub fn tail_options(cfg: &Config) -> TailOptions {
     TailOptions {
         include: cfg.input.paths.clone(),
+        exclude: cfg.input.exclude.clone(),
         start_at: match cfg.input.start_at {
             StartAt::Beginning => tail::StartAt::Beginning,
             StartAt::End => tail::StartAt::End,

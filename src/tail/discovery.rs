@@ -1,6 +1,6 @@
-//! File discovery: expands the include globs into the regular files present right now, keyed
-//! by (device, inode) of their targets (symlinks are followed), and works out which existing
-//! directories a file-system watcher should observe.
+//! File discovery: expands the include globs into the regular files present right now, minus
+//! the excluded ones ([`Exclude`]), keyed by (device, inode) of their targets (symlinks are
+//! followed), and works out which existing directories a file-system watcher should observe.
 //!
 //! Discovery is a plain re-scan (like Vector) so it is correct even when inotify events were
 //! lost (queue overflow, NFS); the watcher only makes it prompt.
@@ -39,16 +39,53 @@ pub fn validate(patterns: &[String]) -> Result<(), (String, glob::PatternError)>
     Ok(())
 }
 
-/// Expands the patterns. Files are returned sorted by path, one entry per (dev, inode) (the
-/// first path in sorted order wins when a file is reachable by several paths, e.g. a symlink
-/// and its target). Unreadable directories and vanished entries are skipped.
-pub fn scan(patterns: &[String]) -> Vec<Found> {
+/// Files the include globs match that are never read, such as logs logrotate compressed
+/// (`*.gz`): read as lines, they would only fill the rejected file. A pattern with a `/` is
+/// matched against the whole path (resolved like the include globs); one without, against
+/// the file name alone, so `*.gz` excludes compressed files in every directory.
+#[derive(Clone, Debug, Default)]
+pub struct Exclude {
+    by_name: Vec<Pattern>,
+    by_path: Vec<Pattern>,
+}
+
+impl Exclude {
+    /// Compiles the patterns; an invalid one is returned with its error.
+    pub fn new(patterns: &[String]) -> Result<Self, (String, glob::PatternError)> {
+        let mut ex = Exclude::default();
+        for p in patterns {
+            let pattern = Pattern::new(p).map_err(|e| (p.clone(), e))?;
+            if p.contains('/') {
+                ex.by_path.push(pattern);
+            } else {
+                ex.by_name.push(pattern);
+            }
+        }
+        Ok(ex)
+    }
+
+    /// Whether `path` is excluded.
+    pub fn matches(&self, path: &Path) -> bool {
+        let name = path.file_name().map(Path::new);
+        self.by_path
+            .iter()
+            .any(|p| p.matches_path_with(path, OPTIONS))
+            || name.is_some_and(|n| self.by_name.iter().any(|p| p.matches_path_with(n, OPTIONS)))
+    }
+}
+
+/// Expands the patterns, leaving out what `exclude` matches. Files are returned sorted by
+/// path, one entry per (dev, inode) (the first path in sorted order wins when a file is
+/// reachable by several paths, e.g. a symlink and its target). Unreadable directories and
+/// vanished entries are skipped.
+pub fn scan(patterns: &[String], exclude: &Exclude) -> Vec<Found> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in patterns {
         match glob::glob_with(p, OPTIONS) {
             Ok(iter) => {
                 for entry in iter {
                     match entry {
+                        Ok(path) if exclude.matches(&path) => {}
                         Ok(path) => paths.push(path),
                         Err(e) => tracing::debug!(error = %e, "glob entry skipped"),
                     }
@@ -140,6 +177,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exclude_matches_names_anywhere_and_paths_whole() {
+        let ex = Exclude::new(&["*.gz".into(), "/var/log/app/debug-*.jsonl".into()]).unwrap();
+        assert!(ex.matches(Path::new("/var/log/app/app.jsonl.2.gz")));
+        assert!(ex.matches(Path::new("/srv/x/y/z.gz")));
+        assert!(!ex.matches(Path::new("/var/log/app/app.jsonl.1")));
+        assert!(!ex.matches(Path::new("/var/log/app/gz")));
+        assert!(ex.matches(Path::new("/var/log/app/debug-1.jsonl")));
+        assert!(!ex.matches(Path::new("/var/log/other/debug-1.jsonl")));
+        assert!(Exclude::new(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn scan_leaves_out_excluded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["app.jsonl", "app.jsonl.1", "app.jsonl.2.gz"] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        let pat = format!(
+            "{}/app.jsonl*",
+            Pattern::escape(&dir.path().to_string_lossy())
+        );
+        let names = |ex: &Exclude| -> Vec<String> {
+            scan(std::slice::from_ref(&pat), ex)
+                .iter()
+                .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&Exclude::default()).len(), 3);
+        let ex = Exclude::new(&["*.gz".into()]).unwrap();
+        assert_eq!(names(&ex), ["app.jsonl", "app.jsonl.1"]);
+    }
+
+    #[test]
     fn scan_follows_symlinks_and_dedupes_by_inode() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -148,7 +218,7 @@ mod tests {
         std::fs::create_dir(d.join("sub.log")).expect("mkdir");
         std::os::unix::fs::symlink(d.join("a.log"), d.join("c.log")).expect("symlink");
         let pat = format!("{}/*.log", Pattern::escape(&d.to_string_lossy()));
-        let found = scan(&[pat]);
+        let found = scan(&[pat], &Exclude::default());
         let names: Vec<_> = found
             .iter()
             .map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned()))

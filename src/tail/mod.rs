@@ -112,6 +112,8 @@ pub enum StartAt {
 pub struct TailOptions {
     /// Glob patterns (absolute paths already resolved by the caller); `**` supported.
     pub include: Vec<String>,
+    /// Files the include globs match that are never read (see [`discovery::Exclude`]).
+    pub exclude: Vec<String>,
     /// Only for files present at the very first start; files found later always start at 0.
     pub start_at: StartAt,
     pub max_line_bytes: usize,
@@ -243,6 +245,8 @@ impl Tracked {
 /// The tailer. See the module documentation.
 pub struct Tailer {
     opts: TailOptions,
+    /// `opts.exclude`, compiled.
+    exclude: discovery::Exclude,
     files: Vec<Tracked>,
     /// Saved positions not matched to an open file, by (dev, inode).
     saved: HashMap<(u64, u64), Vec<Entry>>,
@@ -437,6 +441,8 @@ impl Tailer {
     pub fn open(opts: TailOptions) -> Result<Tailer, TailError> {
         discovery::validate(&opts.include)
             .map_err(|(pattern, source)| TailError::Pattern { pattern, source })?;
+        let exclude = discovery::Exclude::new(&opts.exclude)
+            .map_err(|(pattern, source)| TailError::Pattern { pattern, source })?;
         std::fs::create_dir_all(&opts.state_dir).map_err(|source| TailError::StateDir {
             path: opts.state_dir.clone(),
             source,
@@ -462,6 +468,7 @@ impl Tailer {
         }
         Ok(Tailer {
             opts,
+            exclude,
             files: Vec::new(),
             saved,
             first_start,
@@ -637,7 +644,7 @@ impl Tailer {
 
     /// Re-scans the globs: notices renames, rotations and new files.
     fn discover(&mut self, now: Instant) {
-        let found = discovery::scan(&self.opts.include);
+        let found = discovery::scan(&self.opts.include, &self.exclude);
         let now_unix = unix_now();
         let by_key: HashMap<(u64, u64), usize> = found
             .iter()
@@ -1079,13 +1086,16 @@ impl Tailer {
     /// Applies new settings (SIGHUP): new globs etc.; open files and positions are kept.
     /// Invalid patterns are logged and left out.
     pub fn reconfigure(&mut self, mut opts: TailOptions) {
-        opts.include.retain(|p| match glob::Pattern::new(p) {
+        let valid = |p: &String| match glob::Pattern::new(p) {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(pattern = %p, error = %e, "invalid glob pattern ignored");
                 false
             }
-        });
+        };
+        opts.include.retain(valid);
+        opts.exclude.retain(valid);
+        self.exclude = discovery::Exclude::new(&opts.exclude).unwrap_or_default();
         if opts.state_dir != self.opts.state_dir {
             if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
                 tracing::error!(path = %opts.state_dir.display(), error = %e, "cannot create new state directory");

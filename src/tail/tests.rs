@@ -35,6 +35,7 @@ impl Env {
                 glob::Pattern::escape(&self.logs.to_string_lossy()),
                 pattern
             )],
+            exclude: Vec::new(),
             start_at: StartAt::Beginning,
             max_line_bytes: 1024 * 1024,
             rotate_wait: Duration::from_secs(3600),
