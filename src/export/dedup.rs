@@ -135,9 +135,10 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// A word's hash: its bytes eight at a time, one multiply and rotation each. Not mixed at the
-/// end: [`shingle_hash`] mixes, and a word of at most 8 bytes maps to its hash one to one, so
-/// two words never collide there. (Byte-at-a-time FNV was a tenth of export's time; a final
-/// mix per word, a tenth of a signature's.)
+/// end: [`shingle_hash`] mixes, and among the words of one length up to 8 bytes the hash is
+/// one to one (an odd multiply and a rotation are bijections), so those never collide.
+/// (Byte-at-a-time FNV was a tenth of export's time; a final mix per word, a tenth of a
+/// signature's.)
 fn hash_bytes(b: &[u8]) -> u64 {
     hash_span(b, 0, b.len(), 0)
 }
@@ -269,9 +270,9 @@ fn ascii_words_generic(b: &[u8], room: usize, out: &mut Vec<u64>) {
 }
 
 /// Word hashes of a shingle combined: each position rotated by its own amount (so order
-/// matters), xored, mixed once. Word hashes are mixed already, so two shingles that differ in
-/// one word always differ here; a multiply per word was a third of the shingle loop, which
-/// is bound by the multiplier.
+/// matters), xored, mixed once. A rotation is a bijection, so two shingles that differ in one
+/// word (with a different hash) always differ here; a multiply per word was a third of the
+/// shingle loop, which is bound by the multiplier.
 fn shingle_hash(ws: &[u64]) -> u64 {
     let x = ws.iter().enumerate().fold(ws.len() as u64, |acc, (i, w)| {
         acc ^ w.rotate_left(13 * i as u32)
