@@ -797,20 +797,17 @@ impl Config {
                 "input.paths is empty: name at least one log file glob".into(),
             ));
         }
-        for p in &self.input.paths {
-            if let Err(e) = glob::Pattern::new(p) {
-                return Err(err(
-                    &["input", "paths"],
-                    format!("invalid glob {p:?} in input.paths: {e}"),
-                ));
-            }
-        }
-        for p in &self.input.exclude {
-            if let Err(e) = glob::Pattern::new(p) {
-                return Err(err(
-                    &["input", "exclude"],
-                    format!("invalid glob {p:?} in input.exclude: {e}"),
-                ));
+        for (key, globs) in [
+            ("paths", &self.input.paths),
+            ("exclude", &self.input.exclude),
+        ] {
+            for p in globs {
+                if let Err(e) = glob::Pattern::new(p) {
+                    return Err(err(
+                        &["input", key],
+                        format!("invalid glob {p:?} in input.{key}: {e}"),
+                    ));
+                }
             }
         }
         if self.input.fields.prompt.is_empty() && self.input.fields.messages.is_empty() {
@@ -911,9 +908,12 @@ impl Config {
             .input
             .exclude
             .iter()
-            .map(|p| match p.contains('/') {
-                true => abs(Path::new(p)).to_string_lossy().into_owned(),
-                false => p.clone(),
+            .map(|p| {
+                if p.contains('/') {
+                    abs(Path::new(p)).to_string_lossy().into_owned()
+                } else {
+                    p.clone()
+                }
             })
             .collect();
     }

@@ -221,7 +221,7 @@ pub(crate) fn example(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,
 ) -> Result<ExRead, serde_json::Error> {
-    let x: ExLine<'_> = parse_line(line.bytes)?;
+    let x: ExLine<'_> = crate::record::parse_json_line(line.bytes)?;
     let opts = ctx.opts;
     let q = &x.quality;
     let static_drop = if !x.include_in_training {
@@ -290,16 +290,6 @@ pub(crate) fn has_chars(s: &str, n: usize) -> bool {
         true
     } else {
         s.chars().count() >= n
-    }
-}
-
-/// Parses an example line. The whole line's UTF-8 is checked once (by simdutf8) and parsed as
-/// a `str`: parsing bytes, serde_json checks every string it borrows on its own (a tenth of
-/// the read phase). A line that is not UTF-8 is parsed as bytes, for serde_json's own error.
-fn parse_line(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
-    match simdutf8::basic::from_utf8(bytes) {
-        Ok(s) => serde_json::from_str(s),
-        Err(_) => serde_json::from_slice(bytes),
     }
 }
 
@@ -671,7 +661,7 @@ impl Fetcher {
         let parsed = if parse(prompt) || parse(completion) {
             let start = (loc.off - base) as usize;
             let line = &this.win[start..start + loc.len as usize];
-            let x: ExLine<'s> = parse_line(line).map_err(|e| {
+            let x: ExLine<'s> = crate::record::parse_json_line(line).map_err(|e| {
                 ExportError::Internal(format!("example line changed while exporting: {e}"))
             })?;
             let uid = x.metadata.user_id.as_deref();

@@ -25,14 +25,10 @@ pub(crate) enum Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    /// Parses one JSON text (the errors are serde_json's). The text's UTF-8 is checked once,
-    /// by simdutf8, and parsed as a `str`: parsing bytes, serde_json checks each string it
-    /// borrows on its own. Text that is not UTF-8 is parsed as bytes, for serde_json's error.
+    /// Parses one JSON text (the errors are serde_json's; see
+    /// [`crate::record::parse_json_line`]).
     pub(crate) fn parse(text: &'a [u8]) -> Result<Doc<'a>, serde_json::Error> {
-        match simdutf8::basic::from_utf8(text) {
-            Ok(s) => serde_json::from_str(s),
-            Err(_) => serde_json::from_slice(text),
-        }
+        crate::record::parse_json_line(text)
     }
 
     pub(crate) fn is_null(&self) -> bool {
