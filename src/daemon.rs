@@ -300,11 +300,8 @@ impl Intake {
     }
 
     fn on_correction(&mut self, c: capture::Correction, identity: &Identity) {
-        let target = c.target.clone();
-        let key = pair_key(&c.original_prompt, &c.original_response);
-        let (record, example): (CorrectionRecord, TrainingExample) =
-            capture::correction(&self.enricher, identity, c);
-        let original = target
+        let original = c
+            .target
             .as_deref()
             .and_then(|t| {
                 self.index
@@ -313,11 +310,15 @@ impl Intake {
             })
             .copied()
             .or_else(|| {
-                // The latest buffered example with the same normalized pair.
+                // The latest buffered example with the same normalized pair (the key is built
+                // only when the id link fails).
+                let key = pair_key(&c.original_prompt, &c.original_response);
                 self.buffer
                     .iter()
                     .rposition(|ex| ex.pair_key().is_some_and(|k| k == key))
             });
+        let (record, example): (CorrectionRecord, TrainingExample) =
+            capture::correction(&self.enricher, identity, c);
         if let Some(ex) = original.and_then(|i| self.buffer[i].record()) {
             ex.quality.was_corrected = true;
         }

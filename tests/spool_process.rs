@@ -420,3 +420,69 @@ fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice
         "the verified_correction example: {stats}"
     );
 }
+
+/// A correction that names no example is linked to the latest buffered example with the same
+/// normalized prompt and answer (case and blanks aside): that example is written marked
+/// `was_corrected`, so no export ever offers it as a good answer.
+#[test]
+fn an_untargeted_correction_marks_its_buffered_original_by_its_text() {
+    let original = interaction_line("u", 0);
+    let other = interaction_line("u", 1);
+    let v: Value = serde_json::from_str(&original).unwrap();
+    let prompt = format!("  {}", v["query"].as_str().unwrap().to_uppercase());
+    let response = v["response"].as_str().unwrap().replace(' ', "  ");
+    // A metrics port, so `stats` can ask the running daemon how many examples it buffers.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = base_config(&[])
+        .replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"")
+        .replace(
+            "[metrics]\nlisten = \"\"",
+            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
+        );
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    append_lines(&sb.path("logs/app.log"), &[original, other]);
+    // Read and buffered (nothing is flushed before SIGUSR1 or 50 examples).
+    wait_until(T, "both lines to be buffered", || {
+        let (_, out, _) = sb.cli(&["stats"]);
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["buffered", "2"])
+    });
+    let (rc, o, e) = sb.cli(&[
+        "correct",
+        "--prompt",
+        &prompt,
+        "--response",
+        &response,
+        "--corrected",
+        "Three inches, per the manufacturer's seam table.",
+    ]);
+    assert_eq!(rc, 0, "{o}{e}");
+    // An intake pass takes the spool in before it flushes the buffer.
+    drain(&sb, &d);
+    d.stop();
+    let corrected: Vec<(String, bool)> = sb
+        .examples()
+        .iter()
+        .filter(|x| x["source"] != "verified_correction")
+        .map(|x| {
+            (
+                x["metadata"]["request_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                x["quality"]["was_corrected"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(corrected.len(), 2, "{corrected:?}");
+    assert_eq!(
+        corrected.iter().filter(|(_, c)| *c).count(),
+        1,
+        "exactly the original is marked: {corrected:?}"
+    );
+}
