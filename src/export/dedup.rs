@@ -270,14 +270,68 @@ fn ascii_words_generic(b: &[u8], room: usize, out: &mut Vec<u64>) {
 }
 
 /// Word hashes of a shingle combined: each position rotated by its own amount (so order
-/// matters), xored, mixed once. A rotation is a bijection, so two shingles that differ in one
-/// word (with a different hash) always differ here; a multiply per word was a third of the
-/// shingle loop, which is bound by the multiplier.
-fn shingle_hash(ws: &[u64]) -> u64 {
+/// matters) and xored, folded to 32 bits, mixed once (murmur3's 32-bit finaliser). A rotation
+/// is a bijection, so two shingles that differ in one word (with a different hash) differ
+/// before the fold; after it, two different shingles collide with chance 2^-32, which only
+/// nudges a Jaccard estimate. 32 bits because the signature rows are 32-bit (see [`Lanes`]):
+/// a 64-bit mix then folded cost a third of a signature, its multiplies emulated in vectors.
+#[inline(always)]
+fn shingle_hash(ws: &[u64]) -> u32 {
     let x = ws.iter().enumerate().fold(ws.len() as u64, |acc, (i, w)| {
         acc ^ w.rotate_left(13 * i as u32)
     });
-    mix(x)
+    mix32(x)
+}
+
+#[inline(always)]
+fn mix32(x: u64) -> u32 {
+    let mut h = (x ^ (x >> 32)) as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The [`shingle_hash`] of every window of [`SHINGLE_WORDS`] words, written as five shifted
+/// slices so the compiler vectorizes it (a window iterator did not).
+#[inline(always)]
+fn shingle_hashes_generic(w: &[u64], out: &mut Vec<u32>) {
+    const _: () = assert!(SHINGLE_WORDS == 5);
+    let Some(m) = (w.len() + 1).checked_sub(SHINGLE_WORDS).filter(|&m| m > 0) else {
+        return;
+    };
+    let (a, b, c, d, e) = (&w[..m], &w[1..=m], &w[2..m + 2], &w[3..m + 3], &w[4..m + 4]);
+    // Into a slice of known length: `extend` over a map was not vectorized.
+    let from = out.len();
+    out.resize(from + m, 0);
+    let o = &mut out[from..from + m];
+    for j in 0..m {
+        o[j] = mix32(
+            5 ^ a[j]
+                ^ b[j].rotate_left(13)
+                ^ c[j].rotate_left(26)
+                ^ d[j].rotate_left(39)
+                ^ e[j].rotate_left(52),
+        );
+    }
+}
+
+/// [`shingle_hashes_generic`] compiled for AVX2 (four 64-bit words a vector).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn shingle_hashes_avx2(w: &[u64], out: &mut Vec<u32>) {
+    shingle_hashes_generic(w, out)
+}
+
+fn shingle_hashes(w: &[u64], out: &mut Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to support the enabled target features.
+        unsafe { shingle_hashes_avx2(w, out) };
+        return;
+    }
+    shingle_hashes_generic(w, out)
 }
 
 /// Signature lanes computed: every split allows at most [`MAX_HASHES`] rows in all, and a
@@ -285,14 +339,12 @@ fn shingle_hash(ws: &[u64]) -> u64 {
 const LANES: usize = MAX_HASHES;
 type Lanes = [u32; LANES];
 
-/// `sig[i] = min over shingles h of (h32 * mul[i] + add[i]) mod 2^32`, h32 the shingle hash
-/// folded to 32 bits. 32-bit lanes: twice as many per vector as 64-bit ones, and a chance
+/// `sig[i] = min over shingles h of (h * mul[i] + add[i]) mod 2^32`. 32-bit lanes: twice as many per vector as 64-bit ones, and a chance
 /// collision of two minimums (2^-32 per row) is far below what LSH banding tolerates.
 #[inline(always)]
-fn min_hashes_generic(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
+fn min_hashes_generic(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u32]) {
     let mut s = *sig;
     for &h in shingles {
-        let h = (h ^ (h >> 32)) as u32;
         for i in 0..LANES {
             s[i] = s[i].min(h.wrapping_mul(mul[i]).wrapping_add(add[i]));
         }
@@ -305,11 +357,11 @@ fn min_hashes_generic(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64
 /// minimum and only 4 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn min_hashes_avx512(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
+unsafe fn min_hashes_avx512(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u32]) {
     min_hashes_generic(sig, mul, add, shingles)
 }
 
-fn min_hashes(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u64]) {
+fn min_hashes(sig: &mut Lanes, mul: &Lanes, add: &Lanes, shingles: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU was just checked to support the enabled target features.
@@ -333,7 +385,7 @@ pub struct MinHasher {
     mul: Box<Lanes>,
     add: Box<Lanes>,
     words: Vec<u64>,
-    shingles: Vec<u64>,
+    shingles: Vec<u32>,
     sig: Box<Lanes>,
 }
 
@@ -394,23 +446,25 @@ impl MinHasher {
         if self.words.len() < SHINGLE_WORDS {
             self.shingles.push(shingle_hash(&self.words));
         } else {
-            self.shingles
-                .extend(self.words.windows(SHINGLE_WORDS).map(shingle_hash));
+            shingle_hashes(&self.words, &mut self.shingles);
         }
         min_hashes(&mut self.sig, &self.mul, &self.add, &self.shingles);
-        // A band's key is XXH3 of its rows' bytes, seeded by band and salt: one call per band
-        // instead of a mix per row. Only the equality of keys matters.
-        let mut bytes = [0u8; 4 * MAX_HASHES];
+        // A band's key: its rows two at a time, one multiply and rotation each (bijections
+        // of the running hash xor the pair, so bands differing in their last pair always
+        // differ, and earlier differences survive but by chance 2^-64), seeded by band and
+        // salt, mixed once. Only the equality of keys matters. (XXH3 per band, with the rows
+        // copied to bytes first, was a twentieth of a signature.)
+        const K: u64 = 0x9fb2_1c65_1e98_df25;
         self.sig[..self.n]
             .chunks(self.rows)
             .enumerate()
             .map(|(b, rows)| {
-                let bytes = &mut bytes[..4 * rows.len()];
-                for (out, r) in bytes.chunks_exact_mut(4).zip(rows) {
-                    out.copy_from_slice(&r.to_le_bytes());
-                }
                 let seed = mix(salt ^ (b as u64).wrapping_mul(0x1000_0000_01b3));
-                xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed)
+                let h = rows.chunks(2).fold(seed, |h, pair| {
+                    let v = pair[0] as u64 | (pair.get(1).map_or(0, |&r| r as u64) << 32);
+                    (h ^ v).wrapping_mul(K).rotate_left(31)
+                });
+                mix(h)
             })
             .collect()
     }
