@@ -367,7 +367,13 @@ pub(crate) fn run(
         scrubber: &scrubber,
         lsh: near.then_some((bands, rows_per_band)),
     };
-    let mut band_store = band_store::BandStore::new(dir, bands)?;
+    // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
+    let example_bytes: u64 = inputs
+        .examples
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
     let mut example_files = Vec::with_capacity(inputs.examples.len());
     // Lines are prepared on worker threads; this thread reads the files and files the
     // results, in line order.
@@ -497,11 +503,14 @@ pub(crate) fn run(
             .ok_or_else(|| ExportError::Internal("more than 4 billion candidates".into()))?;
     }
     let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
-    let mut stored = band_store.into_reader()?;
+    let (mut stored, repeats) = band_store.into_reader()?;
     for w in wanted.finish()? {
         let w = w?;
         for (b, &hash) in stored.read(w.ix())?.iter().enumerate() {
-            band_items.push(BandItem::new(b as u8, w.salt(), hash, w.idx()))?;
+            // A key stored once is a bucket of one: it drops nothing.
+            if repeats.may_repeat(b, hash) {
+                band_items.push(BandItem::new(b as u8, w.salt(), hash, w.idx()))?;
+            }
         }
     }
     let mut dropped_bits = vec![0u64; (n as usize).div_ceil(64)];
