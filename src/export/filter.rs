@@ -63,9 +63,6 @@ impl Cand {
             + self.rejected.as_ref().map_or(0, String::len)
             + self.rank.id.len()
     }
-    fn by_key(&self) -> (&(u8, u128), &Rank) {
-        (&self.key, &self.rank)
-    }
     fn encode(&self, out: &mut Vec<u8>) {
         let e = &mut Enc(out);
         e.u8(self.key.0).u128(self.key.1);
@@ -118,9 +115,6 @@ impl Cand {
     }
 }
 
-/// Candidates ordered by dedup key, best copy first.
-#[derive(Debug, Clone)]
-pub(crate) struct ByKey(pub Cand);
 /// Candidates ordered best first overall.
 #[derive(Debug, Clone)]
 pub(crate) struct ByRank(pub Cand);
@@ -163,7 +157,6 @@ macro_rules! order_by {
         }
     };
 }
-order_by!(ByKey, |c| c.by_key());
 order_by!(ByRank, |c| (&c.rank, &c.key));
 order_by!(ByTime, |c| (c.ts, &c.rank.id, &c.key));
 

@@ -1084,3 +1084,65 @@ fn export_line_with_invalid_utf8_is_unreadable_not_fatal() {
     let got = fs::read_to_string(&out).unwrap();
     assert!(got.contains("TPO membrane") && got.contains("EPDM adhesive"));
 }
+
+/// Near dedup runs among the exact survivors only: a copy that exact dedup dropped does not
+/// take a near duplicate of itself down with it. Y (best) and X share a prompt, X goes as
+/// Y's exact duplicate; Z nearly repeats X (prompt plus a word, same long answer) but not Y
+/// (another answer), and ranks below X, so it stays. Spilled or not.
+#[test]
+fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let words = |seed: u64, n: u64| -> String {
+        (0..n)
+            .map(|i| format!("w{}", (i * 7919 + seed * 104_729) % 100_003))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (prompt, answer_y, answer_x) = (words(1, 30), words(2, 150), words(3, 150));
+    let prompt_z = format!("{prompt} again");
+    let mut y = Ex::new("train_y", "2026-11-01T10:00:00Z", &prompt, &answer_y);
+    y.feedback = Some(Feedback::Positive);
+    let mut x = Ex::new("train_x", "2026-11-01T10:01:00Z", &prompt, &answer_x);
+    x.score = 0.9;
+    let mut z = Ex::new("train_z", "2026-11-01T10:02:00Z", &prompt_z, &answer_x);
+    z.score = 0.4;
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &[y.line(), x.line(), z.line()], None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    for budget in [200, 1 << 30] {
+        let out = d.join(format!("out-{budget}.jsonl"));
+        let rep = run(&inputs, &o, &out, budget).unwrap();
+        assert_eq!(
+            rep.dropped.get("exact_duplicate"),
+            Some(&1),
+            "{:?}",
+            rep.dropped
+        );
+        assert_eq!(rep.dropped.get("near_duplicate"), None, "{:?}", rep.dropped);
+        let got = fs::read_to_string(&out).unwrap();
+        assert!(got.contains(&answer_y) && got.contains(&prompt_z));
+        assert_eq!(got.lines().count(), 2);
+    }
+    // Without Y, X is kept and Z goes as its near duplicate: the case is a near pair.
+    let seg = d.join("examples_2.jsonl");
+    write(&seg, &[x.line(), z.line()], None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let rep = run(&inputs, &o, &d.join("out-xz.jsonl"), 1 << 30).unwrap();
+    assert_eq!(
+        rep.dropped.get("near_duplicate"),
+        Some(&1),
+        "{:?}",
+        rep.dropped
+    );
+}
