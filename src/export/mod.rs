@@ -13,7 +13,8 @@
 //!    scrubbed ([`pii`]).
 //! 4. [`dedup`]: exact (normalized prompt) then near (MinHash/LSH over prompt + answer),
 //!    keeping the best copy (correction > positive feedback > higher auto_score > newer > id).
-//!    The band keys, computed at read time, wait in a side file ([`band_store`]).
+//!    Candidates are numbered best first and groups are found by sorting packed (key, number)
+//!    integers; the band keys, computed at read time, wait in a side file ([`band_store`]).
 //! 5. Output in (timestamp, id) order, split train/validation by prompt hash ([`split`]),
 //!    written atomically with a manifest ([`manifest`]). Same inputs, same bytes.
 //!
