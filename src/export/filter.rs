@@ -54,6 +54,8 @@ pub(crate) struct Cand {
     pub label: Option<bool>,
     /// Unsalted LSH band hashes of prompt + completion.
     pub band_ix: Option<u64>,
+    /// Its number in rank order (best first), given when dedup numbers the candidates.
+    pub num: u32,
 }
 
 impl Cand {
@@ -86,6 +88,7 @@ impl Cand {
         self.completion.encode(e);
         e.opt_str(self.rejected.as_deref()).opt_bool(self.label);
         prepare::encode_band_ix(self.band_ix, e);
+        e.u32(self.num);
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
@@ -109,6 +112,7 @@ impl Cand {
             rejected: d.opt_str()?,
             label: d.opt_bool()?,
             band_ix: prepare::decode_band_ix(d)?,
+            num: d.u32()?,
         };
         d.end()?;
         Ok(c)
@@ -301,6 +305,7 @@ pub(crate) fn candidate(
         rejected,
         label,
         band_ix,
+        num: 0,
     };
     Ok((cand, new_bands))
 }

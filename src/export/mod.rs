@@ -57,7 +57,7 @@ use crate::record::{CorrectionRecord, FeedbackEvent, Relevance};
 use filter::{ByRank, ByTime};
 use join::{Annot, Corr, JoinItem, JoinKey, Payload, Row};
 use serde::Serialize;
-use spill::{FrameWriter, Grouped, Sorter, SpillItem};
+use spill::{Grouped, Sorter, SpillItem};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -472,14 +472,16 @@ pub(crate) fn run(
     // 4. Dedup. The candidates are numbered best first; a group (same exact key, or same
     // band bucket) keeps its smallest number. Groups are found by sorting packed (key,
     // number) integers, not the candidates themselves (sorting ~200-byte records by exact key
-    // was most of the exact-dedup time).
+    // was most of the exact-dedup time). The candidates go on, numbered, into the output
+    // order's sort; the writer skips the numbers dedup drops (a file of the survivors, read
+    // back after dedup, cost a write and a read of every candidate).
     phase("exact dedup");
-    let mut survivors = FrameWriter::new(dir)?;
+    let mut by_time: Sorter<ByTime> = Sorter::new(dir, budget);
     let mut exact: Sorter<ExactItem> = Sorter::new(dir, budget);
     let mut wanted: Sorter<BandWant> = Sorter::new(dir, budget);
     let mut n: u32 = 0;
     for c in by_rank.finish()? {
-        let ByRank(c) = c?;
+        let ByRank(mut c) = c?;
         exact.push(ExactItem::new(c.key, n))?;
         if let Some(ix) = c.band_ix {
             // Labels never merge: the salt keeps their buckets apart.
@@ -490,7 +492,8 @@ pub(crate) fn run(
             };
             wanted.push(BandWant::new(ix, n, salt))?;
         }
-        survivors.write(&ByRank(c))?;
+        c.num = n;
+        by_time.push(ByTime(c))?;
         n = n
             .checked_add(1)
             .ok_or_else(|| ExportError::Internal("more than 4 billion candidates".into()))?;
@@ -523,6 +526,7 @@ pub(crate) fn run(
             }
         }
     }
+    // Only exact survivors were bucketed, so no number is in both sets.
     let mut near_dropped = vec![0u64; words];
     let mut items = Grouped::new(band_items.finish()?);
     while let Some(first) = items.next_item()? {
@@ -530,18 +534,13 @@ pub(crate) fn run(
             set_bit(&mut near_dropped, other.idx());
         }
     }
-
-    // 5. Output order.
-    phase("ordering");
-    let mut by_time: Sorter<ByTime> = Sorter::new(dir, budget);
-    for (i, c) in survivors.into_reader::<ByRank>(256 << 10)?.enumerate() {
-        let ByRank(c) = c?;
-        if bit(&exact_dropped, i as u32) {
-            counts.drop("exact_duplicate");
-        } else if bit(&near_dropped, i as u32) {
-            counts.drop("near_duplicate");
-        } else {
-            by_time.push(ByTime(c))?;
+    for (reason, bits) in [
+        ("exact_duplicate", &exact_dropped),
+        ("near_duplicate", &near_dropped),
+    ] {
+        let k: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+        if k > 0 {
+            *counts.dropped.entry(reason.into()).or_insert(0) += k;
         }
     }
 
@@ -577,6 +576,9 @@ pub(crate) fn run(
             };
             for c in by_time.finish()? {
                 let ByTime(c): ByTime = c?;
+                if bit(&exact_dropped, c.num) || bit(&near_dropped, c.num) {
+                    continue;
+                }
                 let (prompt, completion) = match c.loc {
                     Some(loc) => fetcher.texts(loc, &c.prompt, &c.completion, &scrubber)?,
                     None => match (&c.prompt, &c.completion) {

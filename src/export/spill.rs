@@ -82,7 +82,7 @@ fn spill_err(dir: &Path, e: std::io::Error) -> ExportError {
     }
 }
 
-/// Writes frames to an anonymous temp file; [`FrameWriter::into_reader`] rewinds it.
+/// Writes frames to an anonymous temp file; [`Run::into_reader`] rewinds it.
 pub(crate) struct FrameWriter {
     dir: PathBuf,
     out: BufWriter<File>,
@@ -128,13 +128,6 @@ impl FrameWriter {
             file,
             count: self.count,
         })
-    }
-
-    pub(crate) fn into_reader<T: SpillItem>(
-        self,
-        buf_size: usize,
-    ) -> Result<FrameReader<T>, ExportError> {
-        self.finish()?.into_reader(buf_size)
     }
 }
 
