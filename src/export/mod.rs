@@ -526,6 +526,8 @@ pub(crate) fn run(
             }
         }
     }
+    // Their memory is for the sorts from here on.
+    drop((stored, repeats));
     // Only exact survivors were bucketed, so no number is in both sets.
     let mut near_dropped = vec![0u64; words];
     let mut items = Grouped::new(band_items.finish()?);
