@@ -195,18 +195,29 @@ fn hash_word(text: &[u8], start: usize, end: usize) -> u64 {
 }
 
 /// Appends the hashes of the first `room` words (runs of ASCII letters and digits) of `b`.
-/// Word boundaries come from a bit mask per 64 bytes, built in a loop the compiler
-/// vectorizes; starts and ends are collected first and hashed after, in a loop without
-/// data-dependent branches, so the hashes of consecutive words overlap in the pipeline (hashed
-/// as they were found, every word's hash waited on a mispredicted branch).
+/// Word boundaries come from a bit mask per 64 bytes (a vectorized loop, or two compares into
+/// mask registers with AVX-512); starts and ends are collected first (with AVX-512, 16 bits at
+/// a time by compressing lane numbers, without a branch per word) and hashed after, in a loop
+/// without data-dependent branches, so the hashes of consecutive words overlap in the pipeline
+/// (hashed as they were found, every word's hash waited on a mispredicted branch).
 fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("popcnt")
+        && std::arch::is_x86_feature_detected!("bmi1")
+    {
+        // SAFETY: the CPU was just checked to support the enabled target features.
+        unsafe { ascii_words_avx512(b, room, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU was just checked to support the enabled target features.
         unsafe { ascii_words_avx2(b, room, out) };
         return;
     }
-    ascii_words_generic(b, room, out)
+    ascii_words_generic(b, room, out, word_mask, bit_positions)
 }
 
 /// [`ascii_words_generic`] compiled for AVX2, where the 64-byte mask is two compares and
@@ -214,58 +225,134 @@ fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn ascii_words_avx2(b: &[u8], room: usize, out: &mut Vec<u64>) {
-    ascii_words_generic(b, room, out)
+    ascii_words_generic(b, room, out, word_mask, bit_positions)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,popcnt,bmi1")]
+unsafe fn ascii_words_avx512(b: &[u8], room: usize, out: &mut Vec<u64>) {
+    ascii_words_generic(
+        b,
+        room,
+        out,
+        // SAFETY (both): this function only runs where AVX-512F and BW are supported.
+        |block| unsafe { word_mask_avx512(block) },
+        |bits, base, out| unsafe { bit_positions_avx512(bits, base, out) },
+    )
+}
+
+/// Bit i: byte i of `block` (at most 64 bytes) is an ASCII letter or digit.
+#[inline(always)]
+fn word_mask(block: &[u8]) -> u64 {
+    let mut mask = 0u64;
+    for (i, &c) in block.iter().enumerate() {
+        let alnum = c.wrapping_sub(b'0') < 10 || (c | 0x20).wrapping_sub(b'a') < 26;
+        mask |= (alnum as u64) << i;
+    }
+    mask
+}
+
+/// [`word_mask`] as two byte compares into mask registers (the loop above, even compiled for
+/// AVX-512, built the mask from 64 shifted lanes and reduced them: a fifth of the MinHash).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn word_mask_avx512(block: &[u8]) -> u64 {
+    use std::arch::x86_64::*;
+    // A short last block is loaded under a mask: the bytes past it read as zeros.
+    let load = u64::MAX >> (64 - block.len().min(64));
+    // SAFETY: the masked load touches only the `block.len()` bytes of `block`.
+    let v = unsafe { _mm512_maskz_loadu_epi8(load, block.as_ptr().cast()) };
+    let digit = _mm512_cmplt_epu8_mask(
+        _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8)),
+        _mm512_set1_epi8(10),
+    );
+    let lower = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
+    let alpha = _mm512_cmplt_epu8_mask(
+        _mm512_sub_epi8(lower, _mm512_set1_epi8(b'a' as i8)),
+        _mm512_set1_epi8(26),
+    );
+    (digit | alpha) & load
+}
+
+/// Room the position lists need: 64 bits and the 16 lanes a compressed store may write past.
+const POSITIONS: usize = 64 + 16;
+
+/// Writes `base +` the position of every set bit of `bits` (lowest first) to `out` and
+/// returns how many.
+#[inline(always)]
+fn bit_positions(mut bits: u64, base: u32, out: &mut [u32; POSITIONS]) -> usize {
+    let mut n = 0;
+    while bits != 0 {
+        out[n] = base + bits.trailing_zeros();
+        n += 1;
+        bits &= bits - 1;
+    }
+    n
+}
+
+/// [`bit_positions`] without a branch per bit: 16 bits at a time, the lane numbers of the set
+/// bits compressed to the front of a vector and stored whole (what is past the count is
+/// overwritten or ignored).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn bit_positions_avx512(bits: u64, base: u32, out: &mut [u32; POSITIONS]) -> usize {
+    use std::arch::x86_64::*;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut n = 0;
+    for q in 0..4u32 {
+        let m = (bits >> (16 * q)) as u16;
+        let at = _mm512_add_epi32(lanes, _mm512_set1_epi32((base + 16 * q) as i32));
+        let v = _mm512_maskz_compress_epi32(m, at);
+        // SAFETY: `n` is at most 48 here (the set bits of the lower quarters), so the 16
+        // lanes stored fit in the 80 of `out`.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(n).cast(), v) };
+        n += m.count_ones() as usize;
+    }
+    n
 }
 
 #[inline(always)]
-fn ascii_words_generic(b: &[u8], room: usize, out: &mut Vec<u64>) {
+fn ascii_words_generic(
+    b: &[u8],
+    room: usize,
+    out: &mut Vec<u64>,
+    word_mask: impl Fn(&[u8]) -> u64,
+    positions: impl Fn(u64, u32, &mut [u32; POSITIONS]) -> usize,
+) {
     // Per block: the starts of the words it closes (the one left open by the blocks before
     // first) and their (exclusive) ends; the k-th end closes the k-th start. A block of 64
-    // bytes starts at most 32 words, and one may be open from before.
-    let mut starts = [0usize; 33];
-    let mut ends = [0usize; 32];
-    let mut open: Option<usize> = None;
+    // bytes starts at most 32 words, and one may be open from before. Positions are u32: a
+    // text is one line, and lines are capped far below 4 GiB.
+    let mut starts = [0u32; POSITIONS];
+    let mut ends = [0u32; POSITIONS];
+    let mut open: Option<u32> = None;
     let mut left = room;
     for (ci, block) in b.chunks(64).enumerate() {
         if left == 0 {
             return;
         }
-        let base = ci * 64;
-        let mut mask = 0u64;
-        for (i, &c) in block.iter().enumerate() {
-            let alnum = c.wrapping_sub(b'0') < 10 || (c | 0x20).wrapping_sub(b'a') < 26;
-            mask |= (alnum as u64) << i;
-        }
+        let base = (ci * 64) as u32;
+        let mask = word_mask(block);
         // Bit i: byte i - 1 is in a word. Bits past a short last block are zero in `mask`,
         // so a word running to the end of the text ends at `block.len()` there.
         let before = mask << 1 | open.is_some() as u64;
-        let mut st = mask & !before;
-        let mut en = !mask & before;
-        let mut ns = 0;
+        let st = mask & !before;
+        let en = !mask & before;
+        // The open word's start goes first: its bit is taken over from the last block.
+        let ns = positions(st | open.is_some() as u64, base, &mut starts);
         if let Some(o) = open {
             starts[0] = o;
-            ns = 1;
         }
-        while st != 0 {
-            starts[ns] = base + st.trailing_zeros() as usize;
-            ns += 1;
-            st &= st - 1;
-        }
-        let mut ne = 0;
-        while en != 0 {
-            ends[ne] = base + en.trailing_zeros() as usize;
-            ne += 1;
-            en &= en - 1;
-        }
+        let ne = positions(en, base, &mut ends);
         // At most the last start is still open.
         open = (ns > ne).then(|| starts[ne]);
         let take = ne.min(left);
         left -= take;
-        out.extend((0..take).map(|k| hash_word(b, starts[k], ends[k])));
+        out.extend((0..take).map(|k| hash_word(b, starts[k] as usize, ends[k] as usize)));
     }
     if let (Some(s), true) = (open, left > 0) {
         // The text ends in a word, at the end of a full block.
-        out.push(hash_word(b, s, b.len()));
+        out.push(hash_word(b, s as usize, b.len()));
     }
 }
 
@@ -504,9 +591,9 @@ mod tests {
                 .take(room)
                 .map(|w| hash_bytes(w.to_ascii_lowercase().as_slice()))
                 .collect();
-            let mut got = vec![7];
-            ascii_words(s.as_bytes(), room, &mut got);
-            proptest::prop_assert_eq!(&got[1..], &want[..]);
+            for (name, got) in every_ascii_words(s.as_bytes(), room) {
+                proptest::prop_assert_eq!(&got[1..], &want[..], "{}", name);
+            }
         }
 
         #[test]
@@ -515,6 +602,36 @@ mod tests {
         ) {
             proptest::prop_assert_eq!(normalize(&s), word_split_normalize(&s));
         }
+    }
+
+    /// [`ascii_words`]'s output by every implementation this CPU can run (the generic one
+    /// always), each after one value already in the output vector.
+    fn every_ascii_words(b: &[u8], room: usize) -> Vec<(&'static str, Vec<u64>)> {
+        let run = |f: &dyn Fn(&mut Vec<u64>)| {
+            let mut out = vec![7];
+            f(&mut out);
+            out
+        };
+        let mut all = vec![(
+            "generic",
+            run(&|o| ascii_words_generic(b, room, o, word_mask, bit_positions)),
+        )];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") {
+                // SAFETY: the CPU supports the enabled target features.
+                all.push(("avx2", run(&|o| unsafe { ascii_words_avx2(b, room, o) })));
+            }
+            if has!("avx512f") && has!("avx512bw") && has!("popcnt") && has!("bmi1") {
+                // SAFETY: as above.
+                all.push((
+                    "avx512",
+                    run(&|o| unsafe { ascii_words_avx512(b, room, o) }),
+                ));
+            }
+        }
+        all
     }
 
     /// Words that end exactly at a block's end, or run across one, or end the text there.
@@ -535,9 +652,9 @@ mod tests {
                             .filter(|w| !w.is_empty())
                             .map(|w| hash_bytes(w.to_ascii_lowercase().as_slice()))
                             .collect();
-                        let mut got = Vec::new();
-                        ascii_words(t.as_bytes(), usize::MAX, &mut got);
-                        assert_eq!(got, want, "{t:?}");
+                        for (name, got) in every_ascii_words(t.as_bytes(), usize::MAX) {
+                            assert_eq!(got[1..], want, "{name} {t:?}");
+                        }
                     }
                 }
             }
