@@ -279,6 +279,7 @@ pub(crate) fn run(
     // Feedback and corrections first: the keys they name tell which example references the
     // join needs (the summaries keep the documented order: examples, feedback, corrections).
     let mut targets = join::KeyFilter::new();
+    let mut corrected_prompts = std::collections::HashSet::new();
     let mut other_summaries = Vec::new();
     let mut example_summaries = Vec::new();
     phase("reading feedback");
@@ -326,8 +327,9 @@ pub(crate) fn run(
                         return Ok(());
                     }
                 };
-                let pair =
-                    prepare::pr_key(&c.original_prompt, &c.original_response, &mut String::new());
+                let buf = &mut String::new();
+                corrected_prompts.insert(prepare::prompt_key(&c.original_prompt, buf));
+                let pair = prepare::pr_key(&c.original_prompt, &c.original_response, buf);
                 let mut keys = vec![JoinKey::Pair(pair)];
                 keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
                 keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
@@ -367,6 +369,7 @@ pub(crate) fn run(
         opts,
         scrubber: &scrubber,
         lsh: near.then_some((bands, rows_per_band)),
+        corrected_prompts: &corrected_prompts,
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
     let example_bytes: u64 = inputs
@@ -406,7 +409,9 @@ pub(crate) fn run(
             if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
                 refs(JoinKey::Id(req))?;
             }
-            refs(JoinKey::Pair(r.pr_key))?;
+            if let Some(pair) = r.pr_key {
+                refs(JoinKey::Pair(pair))?;
+            }
             if let Some(p) = &mut r.ex.prepared {
                 p.band_ix = band_store.append(&r.bands)?;
             }

@@ -172,8 +172,9 @@ pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bo
 pub(crate) struct ExRead {
     pub id: String,
     pub request_id: Option<String>,
-    /// Join key of the normalized (prompt, answer), see [`pr_key`].
-    pub pr_key: u128,
+    /// Join key of the normalized (prompt, answer), see [`pr_key`]; `None` when no
+    /// correction names this prompt (so none can name the pair).
+    pub pr_key: Option<u128>,
     pub ex: Ex,
     /// The unsalted band keys of the prepared texts, for the reading thread to store (empty
     /// when there are none).
@@ -186,6 +187,9 @@ pub(crate) struct Ctx<'a> {
     pub scrubber: &'a Scrubber,
     /// (bands, rows) when near dedup is on.
     pub lsh: Option<(usize, usize)>,
+    /// [`prompt_key`]s of the corrections' original prompts: only an example whose prompt is
+    /// one of them needs its (prompt, answer) key.
+    pub corrected_prompts: &'a std::collections::HashSet<u128>,
 }
 
 /// Per-thread buffers and tables.
@@ -205,13 +209,25 @@ impl Scratch {
 
 /// Join key of a (prompt, answer) pair: the hash of both normalized. `buf` is scratch.
 pub(crate) fn pr_key(prompt: &str, response: &str, buf: &mut String) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
     dedup::normalize_into(prompt, buf);
+    pr_key_normalized(buf, response)
+}
+
+/// [`pr_key`] with the prompt already normalized (`buf`, which is then reused as scratch).
+fn pr_key_normalized(buf: &mut String, response: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(buf.as_bytes());
     h.update(b"\0");
     dedup::normalize_into(response, buf);
     h.update(buf.as_bytes());
     h.digest128()
+}
+
+/// The key of a normalized prompt, for [`Ctx::corrected_prompts`] (and, unscrubbed, the
+/// exact-dedup key when scrubbing leaves the prompt alone).
+pub(crate) fn prompt_key(prompt: &str, buf: &mut String) -> u128 {
+    dedup::normalize_into(prompt, buf);
+    dedup::fast_key128(buf)
 }
 
 /// Parses and prepares one example line of file `file`.
@@ -236,16 +252,15 @@ pub(crate) fn example(
         0
     };
     let verified_correction = x.source == "verified_correction";
-    // `pr_key`, sharing the normalized prompt with the exact-dedup key.
+    // `pr_key`, sharing the normalized prompt with the exact-dedup key, and only where a
+    // correction may name the pair: normalizing every answer for it was a twentieth of the
+    // export's CPU, and most examples are never corrected.
     let buf = &mut scratch.buf;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    dedup::normalize_into(&x.prompt, buf);
-    h.update(buf.as_bytes());
-    let prompt_key = dedup::fast_key128(buf);
-    h.update(b"\0");
-    dedup::normalize_into(&x.response, buf);
-    h.update(buf.as_bytes());
-    let pr_key = h.digest128();
+    let prompt_key = prompt_key(&x.prompt, buf);
+    let pr_key = ctx
+        .corrected_prompts
+        .contains(&prompt_key)
+        .then(|| pr_key_normalized(buf, &x.response));
     let (prepared, bands) = if static_drop == 0 && text_needed(verified_correction, opts) {
         let (p, bands) = prepare(&x, line, ctx, prompt_key, scratch);
         (Some(p), bands)
