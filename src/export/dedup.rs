@@ -258,8 +258,13 @@ fn word_mask(block: &[u8]) -> u64 {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn word_mask_avx512(block: &[u8]) -> u64 {
     use std::arch::x86_64::*;
-    // A short last block is loaded under a mask: the bytes past it read as zeros.
-    let load = u64::MAX >> (64 - block.len().min(64));
+    // A short last block is loaded under a mask: the bytes past it read as zeros, which are
+    // neither letters nor digits.
+    let load = if block.len() >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << block.len()) - 1
+    };
     // SAFETY: the masked load touches only the `block.len()` bytes of `block`.
     let v = unsafe { _mm512_maskz_loadu_epi8(load, block.as_ptr().cast()) };
     let digit = _mm512_cmplt_epu8_mask(
@@ -271,7 +276,7 @@ unsafe fn word_mask_avx512(block: &[u8]) -> u64 {
         _mm512_sub_epi8(lower, _mm512_set1_epi8(b'a' as i8)),
         _mm512_set1_epi8(26),
     );
-    (digit | alpha) & load
+    digit | alpha
 }
 
 /// Room the position lists need: 64 bits and the 16 lanes a compressed store may write past.
