@@ -961,6 +961,32 @@ fn export_texts_are_read_back_exactly() {
     }
 }
 
+/// `n` words that differ from other seeds' words (for near-dedup cases built to a Jaccard
+/// similarity).
+fn words(seed: u64, n: u64) -> String {
+    (0..n)
+        .map(|i| format!("w{}", (i * 7919 + seed * 104_729) % 100_003))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Exports `inputs` into `d` twice: with a budget so small that everything spills, and with
+/// one so large that nothing does; the report and the output of each.
+fn export_spilled_and_in_memory(d: &Path, inputs: &ExportInputs) -> Vec<(ExportReport, String)> {
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    [200, 1 << 30]
+        .into_iter()
+        .map(|budget| {
+            let out = d.join(format!("out-{budget}.jsonl"));
+            let rep = run(inputs, &o, &out, budget).unwrap();
+            (rep, fs::read_to_string(&out).unwrap())
+        })
+        .collect()
+}
+
 /// Near dedup reads every candidate's band keys back from the band store, examples' (stored
 /// at read time) and corrections' (stored when the join has run) alike: a correction that
 /// nearly repeats an example outranks it and the example goes as a near duplicate, spilled or
@@ -969,12 +995,6 @@ fn export_texts_are_read_back_exactly() {
 fn export_near_duplicate_of_a_correction_loses_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let words = |seed: u64, n: u64| -> String {
-        (0..n)
-            .map(|i| format!("w{}", (i * 7919 + seed * 104_729) % 100_003))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let (p_near, r_near) = (words(1, 60), words(2, 140));
     let p_corr = format!("{p_near} please");
     let others: Vec<(String, String)> = (3..9)
@@ -1004,13 +1024,7 @@ fn export_near_duplicate_of_a_correction_loses_to_it() {
         corrections: vec![corr],
         ..Default::default()
     };
-    let o = ExportOptions {
-        temp_dir: d.join("tmp"),
-        ..Default::default()
-    };
-    for budget in [200, 1 << 30] {
-        let out = d.join(format!("out-{budget}.jsonl"));
-        let rep = run(&inputs, &o, &out, budget).unwrap();
+    for (rep, got) in export_spilled_and_in_memory(d, &inputs) {
         assert_eq!(
             rep.dropped.get("near_duplicate"),
             Some(&1),
@@ -1018,7 +1032,6 @@ fn export_near_duplicate_of_a_correction_loses_to_it() {
             rep.dropped
         );
         assert_eq!(rep.after_filtering, 7);
-        let got = fs::read_to_string(&out).unwrap();
         assert!(got.contains(&p_corr), "the correction is kept");
         assert!(
             !got.contains(&format!("{p_near}\"")),
@@ -1093,12 +1106,6 @@ fn export_line_with_invalid_utf8_is_unreadable_not_fatal() {
 fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let words = |seed: u64, n: u64| -> String {
-        (0..n)
-            .map(|i| format!("w{}", (i * 7919 + seed * 104_729) % 100_003))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let (prompt, answer_y, answer_x) = (words(1, 30), words(2, 150), words(3, 150));
     let prompt_z = format!("{prompt} again");
     let mut y = Ex::new("train_y", "2026-11-01T10:00:00Z", &prompt, &answer_y);
@@ -1113,13 +1120,7 @@ fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
         examples: vec![seg],
         ..Default::default()
     };
-    let o = ExportOptions {
-        temp_dir: d.join("tmp"),
-        ..Default::default()
-    };
-    for budget in [200, 1 << 30] {
-        let out = d.join(format!("out-{budget}.jsonl"));
-        let rep = run(&inputs, &o, &out, budget).unwrap();
+    for (rep, got) in export_spilled_and_in_memory(d, &inputs) {
         assert_eq!(
             rep.dropped.get("exact_duplicate"),
             Some(&1),
@@ -1127,7 +1128,6 @@ fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
             rep.dropped
         );
         assert_eq!(rep.dropped.get("near_duplicate"), None, "{:?}", rep.dropped);
-        let got = fs::read_to_string(&out).unwrap();
         assert!(got.contains(&answer_y) && got.contains(&prompt_z));
         assert_eq!(got.lines().count(), 2);
     }
@@ -1138,11 +1138,12 @@ fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
         examples: vec![seg],
         ..Default::default()
     };
-    let rep = run(&inputs, &o, &d.join("out-xz.jsonl"), 1 << 30).unwrap();
-    assert_eq!(
-        rep.dropped.get("near_duplicate"),
-        Some(&1),
-        "{:?}",
-        rep.dropped
-    );
+    for (rep, _) in export_spilled_and_in_memory(d, &inputs) {
+        assert_eq!(
+            rep.dropped.get("near_duplicate"),
+            Some(&1),
+            "{:?}",
+            rep.dropped
+        );
+    }
 }
