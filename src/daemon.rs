@@ -735,10 +735,15 @@ fn watchdog_interval() -> Option<Duration> {
     }
 }
 
-/// Data events wake the loop only for files the input globs name and for the spool (set at
-/// start and on every reload, into the filter the running watcher holds).
+/// Data events wake the loop only for files the input globs name (and `input.exclude` does
+/// not) and for the spool (set at start and on every reload, into the filter the running
+/// watcher holds).
 fn set_watch_relevance(relevant: &tail::RelevantPath, cfg: &Config) {
-    relevant.set(&cfg.input.paths, std::slice::from_ref(&cfg.spool.dir));
+    relevant.set(
+        &cfg.input.paths,
+        &cfg.input.exclude,
+        std::slice::from_ref(&cfg.spool.dir),
+    );
 }
 
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the

@@ -9,7 +9,7 @@
 //! So data events (modify, close-after-write) wake only when [`RelevantPath`] accepts one of
 //! their paths; creations, removals, renames and errors always wake.
 
-use super::discovery::WatchSpec;
+use super::discovery::{Exclude, WatchSpec};
 use super::TailError;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -17,35 +17,45 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// Which paths' data events are worth a wake: a file whose name matches the last component
-/// of an input glob, or anything directly inside one of the extra directories (the spool).
-/// Shared, so a config reload can replace the globs of a running watcher.
+/// of an input glob and that `input.exclude` does not leave out (logrotate compressing a
+/// rotated log into `app.jsonl.1.gz` writes to it for a while), or anything directly inside
+/// one of the extra directories (the spool). Shared, so a config reload can replace the globs
+/// of a running watcher.
 #[derive(Clone, Debug, Default)]
 pub struct RelevantPath(Arc<RwLock<Relevance>>);
 
 #[derive(Debug, Default)]
 struct Relevance {
     names: Vec<glob::Pattern>,
+    exclude: Exclude,
     dirs: Vec<PathBuf>,
 }
 
 impl RelevantPath {
-    pub fn new(patterns: &[String], dirs: &[PathBuf]) -> RelevantPath {
+    pub fn new(patterns: &[String], exclude: &[String], dirs: &[PathBuf]) -> RelevantPath {
         let r = RelevantPath::default();
-        r.set(patterns, dirs);
+        r.set(patterns, exclude, dirs);
         r
     }
 
-    /// Replaces the globs and directories (an unparsable glob is left out: discovery has
-    /// already refused it).
-    pub fn set(&self, patterns: &[String], dirs: &[PathBuf]) {
+    /// Replaces the globs, exclusions and directories (an unparsable glob is left out: the
+    /// config has already refused it).
+    pub fn set(&self, patterns: &[String], exclude: &[String], dirs: &[PathBuf]) {
         let names = patterns
             .iter()
             .filter_map(|p| Path::new(p).file_name()?.to_str())
             .filter_map(|n| glob::Pattern::new(n).ok())
             .collect();
+        let valid: Vec<String> = exclude
+            .iter()
+            .filter(|p| glob::Pattern::new(p).is_ok())
+            .cloned()
+            .collect();
+        let exclude = Exclude::new(&valid).unwrap_or_default();
         if let Ok(mut r) = self.0.write() {
             *r = Relevance {
                 names,
+                exclude,
                 dirs: dirs.to_vec(),
             };
         }
@@ -55,7 +65,7 @@ impl RelevantPath {
     pub fn accepts(&self, path: &Path) -> bool {
         let Ok(r) = self.0.read() else { return true };
         let name = path.file_name().and_then(|n| n.to_str());
-        name.is_some_and(|n| r.names.iter().any(|p| p.matches(n)))
+        (name.is_some_and(|n| r.names.iter().any(|p| p.matches(n))) && !r.exclude.matches(path))
             || path
                 .parent()
                 .is_some_and(|parent| r.dirs.iter().any(|d| same_dir(d, parent)))
@@ -194,12 +204,13 @@ mod tests {
         for d in [&logs, &spool] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
-        for f in ["app.jsonl", "syslog"] {
+        for f in ["app.jsonl", "syslog", "old.jsonl.gz"] {
             std::fs::write(logs.join(f), b"x\n").expect("write");
         }
         std::fs::write(spool.join("fb.jsonl"), b"x\n").expect("write");
         let relevant = RelevantPath::new(
-            &[logs.join("*.jsonl").display().to_string()],
+            &[logs.join("*.jsonl*").display().to_string()],
+            &["*.gz".to_string()],
             std::slice::from_ref(&spool),
         );
         let specs: Vec<WatchSpec> = [&logs, &spool]
@@ -228,10 +239,11 @@ mod tests {
         };
         for _ in 0..20 {
             append(&logs.join("syslog"));
+            append(&logs.join("old.jsonl.gz"));
         }
         assert!(
             rx.recv_timeout(Duration::from_millis(300)).is_err(),
-            "a neighbour's appends woke the daemon"
+            "a neighbour's or an excluded file's appends woke the daemon"
         );
         append(&logs.join("app.jsonl"));
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
@@ -246,7 +258,7 @@ mod tests {
         );
         settle(&rx);
         // After a reload that reads syslog too, its appends wake.
-        relevant.set(&[logs.join("sys*").display().to_string()], &[]);
+        relevant.set(&[logs.join("sys*").display().to_string()], &[], &[]);
         append(&logs.join("syslog"));
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
     }
