@@ -89,6 +89,11 @@ pub(crate) struct BandStore {
 impl BandStore {
     /// `texts`: about how many texts will be stored (sizes the [`Repeats`] bit sets).
     pub(crate) fn new(dir: &Path, per: usize, texts: u64) -> Result<Self, ExportError> {
+        if per > MAX_HASHES {
+            return Err(ExportError::Internal(format!(
+                "{per} band keys per text, at most {MAX_HASHES}"
+            )));
+        }
         let file = tempfile::tempfile_in(dir).map_err(|e| store_err(dir, e))?;
         Ok(BandStore {
             dir: dir.to_path_buf(),
@@ -105,7 +110,7 @@ impl BandStore {
         if bands.is_empty() {
             return Ok(None);
         }
-        if bands.len() != self.per || bands.len() > MAX_HASHES {
+        if bands.len() != self.per {
             return Err(ExportError::Internal(format!(
                 "{} band keys for a text, expected {}",
                 bands.len(),

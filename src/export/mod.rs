@@ -257,14 +257,14 @@ pub(crate) fn run(
         unreadable: 0,
     };
 
-    let all_files = inputs
-        .examples
-        .iter()
-        .chain(&inputs.feedback)
-        .chain(&inputs.corrections);
-    let total_bytes: u64 = all_files
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let bytes_of = |files: &[PathBuf]| -> u64 {
+        files
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let example_bytes = bytes_of(&inputs.examples);
+    let total_bytes = example_bytes + bytes_of(&inputs.feedback) + bytes_of(&inputs.corrections);
     let pb = progress_bar(opts, total_bytes);
 
     // 1. Read.
@@ -372,11 +372,6 @@ pub(crate) fn run(
         corrected_prompts: &corrected_prompts,
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
-    let example_bytes: u64 = inputs
-        .examples
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum();
     let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
     let mut example_files = Vec::with_capacity(inputs.examples.len());
     // Lines are prepared on worker threads; this thread reads the files and files the
