@@ -237,7 +237,7 @@ pub(crate) fn example(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,
 ) -> Result<ExRead, serde_json::Error> {
-    let x: ExLine<'_> = crate::record::parse_json_line(line.bytes)?;
+    let x = parse_example(line.bytes)?;
     let opts = ctx.opts;
     let q = &x.quality;
     let static_drop = if !x.include_in_training {
@@ -463,19 +463,20 @@ impl Pool {
 }
 
 /// The fields of an example line export reads. The other fields are still checked for their
-/// types, so a line is unreadable exactly when it is not a `TrainingExample`.
+/// types, so a line is unreadable exactly when it is not a `TrainingExample`. `T` is how the
+/// prompt and answer are read: `Cow<str>`, or [`FastText`] where that gives the same result
+/// (see [`parse_example`]).
 #[derive(Deserialize)]
-struct ExLine<'a> {
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct ExLine<'a, T = Cow<'a, str>> {
     #[serde(borrow)]
     id: Cow<'a, str>,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
     #[serde(borrow)]
     source: Cow<'a, str>,
-    #[serde(borrow)]
-    prompt: Cow<'a, str>,
-    #[serde(borrow)]
-    response: Cow<'a, str>,
+    prompt: T,
+    response: T,
     #[serde(borrow)]
     metadata: MetaLine<'a>,
     quality: Quality,
@@ -484,6 +485,89 @@ struct ExLine<'a> {
     #[allow(dead_code)]
     project_context: AnyStr,
     include_in_training: bool,
+}
+
+/// Parses an example line. The prompt and answer (most of a line's bytes) are read as
+/// [`FastText`] when the line has no control character: serde_json reads a string it hands
+/// over as bytes with a vectorized search for its end, but scans one it hands over as text
+/// eight bytes at a time, also for control characters (which JSON forbids in strings; a line
+/// without any cannot have one), and that scan was a tenth of the reading threads' time.
+/// Whatever that reading rejects is parsed again the strict way, which then gives the error.
+fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
+    // The check for control characters comes second: the parse has brought the line into
+    // this core's cache by then.
+    if let Ok(x) = crate::record::parse_json_line::<ExLine<'_, FastText<'_>>>(bytes) {
+        if !has_control_byte(bytes) {
+            return Ok(ExLine {
+                id: x.id,
+                timestamp: x.timestamp,
+                source: x.source,
+                prompt: x.prompt.0,
+                response: x.response.0,
+                metadata: x.metadata,
+                quality: x.quality,
+                tags: x.tags,
+                project_context: x.project_context,
+                include_in_training: x.include_in_training,
+            });
+        }
+    }
+    crate::record::parse_json_line(bytes)
+}
+
+/// Whether `b` has a byte below 0x20.
+fn has_control_byte(b: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to support AVX2.
+        return unsafe { has_control_byte_avx2(b) };
+    }
+    has_control_byte_generic(b)
+}
+
+/// Branch-free per 64-byte block, so the compiler vectorizes it.
+#[inline(always)]
+fn has_control_byte_generic(b: &[u8]) -> bool {
+    b.chunks(64)
+        .any(|block| block.iter().fold(false, |acc, &c| acc | (c < 0x20)))
+}
+
+/// [`has_control_byte_generic`] compiled for AVX2: the x86-64 baseline's 16-byte vectors made
+/// this check cost half of what it saved.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn has_control_byte_avx2(b: &[u8]) -> bool {
+    has_control_byte_generic(b)
+}
+
+/// A JSON string read through serde's bytes path (no check for control characters), then
+/// checked to be UTF-8 (a string with a lone surrogate escape is not, and is rejected).
+struct FastText<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FastText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = FastText<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<FastText<'a>, E> {
+                simdutf8::basic::from_utf8(v)
+                    .map(|s| FastText(Cow::Borrowed(s)))
+                    .map_err(|_| E::custom("string is not UTF-8"))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<FastText<'a>, E> {
+                simdutf8::basic::from_utf8(v)
+                    .map(|s| FastText(Cow::Owned(s.to_owned())))
+                    .map_err(|_| E::custom("string is not UTF-8"))
+            }
+        }
+        d.deserialize_bytes(V(std::marker::PhantomData))
+    }
 }
 
 /// `record::Metadata` with `request_id` taken out of the flattened extras.
@@ -676,7 +760,7 @@ impl Fetcher {
         let parsed = if parse(prompt) || parse(completion) {
             let start = (loc.off - base) as usize;
             let line = &this.win[start..start + loc.len as usize];
-            let x: ExLine<'s> = crate::record::parse_json_line(line).map_err(|e| {
+            let x = parse_example(line).map_err(|e| {
                 ExportError::Internal(format!("example line changed while exporting: {e}"))
             })?;
             let uid = x.metadata.user_id.as_deref();

@@ -1147,3 +1147,82 @@ fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
         );
     }
 }
+
+/// JSON forbids raw control characters in strings and lone surrogate escapes: such lines are
+/// unreadable whichever way the texts are read (the fast reading of prompts and answers does
+/// not check for control characters itself), while a tab between tokens is valid JSON.
+#[test]
+fn export_control_characters_in_texts_and_lone_surrogates_are_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ex = |id: &str, minute: u32, prompt: &str| {
+        Ex::new(
+            id,
+            &format!("2026-11-01T10:{minute:02}:00Z"),
+            prompt,
+            "Six inches on center in corners, per the manufacturer's wind uplift table.",
+        )
+        .line()
+    };
+    let good = ex(
+        "train_a",
+        0,
+        "What is the fastener spacing for TPO in the corner zone?",
+    );
+    let raw_control = ex(
+        "train_b",
+        1,
+        "What is the fastener spacing for EPDM at the eaves?",
+    )
+    .replace("at the eaves", "at the\u{1}eaves");
+    let raw_tab = ex(
+        "train_c",
+        2,
+        "What is the fastener spacing for PVC at the ridge?",
+    )
+    .replace("at the ridge", "at the\tridge");
+    let lone_surrogate = ex(
+        "train_d",
+        3,
+        "What is the fastener spacing for mod bit at curbs?",
+    )
+    .replace("at curbs", "at \\ud800curbs");
+    let tab_between_tokens = ex(
+        "train_e",
+        4,
+        "What is the fastener spacing for TPO at the drains?",
+    )
+    .replacen("\",\"", "\",\t\"", 1);
+    let seg = d.join("examples_1.jsonl");
+    let lines = [
+        good,
+        raw_control,
+        raw_tab,
+        lone_surrogate,
+        tab_between_tokens,
+    ];
+    fs::write(&seg, lines.join("\n") + "\n").unwrap();
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let out = d.join("out.jsonl");
+    let rep = run(&inputs, &o, &out, 1 << 20).unwrap();
+    assert_eq!(rep.total_raw, 5);
+    assert_eq!(
+        rep.dropped.get("unreadable_line"),
+        Some(&3),
+        "{:?}",
+        rep.dropped
+    );
+    assert_eq!(rep.after_filtering, 2);
+    let got = fs::read_to_string(&out).unwrap();
+    assert!(
+        got.contains("corner zone") && got.contains("at the drains"),
+        "{got}"
+    );
+}
