@@ -192,6 +192,31 @@ pub(crate) enum JoinKey {
     Id(String),
 }
 
+/// A [`JoinKey`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyRef<'a> {
+    Pair(u128),
+    Id(&'a str),
+}
+
+impl KeyRef<'_> {
+    pub(crate) fn to_owned_key(self) -> JoinKey {
+        match self {
+            KeyRef::Pair(k) => JoinKey::Pair(k),
+            KeyRef::Id(s) => JoinKey::Id(s.to_owned()),
+        }
+    }
+}
+
+impl JoinKey {
+    pub(crate) fn as_key_ref(&self) -> KeyRef<'_> {
+        match self {
+            JoinKey::Pair(k) => KeyRef::Pair(*k),
+            JoinKey::Id(s) => KeyRef::Id(s),
+        }
+    }
+}
+
 /// The keys feedback and corrections name, as a Bloom filter of fixed size (1 MiB): an
 /// example reference whose key is not in it cannot be joined to anything and is not
 /// sorted at all. A false positive only costs a useless reference; the filter's size does
@@ -212,10 +237,10 @@ impl KeyFilter {
     }
 
     /// Three bit positions from one 128-bit hash of the key.
-    fn positions(key: &JoinKey) -> [u64; 3] {
+    fn positions(key: KeyRef<'_>) -> [u64; 3] {
         let h = match key {
-            JoinKey::Pair(k) => xxhash_rust::xxh3::xxh3_128_with_seed(&k.to_le_bytes(), 1),
-            JoinKey::Id(s) => xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), 2),
+            KeyRef::Pair(k) => xxhash_rust::xxh3::xxh3_128_with_seed(&k.to_le_bytes(), 1),
+            KeyRef::Id(s) => xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), 2),
         };
         let (a, b) = (h as u64, (h >> 64) as u64);
         [0u64, 1, 2].map(|i| a.wrapping_add(i.wrapping_mul(b)) % Self::BITS)
@@ -226,12 +251,14 @@ impl KeyFilter {
             self.bits = vec![0; (Self::BITS / 64) as usize];
             self.empty = false;
         }
-        for p in Self::positions(key) {
+        for p in Self::positions(key.as_key_ref()) {
             self.bits[(p / 64) as usize] |= 1 << (p % 64);
         }
     }
 
-    pub(crate) fn may_contain(&self, key: &JoinKey) -> bool {
+    /// Takes the key borrowed: it is asked about every example's id, and most are not in it
+    /// (cloning each id first to ask was a string allocation per line).
+    pub(crate) fn may_contain(&self, key: KeyRef<'_>) -> bool {
         !self.empty
             && Self::positions(key)
                 .iter()
@@ -438,7 +465,7 @@ mod tests {
     #[test]
     fn export_join_key_filter_has_no_false_negatives() {
         let mut f = KeyFilter::new();
-        assert!(!f.may_contain(&JoinKey::Id("a".into())));
+        assert!(!f.may_contain(KeyRef::Id("a")));
         let keys: Vec<JoinKey> = (0..5000u32)
             .map(|i| {
                 if i % 2 == 0 {
@@ -451,9 +478,9 @@ mod tests {
         for k in &keys {
             f.insert(k);
         }
-        assert!(keys.iter().all(|k| f.may_contain(k)));
+        assert!(keys.iter().all(|k| f.may_contain(k.as_key_ref())));
         let false_pos = (0..5000u32)
-            .filter(|i| f.may_contain(&JoinKey::Id(format!("other_{i}"))))
+            .filter(|i| f.may_contain(KeyRef::Id(&format!("other_{i}"))))
             .count();
         assert!(false_pos < 5, "{false_pos}");
     }

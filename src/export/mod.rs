@@ -370,6 +370,7 @@ pub(crate) fn run(
         scrubber: &scrubber,
         lsh: near.then_some((bands, rows_per_band)),
         corrected_prompts: &corrected_prompts,
+        targets: &targets,
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
     let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
@@ -389,23 +390,28 @@ pub(crate) fn run(
                 }
             };
             // A reference only matters where feedback or a correction names the key.
-            let mut refs = |key: JoinKey| {
-                if !targets.may_contain(&key) {
+            let id = r.id.as_str();
+            let mut refs = |key: join::KeyRef<'_>| {
+                if !targets.may_contain(key) {
                     return Ok(());
                 }
                 joins.push(JoinItem {
-                    key,
+                    key: key.to_owned_key(),
                     kind: join::KIND_REF,
                     fb: None,
-                    ex_id: r.id.clone(),
+                    ex_id: id.to_owned(),
                 })
             };
-            refs(JoinKey::Id(r.id.clone()))?;
-            if let Some(req) = r.request_id.filter(|q| !q.is_empty() && *q != r.id) {
-                refs(JoinKey::Id(req))?;
+            refs(join::KeyRef::Id(id))?;
+            if let Some(req) = r
+                .request_id
+                .as_deref()
+                .filter(|q| !q.is_empty() && *q != id)
+            {
+                refs(join::KeyRef::Id(req))?;
             }
             if let Some(pair) = r.pr_key {
-                refs(JoinKey::Pair(pair))?;
+                refs(join::KeyRef::Pair(pair))?;
             }
             if let Some(p) = &mut r.ex.prepared {
                 p.band_ix = band_store.append(&r.bands)?;

@@ -17,7 +17,7 @@
 use super::codec::{Dec, Enc};
 use super::dedup;
 use super::input::{Chunk, Line};
-use super::join::Ex;
+use super::join::{Ex, KeyRef};
 use super::pii::Scrubber;
 use super::{ExportError, ExportOptions, Format};
 use crate::record::Quality;
@@ -171,6 +171,7 @@ pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bo
 /// One example line, read.
 pub(crate) struct ExRead {
     pub id: String,
+    /// `metadata.request_id`, only where feedback or a correction may name it.
     pub request_id: Option<String>,
     /// Join key of the normalized (prompt, answer), see [`pr_key`]; `None` when no
     /// correction names this prompt (so none can name the pair).
@@ -190,6 +191,8 @@ pub(crate) struct Ctx<'a> {
     /// [`prompt_key`]s of the corrections' original prompts: only an example whose prompt is
     /// one of them needs its (prompt, answer) key.
     pub corrected_prompts: &'a std::collections::HashSet<u128>,
+    /// The keys feedback and corrections name: a request id is kept only if it may be one.
+    pub targets: &'a super::join::KeyFilter,
 }
 
 /// Per-thread buffers and tables.
@@ -276,7 +279,7 @@ pub(crate) fn example(
     Ok(ExRead {
         pr_key,
         request_id: match x.metadata.request_id {
-            Some(ReqId::Str(r)) => Some(r.into_owned()),
+            Some(ReqId::Str(r)) if ctx.targets.may_contain(KeyRef::Id(&r)) => Some(r.into_owned()),
             _ => None,
         },
         ex: Ex {
