@@ -1073,13 +1073,22 @@ fn export_line_with_invalid_utf8_is_unreadable_not_fatal() {
     .into_bytes();
     let at = bad.windows(5).position(|w| w == b"inche").unwrap();
     bad[at] = 0xff;
-    let seg = d.join("examples_1.jsonl");
     let mut bytes = good.into_bytes();
     bytes.push(b'\n');
     bytes.extend_from_slice(&bad);
     bytes.push(b'\n');
     bytes.extend_from_slice(other.as_bytes());
     bytes.push(b'\n');
+    let (rep, got) = export_one_segment(d, &bytes);
+    assert_eq!(rep.total_raw, 3);
+    assert_eq!(rep.after_filtering, 2);
+    assert_eq!(rep.dropped.get("unreadable_line"), Some(&1));
+    assert!(got.contains("TPO membrane") && got.contains("EPDM adhesive"));
+}
+
+/// Exports one segment of these bytes with the default options: the report and the output.
+fn export_one_segment(d: &Path, bytes: &[u8]) -> (ExportReport, String) {
+    let seg = d.join("examples_1.jsonl");
     fs::write(&seg, bytes).unwrap();
     let inputs = ExportInputs {
         examples: vec![seg],
@@ -1091,11 +1100,7 @@ fn export_line_with_invalid_utf8_is_unreadable_not_fatal() {
     };
     let out = d.join("out.jsonl");
     let rep = run(&inputs, &o, &out, 1 << 20).unwrap();
-    assert_eq!(rep.total_raw, 3);
-    assert_eq!(rep.after_filtering, 2);
-    assert_eq!(rep.dropped.get("unreadable_line"), Some(&1));
-    let got = fs::read_to_string(&out).unwrap();
-    assert!(got.contains("TPO membrane") && got.contains("EPDM adhesive"));
+    (rep, fs::read_to_string(&out).unwrap())
 }
 
 /// Near dedup runs among the exact survivors only: a copy that exact dedup dropped does not
@@ -1155,63 +1160,42 @@ fn export_an_exact_duplicate_drops_no_near_duplicate_of_its_own() {
 fn export_control_characters_in_texts_and_lone_surrogates_are_unreadable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ex = |id: &str, minute: u32, prompt: &str| {
-        Ex::new(
-            id,
-            &format!("2026-11-01T10:{minute:02}:00Z"),
-            prompt,
-            "Six inches on center in corners, per the manufacturer's wind uplift table.",
-        )
-        .line()
-    };
-    let good = ex(
-        "train_a",
-        0,
-        "What is the fastener spacing for TPO in the corner zone?",
-    );
-    let raw_control = ex(
-        "train_b",
-        1,
-        "What is the fastener spacing for EPDM at the eaves?",
-    )
-    .replace("at the eaves", "at the\u{1}eaves");
-    let raw_tab = ex(
-        "train_c",
-        2,
-        "What is the fastener spacing for PVC at the ridge?",
-    )
-    .replace("at the ridge", "at the\tridge");
-    let lone_surrogate = ex(
-        "train_d",
-        3,
-        "What is the fastener spacing for mod bit at curbs?",
-    )
-    .replace("at curbs", "at \\ud800curbs");
-    let tab_between_tokens = ex(
-        "train_e",
-        4,
-        "What is the fastener spacing for TPO at the drains?",
-    )
-    .replacen("\",\"", "\",\t\"", 1);
-    let seg = d.join("examples_1.jsonl");
-    let lines = [
-        good,
-        raw_control,
-        raw_tab,
-        lone_surrogate,
-        tab_between_tokens,
+    // (what the prompt asks about, the edit that makes the line what the case is about)
+    let cases: [(&str, Option<(&str, &str)>); 5] = [
+        ("TPO in the corner zone", None),
+        // A raw control character in a text.
+        (
+            "EPDM at the eaves",
+            Some(("at the eaves", "at the\u{1}eaves")),
+        ),
+        // A raw tab in a text.
+        ("PVC at the ridge", Some(("at the ridge", "at the\tridge"))),
+        // A lone surrogate escape.
+        ("mod bit at curbs", Some(("at curbs", "at \\ud800curbs"))),
+        // A tab between two tokens: valid.
+        ("TPO at the drains", Some(("\",\"", "\",\t\""))),
     ];
-    fs::write(&seg, lines.join("\n") + "\n").unwrap();
-    let inputs = ExportInputs {
-        examples: vec![seg],
-        ..Default::default()
-    };
-    let o = ExportOptions {
-        temp_dir: d.join("tmp"),
-        ..Default::default()
-    };
-    let out = d.join("out.jsonl");
-    let rep = run(&inputs, &o, &out, 1 << 20).unwrap();
+    let lines: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(k, (place, edit))| {
+            let line = Ex::new(
+                &format!("train_{k}"),
+                &format!("2026-11-01T10:{k:02}:00Z"),
+                &format!("What is the fastener spacing for {place}?"),
+                "Six inches on center in corners, per the manufacturer's wind uplift table.",
+            )
+            .line();
+            match edit {
+                Some((from, to)) => {
+                    assert!(line.contains(from), "{line}");
+                    line.replacen(from, to, 1)
+                }
+                None => line,
+            }
+        })
+        .collect();
+    let (rep, got) = export_one_segment(d, (lines.join("\n") + "\n").as_bytes());
     assert_eq!(rep.total_raw, 5);
     assert_eq!(
         rep.dropped.get("unreadable_line"),
@@ -1220,7 +1204,6 @@ fn export_control_characters_in_texts_and_lone_surrogates_are_unreadable() {
         rep.dropped
     );
     assert_eq!(rep.after_filtering, 2);
-    let got = fs::read_to_string(&out).unwrap();
     assert!(
         got.contains("corner zone") && got.contains("at the drains"),
         "{got}"
