@@ -130,7 +130,10 @@ const R_PLAIN_WRONG: &str = "No flash off time is needed, mate immediately.";
 const R_PLAIN_RIGHT: &str = "Until it is dry to the touch, usually 10 to 20 minutes.";
 const NEAR_A: &str = "For a flat roof of fifty by forty feet with a parapet on three sides, two drains and one scupper, how many squares of sixty mil TPO do I need including waste for the parapet flashing details?";
 const NEAR_B: &str = "For a flat roof of fifty by forty feet with a parapet on three sides, two drains and one scupper, how many squares of sixty mil TPO do I need including waste for the parapet flashing details, please?";
-const NEAR_RESP: &str = "About twenty squares of field membrane plus roughly three squares for parapet walls and flashing details, so order twenty four squares.";
+// Long enough that the pair is clearly near (Jaccard of their 5-word shingles 0.94, caught
+// with probability 0.9994 at the default threshold; with only the first sentence it was
+// 0.85, caught with probability 0.86, which made the case depend on the hash seeds).
+const NEAR_RESP: &str = "About twenty squares of field membrane plus roughly three squares for parapet walls and flashing details, so order twenty four squares. Measure the parapet height first: walls under eighteen inches take one roll width of flashing, taller walls need a second piece and more termination bar. Add the drain and scupper boots, inside and outside corners, and a roll of seam tape for the field seams before you place the order with the distributor. Keep the rolls dry and off the deck until the day they go down, and plan the seams so that water runs over them toward the drains rather than against the laps.";
 
 pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
