@@ -503,7 +503,21 @@ unsafe fn shingle_hashes_avx2(w: &[u64], out: &mut Vec<u32>) {
     shingle_hashes_generic(w, out)
 }
 
+/// [`shingle_hashes_generic`] compiled for AVX-512 (eight words a vector, and the rotations
+/// one instruction each; AVX2 builds a 64-bit rotation from two shifts).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn shingle_hashes_avx512(w: &[u64], out: &mut Vec<u32>) {
+    shingle_hashes_generic(w, out)
+}
+
 fn shingle_hashes(w: &[u64], out: &mut Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU was just checked to support the enabled target features.
+        unsafe { shingle_hashes_avx512(w, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU was just checked to support the enabled target features.
@@ -958,6 +972,38 @@ mod tests {
                     all.push(("avx512", run(&|sig| unsafe {
                         min_hashes_avx512(sig, &m.mul, &m.add, &shingles)
                     })));
+                }
+            }
+            for (name, got) in all {
+                proptest::prop_assert_eq!(&got, &want, "{}", name);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Every shingle-hash implementation this CPU can run gives each 5-word window's
+        /// [`shingle_hash`], after what is already in the output.
+        #[test]
+        fn export_dedup_shingle_hashes_are_each_windows_hash(
+            words in proptest::collection::vec(proptest::num::u64::ANY, 0..40),
+        ) {
+            let want: Vec<u32> = words.windows(SHINGLE_WORDS).map(shingle_hash).collect();
+            let run = |f: &dyn Fn(&mut Vec<u32>)| {
+                let mut out = vec![7];
+                f(&mut out);
+                out[1..].to_vec()
+            };
+            let mut all = vec![("generic", run(&|o| shingle_hashes_generic(&words, o)))];
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx2") {
+                    // SAFETY: the CPU supports the enabled target features.
+                    all.push(("avx2", run(&|o| unsafe { shingle_hashes_avx2(&words, o) })));
+                }
+                if has!("avx512f") {
+                    // SAFETY: as above.
+                    all.push(("avx512", run(&|o| unsafe { shingle_hashes_avx512(&words, o) })));
                 }
             }
             for (name, got) in all {
