@@ -535,7 +535,7 @@ fn shingle_hashes(w: &[u64], out: &mut Vec<u32>) {
 /// fixed count lets the whole signature live in vector registers.
 const LANES: usize = MAX_HASHES;
 /// 16-bit rows: 32 a vector with AVX-512 (the 128-row minimum per shingle was a sixth of the
-/// reading threads' time with 32-bit rows; 16-bit ones cut the export's CPU by 7%). Row `i`
+/// reading threads' time with 32-bit rows; 16-bit ones cut the export's CPU by 6%). Row `i`
 /// is a bijection of one 16-bit half of the 32-bit shingle hash, the low half for even rows
 /// and the high half for odd ones, so a band's rows use both. With 2^16 values a row, two
 /// different shingles share a row's value by chance more often than with 2^32: the minimums
