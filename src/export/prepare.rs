@@ -495,24 +495,31 @@ struct ExLine<'a, T = Cow<'a, str>> {
 /// over as bytes with a vectorized search for its end, but scans one it hands over as text
 /// eight bytes at a time, also for control characters (which JSON forbids in strings; a line
 /// without any cannot have one), and that scan was a tenth of the reading threads' time.
-/// Whatever that reading rejects is parsed again the strict way, which then gives the error.
+/// Whatever that reading rejects (or a line that is not UTF-8) is parsed again the strict
+/// way, which then gives the error.
 fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
-    // The check for control characters comes second: the parse has brought the line into
-    // this core's cache by then.
-    if let Ok(x) = crate::record::parse_json_line::<ExLine<'_, FastText<'_>>>(bytes) {
-        if !has_control_byte(bytes) {
-            return Ok(ExLine {
-                id: x.id,
-                timestamp: x.timestamp,
-                source: x.source,
-                prompt: x.prompt.0,
-                response: x.response.0,
-                metadata: x.metadata,
-                quality: x.quality,
-                tags: x.tags,
-                project_context: x.project_context,
-                include_in_training: x.include_in_training,
-            });
+    if let Ok(line) = simdutf8::basic::from_utf8(bytes) {
+        // The check for control characters comes second: the parse has brought the line
+        // into this core's cache by then.
+        if let Ok(x) = serde_json::from_str::<ExLine<'_, FastText<'_>>>(line) {
+            if !has_control_byte(bytes) {
+                if let (Some(prompt), Some(response)) =
+                    (x.prompt.into_text(line), x.response.into_text(line))
+                {
+                    return Ok(ExLine {
+                        id: x.id,
+                        timestamp: x.timestamp,
+                        source: x.source,
+                        prompt,
+                        response,
+                        metadata: x.metadata,
+                        quality: x.quality,
+                        tags: x.tags,
+                        project_context: x.project_context,
+                        include_in_training: x.include_in_training,
+                    });
+                }
+            }
         }
     }
     crate::record::parse_json_line(bytes)
@@ -543,9 +550,28 @@ unsafe fn has_control_byte_avx2(b: &[u8]) -> bool {
     has_control_byte_generic(b)
 }
 
-/// A JSON string read through serde's bytes path (no check for control characters), then
-/// checked to be UTF-8 (a string with a lone surrogate escape is not, and is rejected).
-struct FastText<'a>(Cow<'a, str>);
+/// A JSON string read through serde's bytes path (no check for control characters):
+/// without escapes, the bytes of the line it is in; with escapes, the decoded text, checked
+/// to be UTF-8 (a lone surrogate escape decodes to bytes that are not, and is rejected).
+enum FastText<'a> {
+    InLine(&'a [u8]),
+    Decoded(String),
+}
+
+impl<'a> FastText<'a> {
+    /// The text. `line` is the (UTF-8) line that was parsed: the string's bytes are a slice of
+    /// it, taken again as a `str` by their position, so their UTF-8 is not checked a second
+    /// time. `None` only if the bytes are not where the line is (they always are).
+    fn into_text(self, line: &'a str) -> Option<Cow<'a, str>> {
+        match self {
+            FastText::InLine(b) => {
+                let at = (b.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+                line.get(at..at.checked_add(b.len())?).map(Cow::Borrowed)
+            }
+            FastText::Decoded(s) => Some(Cow::Owned(s)),
+        }
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for FastText<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -559,13 +585,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for FastText<'a> {
                 self,
                 v: &'de [u8],
             ) -> Result<FastText<'a>, E> {
-                simdutf8::basic::from_utf8(v)
-                    .map(|s| FastText(Cow::Borrowed(s)))
-                    .map_err(|_| E::custom("string is not UTF-8"))
+                Ok(FastText::InLine(v))
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<FastText<'a>, E> {
                 simdutf8::basic::from_utf8(v)
-                    .map(|s| FastText(Cow::Owned(s.to_owned())))
+                    .map(|s| FastText::Decoded(s.to_owned()))
                     .map_err(|_| E::custom("string is not UTF-8"))
             }
         }
