@@ -199,15 +199,6 @@ pub(crate) enum KeyRef<'a> {
     Id(&'a str),
 }
 
-impl KeyRef<'_> {
-    pub(crate) fn to_owned_key(self) -> JoinKey {
-        match self {
-            KeyRef::Pair(k) => JoinKey::Pair(k),
-            KeyRef::Id(s) => JoinKey::Id(s.to_owned()),
-        }
-    }
-}
-
 impl JoinKey {
     pub(crate) fn as_key_ref(&self) -> KeyRef<'_> {
         match self {
@@ -256,8 +247,8 @@ impl KeyFilter {
         }
     }
 
-    /// Takes the key borrowed: it is asked about every example's id, and most are not in it
-    /// (cloning each id first to ask was a string allocation per line).
+    /// Takes the key borrowed: it is asked about every example's keys, and most are not in
+    /// it (cloning each id first to ask was a string allocation per line).
     pub(crate) fn may_contain(&self, key: KeyRef<'_>) -> bool {
         !self.empty
             && Self::positions(key)

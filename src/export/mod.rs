@@ -389,29 +389,20 @@ pub(crate) fn run(
                     continue;
                 }
             };
-            // A reference only matters where feedback or a correction names the key.
-            let id = r.id.as_str();
-            let mut refs = |key: join::KeyRef<'_>| {
-                if !targets.may_contain(key) {
-                    return Ok(());
-                }
+            // The references the join needs (the workers picked them).
+            let mut refs = Vec::new();
+            if r.id_ref {
+                refs.push(JoinKey::Id(r.id.clone()));
+            }
+            refs.extend(r.request_id.take().map(JoinKey::Id));
+            refs.extend(r.pr_key.map(JoinKey::Pair));
+            for key in refs {
                 joins.push(JoinItem {
-                    key: key.to_owned_key(),
+                    key,
                     kind: join::KIND_REF,
                     fb: None,
-                    ex_id: id.to_owned(),
-                })
-            };
-            refs(join::KeyRef::Id(id))?;
-            if let Some(req) = r
-                .request_id
-                .as_deref()
-                .filter(|q| !q.is_empty() && *q != id)
-            {
-                refs(join::KeyRef::Id(req))?;
-            }
-            if let Some(pair) = r.pr_key {
-                refs(join::KeyRef::Pair(pair))?;
+                    ex_id: r.id.clone(),
+                })?;
             }
             if let Some(p) = &mut r.ex.prepared {
                 p.band_ix = band_store.append(&r.bands)?;

@@ -171,10 +171,11 @@ pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bo
 /// One example line, read.
 pub(crate) struct ExRead {
     pub id: String,
-    /// `metadata.request_id`, only where feedback or a correction may name it.
+    /// The keys of this example that feedback or a correction may name ([`Ctx::targets`]),
+    /// for the join: its id (`true`), its request id, its (prompt, answer) key ([`pr_key`]).
+    /// Decided here, on the workers, so the reading thread only files them.
+    pub id_ref: bool,
     pub request_id: Option<String>,
-    /// Join key of the normalized (prompt, answer), see [`pr_key`]; `None` when no
-    /// correction names this prompt (so none can name the pair).
     pub pr_key: Option<u128>,
     pub ex: Ex,
     /// The unsalted band keys of the prepared texts, for the reading thread to store (empty
@@ -191,7 +192,7 @@ pub(crate) struct Ctx<'a> {
     /// [`prompt_key`]s of the corrections' original prompts: only an example whose prompt is
     /// one of them needs its (prompt, answer) key.
     pub corrected_prompts: &'a std::collections::HashSet<u128>,
-    /// The keys feedback and corrections name: a request id is kept only if it may be one.
+    /// The keys feedback and corrections name: which of an example's keys the join needs.
     pub targets: &'a super::join::KeyFilter,
 }
 
@@ -263,7 +264,8 @@ pub(crate) fn example(
     let pr_key = ctx
         .corrected_prompts
         .contains(&prompt_key)
-        .then(|| pr_key_normalized(buf, &x.response));
+        .then(|| pr_key_normalized(buf, &x.response))
+        .filter(|&k| ctx.targets.may_contain(KeyRef::Pair(k)));
     let (prepared, bands) = if static_drop == 0 && text_needed(verified_correction, opts) {
         let (p, bands) = prepare(&x, line, ctx, prompt_key, scratch);
         (Some(p), bands)
@@ -278,8 +280,13 @@ pub(crate) fn example(
     };
     Ok(ExRead {
         pr_key,
+        id_ref: ctx.targets.may_contain(KeyRef::Id(&x.id)),
         request_id: match x.metadata.request_id {
-            Some(ReqId::Str(r)) if ctx.targets.may_contain(KeyRef::Id(&r)) => Some(r.into_owned()),
+            Some(ReqId::Str(r))
+                if !r.is_empty() && r != x.id && ctx.targets.may_contain(KeyRef::Id(&r)) =>
+            {
+                Some(r.into_owned())
+            }
             _ => None,
         },
         ex: Ex {
