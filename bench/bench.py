@@ -13,8 +13,8 @@ Measured, in one run:
  1. ingest: from the daemon's start until the log's checkpoint offset equals its size (every
     line in fsynced segments and checkpointed); peak RSS = VmHWM at that moment. The seed:
     seed_baseline.py's capture_s on the same log, peak RSS of its capture phase.
- 2. export: `training-collector export` on the ingested data dir (wall time of the process,
-    peak RSS from wait4) against the seed's export_for_training in seed_baseline.py
+ 2. export: `training-collector export` on the ingested data dir, into a fresh output
+    directory each run as the seed's (wall time of the process, peak RSS from wait4) against the seed's export_for_training in seed_baseline.py
     (export_s; peak RSS of the export phase, VmHWM reset with /proc/self/clear_refs).
  3. idle CPU: the daemon on a fully read log, CPU time of all its threads over N seconds
     (/proc/<pid>/task/*/schedstat, nanoseconds).
@@ -203,8 +203,16 @@ def median_seed(runs):
 
 
 def bench_export(binary, ing):
+    # Into a fresh directory, as the seed's export writes into a fresh one: replacing the last
+    # run's 100 MB output would add the freeing of its blocks (15-30 ms in the rename on this
+    # VM, whose ext4 is mounted with `discard`) to every run but the first.
+    out = os.path.join(ing["dir"], "bench_export")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    os.sync()
     t0 = time.monotonic()
-    p = subprocess.Popen([binary, "--config", ing["cfg"], "export"], stdout=subprocess.PIPE)
+    p = subprocess.Popen([binary, "--config", ing["cfg"], "export", "--output",
+                          os.path.join(out, "training_export.jsonl")], stdout=subprocess.PIPE)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     secs = time.monotonic() - t0
