@@ -495,44 +495,49 @@ pub(crate) fn run(
             .checked_add(1)
             .ok_or_else(|| ExportError::Internal("more than 4 billion candidates".into()))?;
     }
-    // 4a. Exact: every copy but the best of a key goes.
-    let words = (n as usize).div_ceil(64);
-    let mut exact_dropped = vec![0u64; words];
-    let mut items = Grouped::new(exact.finish()?);
-    while let Some(first) = items.next_item()? {
-        while let Some(other) = items.next_if(|o| o.key() == first.key())? {
-            set_bit(&mut exact_dropped, other.idx());
-        }
-    }
-
-    // 4b. Near: among the exact survivors, every member of a band bucket but the best goes.
-    // The band keys are read from the store in its order, so the (store index, number)
-    // pairs were sorted first.
-    phase("near dedup");
-    let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
-    let (mut stored, repeats) = band_store.into_reader()?;
-    for w in wanted.finish()? {
-        let w = w?;
-        if bit(&exact_dropped, w.idx()) {
-            continue;
-        }
-        for (b, &hash) in stored.read(w.ix())?.iter().enumerate() {
-            // A key stored once is a bucket of one: it drops nothing.
-            if repeats.may_repeat(b, hash) {
-                band_items.push(BandItem::new(b as u8, w.salt(), hash, w.idx()))?;
+    // The output order's sort runs on the other core meanwhile.
+    let (exact_dropped, near_dropped) = std::thread::scope(|scope| {
+        by_time.sort_on(scope);
+        // 4a. Exact: every copy but the best of a key goes.
+        let words = (n as usize).div_ceil(64);
+        let mut exact_dropped = vec![0u64; words];
+        let mut items = Grouped::new(exact.finish()?);
+        while let Some(first) = items.next_item()? {
+            while let Some(other) = items.next_if(|o| o.key() == first.key())? {
+                set_bit(&mut exact_dropped, other.idx());
             }
         }
-    }
-    // Their memory is for the sorts from here on.
-    drop((stored, repeats));
-    // Only exact survivors were bucketed, so no number is in both sets.
-    let mut near_dropped = vec![0u64; words];
-    let mut items = Grouped::new(band_items.finish()?);
-    while let Some(first) = items.next_item()? {
-        while let Some(other) = items.next_if(|o| o.bucket() == first.bucket())? {
-            set_bit(&mut near_dropped, other.idx());
+
+        // 4b. Near: among the exact survivors, every member of a band bucket but the best goes.
+        // The band keys are read from the store in its order, so the (store index, number)
+        // pairs were sorted first.
+        phase("near dedup");
+        let mut band_items: Sorter<BandItem> = Sorter::new(dir, budget);
+        let (mut stored, repeats) = band_store.into_reader()?;
+        for w in wanted.finish()? {
+            let w = w?;
+            if bit(&exact_dropped, w.idx()) {
+                continue;
+            }
+            for (b, &hash) in stored.read(w.ix())?.iter().enumerate() {
+                // A key stored once is a bucket of one: it drops nothing.
+                if repeats.may_repeat(b, hash) {
+                    band_items.push(BandItem::new(b as u8, w.salt(), hash, w.idx()))?;
+                }
+            }
         }
-    }
+        // Their memory is for the sorts from here on.
+        drop((stored, repeats));
+        // Only exact survivors were bucketed, so no number is in both sets.
+        let mut near_dropped = vec![0u64; words];
+        let mut items = Grouped::new(band_items.finish()?);
+        while let Some(first) = items.next_item()? {
+            while let Some(other) = items.next_if(|o| o.bucket() == first.bucket())? {
+                set_bit(&mut near_dropped, other.idx());
+            }
+        }
+        Ok::<_, ExportError>((exact_dropped, near_dropped))
+    })?;
     for (reason, bits) in [
         ("exact_duplicate", &exact_dropped),
         ("near_duplicate", &near_dropped),

@@ -201,6 +201,8 @@ pub(crate) struct Sorter<T> {
     /// What `buf` holds against the budget.
     weight: usize,
     runs: Vec<Run>,
+    /// `buf` is sorted for [`Sorter::finish`] already ([`Sorter::sort_on`]).
+    presorted: bool,
 }
 
 /// What an item counts against the budget: its heap bytes and its slot.
@@ -216,6 +218,7 @@ impl<T: SpillItem> Sorter<T> {
             buf: Vec::new(),
             weight: 0,
             runs: Vec::new(),
+            presorted: false,
         }
     }
 
@@ -233,6 +236,7 @@ impl<T: SpillItem> Sorter<T> {
                 .reserve_exact(room / std::mem::size_of::<T>().max(1) + 1);
         }
         self.buf.push(item);
+        self.presorted = false;
         if self.budget.exceeded_by(self.weight) {
             self.spill()?;
         }
@@ -253,13 +257,29 @@ impl<T: SpillItem> Sorter<T> {
         Ok(())
     }
 
+    /// Sorts the items held in memory on a thread of `scope` while the caller goes on, so
+    /// that [`Sorter::finish`] finds them sorted (the output order's sort ran alone at the
+    /// end of dedup while the other core idled). Spilled runs are merged by `finish` as ever.
+    pub(crate) fn sort_on<'scope>(&'scope mut self, scope: &'scope std::thread::Scope<'scope, '_>)
+    where
+        T: Send,
+    {
+        if self.runs.is_empty() {
+            self.presorted = true;
+            let buf = &mut self.buf;
+            scope.spawn(move || buf.sort_unstable_by(|a, b| b.cmp(a)));
+        }
+    }
+
     /// All items pushed, in ascending order. Equal items come out in no particular order, so
     /// callers make their keys total (a sequence number or id at the end).
     pub(crate) fn finish(mut self) -> Result<Sorted<T>, ExportError> {
         if self.runs.is_empty() {
             // Descending, so the smallest is taken from the end and the vector can shrink as
             // it empties (see [`Drain`]).
-            self.buf.sort_unstable_by(|a, b| b.cmp(a));
+            if !self.presorted {
+                self.buf.sort_unstable_by(|a, b| b.cmp(a));
+            }
             // The items' weight goes with them.
             self.weight = 0;
             return Ok(Sorted::Memory(Drain {
@@ -483,6 +503,26 @@ mod tests {
             0,
             "everything taken or dropped left the budget"
         );
+    }
+
+    /// Sorted on another thread, the items come out in order; one pushed after that sort
+    /// is not left out of it.
+    #[test]
+    fn export_spill_sorted_on_a_thread_comes_out_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sorter::new(dir.path(), &Budget::new(1 << 20));
+        let mut want = Vec::new();
+        for i in 0..1000u32 {
+            let k = (i * 7919) % 1000;
+            s.push(Item(k, format!("v{k}"))).unwrap();
+            want.push(Item(k, format!("v{k}")));
+        }
+        std::thread::scope(|scope| s.sort_on(scope));
+        s.push(Item(500, "late".into())).unwrap();
+        want.push(Item(500, "late".into()));
+        want.sort();
+        let got: Vec<Item> = s.finish().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]
