@@ -357,7 +357,7 @@ fn json_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -436,7 +436,7 @@ mod tests {
         assert!(r.raw.chars().count() <= REJECTED_RAW_CAP);
     }
 
-    fn arb_text() -> impl Strategy<Value = String> {
+    pub(crate) fn arb_text() -> impl Strategy<Value = String> {
         // Plain text most of the time, and every kind of byte serde_json escapes.
         prop_oneof![
             "[a-zA-Z0-9 .,?]{0,200}",
@@ -444,7 +444,7 @@ mod tests {
         ]
     }
 
-    fn arb_value() -> impl Strategy<Value = Value> {
+    pub(crate) fn arb_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
@@ -455,7 +455,7 @@ mod tests {
         ]
     }
 
-    fn arb_example() -> impl Strategy<Value = TrainingExample> {
+    pub(crate) fn arb_example() -> impl Strategy<Value = TrainingExample> {
         (
             (arb_text(), arb_text(), arb_text(), arb_text()),
             (

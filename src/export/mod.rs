@@ -36,6 +36,7 @@ mod filter;
 pub mod format;
 pub mod input;
 mod join;
+mod line_layout;
 pub mod manifest;
 pub mod pii;
 mod prepare;
