@@ -159,9 +159,11 @@ impl<'a> Cursor<'a> {
         self.rest().first().copied()
     }
 
-    /// Exactly the bytes `l`.
-    fn lit(&mut self, l: &[u8]) -> Option<()> {
-        self.rest().starts_with(l).then(|| self.i += l.len())
+    /// Exactly the bytes `l` (an array, so that the comparison is inlined for its length
+    /// instead of a `memcmp` call per key).
+    fn lit<const N: usize>(&mut self, l: &[u8; N]) -> Option<()> {
+        let next: &[u8; N] = self.rest().get(..N)?.try_into().ok()?;
+        (next == l).then(|| self.i += N)
     }
 
     /// `null` (as `Some(None)`), or what `f` reads.
