@@ -52,6 +52,8 @@ pub(crate) fn prepare_pr_key(prompt: &str, response: &str, buf: &mut String) -> 
     prepare::pr_key(prompt, response, buf)
 }
 pub use manifest::manifest_path;
+#[doc(hidden)]
+pub use prepare::bench_read_line;
 pub use split::validation_path;
 
 use crate::record::{CorrectionRecord, FeedbackEvent, Relevance};

@@ -498,23 +498,30 @@ pub(super) struct ExLine<'a, T = Cow<'a, str>> {
 }
 
 /// Parses an example line. A UTF-8 line without control characters in the collector's own
-/// layout is read by [`super::line_layout`] (a third of serde's time). Any other is parsed
-/// by serde with the prompt and answer (most of a line's bytes) read as [`FastText`] when
-/// the line has no control character: serde_json reads a string it hands over as bytes with
-/// a vectorized search for its end, but scans one it hands over as text eight bytes at a
-/// time, also for control characters (which JSON forbids in strings; a line without any
-/// cannot have one), and that scan was a tenth of the reading threads' time. Whatever that
-/// reading rejects (or a line that is not UTF-8) is parsed again the strict way, which then
-/// gives the error.
+/// layout is read by [`super::line_layout`] (half of serde's time); any other by
+/// [`parse_example_serde`].
 fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
     if let Ok(line) = simdutf8::basic::from_utf8(bytes) {
-        // The check for control characters comes second: the parse has brought the line
+        // The check for control characters comes second: the read has brought the line
         // into this core's cache by then.
         if let Some(x) = super::line_layout::read(line) {
             if !has_control_byte(bytes) {
                 return Ok(x);
             }
         }
+    }
+    parse_example_serde(bytes)
+}
+
+/// Parses an example line with serde. The prompt and answer (most of a line's bytes) are
+/// read as [`FastText`] when the line has no control character: serde_json reads a string it
+/// hands over as bytes with a vectorized search for its end, but scans one it hands over as
+/// text eight bytes at a time, also for control characters (which JSON forbids in strings;
+/// a line without any cannot have one), and that scan was a tenth of the reading threads'
+/// time. Whatever that reading rejects (or a line that is not UTF-8) is parsed again the
+/// strict way, which then gives the error.
+fn parse_example_serde(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
+    if let Ok(line) = simdutf8::basic::from_utf8(bytes) {
         if let Ok(x) = serde_json::from_str::<ExLine<'_, FastText<'_>>>(line) {
             if !has_control_byte(bytes) {
                 if let (Some(prompt), Some(response)) =
@@ -537,6 +544,19 @@ fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
         }
     }
     crate::record::parse_json_line(bytes)
+}
+
+/// For `benches/export_path.rs`: reads an example line as export does (`serde_only`: as
+/// lines not in the collector's layout are read); returns the prompt's and answer's lengths
+/// in bytes, `None` for an unreadable line.
+#[doc(hidden)]
+pub fn bench_read_line(bytes: &[u8], serde_only: bool) -> Option<usize> {
+    let x = if serde_only {
+        parse_example_serde(bytes).ok()?
+    } else {
+        parse_example(bytes).ok()?
+    };
+    Some(x.prompt.len() + x.response.len())
 }
 
 /// Whether `b` has a byte below 0x20.
