@@ -3,7 +3,8 @@
 //! Feedback and corrections may be written before or after the example they refer to, in any
 //! file, so nothing can be joined while reading. Instead every input becomes keyed rows:
 //!
-//! * each example is a [`Row`] (sorted by id, so replays of one id meet and one is kept) and
+//! * each example is a [`Row`] (sorted by id, so replays of one id meet and one is kept; "by
+//!   id" here and below is by the id's hash, then the id: see [`Row::new`]) and
 //!   three [`JoinItem`] references: `t:<id>`, `t:<request id>` and `p:<hash of normalized
 //!   prompt + response>`;
 //! * each feedback event is a `t:<target>` item (target = example id or request id);
@@ -68,14 +69,32 @@ pub(crate) enum Payload {
 /// One example or correction record, keyed by its id and where it was read.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
+    id_hash: u64,
     pub id: String,
     pub order: Order,
     pub payload: Payload,
 }
 
+/// Rows and annotations are ordered by their id's hash first, then by the id: the join only
+/// needs equal ids together and both sides in one order, and comparing two hashes is one
+/// integer compare where two ids (which share long prefixes, `train_20261127_0800...`) took
+/// a `memcmp` call each, most of the rows' sort (15 ms at 100,000 examples).
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
 impl Row {
-    fn key(&self) -> (&str, Order) {
-        (&self.id, self.order)
+    pub(crate) fn new(id: String, order: Order, payload: Payload) -> Self {
+        Row {
+            id_hash: id_hash(&id),
+            id,
+            order,
+            payload,
+        }
+    }
+
+    fn key(&self) -> (u64, &str, Order) {
+        (self.id_hash, &self.id, self.order)
     }
 }
 impl PartialEq for Row {
@@ -168,7 +187,7 @@ impl SpillItem for Row {
             t => return Err(format!("bad payload tag {t}")),
         };
         d.end()?;
-        Ok(Row { id, order, payload })
+        Ok(Row::new(id, order, payload))
     }
     fn weight(&self) -> usize {
         self.id.len()
@@ -325,12 +344,29 @@ impl SpillItem for JoinItem {
     }
 }
 
-/// What the join found for one example.
+/// What the join found for one example, ordered as [`Row`]s are (by the id's hash, then
+/// the id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Annot {
+    ex_hash: u64,
     pub ex_id: String,
     pub fb: Option<(FbOrder, bool)>,
     pub corrected: bool,
+}
+
+impl Annot {
+    fn new(ex_id: String, fb: Option<(FbOrder, bool)>, corrected: bool) -> Self {
+        Annot {
+            ex_hash: id_hash(&ex_id),
+            ex_id,
+            fb,
+            corrected,
+        }
+    }
+
+    fn key(&self) -> (u64, &str) {
+        (self.ex_hash, &self.ex_id)
+    }
 }
 
 impl SpillItem for Annot {
@@ -343,11 +379,7 @@ impl SpillItem for Annot {
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
-        let a = Annot {
-            ex_id: d.str()?,
-            fb: decode_fb(d)?,
-            corrected: d.bool()?,
-        };
+        let a = Annot::new(d.str()?, decode_fb(d)?, d.bool()?);
         d.end()?;
         Ok(a)
     }
@@ -376,11 +408,7 @@ pub(crate) fn annotate(
                 KIND_CORRECTION => corrected = true,
                 _ => {
                     if fb.is_some() || corrected {
-                        out.push(Annot {
-                            ex_id: it.ex_id,
-                            fb,
-                            corrected,
-                        })?;
+                        out.push(Annot::new(it.ex_id, fb, corrected))?;
                     }
                 }
             }
@@ -424,14 +452,15 @@ pub(crate) fn resolve(
             }
         };
         consider(&first);
-        while let Some(dup) = rows.next_if(|r| r.id == first.id)? {
+        while let Some(dup) = rows.next_if(|r| r.id_hash == first.id_hash && r.id == first.id)? {
             consider(&dup);
             duplicate();
         }
         // Annotations of ids with no row cannot exist (references come from rows), but skip
         // anything smaller defensively so the walk stays in step.
-        while annots.next_if(|a| a.ex_id < first.id)?.is_some() {}
-        while let Some(a) = annots.next_if(|a| a.ex_id == first.id)? {
+        let id = (first.id_hash, first.id.as_str());
+        while annots.next_if(|a| a.key() < id)?.is_some() {}
+        while let Some(a) = annots.next_if(|a| a.key() == id)? {
             corrected |= a.corrected;
             if let Some(f) = a.fb {
                 if best_fb.is_none_or(|b| f.0 > b.0) {

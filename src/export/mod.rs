@@ -347,17 +347,17 @@ pub(crate) fn run(
                 }
                 if opts.include_corrections {
                     counts.total_raw += 1;
-                    rows.push(Row {
-                        id: c.id,
-                        order: (2, fi as u32, line_no),
-                        payload: Payload::Correction(Corr {
+                    rows.push(Row::new(
+                        c.id,
+                        (2, fi as u32, line_no),
+                        Payload::Correction(Corr {
                             ts: input::ts_micros(&c.timestamp),
                             prompt: c.original_prompt,
                             original: c.original_response,
                             corrected: c.corrected_response,
                             include: c.include_in_training,
                         }),
-                    })?;
+                    ))?;
                 }
                 Ok(())
             },
@@ -410,11 +410,7 @@ pub(crate) fn run(
             if let Some(p) = &mut r.ex.prepared {
                 p.band_ix = band_store.append(&r.bands)?;
             }
-            rows.push(Row {
-                id: r.id,
-                order: (0, fi, line_no),
-                payload: Payload::Example(r.ex),
-            })?;
+            rows.push(Row::new(r.id, (0, fi, line_no), Payload::Example(r.ex)))?;
         }
         Ok(())
     };
