@@ -1,11 +1,12 @@
 //! Reads an example line laid out exactly as the collector writes it, without serde.
 //!
-//! Every example line in a segment was written by `serde_json` from a
-//! [`crate::record::TrainingExample`]: the same keys in the same order, no whitespace, the six
-//! seed metadata keys first and any extras after them. Reading such a line field by field, by
-//! comparing it with that layout, takes a third of the time serde's derived deserializer takes
-//! (which matches every key against every field name, and reads the texts' characters through
-//! a general string reader); it was a quarter of export's reading work.
+//! Every example line in a segment was written by [`crate::record::TrainingExample::write_json`]
+//! (byte for byte what `serde_json` writes, proptested there): the same keys in the same
+//! order, no whitespace, the six seed metadata keys first and any extras after them. Reading
+//! such a line field by field, by comparing it with that layout, takes less than half the
+//! time serde's derived deserializer takes (which matches every key against every field name,
+//! and reads the texts' characters through a general string reader); that was a quarter of
+//! export's reading work.
 //!
 //! It is only a shortcut: [`read`] gives `None` as soon as a line departs from that layout in
 //! any way (a key out of place, whitespace, an escape outside the prompt and answer, a nested
@@ -14,8 +15,9 @@
 //! is what serde returns for that line; `export_line_layout_reads_like_serde` holds it to that
 //! over generated lines and their variations.
 //!
-//! The caller has checked that the line is UTF-8 and has no control character (JSON forbids
-//! them in strings, and outside strings they could only be whitespace).
+//! The caller takes what [`read`] returns only for a UTF-8 line without control characters
+//! (JSON forbids them in strings, and outside strings they could only be whitespace, which
+//! the layout has none of).
 
 use super::prepare::{AnyStr, ExLine, MetaLine, ReqId};
 use crate::record::{Feedback, Quality, Relevance};
