@@ -499,33 +499,39 @@ pub(super) struct ExLine<'a, T = Cow<'a, str>> {
 
 /// Parses an example line. A UTF-8 line without control characters in the collector's own
 /// layout is read by [`super::line_layout`] (half of serde's time); any other by
-/// [`parse_example_serde`].
+/// [`parse_example_serde`]. The line's UTF-8 is checked once, here, for all of them.
 fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
-    if let Ok(line) = simdutf8::basic::from_utf8(bytes) {
-        // The check for control characters comes second: the read has brought the line
-        // into this core's cache by then.
-        if let Some(x) = super::line_layout::read(line) {
+    let line = simdutf8::basic::from_utf8(bytes).ok();
+    if let Some(text) = line {
+        if let Some(x) = super::line_layout::read(text) {
+            // The check for control characters comes second: the read has brought the line
+            // into this core's cache by then.
             if !has_control_byte(bytes) {
                 return Ok(x);
             }
+            // A control character: only the strict parse takes the line (or says why not).
+            return parse_strict(bytes, line);
         }
     }
-    parse_example_serde(bytes)
+    parse_example_serde(bytes, line)
 }
 
-/// Parses an example line with serde. The prompt and answer (most of a line's bytes) are
-/// read as [`FastText`] when the line has no control character: serde_json reads a string it
-/// hands over as bytes with a vectorized search for its end, but scans one it hands over as
-/// text eight bytes at a time, also for control characters (which JSON forbids in strings;
-/// a line without any cannot have one), and that scan was a tenth of the reading threads'
-/// time. Whatever that reading rejects (or a line that is not UTF-8) is parsed again the
-/// strict way, which then gives the error.
-fn parse_example_serde(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
-    if let Ok(line) = simdutf8::basic::from_utf8(bytes) {
-        if let Ok(x) = serde_json::from_str::<ExLine<'_, FastText<'_>>>(line) {
+/// Parses an example line with serde (`line`: `bytes` as text, if they are UTF-8). The
+/// prompt and answer (most of a line's bytes) are read as [`FastText`] when the line has no
+/// control character: serde_json reads a string it hands over as bytes with a vectorized
+/// search for its end, but scans one it hands over as text eight bytes at a time, also for
+/// control characters (which JSON forbids in strings; a line without any cannot have one),
+/// and that scan was a tenth of the reading threads' time. Whatever that reading rejects (or
+/// a line that is not UTF-8) is parsed again the strict way, which then gives the error.
+fn parse_example_serde<'a>(
+    bytes: &'a [u8],
+    line: Option<&'a str>,
+) -> Result<ExLine<'a>, serde_json::Error> {
+    if let Some(text) = line {
+        if let Ok(x) = serde_json::from_str::<ExLine<'_, FastText<'_>>>(text) {
             if !has_control_byte(bytes) {
                 if let (Some(prompt), Some(response)) =
-                    (x.prompt.into_text(line), x.response.into_text(line))
+                    (x.prompt.into_text(text), x.response.into_text(text))
                 {
                     return Ok(ExLine {
                         id: x.id,
@@ -543,7 +549,19 @@ fn parse_example_serde(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
             }
         }
     }
-    crate::record::parse_json_line(bytes)
+    parse_strict(bytes, line)
+}
+
+/// The strict parse, which gives the error ([`crate::record::parse_json_line`] with the
+/// line's UTF-8 already known).
+fn parse_strict<'a>(
+    bytes: &'a [u8],
+    line: Option<&'a str>,
+) -> Result<ExLine<'a>, serde_json::Error> {
+    match line {
+        Some(text) => serde_json::from_str(text),
+        None => serde_json::from_slice(bytes),
+    }
 }
 
 /// For `benches/export_path.rs`: reads an example line as export does (`serde_only`: as
@@ -552,7 +570,7 @@ fn parse_example_serde(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
 #[doc(hidden)]
 pub fn bench_read_line(bytes: &[u8], serde_only: bool) -> Option<usize> {
     let x = if serde_only {
-        parse_example_serde(bytes).ok()?
+        parse_example_serde(bytes, simdutf8::basic::from_utf8(bytes).ok()).ok()?
     } else {
         parse_example(bytes).ok()?
     };
