@@ -246,6 +246,53 @@ impl Serialize for ListenAddr {
     }
 }
 
+/// `input.max_open_files`: a number of files, or `"auto"`: what the process's open-file
+/// limit leaves after a reserve for the daemon's own files (see [`crate::fd_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFiles {
+    Auto,
+    Max(u64),
+}
+
+impl<'de> Deserialize<'de> for OpenFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = OpenFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of files of at least 1, or \"auto\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OpenFiles, E> {
+                match u64::try_from(v) {
+                    Ok(n) if n >= 1 => Ok(OpenFiles::Max(n)),
+                    _ => Err(E::custom(format!(
+                        "invalid max_open_files {v}: expected a number of files of at least 1, or \"auto\""
+                    ))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OpenFiles, E> {
+                if v.trim() == "auto" {
+                    Ok(OpenFiles::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "invalid max_open_files {v:?}: expected a number of files of at least 1, or \"auto\""
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for OpenFiles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OpenFiles::Auto => s.serialize_str("auto"),
+            OpenFiles::Max(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Sections
 // ---------------------------------------------------------------------------------------
@@ -297,6 +344,8 @@ pub struct InputConfig {
     pub rescan_interval: HumanDuration,
     /// How much one file may be read in one pass before the others get their turn.
     pub read_budget: ByteSize,
+    /// Input files held open at most; beyond it, idle ones are closed and reopened on change.
+    pub max_open_files: OpenFiles,
     /// Field (top-level key, or a JSON Pointer when it starts with '/') = value pairs that a
     /// line must carry to be an interaction.
     #[serde(rename = "match")]
@@ -592,6 +641,7 @@ impl Default for InputConfig {
             rotate_wait: HumanDuration(Duration::from_secs(30)),
             rescan_interval: HumanDuration(Duration::from_secs(1)),
             read_budget: ByteSize(256 << 10),
+            max_open_files: OpenFiles::Auto,
             match_,
             fields: FieldsConfig::default(),
             events: EventsConfig::default(),
@@ -1121,6 +1171,20 @@ mod tests {
         let (line, _, msg) = invalid("[input.fields]\nprompt = [\"prompt\"]\n");
         assert_eq!(line, 2);
         assert!(msg.contains("JSON Pointer"), "{msg}");
+    }
+
+    #[test]
+    fn max_open_files_is_a_positive_number_or_auto() {
+        for bad in ["0", "-3", "\"lots\"", "1.5"] {
+            let (line, col, msg) = invalid(&format!("[input]\nmax_open_files = {bad}\n"));
+            assert_eq!((line, col), (2, 18), "{bad}");
+            assert!(msg.contains("at least 1, or \"auto\""), "{bad}: {msg}");
+        }
+        let cfg = parse("[input]\nmax_open_files = 40\n").expect("a number");
+        assert_eq!(cfg.input.max_open_files, OpenFiles::Max(40));
+        let cfg = parse("[input]\nmax_open_files = \"auto\"\n").expect("auto");
+        assert_eq!(cfg.input.max_open_files, OpenFiles::Auto);
+        assert_eq!(Config::default().input.max_open_files, OpenFiles::Auto);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use crate::capture::{self, Identity, Interaction};
 use crate::clock;
-use crate::config::{Config, ConfigSource, StartAt};
+use crate::config::{Config, ConfigSource, OpenFiles, StartAt};
 use crate::enrich::Enricher;
 use crate::mapping::{parse_feedback, parse_timestamp, FeedbackInput, LineEvent, Mapper};
 use crate::metrics::Metrics;
@@ -121,6 +121,10 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
         max_line_bytes: cfg.input.max_line_bytes.0 as usize,
         rotate_wait: cfg.input.rotate_wait.0,
         read_budget_bytes: cfg.input.read_budget.0 as usize,
+        max_open_files: match cfg.input.max_open_files {
+            OpenFiles::Max(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            OpenFiles::Auto => crate::fd_limit::input_budget(),
+        },
         state_dir: cfg.state_dir(),
     }
 }
@@ -659,6 +663,7 @@ pub fn run(
     control: ControlChannel,
     metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
+    crate::fd_limit::raise();
     for dir in [&config.data_dir, &config.state_dir(), &config.spool.dir] {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::CreateDir {
             path: dir.clone(),
@@ -860,6 +865,11 @@ impl Daemon {
             .metrics
             .open_files
             .store(self.tailer.open_files() as u64, Ordering::Relaxed);
+        let (closed_idle, waiting) = self.tailer.closed_idle_and_waiting();
+        let m = &self.intake.metrics;
+        m.idle_files_closed
+            .store(closed_idle as u64, Ordering::Relaxed);
+        m.files_waiting.store(waiting as u64, Ordering::Relaxed);
         if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
             *lags = self
                 .tailer

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod datadir;
 pub mod enrich;
 pub mod export;
+pub mod fd_limit;
 pub mod mapping;
 pub mod metrics;
 mod prepare;

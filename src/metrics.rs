@@ -32,6 +32,8 @@ pub struct Metrics {
     pub buffered_examples: AtomicU64,
     pub last_flush_unix_seconds: AtomicU64,
     pub open_files: AtomicU64,
+    pub idle_files_closed: AtomicU64,
+    pub files_waiting: AtomicU64,
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
@@ -172,6 +174,18 @@ impl Metrics {
             "gauge",
             "Log files being tailed.",
             g(&self.open_files),
+        );
+        metric(
+            "idle_files_closed",
+            "gauge",
+            "Matching log files closed while idle to stay within input.max_open_files.",
+            g(&self.idle_files_closed),
+        );
+        metric(
+            "files_waiting",
+            "gauge",
+            "Matching log files not read yet for want of room in input.max_open_files.",
+            g(&self.files_waiting),
         );
         metric(
             "backpressure",

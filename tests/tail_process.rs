@@ -1316,3 +1316,54 @@ fn a_checkpoint_write_interrupted_by_a_crash_is_ignored_and_the_old_positions_us
     assert_exact(&sb, &ids("tm", 0..30));
     assert!(!sb.path("data/state/checkpoints.json.tmp").exists());
 }
+
+/// More log files than the daemon may open (`ulimit -n 64`, soft and hard, so the limit
+/// cannot be raised): the tailer used to take every descriptor, after which the daemon could
+/// not even list its data directory to write a segment. With the open-file budget, files
+/// read to their end are closed and opened again when they change; across a kill -9 and a
+/// restart under the same limit nothing is lost, and a repeat is an identical record.
+#[test]
+fn more_log_files_than_the_open_file_limit() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let files = 150;
+    let tag = |f: usize| format!("m{f:03}");
+    let write = |range: std::ops::Range<usize>| {
+        for f in 0..files {
+            append_lines(
+                &sb.path(&format!("logs/{}.log", tag(f))),
+                &lines(&tag(f), range.clone()),
+            );
+        }
+    };
+    let start = || {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" --config \"$1\" run")
+            .arg(bin())
+            .arg(sb.config_path());
+        sb.start_command(cmd)
+    };
+    write(0..2);
+    let d = start();
+    wait_for(&sb, files * 2);
+    // Every file changes again: each closed one is opened again where it was.
+    write(2..3);
+    wait_for(&sb, files * 3);
+    d.kill9();
+    write(3..4);
+    let d = start();
+    wait_for(&sb, files * 4);
+    stop(&sb, d);
+    let tags: Vec<String> = (0..files).map(tag).collect();
+    let want: Vec<(&str, std::ops::Range<usize>)> =
+        tags.iter().map(|t| (t.as_str(), 0..4)).collect();
+    assert_exact_modulo_identical_repeats(&sb, &all_ids(&want));
+    no_rejected(&sb);
+    let log = sb.daemon_log();
+    assert!(
+        log.contains("more matching files than input.max_open_files"),
+        "{}",
+        tail_of_log(&sb)
+    );
+    assert!(!log.contains("Too many open files"), "{}", tail_of_log(&sb));
+}

@@ -23,6 +23,29 @@ pub struct Found {
     pub path: PathBuf,
     pub dev: u64,
     pub inode: u64,
+    /// Size, mtime and ctime at the scan: a file the tailer closed while idle is opened
+    /// again only when they change.
+    pub stat: Stat,
+}
+
+/// What a scan's `stat` says changed in a file: its size, mtime and ctime (seconds,
+/// nanoseconds). The ctime also moves on a rename, and a file that reuses a deleted file's
+/// inode gets a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Stat {
+    pub fn of(md: &std::fs::Metadata) -> Stat {
+        Stat {
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
 }
 
 const OPTIONS: MatchOptions = MatchOptions {
@@ -113,6 +136,7 @@ pub fn scan(patterns: &[String], exclude: &Exclude) -> Vec<Found> {
                 path,
                 dev: key.0,
                 inode: key.1,
+                stat: Stat::of(&md),
             });
         }
     }

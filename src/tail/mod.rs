@@ -121,6 +121,8 @@ pub struct TailOptions {
     pub rotate_wait: Duration,
     /// Bytes read per file per `poll` pass.
     pub read_budget_bytes: usize,
+    /// Files held open at most, rotated-away ones included (see [`Tailer::poll`]).
+    pub max_open_files: usize,
     /// `checkpoints.json` lives here.
     pub state_dir: PathBuf,
 }
@@ -170,6 +172,9 @@ pub struct TailCounters {
     pub files_rotated: u64,
     pub files_truncated: u64,
     pub files_closed: u64,
+    /// Files closed while idle to stay within `max_open_files`, and opened again.
+    pub files_parked: u64,
+    pub files_reopened: u64,
     pub lines: u64,
     pub rejected: u64,
     pub read_errors: u64,
@@ -199,6 +204,9 @@ struct Tracked {
     last_mtime: (i64, i64),
     /// When the file stopped matching the globs (renamed away or deleted).
     gone_since: Option<Instant>,
+    /// When its size or mtime was last seen to change (or it was opened): the file idle
+    /// longest is closed first when the open-file budget is short.
+    last_change: Instant,
     /// Unix time the file was last seen by a scan.
     seen_unix: u64,
     /// Marker computed for this offset (offset, len, hash), so unchanged files cost nothing.
@@ -209,6 +217,9 @@ struct Tracked {
     /// line, or as a possible copy still being written of an open file. Nothing is read
     /// until [`Tailer::decide_awaiting`] settles it (copy of another file, or new).
     awaiting: bool,
+    /// Its position in the content it had before it was found truncated, for a copy of that
+    /// content still waiting for the open-file budget (see `Tailer::stale_saved`).
+    lost_content: Option<Entry>,
 }
 
 impl Tracked {
@@ -220,6 +231,13 @@ impl Tracked {
             "file truncated or rewritten; reading it again from the start"
         );
         counters.files_truncated += 1;
+        self.lost_content = self.id.as_ref().map(|id| {
+            let mut e = self.entry(id, self.reader.offset());
+            if let Some((len, hash)) = marker_for(self) {
+                e.set_marker(len, &hash);
+            }
+            e
+        });
         self.reader = Reader::new(0);
         self.fp = None;
         self.id = None;
@@ -250,6 +268,20 @@ pub struct Tailer {
     files: Vec<Tracked>,
     /// Saved positions not matched to an open file, by (dev, inode).
     saved: HashMap<(u64, u64), Vec<Entry>>,
+    /// Files closed while idle for the open-file budget (their position is in `saved`),
+    /// with their `stat` then: they stay closed while a scan finds it unchanged.
+    parked: HashMap<(u64, u64), discovery::Stat>,
+    /// Files found by the last scan and not open yet, in scan order, each with whether it
+    /// was present at the very first start (for `StartAt::End`). Opened as the budget allows.
+    waiting: Vec<(discovery::Found, bool)>,
+    /// Files were left waiting for the budget (so the warning is logged once per episode).
+    budget_short: bool,
+    /// Positions in content that is gone (an inode opened again with other content, a file
+    /// truncated while open), kept while files wait for the open-file budget or are
+    /// undecided: one of them may be a copy of that content (copytruncate), which continues
+    /// from such a position as from a saved one. Not checkpointed; dropped at the first poll
+    /// with no file waiting or undecided.
+    stale_saved: Vec<Entry>,
     /// No checkpoint existed at open and the first scan has not happened yet.
     first_start: bool,
     /// What is on disk (`None`: nothing yet, so the first commit always writes).
@@ -290,6 +322,24 @@ fn end_offset(file: &File, size: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// The file's `stat` if it may be closed while idle: it still matches the globs (a
+/// rotated-away file is read through its handle until `rotate_wait`: it could not be found
+/// again), has not changed since it was last looked at, and is read to its end or not read
+/// at all yet (no complete first line, or its start undecided: opened again, it is decided
+/// as if found then).
+fn idle(t: &Tracked) -> Option<discovery::Stat> {
+    if t.gone_since.is_some() {
+        return None;
+    }
+    let stat = discovery::Stat::of(&t.file.metadata().ok()?);
+    if stat.size != t.last_size || stat.mtime != t.last_mtime {
+        return None;
+    }
+    let done = t.id.is_some() && stat.size == t.reader.read_pos();
+    let unread = t.awaiting || (t.id.is_none() && t.reader.offset() == 0);
+    (done || unread).then_some(stat)
 }
 
 fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
@@ -343,6 +393,29 @@ fn content_intact(t: &Tracked, size: u64, changed: bool) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Whether `file`'s first `size` bytes are `src`'s (the whole prefix up to 1 MiB, else its
+/// last 64 KiB).
+fn same_prefix(file: &File, src: &File, size: u64) -> bool {
+    const WHOLE: u64 = 1 << 20;
+    const LAST: u64 = 64 << 10;
+    let start = if size <= WHOLE { 0 } else { size - LAST };
+    let mut pos = start;
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    while pos < size {
+        let want = ((size - pos) as usize).min(CHUNK);
+        match (
+            read_full_at(file, &mut a[..want], pos),
+            read_full_at(src, &mut b[..want], pos),
+        ) {
+            (Ok(n), Ok(m)) if n == want && m == want && a[..want] == b[..want] => {}
+            _ => return false,
+        }
+        pos += want as u64;
+    }
+    true
+}
+
 /// Reads one file for one pass. Returns (items, more bytes pending).
 fn service(
     t: &mut Tracked,
@@ -366,6 +439,9 @@ fn service(
     }
     t.last_size = size;
     t.last_mtime = mtime;
+    if changed {
+        t.last_change = Instant::now();
+    }
     if t.id.is_none() {
         if t.fp_incomplete && !changed && !full_check {
             return Ok((0, false));
@@ -471,6 +547,10 @@ impl Tailer {
             exclude,
             files: Vec::new(),
             saved,
+            parked: HashMap::new(),
+            waiting: Vec::new(),
+            budget_short: false,
+            stale_saved: Vec::new(),
             first_start,
             last_written,
             last_scan: None,
@@ -487,6 +567,14 @@ impl Tailer {
     /// rather than returned, so one bad file cannot stop the others. The globs are re-scanned
     /// on every call except while a backlog is being drained (previous call returned
     /// `more_pending`), where they are re-scanned at most once a second.
+    ///
+    /// At most `max_open_files` files are held open. When more match, files read to their
+    /// end that still match the globs are closed, the one idle longest first, and opened
+    /// again (resuming from their position, as after a restart) when a scan sees their
+    /// size, mtime or ctime change; files that find no room wait for the next polls
+    /// (`more_pending` while closing an idle file would make room). The cost: lines written
+    /// to a closed file are read only if it is still under a matching name at the next
+    /// scan, as for lines written while the daemon is stopped.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
         let now = Instant::now();
         let rescan = !self.last_more_pending
@@ -497,6 +585,7 @@ impl Tailer {
             self.discover(now);
             self.last_scan = Some(now);
         }
+        self.admit_waiting();
         self.decide_awaiting(rescan);
         let mut out = PollOutcome::default();
         for t in &mut self.files {
@@ -518,6 +607,11 @@ impl Tailer {
                 }
             }
         }
+        for t in &mut self.files {
+            if let Some(e) = t.lost_content.take() {
+                self.stale_saved.push(e);
+            }
+        }
         // Close rotated-away files whose rotate_wait is over.
         let mut i = 0;
         while i < self.files.len() {
@@ -531,8 +625,112 @@ impl Tailer {
                 i += 1;
             }
         }
+        // Files left waiting get in on the next poll if an open one can make room.
+        if !self.waiting.is_empty()
+            && (self.matching_open() < self.opts.max_open_files
+                || self.files.iter().any(|t| idle(t).is_some()))
+        {
+            out.more_pending = true;
+        }
         self.last_more_pending = out.more_pending;
         Ok(out)
+    }
+
+    /// Opens waiting files as far as the open-file budget allows, closing idle files to make
+    /// room.
+    fn admit_waiting(&mut self) {
+        if self.waiting.is_empty() && !self.files.iter().any(|t| t.awaiting) {
+            self.stale_saved.clear();
+        }
+        if self.waiting.is_empty() {
+            if self.budget_short {
+                self.budget_short = false;
+                tracing::info!(
+                    open = self.files.len(),
+                    "no file waits for input.max_open_files any more"
+                );
+            }
+            return;
+        }
+        let max = self.opts.max_open_files.max(1);
+        let need = (self.matching_open() + self.waiting.len()).saturating_sub(max);
+        if need > 0 {
+            self.park_idle(need);
+        }
+        let room = max
+            .saturating_sub(self.matching_open())
+            .min(self.waiting.len());
+        let now_unix = unix_now();
+        let admitted: Vec<_> = self.waiting.drain(..room).collect();
+        let mut consumed = Vec::new();
+        for (f, first) in &admitted {
+            consumed.extend(self.start_tracking(f, now_unix, *first));
+        }
+        // Saved entries of an inode now open are used up: either one was this file, or they
+        // belong to a deleted file whose inode number was reused or to its content before a
+        // truncation. Removed only after the whole batch, so a copy opened in the same batch
+        // can still match them; those of other content go to `stale_saved`, since a copy of
+        // it may still wait, or be undecided (copytruncate of a closed idle file).
+        for key in consumed {
+            let own = self
+                .files
+                .iter()
+                .find(|t| (t.dev, t.inode) == key)
+                .and_then(|t| t.fp.map(|fp| fp.hash));
+            let Some(v) = self.saved.remove(&key) else {
+                continue;
+            };
+            let other = |e: &Entry| own.is_none_or(|h| e.fingerprint_bytes() != Some(h));
+            self.stale_saved.extend(v.into_iter().filter(other));
+        }
+        if !self.waiting.is_empty() && !self.budget_short {
+            self.budget_short = true;
+            tracing::warn!(
+                max_open_files = max,
+                waiting = self.waiting.len(),
+                "more matching files than input.max_open_files: the others wait until open ones are read to their end and closed (raise the limit or narrow input.paths)"
+            );
+        }
+    }
+
+    /// Open files under matching names: what `max_open_files` counts. Rotated-away files
+    /// still being read come on top (at most what rotates within `rotate_wait`); the budget's
+    /// reserve (see [`crate::fd_limit`]) is for them and the daemon's own files.
+    fn matching_open(&self) -> usize {
+        self.files.iter().filter(|t| t.gone_since.is_none()).count()
+    }
+
+    /// Closes up to `n` open files that are read to their end and still match the globs,
+    /// the ones idle longest first, keeping their positions as saved entries.
+    fn park_idle(&mut self, n: usize) {
+        let mut idle_files: Vec<(Instant, usize, discovery::Stat)> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| idle(t).map(|stat| (t.last_change, i, stat)))
+            .collect();
+        idle_files.sort_by_key(|&(at, i, _)| (at, i));
+        idle_files.truncate(n);
+        // From the back, so the indices of the others stay valid.
+        idle_files.sort_by_key(|&(_, i, _)| std::cmp::Reverse(i));
+        for (_, i, stat) in idle_files {
+            let mut t = self.files.remove(i);
+            self.counters.files_parked += 1;
+            self.parked.insert((t.dev, t.inode), stat);
+            let Some(id) = t.id.clone() else { continue };
+            let offset = t.reader.offset();
+            let mut e = t.entry(&id, offset);
+            let marker = match t.marker_cache {
+                Some((o, len, hash)) if o == offset => Some((len, hash)),
+                _ => marker_for(&t),
+            };
+            if let Some((len, hash)) = marker {
+                e.set_marker(len, &hash);
+            }
+            t.marker_cache = None;
+            tracing::debug!(path = %t.path.display(), offset, "idle file closed for the open-file budget");
+            self.saved.entry((t.dev, t.inode)).or_default().push(e);
+        }
     }
 
     /// For shutdown: re-scans the globs, then reads every rotated-away file (renamed out of
@@ -644,7 +842,7 @@ impl Tailer {
 
     /// Re-scans the globs: notices renames, rotations and new files.
     fn discover(&mut self, now: Instant) {
-        let found = discovery::scan(&self.opts.include, &self.exclude);
+        let found = &discovery::scan(&self.opts.include, &self.exclude);
         let now_unix = unix_now();
         let by_key: HashMap<(u64, u64), usize> = found
             .iter()
@@ -683,8 +881,15 @@ impl Tailer {
             }
         }
         let tracked: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
-        let mut consumed = Vec::new();
-        for f in &found {
+        // Still waiting from the first scan: those keep their `StartAt::End` treatment.
+        let first: HashSet<(u64, u64)> = self
+            .waiting
+            .iter()
+            .filter(|(_, first)| *first)
+            .map(|(f, _)| (f.dev, f.inode))
+            .collect();
+        let mut waiting = Vec::new();
+        for f in found {
             let key = (f.dev, f.inode);
             if tracked.contains(&key) {
                 continue;
@@ -694,20 +899,28 @@ impl Tailer {
                     e.updated = now_unix;
                 }
             }
-            consumed.extend(self.start_tracking(f, now_unix));
+            if self.parked.get(&key) == Some(&f.stat) {
+                continue;
+            }
+            let at_first_start = self.first_start || first.contains(&key);
+            waiting.push((f.clone(), at_first_start));
         }
-        // Saved entries of an inode now open are used up: either one was this file, or they
-        // belong to a deleted file whose inode number was reused. Removed only after the
-        // whole scan so a copy found later in the same scan can still match them.
-        for key in consumed {
-            self.saved.remove(&key);
-        }
+        // A closed idle file the scan no longer finds left the globs: it is known by its
+        // saved position only, like any file closed after rotation.
+        self.parked.retain(|key, _| by_key.contains_key(key));
+        self.waiting = waiting;
         self.first_start = false;
     }
 
     /// Opens a newly found file and decides where to start reading it. Returns the (dev,
     /// inode) it now tracks.
-    fn start_tracking(&mut self, f: &discovery::Found, now_unix: u64) -> Option<(u64, u64)> {
+    /// `first`: the file was present at the very first start.
+    fn start_tracking(
+        &mut self,
+        f: &discovery::Found,
+        now_unix: u64,
+        first: bool,
+    ) -> Option<(u64, u64)> {
         let file = match File::open(&f.path) {
             Ok(file) => file,
             Err(e) => {
@@ -746,6 +959,8 @@ impl Tailer {
                 return None;
             }
         };
+        // A file closed while idle: its saved position is resumed as after a restart.
+        let reopened = self.parked.remove(&(dev, inode)).is_some();
         let candidates = self.saved.get(&(dev, inode)).cloned().unwrap_or_default();
         let mut start = None;
         if let Some(fp) = &fp {
@@ -755,10 +970,14 @@ impl Tailer {
             {
                 let valid = e.offset <= size && marker_ok(&file, e).unwrap_or(false);
                 if valid {
-                    if e.path != f.path.to_string_lossy() {
-                        tracing::info!(from = %e.path, to = %f.path.display(), "file was renamed while stopped; keeping its position");
+                    if reopened {
+                        self.counters.files_reopened += 1;
+                    } else {
+                        if e.path != f.path.to_string_lossy() {
+                            tracing::info!(from = %e.path, to = %f.path.display(), "file was renamed while stopped; keeping its position");
+                        }
+                        self.counters.files_resumed += 1;
                     }
-                    self.counters.files_resumed += 1;
                     start = Some(e.offset);
                 } else {
                     self.counters.files_truncated += 1;
@@ -781,7 +1000,7 @@ impl Tailer {
         // copytruncate makes, under a name the globs match) or a copy still being written
         // must not be read from 0 as if new before it can be compared with its original.
         let awaiting = start.is_none()
-            && !(self.first_start && self.opts.start_at == StartAt::End)
+            && !(first && self.opts.start_at == StartAt::End)
             && match &fp {
                 None => true,
                 Some(fp) => self.copy_in_progress(&file, size, fp),
@@ -794,16 +1013,14 @@ impl Tailer {
         }
         let offset = match start {
             Some(o) => o,
-            None if self.first_start && self.opts.start_at == StartAt::End => {
-                match end_offset(&file, size) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        self.counters.read_errors += 1;
-                        tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
-                        return None;
-                    }
+            None if first && self.opts.start_at == StartAt::End => match end_offset(&file, size) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.counters.read_errors += 1;
+                    tracing::warn!(path = %f.path.display(), error = %e, "cannot read file; will retry");
+                    return None;
                 }
-            }
+            },
             None => 0,
         };
         if awaiting {
@@ -821,7 +1038,9 @@ impl Tailer {
                 }
             }
         }
-        self.counters.files_added += 1;
+        if !reopened {
+            self.counters.files_added += 1;
+        }
         let fp_incomplete = awaiting && fp.is_none();
         self.files.push(Tracked {
             dev,
@@ -836,10 +1055,12 @@ impl Tailer {
             last_size: size,
             last_mtime: (md.mtime(), md.mtime_nsec()),
             gone_since: None,
+            last_change: Instant::now(),
             seen_unix: now_unix,
             marker_cache: None,
             fp_incomplete,
             awaiting,
+            lost_content: None,
             file,
         });
         Some((dev, inode))
@@ -923,33 +1144,27 @@ impl Tailer {
     /// read position, holds exactly that file's bytes so far: a copy still being written
     /// (or a prefix copy, whose lines were all read already from the original). Compares
     /// the whole prefix up to 1 MiB, else its last 64 KiB.
+    ///
+    /// Files closed while idle count as open ones here: the original is opened again by its
+    /// path (if that is still the same inode) and compared up to its saved position.
     fn copy_in_progress(&self, file: &File, size: u64, fp: &Fingerprint) -> bool {
-        const WHOLE: u64 = 1 << 20;
-        const LAST: u64 = 64 << 10;
-        self.files.iter().any(|src| {
-            if src.awaiting || src.fp.is_none_or(|f| f.hash != fp.hash) {
-                return false;
-            }
-            if size >= src.reader.read_pos() {
-                return false;
-            }
-            let start = if size <= WHOLE { 0 } else { size - LAST };
-            let mut pos = start;
-            let mut a = vec![0u8; CHUNK];
-            let mut b = vec![0u8; CHUNK];
-            while pos < size {
-                let want = ((size - pos) as usize).min(CHUNK);
-                match (
-                    read_full_at(file, &mut a[..want], pos),
-                    read_full_at(&src.file, &mut b[..want], pos),
-                ) {
-                    (Ok(n), Ok(m)) if n == want && m == want && a[..want] == b[..want] => {}
-                    _ => return false,
-                }
-                pos += want as u64;
-            }
-            true
-        })
+        let of_open = self.files.iter().any(|src| {
+            !src.awaiting
+                && src.fp.is_some_and(|f| f.hash == fp.hash)
+                && size < src.reader.read_pos()
+                && same_prefix(file, &src.file, size)
+        });
+        of_open
+            || self.parked.keys().any(|key| {
+                self.saved.get(key).into_iter().flatten().any(|e| {
+                    e.fingerprint_bytes() == Some(fp.hash)
+                        && size < e.offset
+                        && File::open(&e.path).is_ok_and(|src| {
+                            src.metadata().is_ok_and(|md| (md.dev(), md.ino()) == *key)
+                                && same_prefix(file, &src, size)
+                        })
+                })
+            })
     }
 
     /// A new file with the same first line as an open file that also holds, at the same
@@ -1002,13 +1217,18 @@ impl Tailer {
         key: (u64, u64),
         path: &Path,
     ) -> Option<u64> {
-        let e = self.saved.values().flatten().find(|e| {
-            (e.dev, e.inode) != key
-                && e.marker_len > 0
-                && e.offset <= size
-                && e.fingerprint_bytes() == Some(fp.hash)
-                && marker_ok(file, e).unwrap_or(false)
-        })?;
+        let e = self
+            .saved
+            .values()
+            .flatten()
+            .chain(&self.stale_saved)
+            .find(|e| {
+                (e.dev, e.inode) != key
+                    && e.marker_len > 0
+                    && e.offset <= size
+                    && e.fingerprint_bytes() == Some(fp.hash)
+                    && marker_ok(file, e).unwrap_or(false)
+            })?;
         tracing::info!(
             path = %path.display(),
             original = %e.path,
@@ -1131,6 +1351,12 @@ impl Tailer {
     /// Number of files held open (including rotated-away files still being drained).
     pub fn open_files(&self) -> usize {
         self.files.len()
+    }
+
+    /// Matching files closed while idle for the open-file budget, and files found but not
+    /// yet opened for want of room in it.
+    pub fn closed_idle_and_waiting(&self) -> (usize, usize) {
+        (self.parked.len(), self.waiting.len())
     }
 
     /// Running totals since `open`.

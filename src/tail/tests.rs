@@ -40,6 +40,7 @@ impl Env {
             max_line_bytes: 1024 * 1024,
             rotate_wait: Duration::from_secs(3600),
             read_budget_bytes: 256 * 1024,
+            max_open_files: 1 << 20,
             state_dir: self.state.clone(),
         }
     }
@@ -703,6 +704,143 @@ fn fifty_files() {
     assert_eq!(t.counters().files_resumed, 50);
 }
 
+/// `max_open_files` below the number of matching files: idle files (read to their end) are
+/// closed, the others opened in their place; a closed file is opened again when it changes
+/// and resumes where it was, also across a restart.
+#[test]
+fn open_file_budget_closes_idle_files_and_reopens_them_on_change() {
+    let e = env();
+    let mut expected = Vec::new();
+    for f in 0..6 {
+        for l in 0..3 {
+            let line = format!("f{f}-l{l}");
+            append(&e.p(&format!("f{f}.log")), format!("{line}\n").as_bytes());
+            expected.push(line);
+        }
+    }
+    // The last file ends in a partial line: closed while idle, it is read again whole.
+    append(&e.p("f5.log"), b"half");
+    let mut o = e.opts("*.log");
+    o.max_open_files = 2;
+    let mut t = Tailer::open(o.clone()).expect("open");
+    let mut got = Vec::new();
+    loop {
+        let (g, out) = poll_once(&mut t);
+        got.extend(texts(&g));
+        assert!(t.matching_open() <= 2, "{} files open", t.matching_open());
+        if !out.more_pending {
+            break;
+        }
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(t.closed_idle_and_waiting(), (4, 0));
+    assert_eq!(t.counters().files_parked, 4);
+    // A scan that finds nothing changed opens nothing.
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.counters().files_reopened, 0);
+    // Every file changes: each is opened again (closing another) and read from where it was.
+    for f in 0..6 {
+        append(&e.p(&format!("f{f}.log")), format!("f{f}-new\n").as_bytes());
+    }
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    let mut want: Vec<String> = (0..5).map(|f| format!("f{f}-new")).collect();
+    want.push("halff5-new".into());
+    assert_eq!(got, want);
+    assert!(t.counters().files_reopened >= 4);
+    assert!(t.matching_open() <= 2);
+    // The positions of closed files are checkpointed like open ones.
+    assert!(t.commit_checkpoint().expect("commit"));
+    drop(t);
+    let mut t = Tailer::open(o).expect("reopen");
+    assert!(drain(&mut t).is_empty());
+    append(&e.p("f0.log"), b"f0-after\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["f0-after"]));
+}
+
+/// Files renamed out of the globs are read through their handle until `rotate_wait`
+/// whatever the budget (they could not be found again), and do not count against it.
+#[test]
+fn open_file_budget_leaves_rotated_away_files_open() {
+    let e = env();
+    append(&e.p("a.log"), b"a1\n");
+    let mut o = e.opts("*.log");
+    o.max_open_files = 1;
+    let mut t = Tailer::open(o).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["a1"]));
+    let mut old = OpenOptions::new()
+        .append(true)
+        .open(e.p("a.log"))
+        .expect("writer");
+    fs::rename(e.p("a.log"), e.aside.join("a.1")).expect("rename");
+    append(&e.p("b.log"), b"b1\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["b1"]));
+    // b.log is open too: the rotated file is on top of the budget.
+    assert_eq!((t.open_files(), t.matching_open()), (2, 1));
+    old.write_all(b"a2\n").expect("late write");
+    assert_eq!(texts(&drain(&mut t)), strs(&["a2"]));
+}
+
+/// Files present at the very first start under `start_at = "end"` start at their end even
+/// when the budget opens them later.
+#[test]
+fn open_file_budget_keeps_start_at_end_for_files_opened_late() {
+    let e = env();
+    for f in 0..5 {
+        append(&e.p(&format!("f{f}.log")), b"old\n");
+    }
+    let mut o = e.opts("*.log");
+    o.start_at = StartAt::End;
+    o.max_open_files = 2;
+    let mut t = Tailer::open(o).expect("open");
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.closed_idle_and_waiting().1, 0);
+    for f in 0..5 {
+        append(&e.p(&format!("f{f}.log")), format!("new{f}\n").as_bytes());
+    }
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["new0", "new1", "new2", "new3", "new4"]));
+}
+
+/// copytruncate of a file closed while idle, its copy matching the globs and seen half
+/// written: the copy waits (as for an open original) instead of being read from the start,
+/// and continues from the original's position once complete.
+#[test]
+fn open_file_budget_copy_in_progress_of_a_closed_file_waits() {
+    let e = env();
+    let content = b"first line of a\nsecond line of a\nthird line of a\n";
+    append(&e.p("a.log"), content);
+    append(&e.p("b.log"), b"b1\n");
+    let mut o = e.opts("*.log*");
+    o.max_open_files = 2;
+    let mut t = Tailer::open(o).expect("open");
+    assert_eq!(texts(&drain(&mut t)).len(), 4);
+    // A third file makes room by closing the one idle longest.
+    append(&e.p("c.log"), b"c1\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["c1"]));
+    append(&e.p("d.log"), b"d1\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["d1"]));
+    assert!(
+        !t.files.iter().any(|f| f.path == e.p("a.log")),
+        "a.log still open"
+    );
+    // The copy, half written.
+    append(&e.p("a.log.1"), &content[..20]);
+    assert!(drain(&mut t).is_empty());
+    append(&e.p("a.log.1"), &content[20..]);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(e.p("a.log"))
+        .expect("open a")
+        .set_len(0)
+        .expect("truncate");
+    append(&e.p("a.log"), b"after truncation\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["after truncation"]));
+}
+
 #[test]
 fn corrupt_checkpoint_is_moved_aside() {
     let e = env();
@@ -990,11 +1128,14 @@ mod model {
         held: bool,
         writer: Option<fs::File>,
         wpos: u64,
+        /// Its inode: whether the tailer holds it open decides `held`.
+        ino: u64,
     }
 
     impl Gen {
         fn new(writer: fs::File, wpos: u64, held: bool) -> Gen {
             Gen {
+                ino: writer.metadata().expect("stat").ino(),
                 lines: Vec::new(),
                 partial: String::new(),
                 emitted: 0,
@@ -1042,10 +1183,11 @@ mod model {
     }
 
     impl World {
-        fn new(budget: usize) -> World {
+        fn new(budget: usize, max_open: usize) -> World {
             let e = env();
             let mut opts = e.opts("*.log*");
             opts.read_budget_bytes = budget;
+            opts.max_open_files = max_open;
             opts.max_line_bytes = 4096;
             let mut gens = Vec::new();
             let mut cur = [0; STREAMS];
@@ -1119,13 +1261,19 @@ mod model {
                     expected.extend(gen.lines[gen.emitted..].iter().cloned());
                     gen.emitted = gen.lines.len();
                 }
-                if matches!(gen.loc, Loc::AtPath | Loc::Matching) {
-                    gen.held = true;
-                }
             }
             got_lines.sort();
             expected.sort();
             prop_assert_eq!(got_lines, expected);
+            // A file is held (read to its end after a rename or delete) only while the
+            // tailer has it open: under `max_open_files`, idle ones are closed.
+            let open: HashSet<u64> = t.files.iter().map(|f| f.inode).collect();
+            prop_assert!(t.matching_open() <= self.opts.max_open_files);
+            for gen in &mut self.gens {
+                if matches!(gen.loc, Loc::AtPath | Loc::Matching) {
+                    gen.held = open.contains(&gen.ino);
+                }
+            }
             Ok(())
         }
 
@@ -1166,7 +1314,7 @@ mod model {
                     } else {
                         self.e.aside.join(format!("copy{}", self.rotations))
                     };
-                    fs::copy(self.path(s), to).expect("copy");
+                    fs::copy(self.path(s), &to).expect("copy");
                     if matching {
                         // The copy is a new file with the original's content. The tailer
                         // recognises it (same first line, same bytes before its position,
@@ -1183,6 +1331,7 @@ mod model {
                             held: false,
                             writer: None,
                             wpos: 0,
+                            ino: fs::metadata(&to).expect("stat copy").ino(),
                         };
                         self.gens.push(copy);
                     }
@@ -1231,8 +1380,12 @@ mod model {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
         #[test]
-        fn tailer_matches_oracle(ops in proptest::collection::vec(op(), 1..60), budget in prop_oneof![Just(16usize), Just(50), Just(1 << 20)]) {
-            let mut w = World::new(budget);
+        fn tailer_matches_oracle(
+            ops in proptest::collection::vec(op(), 1..60),
+            budget in prop_oneof![Just(16usize), Just(50), Just(1 << 20)],
+            max_open in prop_oneof![Just(1usize), Just(2), Just(3), Just(1 << 20)],
+        ) {
+            let mut w = World::new(budget, max_open);
             for op in &ops {
                 w.apply(op)?;
             }
