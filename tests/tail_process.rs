@@ -299,9 +299,20 @@ fn rotated_name_that_still_matches_the_glob_is_not_read_twice() {
 
 #[test]
 fn many_rapid_rename_rotations_with_shifting_names_inside_the_glob() {
+    shifting_rotations("");
+}
+
+/// The same with room for three open files among the forty: the rotated files are closed
+/// when idle and opened again whenever a rename (a new ctime) or a late write changes them.
+#[test]
+fn many_rapid_rename_rotations_inside_the_glob_under_a_three_file_budget() {
+    shifting_rotations("max_open_files = 3\n");
+}
+
+fn shifting_rotations(input_extra: &str) {
     // logrotate-style numbering: app.log -> app.log.1 -> app.log.2 ..., all matching the
     // glob, as fast as the test can go: nothing may be missed or read twice.
-    let sb = sandbox(&["logs/app.log*"], "");
+    let sb = sandbox(&["logs/app.log*"], input_extra);
     let dir = sb.path("logs");
     let d = sb.start();
     let rotations = 40;
@@ -324,6 +335,12 @@ fn many_rapid_rename_rotations_with_shifting_names_inside_the_glob() {
     stop(&sb, d);
     assert_exact(&sb, &ids("q", 0..rotations * per));
     no_rejected(&sb);
+    if !input_extra.is_empty() {
+        // The budget did bind.
+        assert!(sb
+            .daemon_log()
+            .contains("more matching files than input.max_open_files"));
+    }
 }
 
 #[test]
