@@ -392,6 +392,69 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
     assert!(sb.daemon_log().contains("writes succeed again"));
 }
 
+/// A log renamed away while the daemon reads it, then a full disk pauses intake for longer
+/// than `rotate_wait`: once space returns, the rotated file is still read to its end (the
+/// pause does not count against rotate_wait while bytes are unread).
+#[test]
+fn a_pause_longer_than_rotate_wait_loses_nothing_of_a_rotated_file() {
+    let cfg = config_with("size = 5\nflush_interval = \"100ms\"", "").replace(
+        "rotate_wait = \"5s\"",
+        "rotate_wait = \"1s\"\nread_budget = \"4KiB\"",
+    );
+    assert!(cfg.contains("read_budget"));
+    let sb = Sandbox::with_config(&cfg);
+    let data = sb.data();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&data)
+        .status();
+    if !matches!(mount, Ok(s) if s.success()) {
+        eprintln!("NOTE: cannot mount a tmpfs here; src/tail's rotate_wait tests cover this path");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(data.clone());
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &[interaction_line("r", 0)]);
+    let mut d = sb.start();
+    wait_until(T, "the first line read", || {
+        sb.daemon_log().contains("new file")
+    });
+    // The service's writer keeps its descriptor across the rename, out of the glob.
+    let mut writer = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::fs::rename(&log, sb.path("app.log.1")).unwrap();
+    wait_until(T, "the rotation seen", || {
+        sb.daemon_log().contains("file renamed away or deleted")
+    });
+    let bulk: String = (1..3000).map(|i| interaction_line("r", i) + "\n").collect();
+    std::io::Write::write_all(&mut writer, bulk.as_bytes()).unwrap();
+    wait_until(T, "backpressure", || {
+        sb.daemon_log().contains("intake paused")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(d.is_running(), "the daemon died on a full disk");
+    assert!(sb.examples().len() < 3000);
+    let grow = std::process::Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(grow.success());
+    wait_until(
+        Duration::from_secs(30),
+        "all 3000 after space returns",
+        || sb.examples().len() >= 3000,
+    );
+    d.stop();
+    assert_eq!(sb.example_request_ids(), ids("r", 0..3000));
+    assert!(!sb.daemon_log().contains("bytes not yet read"));
+}
+
 #[test]
 fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -117,7 +117,8 @@ pub struct TailOptions {
     /// Only for files present at the very first start; files found later always start at 0.
     pub start_at: StartAt,
     pub max_line_bytes: usize,
-    /// How long a rotated-away (renamed out of the globs or deleted) file is still read.
+    /// How long a rotated-away (renamed out of the globs or deleted) file is kept open once
+    /// it is read to its end with nothing new written (it is always read to its end first).
     pub rotate_wait: Duration,
     /// Bytes read per file per `poll` pass.
     pub read_budget_bytes: usize,
@@ -612,12 +613,22 @@ impl Tailer {
                 self.stale_saved.push(e);
             }
         }
-        // Close rotated-away files whose rotate_wait is over.
+        // Close rotated-away files read to their end and quiet for rotate_wait. Counted from
+        // the rotation or the last change seen, whichever is later, and never while bytes
+        // are unread: a backlog, or a pause of the caller (writes failing), must not cost
+        // lines the file still holds.
         let mut i = 0;
         while i < self.files.len() {
-            let expired = self.files[i]
-                .gone_since
-                .is_some_and(|g| now.duration_since(g) >= self.opts.rotate_wait);
+            let t = &self.files[i];
+            let expired = t.gone_since.is_some_and(|g| {
+                now.duration_since(g.max(t.last_change)) >= self.opts.rotate_wait
+                    && t.reader.read_pos() >= t.last_size
+                    // Written to since this poll read it: read that first.
+                    && t
+                        .file
+                        .metadata()
+                        .map_or(true, |m| m.len() <= t.reader.read_pos())
+            });
             if expired {
                 let t = self.files.remove(i);
                 out.items += self.close(t, sink, "after rotate_wait");

@@ -253,6 +253,39 @@ fn rotated_file_is_closed_after_rotate_wait_and_partial_is_rejected() {
     assert_eq!(t.counters().files_closed, 1);
 }
 
+/// rotate_wait counts from when a rotated-away file was last read to its end, not from the
+/// rotation: a caller that stopped polling for longer (its writes failing, intake paused)
+/// or a backlog larger than rotate_wait's worth of reading must not cost the unread lines.
+#[test]
+fn a_rotated_away_file_is_read_to_its_end_before_rotate_wait_closes_it() {
+    let e = env();
+    let path = e.p("app.log");
+    let lines: Vec<String> = (0..2000).map(|i| format!("line-{i:05}")).collect();
+    append(&path, format!("{}\n", lines.join("\n")).as_bytes());
+    let mut o = e.opts("*.log");
+    o.read_budget_bytes = 1024;
+    o.rotate_wait = Duration::from_millis(50);
+    let mut t = Tailer::open(o).expect("open");
+    let (first, out) = poll_once(&mut t);
+    assert!(out.more_pending);
+    let mut got = texts(&first);
+    fs::rename(&path, e.aside.join("app.log.1")).expect("rename");
+    // The next re-scan (at most one a second while a backlog is read) sees the rotation.
+    std::thread::sleep(BUSY_RESCAN);
+    let (second, _) = poll_once(&mut t);
+    got.extend(texts(&second));
+    assert_eq!(t.counters().files_rotated, 1);
+    // Then the caller stops polling for longer than rotate_wait.
+    std::thread::sleep(Duration::from_millis(100));
+    got.extend(texts(&drain(&mut t)));
+    assert_eq!(got, lines);
+    assert_eq!(t.counters().unread_bytes_dropped, 0);
+    // Read to its end and quiet for rotate_wait: closed.
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.open_files(), 0);
+}
+
 #[test]
 fn rename_to_matching_name_is_not_read_twice() {
     let e = env();
