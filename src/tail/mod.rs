@@ -122,7 +122,8 @@ pub struct TailOptions {
     pub rotate_wait: Duration,
     /// Bytes read per file per `poll` pass.
     pub read_budget_bytes: usize,
-    /// Files held open at most, rotated-away ones included (see [`Tailer::poll`]).
+    /// Files under matching names held open at most; rotated-away files still being read
+    /// come on top (see [`Tailer::poll`]).
     pub max_open_files: usize,
     /// `checkpoints.json` lives here.
     pub state_dir: PathBuf,
@@ -934,6 +935,12 @@ impl Tailer {
     ) -> Option<(u64, u64)> {
         let file = match File::open(&f.path) {
             Ok(file) => file,
+            // Gone since the scan (renamed or deleted; a file may wait for the open-file budget
+            // for a while): the next scan finds it under its new name, if any.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!(path = %f.path.display(), "file gone before it was opened");
+                return None;
+            }
             Err(e) => {
                 // Not treated as deleted (Filebeat fd-exhaustion lesson): the saved position
                 // stays, and the next scan tries again.
