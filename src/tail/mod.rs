@@ -621,14 +621,14 @@ impl Tailer {
         let mut i = 0;
         while i < self.files.len() {
             let t = &self.files[i];
+            // Without an identity yet (no complete first line, or a copy still undecided)
+            // nothing of it can be read: only time decides.
+            let readable = t.id.is_some() && !t.awaiting;
             let expired = t.gone_since.is_some_and(|g| {
                 now.duration_since(g.max(t.last_change)) >= self.opts.rotate_wait
-                    && t.reader.read_pos() >= t.last_size
-                    // Written to since this poll read it: read that first.
-                    && t
-                        .file
-                        .metadata()
-                        .map_or(true, |m| m.len() <= t.reader.read_pos())
+                    && (!readable || t.reader.read_pos() >= t.last_size)
+                    // Written to since this poll looked at it: look again first.
+                    && t.file.metadata().map_or(true, |m| m.len() == t.last_size)
             });
             if expired {
                 let t = self.files.remove(i);
@@ -801,15 +801,38 @@ impl Tailer {
         items
     }
 
-    /// Stops reading a rotated-away file: an unterminated last line is handed out as
-    /// `Rejected` (never silently dropped), unread bytes are logged, the position is kept
-    /// in case the file comes back under a matching name.
+    /// Stops reading a rotated-away file: an unterminated last line (or only line) is handed
+    /// out as `Rejected` (never silently dropped), unread bytes are logged, the position is
+    /// kept in case the file comes back under a matching name.
     fn close(&mut self, t: Tracked, sink: &mut dyn FnMut(TailItem<'_>), when: &str) -> usize {
         let mut items = 0;
         let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
         let mut offset = t.reader.offset();
         let unread = size.saturating_sub(t.reader.read_pos());
-        if unread > 0 {
+        if t.id.is_none() && t.fp_incomplete && size > 0 {
+            // Never read: its only line has no newline (and the file no identity, which
+            // takes a complete first line). Handed out like any unterminated last line, under
+            // an identity made from its bytes.
+            let mut raw = vec![0u8; size.min(RAW_CAP as u64) as usize];
+            let n = read_full_at(&t.file, &mut raw, 0).unwrap_or(0);
+            raw.truncate(n);
+            let id = FileId::new(t.dev, t.inode, identity::marker_hash(&raw));
+            items += 1;
+            self.counters.rejected += 1;
+            sink(TailItem::Rejected {
+                file: &id,
+                path: &t.path,
+                offset: 0,
+                reason: format!(
+                    "unterminated only line ({size} bytes, no newline) in a rotated-away file closed {when}"
+                ),
+                raw: &raw,
+                len: usize::try_from(size).unwrap_or(usize::MAX),
+            });
+        } else if t.awaiting {
+            // A copy still undecided holds only what its original had (read there).
+            tracing::debug!(path = %t.path.display(), "closing an undecided copy");
+        } else if unread > 0 {
             self.counters.unread_bytes_dropped += unread;
             tracing::warn!(
                 path = %t.path.display(),

@@ -286,6 +286,29 @@ fn a_rotated_away_file_is_read_to_its_end_before_rotate_wait_closes_it() {
     assert_eq!(t.open_files(), 0);
 }
 
+/// A rotated-away file holding only an unterminated line was never read (no complete first
+/// line, so no identity): after rotate_wait it is closed all the same, its bytes handed out
+/// as Rejected rather than dropped, and its descriptor released.
+#[test]
+fn a_rotated_away_file_without_a_complete_line_is_closed_and_rejected() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"half a line");
+    let mut o = e.opts("*.log");
+    o.rotate_wait = Duration::from_millis(0);
+    let mut t = Tailer::open(o).expect("open");
+    assert!(drain(&mut t).is_empty());
+    fs::rename(&path, e.aside.join("app.log.1")).expect("rename");
+    let got = drain(&mut t);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        matches!(&got[0], Got::Rej { offset: 0, len: 11, raw_len: 11, reason } if reason.contains("unterminated")),
+        "{got:?}"
+    );
+    assert_eq!(t.open_files(), 0);
+    assert_eq!(t.counters().unread_bytes_dropped, 0);
+}
+
 #[test]
 fn rename_to_matching_name_is_not_read_twice() {
     let e = env();
