@@ -123,16 +123,13 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<
     Ok(done)
 }
 
-/// Computes the fingerprint of `file` considering only its first `size` bytes.
-/// `Ok(None)` means the window is not complete yet (see the module doc).
-pub fn compute(file: &File, size: u64) -> io::Result<Option<Fingerprint>> {
-    if size == 0 {
-        return Ok(None);
-    }
-    // Skip the leading NUL run (small buffer for small files: this runs for every new file).
+/// Where the first non-NUL byte among the first `size` bytes of `file` is (`None`: there is
+/// none), i.e. the length of the hole a stale copytruncate writer leaves.
+pub fn leading_nuls(file: &File, size: u64) -> io::Result<Option<u64>> {
+    // A small buffer for small files: this runs for every new file.
     let mut buf = vec![0u8; size.min(64 * 1024) as usize];
     let mut pos = 0u64;
-    let nul_count = loop {
+    loop {
         if pos >= size {
             return Ok(None);
         }
@@ -142,9 +139,17 @@ pub fn compute(file: &File, size: u64) -> io::Result<Option<Fingerprint>> {
             return Ok(None);
         }
         match buf[..n].iter().position(|&b| b != 0) {
-            Some(i) => break pos + i as u64,
+            Some(i) => return Ok(Some(pos + i as u64)),
             None => pos += n as u64,
         }
+    }
+}
+
+/// Computes the fingerprint of `file` considering only its first `size` bytes.
+/// `Ok(None)` means the window is not complete yet (see the module doc).
+pub fn compute(file: &File, size: u64) -> io::Result<Option<Fingerprint>> {
+    let Some(nul_count) = leading_nuls(file, size)? else {
+        return Ok(None);
     };
     let avail = (size - nul_count).min(FP_MAX_BYTES as u64) as usize;
     let mut window = vec![0u8; avail];

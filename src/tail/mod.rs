@@ -809,26 +809,30 @@ impl Tailer {
         let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
         let mut offset = t.reader.offset();
         let unread = size.saturating_sub(t.reader.read_pos());
-        if t.id.is_none() && t.fp_incomplete && size > 0 {
-            // Never read: its only line has no newline (and the file no identity, which
-            // takes a complete first line). Handed out like any unterminated last line, under
-            // an identity made from its bytes.
-            let mut raw = vec![0u8; size.min(RAW_CAP as u64) as usize];
-            let n = read_full_at(&t.file, &mut raw, 0).unwrap_or(0);
-            raw.truncate(n);
-            let id = FileId::new(t.dev, t.inode, identity::marker_hash(&raw));
-            items += 1;
-            self.counters.rejected += 1;
-            sink(TailItem::Rejected {
-                file: &id,
-                path: &t.path,
-                offset: 0,
-                reason: format!(
-                    "unterminated only line ({size} bytes, no newline) in a rotated-away file closed {when}"
-                ),
-                raw: &raw,
-                len: usize::try_from(size).unwrap_or(usize::MAX),
-            });
+        let never_read = t.id.is_none() && t.fp_incomplete;
+        if never_read {
+            // Its only line has no newline (and the file no identity, which takes a complete
+            // first line). Handed out like any unterminated last line, under an identity made
+            // from its bytes; a leading NUL hole (stale copytruncate writer) is not part of it.
+            if let Ok(Some(start)) = identity::leading_nuls(&t.file, size) {
+                let len = size - start;
+                let mut raw = vec![0u8; len.min(RAW_CAP as u64) as usize];
+                let n = read_full_at(&t.file, &mut raw, start).unwrap_or(0);
+                raw.truncate(n);
+                let id = FileId::new(t.dev, t.inode, identity::marker_hash(&raw));
+                items += 1;
+                self.counters.rejected += 1;
+                sink(TailItem::Rejected {
+                    file: &id,
+                    path: &t.path,
+                    offset: start,
+                    reason: format!(
+                        "unterminated only line ({len} bytes, no newline) in a rotated-away file closed {when}"
+                    ),
+                    raw: &raw,
+                    len: usize::try_from(len).unwrap_or(usize::MAX),
+                });
+            }
         } else if t.awaiting {
             // A copy still undecided holds only what its original had (read there).
             tracing::debug!(path = %t.path.display(), "closing an undecided copy");
