@@ -1312,6 +1312,43 @@ fn an_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dropped() {
     );
 }
 
+/// The same for a file whose only line never got its newline: it was never read (a file
+/// has no identity before its first line is complete), and is still kept, not dropped,
+/// when rotated away; the daemon lets go of it.
+#[test]
+fn a_rotated_away_file_holding_only_an_unterminated_line_is_rejected_not_dropped() {
+    let cfg =
+        config(&["logs/*.log"], "").replace("rotate_wait = \"5s\"", "rotate_wait = \"300ms\"");
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    let cut = interaction_line("uo", 0);
+    let mut w = Writer::append(&log);
+    w.raw(&cut.as_bytes()[..60]);
+    let d = sb.start();
+    wait_open(&d, &log);
+    std::fs::rename(&log, sb.path("app.log.1")).unwrap();
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    wait_until(T, "the rotated file closed", || {
+        !daemon_has_open(&d, &sb.path("app.log.1"))
+    });
+    stop(&sb, d);
+    assert!(sb.examples().is_empty());
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], 0);
+    assert_eq!(r[0]["raw_len"], 60);
+    assert!(
+        r[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unterminated only line"),
+        "{}",
+        r[0]["reason"]
+    );
+}
+
 #[test]
 fn a_checkpoint_write_interrupted_by_a_crash_is_ignored_and_the_old_positions_used() {
     let sb = sandbox(&["logs/*.log"], "");
