@@ -342,19 +342,16 @@ fn segments_seal_at_the_utc_day_change() {
     );
 }
 
-/// A real full disk: a small tmpfs under data/ (we run as root in CI; where mounting is not
-/// allowed the test says so and checks nothing else).
-#[test]
-fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
-    let sb = Sandbox::with_config(&config_with("size = 5\nflush_interval = \"100ms\"", ""));
-    let data = sb.data();
+/// A 64 KiB tmpfs mounted on `dir`, unmounted when dropped; `None` (and a note naming
+/// `covered_by`) where mounting is not allowed (we run as root in CI).
+fn small_tmpfs(dir: &std::path::Path, covered_by: &str) -> Option<impl Drop> {
     let mount = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&data)
+        .arg(dir)
         .status();
     if !matches!(mount, Ok(s) if s.success()) {
-        eprintln!("NOTE: cannot mount a tmpfs here; the injected-failure tests in src/segment cover this path");
-        return;
+        eprintln!("NOTE: cannot mount a tmpfs here; {covered_by} cover this path");
+        return None;
     }
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -362,7 +359,28 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
             let _ = std::process::Command::new("umount").arg(&self.0).status();
         }
     }
-    let _guard = Unmount(data.clone());
+    Some(Unmount(dir.to_path_buf()))
+}
+
+/// Lets a tmpfs from [`small_tmpfs`] grow to 32 MiB: space returns.
+fn grow_tmpfs(dir: &std::path::Path) {
+    let grow = std::process::Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(grow.success());
+}
+
+/// A real full disk: a small tmpfs under data/ (where mounting is not allowed the test says
+/// so and checks nothing else).
+#[test]
+fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
+    let sb = Sandbox::with_config(&config_with("size = 5\nflush_interval = \"100ms\"", ""));
+    let data = sb.data();
+    let Some(_unmount) = small_tmpfs(&data, "the injected-failure tests in src/segment") else {
+        return;
+    };
     let mut d = sb.start();
     append_lines(
         &sb.path("logs/app.log"),
@@ -376,12 +394,7 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
     assert!(d.is_running(), "the daemon died on a full disk");
     std::thread::sleep(Duration::from_millis(500));
     assert!(sb.examples().len() < 300);
-    let grow = std::process::Command::new("mount")
-        .args(["-o", "remount,size=32m"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(grow.success());
+    grow_tmpfs(&data);
     wait_until(
         Duration::from_secs(30),
         "all 300 after space returns",
@@ -404,21 +417,9 @@ fn a_pause_longer_than_rotate_wait_loses_nothing_of_a_rotated_file() {
     assert!(cfg.contains("read_budget"));
     let sb = Sandbox::with_config(&cfg);
     let data = sb.data();
-    let mount = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&data)
-        .status();
-    if !matches!(mount, Ok(s) if s.success()) {
-        eprintln!("NOTE: cannot mount a tmpfs here; src/tail's rotate_wait tests cover this path");
+    let Some(_unmount) = small_tmpfs(&data, "src/tail's rotate_wait tests") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(data.clone());
+    };
     let log = sb.path("logs/app.log");
     append_lines(&log, &[interaction_line("r", 0)]);
     let mut d = sb.start();
@@ -439,12 +440,7 @@ fn a_pause_longer_than_rotate_wait_loses_nothing_of_a_rotated_file() {
     std::thread::sleep(Duration::from_millis(2500));
     assert!(d.is_running(), "the daemon died on a full disk");
     assert!(sb.examples().len() < 3000);
-    let grow = std::process::Command::new("mount")
-        .args(["-o", "remount,size=32m"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(grow.success());
+    grow_tmpfs(&data);
     wait_until(
         Duration::from_secs(30),
         "all 3000 after space returns",
