@@ -233,18 +233,32 @@ impl Tracked {
             "file truncated or rewritten; reading it again from the start"
         );
         counters.files_truncated += 1;
-        self.lost_content = self.id.as_ref().map(|id| {
-            let mut e = self.entry(id, self.reader.offset());
-            if let Some((len, hash)) = marker_for(self) {
-                e.set_marker(len, &hash);
-            }
-            e
-        });
+        self.lost_content = self.entry_here();
         self.reader = Reader::new(0);
         self.fp = None;
         self.id = None;
         self.marker_cache = None;
         self.fp_incomplete = false;
+    }
+
+    /// The checkpoint entry for what was handed out so far (the reader's offset), with its
+    /// marker (computed once per offset); `None` before the file has an identity.
+    fn entry_here(&mut self) -> Option<Entry> {
+        let id = self.id.clone()?;
+        let offset = self.reader.offset();
+        let (len, hash) = match self.marker_cache {
+            Some((o, len, hash)) if o == offset => (len, hash),
+            _ => match marker_for(self) {
+                Some((len, hash)) => {
+                    self.marker_cache = Some((offset, len, hash));
+                    (len, hash)
+                }
+                None => (0, [0u8; 16]),
+            },
+        };
+        let mut e = self.entry(&id, offset);
+        e.set_marker(len, &hash);
+        Some(e)
     }
 
     /// The checkpoint entry for this file at `offset` (its marker is set by the caller).
@@ -729,18 +743,8 @@ impl Tailer {
             let mut t = self.files.remove(i);
             self.counters.files_parked += 1;
             self.parked.insert((t.dev, t.inode), stat);
-            let Some(id) = t.id.clone() else { continue };
-            let offset = t.reader.offset();
-            let mut e = t.entry(&id, offset);
-            let marker = match t.marker_cache {
-                Some((o, len, hash)) if o == offset => Some((len, hash)),
-                _ => marker_for(&t),
-            };
-            if let Some((len, hash)) = marker {
-                e.set_marker(len, &hash);
-            }
-            t.marker_cache = None;
-            tracing::debug!(path = %t.path.display(), offset, "idle file closed for the open-file budget");
+            let Some(e) = t.entry_here() else { continue };
+            tracing::debug!(path = %t.path.display(), offset = e.offset, "idle file closed for the open-file budget");
             self.saved.entry((t.dev, t.inode)).or_default().push(e);
         }
     }
@@ -1306,23 +1310,7 @@ impl Tailer {
             });
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
-        for t in &mut self.files {
-            let Some(id) = &t.id else { continue };
-            let offset = t.reader.offset();
-            let (len, hash) = match t.marker_cache {
-                Some((o, len, hash)) if o == offset => (len, hash),
-                _ => match marker_for(t) {
-                    Some((len, hash)) => {
-                        t.marker_cache = Some((offset, len, hash));
-                        (len, hash)
-                    }
-                    None => (0, [0u8; 16]),
-                },
-            };
-            let mut e = t.entry(id, offset);
-            e.set_marker(len, &hash);
-            entries.push(e);
-        }
+        entries.extend(self.files.iter_mut().filter_map(Tracked::entry_here));
         entries.extend(self.saved.values().flatten().cloned());
         entries.sort_by(|a, b| {
             (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
