@@ -668,6 +668,12 @@ impl Tailer {
         if self.waiting.is_empty() && !self.files.iter().any(|t| t.awaiting) {
             self.stale_saved.clear();
         }
+        let max = self.opts.max_open_files.max(1);
+        // Over the budget with nothing waiting: it was lowered (SIGHUP).
+        let over = self.matching_open().saturating_sub(max);
+        if over > 0 {
+            self.park_idle(over);
+        }
         if self.waiting.is_empty() {
             if self.budget_short {
                 self.budget_short = false;
@@ -678,7 +684,6 @@ impl Tailer {
             }
             return;
         }
-        let max = self.opts.max_open_files.max(1);
         let need = (self.matching_open() + self.waiting.len()).saturating_sub(max);
         if need > 0 {
             self.park_idle(need);

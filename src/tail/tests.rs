@@ -816,6 +816,31 @@ fn open_file_budget_closes_idle_files_and_reopens_them_on_change() {
     assert_eq!(texts(&drain(&mut t)), strs(&["f0-after"]));
 }
 
+/// A budget lowered by a reload (SIGHUP) closes idle files down to it at the next poll.
+#[test]
+fn open_file_budget_lowered_by_a_reload_closes_idle_files() {
+    let e = env();
+    for f in 0..5 {
+        append(&e.p(&format!("f{f}.log")), format!("f{f}-a\n").as_bytes());
+    }
+    let o = e.opts("*.log");
+    let mut t = Tailer::open(o.clone()).expect("open");
+    assert_eq!(texts(&drain(&mut t)).len(), 5);
+    assert_eq!(t.matching_open(), 5);
+    let mut lower = o;
+    lower.max_open_files = 2;
+    t.reconfigure(lower);
+    assert!(drain(&mut t).is_empty());
+    assert_eq!(t.matching_open(), 2);
+    for f in 0..5 {
+        append(&e.p(&format!("f{f}.log")), format!("f{f}-b\n").as_bytes());
+    }
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["f0-b", "f1-b", "f2-b", "f3-b", "f4-b"]));
+    assert!(t.matching_open() <= 2);
+}
+
 /// Files renamed out of the globs are read through their handle until `rotate_wait`
 /// whatever the budget (they could not be found again), and do not count against it.
 #[test]
