@@ -23,7 +23,7 @@ pub fn raise() {
         tracing::warn!(
             limit = before,
             error = %std::io::Error::last_os_error(),
-            "cannot raise the open-file limit"
+            "cannot raise the open-file limit; input.max_open_files is sized from it (raise it with LimitNOFILE= in the unit file or `ulimit -n`)"
         );
     }
 }

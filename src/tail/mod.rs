@@ -219,13 +219,12 @@ struct Tracked {
     /// line, or as a possible copy still being written of an open file. Nothing is read
     /// until [`Tailer::decide_awaiting`] settles it (copy of another file, or new).
     awaiting: bool,
-    /// Its position in the content it had before it was found truncated, for a copy of that
-    /// content still waiting for the open-file budget (see `Tailer::stale_saved`).
-    lost_content: Option<Entry>,
 }
 
 impl Tracked {
-    fn reset_truncated(&mut self, why: &str, counters: &mut TailCounters) {
+    /// `lost` receives the position in the content it had, for a copy of that content still
+    /// waiting for the open-file budget or undecided (see `Tailer::stale_saved`).
+    fn reset_truncated(&mut self, why: &str, counters: &mut TailCounters, lost: &mut Vec<Entry>) {
         tracing::warn!(
             path = %self.path.display(),
             read_pos = self.reader.read_pos(),
@@ -233,7 +232,7 @@ impl Tracked {
             "file truncated or rewritten; reading it again from the start"
         );
         counters.files_truncated += 1;
-        self.lost_content = self.entry_here();
+        lost.extend(self.entry_here());
         self.reader = Reader::new(0);
         self.fp = None;
         self.id = None;
@@ -432,12 +431,14 @@ fn same_prefix(file: &File, src: &File, size: u64) -> bool {
     true
 }
 
-/// Reads one file for one pass. Returns (items, more bytes pending).
+/// Reads one file for one pass. Returns (items, more bytes pending). A truncation found
+/// puts the position in the lost content in `lost`.
 fn service(
     t: &mut Tracked,
     opts: &TailOptions,
     buf: &mut Vec<u8>,
     counters: &mut TailCounters,
+    lost: &mut Vec<Entry>,
     full_check: bool,
     sink: &mut dyn FnMut(TailItem<'_>),
 ) -> io::Result<(usize, bool)> {
@@ -449,9 +450,9 @@ fn service(
     let mtime = (md.mtime(), md.mtime_nsec());
     let changed = size != t.last_size || mtime != t.last_mtime;
     if size < t.reader.read_pos() {
-        t.reset_truncated("size below read position", counters);
+        t.reset_truncated("size below read position", counters, lost);
     } else if (changed || full_check) && !content_intact(t, size, changed)? {
-        t.reset_truncated("bytes already read have changed", counters);
+        t.reset_truncated("bytes already read have changed", counters, lost);
     }
     t.last_size = size;
     t.last_mtime = mtime;
@@ -610,6 +611,7 @@ impl Tailer {
                 &self.opts,
                 &mut self.buf,
                 &mut self.counters,
+                &mut self.stale_saved,
                 rescan,
                 sink,
             ) {
@@ -621,11 +623,6 @@ impl Tailer {
                     self.counters.read_errors += 1;
                     tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
                 }
-            }
-        }
-        for t in &mut self.files {
-            if let Some(e) = t.lost_content.take() {
-                self.stale_saved.push(e);
             }
         }
         // Close rotated-away files read to their end and quiet for rotate_wait. Counted from
@@ -774,7 +771,15 @@ impl Tailer {
                 continue;
             }
             loop {
-                match service(t, &self.opts, &mut self.buf, &mut self.counters, true, sink) {
+                match service(
+                    t,
+                    &self.opts,
+                    &mut self.buf,
+                    &mut self.counters,
+                    &mut self.stale_saved,
+                    true,
+                    sink,
+                ) {
                     Ok((n, more)) => {
                         items += n;
                         if !more {
@@ -1114,7 +1119,6 @@ impl Tailer {
             marker_cache: None,
             fp_incomplete,
             awaiting,
-            lost_content: None,
             file,
         });
         Some((dev, inode))
