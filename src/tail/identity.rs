@@ -154,17 +154,45 @@ pub fn compute(file: &File, size: u64) -> io::Result<Option<Fingerprint>> {
     let avail = (size - nul_count).min(FP_MAX_BYTES as u64) as usize;
     let mut window = vec![0u8; avail];
     let n = read_full_at(file, &mut window, nul_count)?;
-    window.truncate(n);
-    let window_len = match memchr::memchr(b'\n', &window) {
+    Ok(of_window(nul_count, &window[..n]))
+}
+
+/// The fingerprint of content that starts with `nul_count` NUL bytes followed by `window`
+/// (the bytes after them, at most [`FP_MAX_BYTES`] of them), if the window is complete.
+fn of_window(nul_count: u64, window: &[u8]) -> Option<Fingerprint> {
+    let window_len = match memchr::memchr(b'\n', window) {
         Some(i) => i + 1,
-        None if window.len() == FP_MAX_BYTES => FP_MAX_BYTES,
-        None => return Ok(None),
+        None if window.len() >= FP_MAX_BYTES => FP_MAX_BYTES,
+        None => return None,
     };
-    Ok(Some(Fingerprint {
+    Some(Fingerprint {
         hash: hash_window(nul_count, &window[..window_len]),
         nul_count,
         window_len: window_len as u64,
-    }))
+    })
+}
+
+/// The fingerprint of content read as a stream from its start (a compressed file's
+/// decompressed bytes, which cannot be read at an offset): the same value [`compute`] gives
+/// the same bytes in a file.
+#[derive(Debug, Default)]
+pub struct StreamFingerprint {
+    nul_count: u64,
+    window: Vec<u8>,
+}
+
+impl StreamFingerprint {
+    /// Feeds the next bytes of the content; the fingerprint once its window is complete.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<Fingerprint> {
+        if self.window.is_empty() {
+            let nuls = data.iter().take_while(|&&b| b == 0).count();
+            self.nul_count += nuls as u64;
+            data = &data[nuls..];
+        }
+        let take = data.len().min(FP_MAX_BYTES - self.window.len());
+        self.window.extend_from_slice(&data[..take]);
+        of_window(self.nul_count, &self.window)
+    }
 }
 
 /// Checks that the window recorded in `fp` still hashes to the same value (cheap: one read
@@ -289,6 +317,28 @@ mod tests {
         let fb = compute(b.as_file(), bn).expect("io").expect("fp");
         assert_eq!(fa.nul_count, 2);
         assert_ne!(fa.hash, fb.hash);
+    }
+
+    #[test]
+    fn a_stream_gets_the_fingerprint_a_file_with_its_bytes_gets() {
+        let long = vec![b'y'; FP_MAX_BYTES + 5];
+        let contents: [&[u8]; 4] = [
+            b"first line\nsecond\n",
+            b"\0\0\0after a hole\nx",
+            &long,
+            b"no newline yet",
+        ];
+        for content in contents {
+            let (f, n) = file_with(content);
+            let want = compute(f.as_file(), n).expect("io");
+            // Fed one byte at a time: pieces may split the NUL run and the window anywhere.
+            let mut s = StreamFingerprint::default();
+            let mut got = None;
+            for b in content {
+                got = got.or(s.feed(std::slice::from_ref(b)));
+            }
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(content));
+        }
     }
 
     #[test]

@@ -41,9 +41,11 @@
 //! others; `PollOutcome::more_pending` says when the caller should poll again right away.
 
 pub mod checkpoint;
+mod compressed;
 pub mod discovery;
 pub mod identity;
 pub mod reader;
+mod rotated;
 pub mod watch;
 
 pub use discovery::WatchSpec;
@@ -191,7 +193,7 @@ const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 /// often, so a tight drain loop does not stat every file on every call.
 const BUSY_RESCAN: Duration = Duration::from_secs(1);
 /// Size of one read.
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// One open file generation.
 struct Tracked {
@@ -221,7 +223,56 @@ struct Tracked {
     awaiting: bool,
 }
 
+/// A reader starting at `offset` of `file`, with the bytes before it as its tail (so a
+/// rewrite of them is noticed before anything new is read).
+fn reader_at(file: &File, offset: u64) -> Reader {
+    let mut reader = Reader::new(offset);
+    if offset > 0 {
+        let len = offset.min(reader::TAIL_KEEP as u64);
+        let mut before = vec![0u8; len as usize];
+        if let Ok(n) = read_full_at(file, &mut before, offset - len) {
+            if n == before.len() {
+                reader.seed_tail(&before);
+            }
+        }
+    }
+    reader
+}
+
 impl Tracked {
+    /// A file just opened, to be read from `offset` (see [`Tracked::awaiting`]).
+    fn opened(
+        file: File,
+        md: &std::fs::Metadata,
+        path: PathBuf,
+        fp: Option<Fingerprint>,
+        offset: u64,
+        awaiting: bool,
+        now_unix: u64,
+    ) -> Tracked {
+        let (dev, inode) = (md.dev(), md.ino());
+        Tracked {
+            dev,
+            inode,
+            path,
+            id: fp
+                .as_ref()
+                .filter(|_| !awaiting)
+                .map(|fp| FileId::new(dev, inode, fp.hash)),
+            fp_incomplete: awaiting && fp.is_none(),
+            fp: fp.filter(|_| !awaiting),
+            reader: reader_at(&file, offset),
+            last_size: md.len(),
+            last_mtime: (md.mtime(), md.mtime_nsec()),
+            gone_since: None,
+            last_change: Instant::now(),
+            seen_unix: now_unix,
+            marker_cache: None,
+            awaiting,
+            file,
+        }
+    }
+
     /// `lost` receives the position in the content it had, for a copy of that content still
     /// waiting for the open-file budget or undecided (see `Tailer::stale_saved`).
     fn reset_truncated(&mut self, why: &str, counters: &mut TailCounters, lost: &mut Vec<Entry>) {
@@ -297,6 +348,13 @@ pub struct Tailer {
     /// from such a position as from a saved one. Not checkpointed; dropped at the first poll
     /// with no file waiting or undecided.
     stale_saved: Vec<Entry>,
+    /// (dev, inode) of every file the last scan found.
+    last_found: HashSet<(u64, u64)>,
+    /// Saved positions (dev, inode, fingerprint) already looked for outside the globs
+    /// ([`Tailer::follow_rotated`]), or that need not be (closed after `rotate_wait`).
+    searched: HashSet<(u64, u64, String)>,
+    /// Compressed rotations being read from a saved position.
+    compressed: Vec<compressed::Gz>,
     /// No checkpoint existed at open and the first scan has not happened yet.
     first_start: bool,
     /// What is on disk (`None`: nothing yet, so the first commit always writes).
@@ -355,6 +413,11 @@ fn idle(t: &Tracked) -> Option<discovery::Stat> {
     let done = t.id.is_some() && stat.size == t.reader.read_pos();
     let unread = t.awaiting || (t.id.is_none() && t.reader.offset() == 0);
     (done || unread).then_some(stat)
+}
+
+/// What [`Tailer::searched`] remembers of a saved position.
+fn search_key(e: &Entry) -> (u64, u64, String) {
+    (e.dev, e.inode, e.fingerprint.clone())
 }
 
 fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
@@ -431,6 +494,39 @@ fn same_prefix(file: &File, src: &File, size: u64) -> bool {
     true
 }
 
+/// Hands one piece of a file's bytes to the sink as an item.
+fn emit(
+    id: &FileId,
+    path: &Path,
+    offset: u64,
+    piece: Piece<'_>,
+    counters: &mut TailCounters,
+    sink: &mut dyn FnMut(TailItem<'_>),
+) {
+    match piece {
+        Piece::Line(bytes) => {
+            counters.lines += 1;
+            sink(TailItem::Line {
+                file: id,
+                path,
+                offset,
+                bytes,
+            })
+        }
+        Piece::Rejected { reason, raw, len } => {
+            counters.rejected += 1;
+            sink(TailItem::Rejected {
+                file: id,
+                path,
+                offset,
+                reason,
+                raw,
+                len,
+            })
+        }
+    }
+}
+
 /// Reads one file for one pass. Returns (items, more bytes pending). A truncation found
 /// puts the position in the lost content in `lost`.
 fn service(
@@ -499,28 +595,7 @@ fn service(
         let path: &Path = path;
         reader.feed(&buf[..n], max_line, &mut |offset, piece| {
             items += 1;
-            match piece {
-                Piece::Line(bytes) => {
-                    counters.lines += 1;
-                    sink(TailItem::Line {
-                        file: id,
-                        path,
-                        offset,
-                        bytes,
-                    })
-                }
-                Piece::Rejected { reason, raw, len } => {
-                    counters.rejected += 1;
-                    sink(TailItem::Rejected {
-                        file: id,
-                        path,
-                        offset,
-                        reason,
-                        raw,
-                        len,
-                    })
-                }
-            }
+            emit(id, path, offset, piece, counters, sink);
         });
     }
     Ok((items, t.reader.read_pos() < size))
@@ -568,6 +643,9 @@ impl Tailer {
             waiting: Vec::new(),
             budget_short: false,
             stale_saved: Vec::new(),
+            last_found: HashSet::new(),
+            searched: HashSet::new(),
+            compressed: Vec::new(),
             first_start,
             last_written,
             last_scan: None,
@@ -604,6 +682,12 @@ impl Tailer {
         }
         self.admit_waiting();
         self.decide_awaiting(rescan);
+        // Positions lost to a truncation in the last poll are looked for at once: the copy
+        // copytruncate made may be compressed and deleted soon.
+        if rescan || !self.stale_saved.is_empty() {
+            self.follow_rotated(now);
+        }
+        let stale_before = self.stale_saved.len();
         let mut out = PollOutcome::default();
         for t in &mut self.files {
             match service(
@@ -625,6 +709,10 @@ impl Tailer {
                 }
             }
         }
+        if self.stale_saved.len() > stale_before {
+            out.more_pending = true;
+        }
+        self.read_compressed(&mut out, sink);
         // Close rotated-away files read to their end and quiet for rotate_wait. Counted from
         // the rotation or the last change seen, whichever is later, and never while bytes
         // are unread: a backlog, or a pause of the caller (writes failing), must not cost
@@ -663,7 +751,9 @@ impl Tailer {
     /// room.
     fn admit_waiting(&mut self) {
         if self.waiting.is_empty() && !self.files.iter().any(|t| t.awaiting) {
-            self.stale_saved.clear();
+            let searched = &self.searched;
+            self.stale_saved
+                .retain(|e| !searched.contains(&search_key(e)));
         }
         let max = self.opts.max_open_files.max(1);
         // Over the budget with nothing waiting: it was lowered (SIGHUP).
@@ -880,6 +970,9 @@ impl Tailer {
         tracing::info!(path = %t.path.display(), "closed rotated-away file");
         if let Some(id) = &t.id {
             let mut e = t.entry(id, offset);
+            // Followed to its end through its handle; what is written to it later is lost
+            // by the rotate_wait contract, not looked for.
+            self.searched.insert(search_key(&e));
             let marker = if offset == t.reader.offset() {
                 marker_for(&t)
             } else {
@@ -961,6 +1054,7 @@ impl Tailer {
         // A closed idle file the scan no longer finds left the globs: it is known by its
         // saved position only, like any file closed after rotation.
         self.parked.retain(|key, _| by_key.contains_key(key));
+        self.last_found = by_key.into_keys().collect();
         self.waiting = waiting;
         self.first_start = false;
     }
@@ -1087,40 +1181,18 @@ impl Tailer {
         } else if start.is_none() {
             tracing::info!(path = %f.path.display(), offset, "new file");
         }
-        let mut reader = Reader::new(offset);
-        if offset > 0 {
-            let len = offset.min(reader::TAIL_KEEP as u64);
-            let mut before = vec![0u8; len as usize];
-            if let Ok(n) = read_full_at(&file, &mut before, offset - len) {
-                if n == before.len() {
-                    reader.seed_tail(&before);
-                }
-            }
-        }
         if !reopened {
             self.counters.files_added += 1;
         }
-        let fp_incomplete = awaiting && fp.is_none();
-        self.files.push(Tracked {
-            dev,
-            inode,
-            path: f.path.clone(),
-            id: fp
-                .as_ref()
-                .filter(|_| !awaiting)
-                .map(|fp| FileId::new(dev, inode, fp.hash)),
-            fp: fp.filter(|_| !awaiting),
-            reader,
-            last_size: size,
-            last_mtime: (md.mtime(), md.mtime_nsec()),
-            gone_since: None,
-            last_change: Instant::now(),
-            seen_unix: now_unix,
-            marker_cache: None,
-            fp_incomplete,
-            awaiting,
+        self.files.push(Tracked::opened(
             file,
-        });
+            &md,
+            f.path.clone(),
+            fp,
+            offset,
+            awaiting,
+            now_unix,
+        ));
         Some((dev, inode))
     }
 
@@ -1176,17 +1248,7 @@ impl Tailer {
             if start.is_none() {
                 tracing::info!(path = %t.path.display(), offset, "new file");
             }
-            let mut reader = Reader::new(offset);
-            if offset > 0 {
-                let len = offset.min(reader::TAIL_KEEP as u64);
-                let mut before = vec![0u8; len as usize];
-                if let Ok(n) = read_full_at(&t.file, &mut before, offset - len) {
-                    if n == before.len() {
-                        reader.seed_tail(&before);
-                    }
-                }
-            }
-            t.reader = reader;
+            t.reader = reader_at(&t.file, offset);
             t.id = Some(FileId::new(t.dev, t.inode, fp.hash));
             t.fp = Some(fp);
             t.fp_incomplete = false;
@@ -1296,6 +1358,122 @@ impl Tailer {
         Some(e.offset)
     }
 
+    /// Looks for the content of saved positions whose files left the globs while not open
+    /// (see [`rotated`]), once per position, and reads on where it is found: an uncompressed
+    /// file is opened as a rotated-away file (read to its end, closed after `rotate_wait`),
+    /// a compressed one is read by [`compressed`].
+    fn follow_rotated(&mut self, now: Instant) {
+        let todo: Vec<Entry> = self
+            .saved
+            .iter()
+            .filter(|(key, _)| !self.last_found.contains(key))
+            .flat_map(|(_, v)| v)
+            .chain(&self.stale_saved)
+            .filter(|e| !self.searched.contains(&search_key(e)))
+            .cloned()
+            .collect();
+        let now_unix = unix_now();
+        for e in todo {
+            self.searched.insert(search_key(&e));
+            let open: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
+            let skip = |dev, inode| {
+                self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
+            };
+            let Some(found) = rotated::find(&e, &skip) else {
+                continue;
+            };
+            match found {
+                rotated::Found::Plain { file, md, path, fp } => {
+                    tracing::info!(
+                        saved = %e.path,
+                        path = %path.display(),
+                        offset = e.offset,
+                        "a file rotated out of input.paths while not open was found; reading it on from its saved position"
+                    );
+                    let mut t =
+                        Tracked::opened(file, &md, path, Some(fp), e.offset, false, now_unix);
+                    t.gone_since = Some(now);
+                    self.counters.files_resumed += 1;
+                    self.files.push(t);
+                }
+                rotated::Found::Gzip { file, path } => {
+                    match compressed::Gz::new(file, path.clone(), e.clone(), now_unix) {
+                        Ok(gz) => {
+                            tracing::info!(
+                                saved = %e.path,
+                                path = %path.display(),
+                                offset = e.offset,
+                                "a file compressed by its rotation while not open was found; reading it on from its saved position"
+                            );
+                            self.counters.files_resumed += 1;
+                            self.compressed.push(gz);
+                        }
+                        Err(err) => {
+                            tracing::warn!(path = %path.display(), error = %err, "cannot read compressed rotation");
+                            continue;
+                        }
+                    }
+                }
+            }
+            // The position now lives on in what reads on from it.
+            let key = (e.dev, e.inode);
+            if let Some(v) = self.saved.get_mut(&key) {
+                v.retain(|s| s != &e);
+                if v.is_empty() {
+                    self.saved.remove(&key);
+                }
+            }
+            self.stale_saved.retain(|s| s != &e);
+        }
+    }
+
+    /// One pass over the compressed rotations being read; those read to their end (or that
+    /// cannot be read on) leave their position as a saved entry.
+    fn read_compressed(&mut self, out: &mut PollOutcome, sink: &mut dyn FnMut(TailItem<'_>)) {
+        let now_unix = unix_now();
+        let mut i = 0;
+        while i < self.compressed.len() {
+            let pass = self.compressed[i].service(
+                self.opts.read_budget_bytes,
+                self.opts.max_line_bytes,
+                self.opts.rotate_wait,
+                now_unix,
+                &mut self.buf,
+                &mut self.counters,
+                sink,
+            );
+            let (items, done) = match pass {
+                compressed::Pass::Reading { items, more } => {
+                    out.more_pending |= more;
+                    (items, false)
+                }
+                compressed::Pass::Finished { items } => {
+                    tracing::info!(path = %self.compressed[i].path.display(), "compressed rotation read to its end");
+                    (items, true)
+                }
+                compressed::Pass::Failed { items, why } => {
+                    self.counters.read_errors += 1;
+                    tracing::warn!(
+                        path = %self.compressed[i].path.display(),
+                        why,
+                        "stopped reading a compressed rotation"
+                    );
+                    (items, true)
+                }
+            };
+            out.items += items;
+            if done {
+                let gz = self.compressed.remove(i);
+                let e = gz.entry();
+                self.counters.files_closed += 1;
+                self.searched.insert(search_key(&e));
+                self.saved.entry((e.dev, e.inode)).or_default().push(e);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Writes `checkpoints.json` covering every item already handed to a sink. Atomic (temp
     /// file, fsync, rename, fsync dir); writes only when a position or the file set changed.
     /// Returns whether it wrote.
@@ -1320,7 +1498,15 @@ impl Tailer {
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
         entries.extend(self.files.iter_mut().filter_map(Tracked::entry_here));
+        entries.extend(self.compressed.iter().map(compressed::Gz::entry));
         entries.extend(self.saved.values().flatten().cloned());
+        // Only positions still saved can be looked for again.
+        let saved = &self.saved;
+        self.searched.retain(|(dev, inode, fp)| {
+            saved
+                .get(&(*dev, *inode))
+                .is_some_and(|v| v.iter().any(|e| e.fingerprint == *fp))
+        });
         entries.sort_by(|a, b| {
             (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
         });
@@ -1380,6 +1566,7 @@ impl Tailer {
     }
 
     /// Per open file: bytes not yet handed out (size - offset), for metrics.
+    /// (A compressed rotation being read shows no lag: its decompressed size is unknown.)
     pub fn file_lags(&self) -> Vec<(PathBuf, u64)> {
         self.files
             .iter()
@@ -1390,9 +1577,10 @@ impl Tailer {
             .collect()
     }
 
-    /// Number of files held open (including rotated-away files still being drained).
+    /// Number of files held open (including rotated-away files still being drained and
+    /// compressed rotations being read).
     pub fn open_files(&self) -> usize {
-        self.files.len()
+        self.files.len() + self.compressed.len()
     }
 
     /// Matching files closed while idle for the open-file budget, and files found but not

@@ -1115,6 +1115,237 @@ fn copytruncate_detected_at_startup_skips_nul_hole() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Files rotated out of the globs while not open: found again next to their saved path.
+// ---------------------------------------------------------------------------------------
+
+/// logrotate's `compress`: `src` becomes `dst` (gzip), and `src` is removed.
+fn gzip(src: &Path, dst: &Path) {
+    let data = fs::read(src).expect("read");
+    let mut enc = flate2::write::GzEncoder::new(
+        fs::File::create(dst).expect("create gz"),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&data).expect("compress");
+    enc.finish().expect("finish gz");
+    fs::remove_file(src).expect("remove");
+}
+
+fn line_at(got: &[Got], text: &str) -> (u64, String) {
+    got.iter()
+        .find_map(|g| match g {
+            Got::Line {
+                text: t,
+                offset,
+                fp,
+                ..
+            } if t == text => Some((*offset, fp.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no line {text:?} in {got:?}"))
+}
+
+/// Starts a tailer on `app.log` holding "a" and "b", reads them and stops with a checkpoint;
+/// then "c" and "d" are written, which only a restart can read. Returns the tailer's options
+/// and where "b" was read (offset, fingerprint).
+fn stopped_with_unread_lines(e: &Env, pattern: &str) -> (TailOptions, (u64, String)) {
+    let mut opts = e.opts(pattern);
+    opts.exclude = vec!["*.gz".into()];
+    let path = e.p("app.log");
+    append(&path, b"a first line\nb\n");
+    let mut t = Tailer::open(opts.clone()).expect("open");
+    let got = drain(&mut t);
+    assert_eq!(texts(&got), strs(&["a first line", "b"]));
+    let b = line_at(&got, "b");
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    append(&path, b"c\nd\n");
+    (opts, b)
+}
+
+#[test]
+fn a_file_renamed_out_of_the_globs_while_stopped_is_read_on_from_its_position() {
+    let e = env();
+    let (opts, b) = stopped_with_unread_lines(&e, "*.log");
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    append(&e.p("app.log"), b"e new file\n");
+    let mut t = Tailer::open(opts).expect("reopen");
+    let got = drain(&mut t);
+    let mut want = texts(&got);
+    want.sort();
+    assert_eq!(want, strs(&["c", "d", "e new file"]));
+    // Same file, same identity, the offsets it had.
+    assert_eq!(line_at(&got, "c"), (b.0 + 2, b.1.clone()));
+    // Once read to its end it is one more rotated-away file: nothing is read twice.
+    assert!(drain(&mut t).is_empty());
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
+    assert!(drain(&mut t).is_empty());
+}
+
+#[test]
+fn a_file_compressed_by_its_rotation_while_stopped_is_read_on_from_the_gzip_file() {
+    for pattern in ["*.log", "*.log*"] {
+        let e = env();
+        let (opts, b) = stopped_with_unread_lines(&e, pattern);
+        fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+        gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+        append(&e.p("app.log"), b"e new file\n");
+        let mut t = Tailer::open(opts.clone()).expect("reopen");
+        let got = drain(&mut t);
+        let mut all = texts(&got);
+        all.sort();
+        assert_eq!(all, strs(&["c", "d", "e new file"]), "{pattern}");
+        // The offsets and the identity reading the original would have given: same ids.
+        assert_eq!(line_at(&got, "c"), (b.0 + 2, b.1.clone()));
+        assert_eq!(line_at(&got, "d"), (b.0 + 4, b.1.clone()));
+        assert!(drain(&mut t).is_empty());
+        // The checkpoint says it was read: a restart reads nothing again.
+        t.commit_checkpoint().expect("commit");
+        drop(t);
+        let mut t = Tailer::open(opts).expect("reopen");
+        assert!(drain(&mut t).is_empty(), "{pattern}");
+    }
+}
+
+#[test]
+fn a_crash_while_reading_a_compressed_rotation_resumes_from_its_checkpoint() {
+    let e = env();
+    let (mut opts, _) = stopped_with_unread_lines(&e, "*.log");
+    let more: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    append(&e.p("app.log"), more.as_bytes());
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+    opts.read_budget_bytes = 32;
+    let mut t = Tailer::open(opts.clone()).expect("reopen");
+    let (first, o) = poll_once(&mut t);
+    assert!(o.more_pending && !first.is_empty());
+    t.commit_checkpoint().expect("commit");
+    let (uncommitted, _) = poll_once(&mut t);
+    assert!(!uncommitted.is_empty());
+    drop(t); // a crash: the second poll's lines were never checkpointed
+    let mut t = Tailer::open(opts).expect("reopen");
+    let rest = drain(&mut t);
+    // Everything after the checkpoint again (with the same offsets), nothing before it.
+    assert_eq!(rest[..uncommitted.len()], uncommitted[..]);
+    let mut all = texts(&first);
+    all.extend(texts(&rest));
+    let mut want = strs(&["c", "d"]);
+    want.extend((0..40).map(|i| format!("line {i}")));
+    assert_eq!(all, want);
+}
+
+#[test]
+fn a_compressed_rotation_of_other_content_is_not_read() {
+    let e = env();
+    let (opts, _) = stopped_with_unread_lines(&e, "*.log");
+    // Same first line, other bytes before the saved position: not the file that was read.
+    fs::remove_file(e.p("app.log")).expect("rm");
+    append(&e.p("app.log.1"), b"a first line\nB\nc\nd\n");
+    gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+    let mut t = Tailer::open(opts).expect("reopen");
+    assert!(drain(&mut t).is_empty());
+    assert!(t.counters().read_errors > 0);
+}
+
+#[test]
+fn a_compressed_rotation_ending_in_an_unterminated_line_hands_it_out_as_rejected() {
+    let e = env();
+    let (opts, b) = stopped_with_unread_lines(&e, "*.log");
+    append(&e.p("app.log"), b"cut sho");
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+    let mut t = Tailer::open(opts.clone()).expect("reopen");
+    let got = drain(&mut t);
+    assert_eq!(texts(&got), strs(&["c", "d"]));
+    assert!(
+        got.iter()
+            .any(|g| matches!(g, Got::Rej { offset, len: 7, reason, .. }
+            if *offset == b.0 + 6 && reason.contains("compressed rotation"))),
+        "{got:?}"
+    );
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    let mut t = Tailer::open(opts).expect("reopen");
+    assert!(drain(&mut t).is_empty());
+}
+
+#[test]
+fn an_idle_file_closed_for_the_budget_and_then_compressed_is_read_on() {
+    let e = env();
+    let mut opts = e.opts("*.log");
+    opts.exclude = vec!["*.gz".into()];
+    opts.max_open_files = 1;
+    append(&e.p("a.log"), b"a one\n");
+    append(&e.p("b.log"), b"b one\n");
+    let mut t = Tailer::open(opts).expect("open");
+    let mut got = texts(&drain(&mut t));
+    got.extend(texts(&drain(&mut t)));
+    got.sort();
+    assert_eq!(got, strs(&["a one", "b one"]));
+    // One of them is closed now; both get a line, then both are rotated and compressed.
+    append(&e.p("a.log"), b"a two\n");
+    append(&e.p("b.log"), b"b two\n");
+    for name in ["a", "b"] {
+        fs::rename(e.p(&format!("{name}.log")), e.p(&format!("{name}.log.1"))).expect("mv");
+        gzip(
+            &e.p(&format!("{name}.log.1")),
+            &e.p(&format!("{name}.log.1.gz")),
+        );
+    }
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["a two", "b two"]));
+}
+
+#[test]
+fn copytruncate_to_a_name_out_of_the_globs_then_compressed_loses_nothing() {
+    let e = env();
+    let mut opts = e.opts("*.log");
+    opts.exclude = vec!["*.gz".into()];
+    let path = e.p("app.log");
+    append(&path, b"one\n");
+    let mut t = Tailer::open(opts).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+    // Written after the last read, then copied, truncated and compressed before a poll.
+    append(&path, b"two\nthree\n");
+    fs::copy(&path, e.p("app.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+    append(&path, b"four\n");
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["four", "three", "two"]));
+}
+
+#[test]
+fn copytruncate_to_a_name_out_of_the_globs_loses_nothing() {
+    let e = env();
+    let path = e.p("app.log");
+    append(&path, b"one\n");
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+    append(&path, b"two\nthree\n");
+    fs::copy(&path, e.p("app.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&path, b"four\n");
+    let mut got = texts(&drain(&mut t));
+    got.sort();
+    assert_eq!(got, strs(&["four", "three", "two"]));
+    assert!(drain(&mut t).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
 // Model-based property test.
 //
 // The oracle: every physical file generation (a file as created, or the new content after a

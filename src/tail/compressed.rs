@@ -1,0 +1,294 @@
+//! Reading on in a compressed rotation: the `*.gz` logrotate's `compress` made of a file the
+//! tailer had a saved position in but was not holding open when it was rotated (the daemon
+//! was stopped, the file was closed for the open-file budget, or copytruncate's copy was
+//! compressed before it was found). [`super::rotated`] finds such a file; this module reads
+//! its decompressed bytes from the saved position to the end, a read budget at a time.
+//!
+//! Offsets are offsets into the decompressed bytes, which are the original file's bytes, and
+//! lines keep the original file's identity: a line gets the id reading the original would
+//! have given it, so a line read from both (a crash after reading it from the original but
+//! before its checkpoint) is one example, not two. The bytes before the saved position must
+//! hash to the saved marker, as for any resume. A stream that ends early (gzip still
+//! writing it) is read again from its start once it grows.
+
+use super::checkpoint::Entry;
+use super::identity::{self, read_full_at, FileId, StreamFingerprint, MARKER_MAX_BYTES};
+use super::reader::{Reader, RAW_CAP, TAIL_KEEP};
+use super::{emit, TailCounters, TailItem, CHUNK};
+use flate2::read::MultiGzDecoder;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// At most this many decompressed bytes are looked at for a first line (a hole of NUL
+/// bytes could otherwise make one look decompress a whole archive).
+const FINGERPRINT_SCAN_MAX: u64 = 16 << 20;
+
+/// Whether `file` starts with the gzip magic bytes.
+pub(super) fn is_gzip(file: &File) -> bool {
+    let mut magic = [0u8; 2];
+    matches!(read_full_at(file, &mut magic, 0), Ok(2)) && magic == [0x1f, 0x8b]
+}
+
+fn decoder(file: &File) -> io::Result<MultiGzDecoder<BufReader<File>>> {
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f)))
+}
+
+/// The first-line fingerprint of a gzip file's decompressed content (`None`: no complete
+/// first line, or not readable as gzip).
+pub(super) fn first_line_fingerprint(file: &File) -> Option<[u8; 16]> {
+    let mut dec = decoder(file).ok()?;
+    let mut fp = StreamFingerprint::default();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = 0u64;
+    while seen < FINGERPRINT_SCAN_MAX {
+        let n = dec.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen += n as u64;
+        if let Some(f) = fp.feed(&buf[..n]) {
+            return Some(f.hash);
+        }
+    }
+    None
+}
+
+/// How one pass over a compressed rotation went.
+pub(super) enum Pass {
+    /// Lines handed out, and whether bytes are left for the next pass.
+    Reading { items: usize, more: bool },
+    /// Read to its end (an unterminated last line was handed out as rejected).
+    Finished { items: usize },
+    /// Not readable on: not the saved content, corrupt, or an early end that stopped
+    /// growing.
+    Failed { items: usize, why: String },
+}
+
+/// One compressed rotation being read from a saved position.
+pub(super) struct Gz {
+    pub path: PathBuf,
+    file: File,
+    decoder: MultiGzDecoder<BufReader<File>>,
+    /// The original file's identity (see the module documentation).
+    pub id: FileId,
+    /// The saved position continued: lines are handed out from its offset, and its marker
+    /// is checked against the bytes before it.
+    start: Entry,
+    /// Decompressed bytes taken from the decoder so far.
+    pos: u64,
+    /// Bytes before this are discarded, not fed (the saved offset; after an early end, what
+    /// was already fed).
+    skip_to: u64,
+    /// Created at `start.offset`, once the marker matched.
+    reader: Option<Reader>,
+    /// The decompressed bytes from `recent_start` to `pos`: the bytes before the reader's
+    /// offset, for the checkpoint's marker, and the ones before the saved offset.
+    recent: Vec<u8>,
+    recent_start: u64,
+    /// Unix time the file was last read (the checkpoint entry's `updated`).
+    pub seen_unix: u64,
+    /// The stream ended early: the file's size then, and since when.
+    stalled: Option<(u64, Instant)>,
+}
+
+impl Gz {
+    /// Starts reading `file` (at `path`) from the saved position `start`.
+    pub(super) fn new(file: File, path: PathBuf, start: Entry, now_unix: u64) -> io::Result<Gz> {
+        let fp = start.fingerprint_bytes().unwrap_or_default();
+        Ok(Gz {
+            decoder: decoder(&file)?,
+            file,
+            path,
+            id: FileId::new(start.dev, start.inode, fp),
+            pos: 0,
+            skip_to: start.offset,
+            start,
+            reader: None,
+            recent: Vec::new(),
+            recent_start: 0,
+            seen_unix: now_unix,
+            stalled: None,
+        })
+    }
+
+    /// Where it stands: the checkpoint entry for what was handed out so far.
+    pub(super) fn entry(&self) -> Entry {
+        let mut e = self.start.clone();
+        e.path = self.path.to_string_lossy().into_owned();
+        e.updated = self.seen_unix;
+        if let Some(r) = &self.reader {
+            e.offset = r.offset();
+            match self.bytes_before(e.offset) {
+                Some(b) => e.set_marker(b.len() as u32, &identity::marker_hash(b)),
+                None => e.set_marker(0, &[0u8; 16]),
+            }
+        }
+        e
+    }
+
+    /// The up to 64 decompressed bytes before `offset`, if still held.
+    fn bytes_before(&self, offset: u64) -> Option<&[u8]> {
+        let from = offset.saturating_sub(MARKER_MAX_BYTES);
+        let end = self.recent_start + self.recent.len() as u64;
+        if from < self.recent_start || offset > end {
+            return None;
+        }
+        let a = (from - self.recent_start) as usize;
+        Some(&self.recent[a..a + (offset - from) as usize])
+    }
+
+    fn remember(&mut self, data: &[u8], keep_from: u64) {
+        self.recent.extend_from_slice(data);
+        let drop = keep_from.saturating_sub(self.recent_start) as usize;
+        let drop = drop.min(self.recent.len());
+        self.recent.drain(..drop);
+        self.recent_start += drop as u64;
+    }
+
+    /// Reads up to `budget` decompressed bytes, handing complete lines to `sink`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn service(
+        &mut self,
+        budget: usize,
+        max_line: usize,
+        rotate_wait: Duration,
+        now_unix: u64,
+        buf: &mut Vec<u8>,
+        counters: &mut TailCounters,
+        sink: &mut dyn FnMut(TailItem<'_>),
+    ) -> Pass {
+        let mut items = 0usize;
+        if let Some((size, since)) = self.stalled {
+            let now_size = self.file.metadata().map_or(size, |m| m.len());
+            if now_size == size {
+                if since.elapsed() >= rotate_wait {
+                    return Pass::Failed {
+                        items,
+                        why: "the compressed stream ends early and the file stopped growing".into(),
+                    };
+                }
+                return Pass::Reading { items, more: false };
+            }
+            // It grew: decompress it again from the start, up to where this one got.
+            match decoder(&self.file) {
+                Ok(d) => self.decoder = d,
+                Err(e) => {
+                    return Pass::Failed {
+                        items,
+                        why: e.to_string(),
+                    }
+                }
+            }
+            self.skip_to = self.pos;
+            self.pos = 0;
+            self.stalled = None;
+        }
+        self.seen_unix = now_unix;
+        let mut read = 0usize;
+        while read < budget.max(1) {
+            if self.pos == self.skip_to && self.reader.is_none() {
+                // At the saved offset: the bytes before it must be the ones read.
+                let offset = self.start.offset;
+                let ok = self.start.marker_len == 0
+                    || self.bytes_before(offset).is_some_and(|b| {
+                        b.len() as u32 == self.start.marker_len
+                            && Some(identity::marker_hash(b)) == self.start.marker_bytes()
+                    });
+                if !ok {
+                    return Pass::Failed {
+                        items,
+                        why: "the bytes before the saved position differ".into(),
+                    };
+                }
+                let mut r = Reader::new(offset);
+                let keep = self.recent.len().min(TAIL_KEEP);
+                r.seed_tail(&self.recent[self.recent.len() - keep..]);
+                self.reader = Some(r);
+            }
+            let skipping = self.pos < self.skip_to;
+            let mut want = CHUNK.min(budget.max(1) - read);
+            if skipping {
+                want = want.min((self.skip_to - self.pos) as usize);
+            }
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let n = match self.decoder.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let size = self.file.metadata().map_or(0, |m| m.len());
+                    self.stalled = Some((size, Instant::now()));
+                    return Pass::Reading { items, more: false };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Pass::Failed {
+                        items,
+                        why: e.to_string(),
+                    }
+                }
+            };
+            if n == 0 {
+                if skipping || self.reader.is_none() {
+                    return Pass::Failed {
+                        items,
+                        why: "it is shorter than the saved position".into(),
+                    };
+                }
+                items += self.finish(counters, sink);
+                return Pass::Finished { items };
+            }
+            read += n;
+            self.pos += n as u64;
+            let data = &buf[..n];
+            if skipping {
+                // Only what a marker and the reader's tail need.
+                let keep_from = self.pos.saturating_sub(TAIL_KEEP as u64);
+                self.remember(data, keep_from);
+                continue;
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                continue;
+            };
+            let (id, path) = (&self.id, self.path.as_path());
+            reader.feed(data, max_line, &mut |offset, piece| {
+                items += 1;
+                emit(id, path, offset, piece, counters, sink);
+            });
+            let keep_from = reader.offset().saturating_sub(MARKER_MAX_BYTES);
+            self.remember(data, keep_from);
+        }
+        Pass::Reading { items, more: true }
+    }
+
+    /// At the end of the stream: an unterminated last line is handed out as rejected.
+    fn finish(&mut self, counters: &mut TailCounters, sink: &mut dyn FnMut(TailItem<'_>)) -> usize {
+        let Some(reader) = self.reader.as_mut() else {
+            return 0;
+        };
+        let pending = reader.pending();
+        if pending.is_empty() {
+            return 0;
+        }
+        counters.rejected += 1;
+        sink(TailItem::Rejected {
+            file: &self.id,
+            path: &self.path,
+            offset: reader.offset(),
+            reason: format!(
+                "unterminated last line ({} bytes, no newline) at the end of a compressed rotation",
+                pending.len()
+            ),
+            raw: &pending[..pending.len().min(RAW_CAP)],
+            len: pending.len(),
+        });
+        // The checkpoint then covers it: a restart does not hand it out again.
+        let end = reader.read_pos();
+        *reader = Reader::new(end);
+        1
+    }
+}

@@ -1,0 +1,141 @@
+//! Finding a file again after it was rotated out of the globs while the tailer was not
+//! holding it open: the daemon was stopped, the file had been closed for the open-file
+//! budget, or copytruncate copied it to a name the globs do not match. Its lines after the
+//! saved position would otherwise be lost, since a scan of the globs cannot see it.
+//!
+//! logrotate leaves rotated files next to the original (unless `olddir` says otherwise), so
+//! the directory of the saved path is searched, once per saved position, for:
+//! 1. the same file (device + inode) under another name, with the saved first line and the
+//!    bytes before the saved offset unchanged (`create` rotation, `app.jsonl` ->
+//!    `app.jsonl.1`);
+//! 2. a copy: another file whose name starts like the original's, with the same first line
+//!    and the same bytes before the saved offset (copytruncate's copy);
+//! 3. a gzip file whose name starts like the original's and whose decompressed first line is
+//!    the saved one (`compress` without `delaycompress`): read by [`super::compressed`],
+//!    which checks the bytes before the saved offset.
+//!
+//! Files the globs match, and files already open, are left to the tailer's scan.
+
+use super::checkpoint::Entry;
+use super::compressed;
+use super::identity::{self, Fingerprint};
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// At most this many gzip files (the newest first) are looked into per search, so a
+/// directory of old archives costs little.
+const GZ_CANDIDATES: usize = 16;
+
+/// Where the content of a saved position was found.
+pub(super) enum Found {
+    /// An uncompressed file holding it: to be read from the saved offset.
+    Plain {
+        file: File,
+        md: Box<Metadata>,
+        path: PathBuf,
+        fp: Fingerprint,
+    },
+    /// A gzip file whose decompressed content starts with the saved first line.
+    Gzip { file: File, path: PathBuf },
+}
+
+/// The part of a file name a rotated name starts with: up to the first `.` (`app.jsonl` ->
+/// `app`, so `app.jsonl.1`, `app.jsonl-20261128.gz` and, with logrotate's `extension`,
+/// `app-20261128.jsonl.gz` all count).
+fn stem(name: &str) -> &str {
+    match name.find('.') {
+        Some(0) | None => name,
+        Some(i) => &name[..i],
+    }
+}
+
+/// Searches the directory of `e.path` for its content (see the module documentation).
+/// `skip(dev, inode)` says which files the tailer already has or will find by its globs.
+pub(super) fn find(e: &Entry, skip: &dyn Fn(u64, u64) -> bool) -> Option<Found> {
+    let saved = Path::new(&e.path);
+    let dir = saved.parent()?;
+    let stem = stem(saved.file_name()?.to_str()?);
+    let fp = e.fingerprint_bytes()?;
+    let mut named_alike = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let Ok(md) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !md.is_file() || skip(md.dev(), md.ino()) {
+            continue;
+        }
+        if (md.dev(), md.ino()) == (e.dev, e.inode) {
+            if let Some(found) = plain(e, fp, path.clone(), true) {
+                return Some(found);
+            }
+            continue;
+        }
+        let alike = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(stem));
+        if alike {
+            named_alike.push((md.modified().ok(), path));
+        }
+    }
+    // The newest first: the latest rotation is the likeliest.
+    named_alike.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut gz_looked = 0;
+    for (_, path) in named_alike {
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if compressed::is_gzip(&file) {
+            if gz_looked == GZ_CANDIDATES {
+                continue;
+            }
+            gz_looked += 1;
+            // The marker is checked by the reader, once it has decompressed that far.
+            if compressed::first_line_fingerprint(&file) == Some(fp) {
+                return Some(Found::Gzip { file, path });
+            }
+        } else if e.marker_len > 0 || e.offset == 0 {
+            if let Some(found) = plain(e, fp, path, false) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// `path` as an uncompressed file holding `e`'s content up to its offset.
+fn plain(e: &Entry, fp: [u8; 16], path: PathBuf, same_inode: bool) -> Option<Found> {
+    let file = File::open(&path).ok()?;
+    let md = file.metadata().ok()?;
+    if same_inode && (md.dev(), md.ino()) != (e.dev, e.inode) {
+        return None;
+    }
+    if md.len() < e.offset {
+        return None;
+    }
+    let f = identity::compute(&file, md.len()).ok()??;
+    if f.hash != fp || !super::marker_ok(&file, e).unwrap_or(false) {
+        return None;
+    }
+    Some(Found::Plain {
+        file,
+        md: Box::new(md),
+        path,
+        fp: f,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stem;
+
+    #[test]
+    fn rotated_names_start_with_the_stem() {
+        assert_eq!(stem("app.jsonl"), "app");
+        assert_eq!(stem("app"), "app");
+        assert_eq!(stem(".hidden.log"), ".hidden.log");
+        assert_eq!(stem("service-a.v2.log"), "service-a");
+    }
+}
