@@ -66,11 +66,11 @@ pub(super) fn find(e: &Entry, skip: &dyn Fn(u64, u64) -> bool) -> Option<Found> 
         if !md.is_file() || skip(md.dev(), md.ino()) {
             continue;
         }
+        // (Another file may have the inode number by now: a gzip file made of it, say.)
         if (md.dev(), md.ino()) == (e.dev, e.inode) {
             if let Some(found) = plain(e, fp, path.clone(), true) {
                 return Some(found);
             }
-            continue;
         }
         let alike = path
             .file_name()
@@ -129,7 +129,38 @@ fn plain(e: &Entry, fp: [u8; 16], path: PathBuf, same_inode: bool) -> Option<Fou
 
 #[cfg(test)]
 mod tests {
-    use super::stem;
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_gzip_file_that_took_the_saved_inode_number_is_still_looked_into() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gz = dir.path().join("app.log.1.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&gz).expect("create"),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(b"first\nsecond\n").expect("write");
+        enc.finish().expect("finish");
+        let md = std::fs::metadata(&gz).expect("stat");
+        let mut h = identity::StreamFingerprint::default();
+        let fp = h.feed(b"first\n").expect("fingerprint");
+        let e = Entry {
+            dev: md.dev(),
+            inode: md.ino(),
+            fingerprint: identity::hex(&fp.hash),
+            path: dir.path().join("app.log").to_string_lossy().into_owned(),
+            offset: 6,
+            updated: 0,
+            marker: String::new(),
+            marker_len: 0,
+        };
+        match find(&e, &|_, _| false) {
+            Some(Found::Gzip { path, .. }) => assert_eq!(path, gz),
+            Some(Found::Plain { path, .. }) => panic!("read as a plain file: {path:?}"),
+            None => panic!("not found"),
+        }
+    }
 
     #[test]
     fn rotated_names_start_with_the_stem() {
