@@ -1135,6 +1135,122 @@ fn rotation_while_stopped_finishes_the_rotated_file_and_does_not_reread_it() {
 }
 
 #[test]
+fn logrotate_compress_without_delaycompress_while_stopped_loses_nothing() {
+    // The daemon is stopped with lines unread; logrotate renames app.log to app.log.1 and
+    // compresses it at once (no `delaycompress`), then the service writes a new app.log.
+    // The unread lines are only in app.log.1.gz, out of the globs: the daemon finds it next
+    // to the saved path and reads it on from the saved offset. Both glob styles: rotated
+    // names outside the globs, and inside them with `*.gz` excluded by default.
+    for glob in ["logs/*.log", "logs/app.log*"] {
+        let sb = sandbox(&[glob], "");
+        let log = sb.path("logs/app.log");
+        let mut w = Writer::append(&log);
+        w.write(&lines("cz", 0..30));
+        let d = sb.start();
+        wait_for(&sb, 30);
+        stop(&sb, d);
+        w.write(&lines("cz", 30..45));
+        logrotate_with(&sb, &["create", "compress"]);
+        assert!(sb.path("logs/app.log.1.gz").exists() && !sb.path("logs/app.log.1").exists());
+        append_lines(&log, &lines("cz", 45..60));
+        let d = sb.start();
+        wait_for(&sb, 60);
+        stop(&sb, d);
+        assert_exact(&sb, &ids("cz", 0..60));
+        no_rejected(&sb);
+        // Read once: another restart reads nothing again.
+        let d = sb.start();
+        append_lines(&log, &lines("cz", 60..62));
+        wait_for(&sb, 62);
+        stop(&sb, d);
+        assert_exact(&sb, &ids("cz", 0..62));
+    }
+}
+
+#[test]
+fn kill9_then_logrotate_compress_repeats_only_identical_records() {
+    // A crash leaves the checkpoint behind what was written to segments; the lines after it
+    // are read again from the gzip file, with the ids reading the original gave them.
+    let sb = Sandbox::with_config(&config(&["logs/*.log"], "").replace(
+        "size = 50\nflush_interval = \"200ms\"",
+        "size = 5\nflush_interval = \"30s\"",
+    ));
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("kz", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    // A durable point now (SIGUSR1), none after it: the checkpoint stays at line 20.
+    let cp = sb.path("data/state/checkpoints.json");
+    d.signal(libc::SIGUSR1);
+    wait_until(T, "the checkpoint", || cp.exists());
+    w.write(&lines("kz", 20..40));
+    wait_for(&sb, 40);
+    d.kill9();
+    w.write(&lines("kz", 40..50));
+    logrotate_with(&sb, &["create", "compress"]);
+    append_lines(&log, &lines("kz", 50..60));
+    let d = sb.start();
+    wait_for(&sb, 60);
+    stop(&sb, d);
+    let repeats = assert_exact_modulo_identical_repeats(&sb, &ids("kz", 0..60));
+    assert!(
+        repeats > 0,
+        "the crash should have left lines to read again"
+    );
+}
+
+#[test]
+fn logrotate_create_while_stopped_with_rotated_names_outside_the_glob() {
+    // The rotated file (app.log.1) is not under `logs/*.log`: found next to the saved path
+    // by its inode, read on from the saved offset, including lines written to it after the
+    // rotation by a writer that had not reopened yet.
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("cs", 0..20));
+    let d = sb.start();
+    wait_for(&sb, 20);
+    stop(&sb, d);
+    w.write(&lines("cs", 20..30));
+    logrotate(&sb, "create");
+    w.write(&lines("cs", 30..35));
+    append_lines(&log, &lines("cs", 35..50));
+    let d = sb.start();
+    wait_for(&sb, 50);
+    stop(&sb, d);
+    assert_exact(&sb, &ids("cs", 0..50));
+    no_rejected(&sb);
+}
+
+#[test]
+fn logrotate_copytruncate_and_compress_outside_the_glob_while_running() {
+    // Lines written just before copytruncate can only be read in the copy, which `compress`
+    // (no `delaycompress`) turns into app.log.1.gz at once.
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    let d = sb.start();
+    let per = 20;
+    let rounds = 5;
+    for r in 0..rounds {
+        w.write(&lines("tz", r * per..(r + 1) * per - 5));
+        wait_for(&sb, (r + 1) * per - 5);
+        // The daemon is stopped (SIGSTOP) while five more lines are written and logrotate
+        // runs: they are in the compressed copy only.
+        d.signal(libc::SIGSTOP);
+        w.write(&lines("tz", (r + 1) * per - 5..(r + 1) * per));
+        logrotate_with(&sb, &["copytruncate", "compress"]);
+        d.signal(libc::SIGCONT);
+    }
+    w.write(&lines("tz", rounds * per..rounds * per + 5));
+    wait_for(&sb, rounds * per + 5);
+    stop(&sb, d);
+    assert_exact(&sb, &ids("tz", 0..rounds * per + 5));
+    no_rejected(&sb);
+}
+
+#[test]
 fn kill9_during_rapid_rotations_loses_nothing() {
     // Shifting rotated names inside the glob, a writer that never stops, and two crashes:
     // every line arrives, repeats are identical records.
