@@ -1120,14 +1120,19 @@ fn copytruncate_detected_at_startup_skips_nul_hole() {
 
 /// logrotate's `compress`: `src` becomes `dst` (gzip), and `src` is removed.
 fn gzip(src: &Path, dst: &Path) {
+    gzip_copy(src, dst);
+    fs::remove_file(src).expect("remove");
+}
+
+/// Writes `src` gzip-compressed to `dst`.
+fn gzip_copy(src: &Path, dst: &Path) {
     let data = fs::read(src).expect("read");
     let mut enc = flate2::write::GzEncoder::new(
         fs::File::create(dst).expect("create gz"),
-        flate2::Compression::default(),
+        flate2::Compression::fast(),
     );
     enc.write_all(&data).expect("compress");
     enc.finish().expect("finish gz");
-    fs::remove_file(src).expect("remove");
 }
 
 fn line_at(got: &[Got], text: &str) -> (u64, String) {
@@ -1398,6 +1403,11 @@ mod model {
         DeleteRecreate {
             s: usize,
         },
+        /// logrotate's `create` + `compress` without `delaycompress`: the file becomes
+        /// `s{s}.log.N.gz` (excluded from the globs) and is deleted; a new file takes its path.
+        RotateCompress {
+            s: usize,
+        },
         Poll,
         Commit,
         Restart {
@@ -1415,7 +1425,8 @@ mod model {
             2 => (s.clone(), any::<bool>(), any::<bool>())
                 .prop_map(|(s, stale, matching)| Op::CopyTruncate { s, stale, matching }),
             1 => s.clone().prop_map(|s| Op::Truncate { s }),
-            1 => s.prop_map(|s| Op::DeleteRecreate { s }),
+            1 => s.clone().prop_map(|s| Op::DeleteRecreate { s }),
+            1 => s.prop_map(|s| Op::RotateCompress { s }),
             5 => Just(Op::Poll),
             1 => Just(Op::Commit),
             2 => any::<bool>().prop_map(|commit| Op::Restart { commit }),
@@ -1429,6 +1440,9 @@ mod model {
         Hidden,
         Deleted,
         Destroyed,
+        /// Only in a gzip file now: reachable through the handle the tailer holds, or from a
+        /// position the tailer saved in this content (`Gen::known`).
+        Compressed,
     }
 
     struct Gen {
@@ -1445,6 +1459,9 @@ mod model {
         /// Keeps the inode allocated for the whole case, so no later file reuses its number
         /// (which would make `ino` ambiguous once the tailer closes this one).
         _pin: fs::File,
+        /// Compressed: its fingerprint, and whether the tailer holds a position in it.
+        fp: String,
+        known: bool,
     }
 
     impl Gen {
@@ -1460,12 +1477,15 @@ mod model {
                 held,
                 writer: Some(writer),
                 wpos,
+                fp: String::new(),
+                known: false,
             }
         }
         fn reachable(&self) -> bool {
             match self.loc {
                 Loc::AtPath | Loc::Matching => true,
                 Loc::Hidden | Loc::Deleted => self.held,
+                Loc::Compressed => self.held || self.known,
                 Loc::Destroyed => false,
             }
         }
@@ -1486,6 +1506,8 @@ mod model {
         rotations: usize,
         tailer: Option<Tailer>,
         opts: TailOptions,
+        /// (inode, fingerprint) of every position in the last committed checkpoint.
+        committed_entries: HashSet<(u64, String)>,
     }
 
     fn create(path: &Path) -> fs::File {
@@ -1506,6 +1528,7 @@ mod model {
             opts.max_open_files = max_open;
             opts.rotate_wait = rotate_wait;
             opts.max_line_bytes = 4096;
+            opts.exclude = vec!["*.gz".into()];
             let mut gens = Vec::new();
             let mut cur = [0; STREAMS];
             for (s, c) in cur.iter_mut().enumerate() {
@@ -1522,6 +1545,7 @@ mod model {
                 rotations: 0,
                 tailer,
                 opts,
+                committed_entries: HashSet::new(),
             }
         }
 
@@ -1593,7 +1617,9 @@ mod model {
             for gen in &mut self.gens {
                 match gen.loc {
                     Loc::AtPath | Loc::Matching => gen.held = open.contains(&gen.ino),
-                    Loc::Hidden | Loc::Deleted if gen.held && !open.contains(&gen.ino) => {
+                    Loc::Hidden | Loc::Deleted | Loc::Compressed
+                        if gen.held && !open.contains(&gen.ino) =>
+                    {
                         gen.held = false;
                         if !gen.partial.is_empty() {
                             want_rejected.push(gen.partial.len());
@@ -1664,6 +1690,8 @@ mod model {
                             wpos: 0,
                             ino: fs::metadata(&to).expect("stat copy").ino(),
                             _pin: fs::File::open(&to).expect("pin copy"),
+                            fp: String::new(),
+                            known: false,
                         };
                         self.gens.push(copy);
                     }
@@ -1677,6 +1705,38 @@ mod model {
                     self.gens[g].writer = None;
                     self.new_gen_at_path(s);
                 }
+                Op::RotateCompress { s } => {
+                    let g = self.cur[s];
+                    // The writer is done with it: a partial last line is completed first.
+                    if !self.gens[g].partial.is_empty() {
+                        let line = std::mem::take(&mut self.gens[g].partial);
+                        self.gens[g].lines.push(line);
+                        self.gens[g].write(b"\n");
+                    }
+                    self.rotations += 1;
+                    let path = self.path(s);
+                    let file = fs::File::open(&path).expect("open");
+                    let size = file.metadata().expect("stat").len();
+                    let fp = identity::compute(&file, size)
+                        .expect("fingerprint")
+                        .map(|f| identity::hex(&f.hash))
+                        .unwrap_or_default();
+                    let t = self.tailer.as_mut().expect("tailer");
+                    let ino = self.gens[g].ino;
+                    let known = !fp.is_empty()
+                        && t.checkpoint_snapshot()
+                            .0
+                            .iter()
+                            .any(|e| e.inode == ino && e.fingerprint == fp);
+                    gzip_copy(&path, &self.e.p(&format!("s{s}.log.{}.gz", self.rotations)));
+                    fs::remove_file(&path).expect("rm");
+                    let gen = &mut self.gens[g];
+                    gen.loc = Loc::Compressed;
+                    gen.writer = None;
+                    gen.fp = fp;
+                    gen.known = known;
+                    self.new_gen_at_path(s);
+                }
                 Op::Poll => self.poll()?,
                 Op::Commit => {
                     self.tailer
@@ -1687,6 +1747,12 @@ mod model {
                     for g in &mut self.gens {
                         g.committed = g.emitted;
                     }
+                    self.committed_entries = match checkpoint::load(&self.opts.state_dir, 0) {
+                        Ok(checkpoint::Loaded::Entries(v)) => {
+                            v.into_iter().map(|e| (e.inode, e.fingerprint)).collect()
+                        }
+                        _ => HashSet::new(),
+                    };
                 }
                 Op::Restart { commit } => {
                     if commit {
@@ -1694,9 +1760,14 @@ mod model {
                     }
                     self.tailer = None;
                     for g in &mut self.gens {
+                        if g.loc == Loc::Compressed {
+                            // Found again from a committed position in it, if there is one.
+                            g.known = self.committed_entries.contains(&(g.ino, g.fp.clone()));
+                        }
                         match g.loc {
                             // Reachable again by path: resumes from the last commit.
                             Loc::AtPath | Loc::Matching => g.emitted = g.committed,
+                            Loc::Compressed if g.known => g.emitted = g.committed,
                             // Unreachable now: whatever was not read is gone.
                             _ => g.emitted = g.lines.len(),
                         }
