@@ -11,6 +11,8 @@
 //! * [`reader`] splits bytes into lines, keeps a partial last line back and skips oversize
 //!   lines;
 //! * [`checkpoint`] loads and atomically stores positions;
+//! * [`rotated`] finds a file again next to its saved path after it left the globs, and
+//!   [`compressed`] reads a gzip rotation from a saved position;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
 //! Identity decisions, in order, for a file found by a scan: an open file with the same
@@ -32,8 +34,11 @@
 //!
 //! While a file is open, a size below the read position or changed bytes just before it
 //! mean truncation: it is read again from 0, skipping a leading NUL hole. At shutdown,
-//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end, since a
-//! restart cannot find them again.
+//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end. A saved
+//! position whose file left the globs while it was not open (the daemon stopped, the file
+//! closed while idle, content lost to a truncation) is looked for once in the directory of
+//! its path ([`rotated`]): the same inode renamed, a copy, or a gzip file of it
+//! ([`compressed`]), read on from the saved offset.
 //!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
