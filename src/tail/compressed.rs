@@ -292,3 +292,85 @@ impl Gz {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz_bytes(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).expect("write");
+        enc.finish().expect("finish")
+    }
+
+    fn lines_of(gz: &mut Gz, counters: &mut TailCounters) -> (Vec<(u64, String)>, bool) {
+        let mut got = Vec::new();
+        let pass = gz.service(
+            1 << 20,
+            4096,
+            Duration::from_secs(3600),
+            0,
+            &mut Vec::new(),
+            counters,
+            &mut |item| {
+                if let TailItem::Line { offset, bytes, .. } = item {
+                    got.push((offset, String::from_utf8_lossy(bytes).into_owned()));
+                }
+            },
+        );
+        let finished = match pass {
+            Pass::Reading { .. } => false,
+            Pass::Finished { .. } => true,
+            Pass::Failed { why, .. } => panic!("failed: {why}"),
+        };
+        (got, finished)
+    }
+
+    #[test]
+    fn a_gzip_file_still_being_written_is_read_on_once_it_grows() {
+        let content: String = (0..2000).map(|i| format!("line number {i}\n")).collect();
+        let whole = gz_bytes(content.as_bytes());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.log.1.gz");
+        // Half of the compressed bytes: gzip is still writing.
+        std::fs::write(&path, &whole[..whole.len() / 2]).expect("write");
+        let start = Entry {
+            dev: 1,
+            inode: 2,
+            fingerprint: "00".repeat(16),
+            path: path.to_string_lossy().into_owned(),
+            offset: "line number 0\n".len() as u64,
+            updated: 0,
+            marker: String::new(),
+            marker_len: 0,
+        };
+        let file = File::open(&path).expect("open");
+        let mut gz = Gz::new(file, path.clone(), start, 0).expect("gz");
+        let mut counters = TailCounters::default();
+        let (first, finished) = lines_of(&mut gz, &mut counters);
+        assert!(!finished && !first.is_empty() && first.len() < 1999);
+        // Unchanged: nothing more, not failed.
+        let (none, finished) = lines_of(&mut gz, &mut counters);
+        assert!(none.is_empty() && !finished);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(&whole[whole.len() / 2..])
+            .expect("append");
+        let (rest, finished) = lines_of(&mut gz, &mut counters);
+        assert!(finished);
+        let all: Vec<(u64, String)> = first.into_iter().chain(rest).collect();
+        let mut want = Vec::new();
+        let mut off = 0u64;
+        for i in 0..2000 {
+            let l = format!("line number {i}");
+            if i > 0 {
+                want.push((off, l.clone()));
+            }
+            off += l.len() as u64 + 1;
+        }
+        assert_eq!(all, want);
+    }
+}

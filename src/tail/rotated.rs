@@ -82,27 +82,26 @@ pub(super) fn find(e: &Entry, skip: &dyn Fn(u64, u64) -> bool) -> Option<Found> 
     }
     // The newest first: the latest rotation is the likeliest.
     named_alike.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let mut gz_looked = 0;
+    // Uncompressed copies before gzip files: while gzip is still writing its file, the
+    // file it compresses is whole.
+    let mut gzip = Vec::new();
     for (_, path) in named_alike {
         let Ok(file) = File::open(&path) else {
             continue;
         };
         if compressed::is_gzip(&file) {
-            if gz_looked == GZ_CANDIDATES {
-                continue;
-            }
-            gz_looked += 1;
-            // The marker is checked by the reader, once it has decompressed that far.
-            if compressed::first_line_fingerprint(&file) == Some(fp) {
-                return Some(Found::Gzip { file, path });
-            }
+            gzip.push((file, path));
         } else if e.marker_len > 0 || e.offset == 0 {
             if let Some(found) = plain(e, fp, path, false) {
                 return Some(found);
             }
         }
     }
-    None
+    // The marker is checked by the reader, once it has decompressed that far.
+    gzip.into_iter()
+        .take(GZ_CANDIDATES)
+        .find(|(file, _)| compressed::first_line_fingerprint(file) == Some(fp))
+        .map(|(file, path)| Found::Gzip { file, path })
 }
 
 /// `path` as an uncompressed file holding `e`'s content up to its offset.
@@ -131,6 +130,38 @@ fn plain(e: &Entry, fp: [u8; 16], path: PathBuf, same_inode: bool) -> Option<Fou
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_file_gzip_is_still_compressing_is_preferred_to_its_gzip_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain_copy = dir.path().join("app.log.1");
+        std::fs::write(&plain_copy, b"first\nsecond\nthird\n").expect("write");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"first\nsecond\nthird\n").expect("write");
+        let gz = enc.finish().expect("finish");
+        // Written after the copy (newer), and not finished.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("app.log.1.gz"), &gz[..gz.len() - 8]).expect("write");
+        let file = File::open(&plain_copy).expect("open");
+        let fp = identity::compute(&file, 20).expect("io").expect("fp");
+        let (len, hash) = identity::marker(&file, 6).expect("io").expect("marker");
+        let mut e = Entry {
+            dev: 0,
+            inode: 0,
+            fingerprint: identity::hex(&fp.hash),
+            path: dir.path().join("app.log").to_string_lossy().into_owned(),
+            offset: 6,
+            updated: 0,
+            marker: String::new(),
+            marker_len: 0,
+        };
+        e.set_marker(len, &hash);
+        match find(&e, &|_, _| false) {
+            Some(Found::Plain { path, .. }) => assert_eq!(path, plain_copy),
+            Some(Found::Gzip { path, .. }) => panic!("took the gzip file {path:?}"),
+            None => panic!("not found"),
+        }
+    }
 
     #[test]
     fn a_gzip_file_that_took_the_saved_inode_number_is_still_looked_into() {
