@@ -143,22 +143,34 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("app.log.1.gz"), &gz[..gz.len() - 8]).expect("write");
         let file = File::open(&plain_copy).expect("open");
-        let fp = identity::compute(&file, 20).expect("io").expect("fp");
+        let mut e = saved_at(dir.path(), (0, 0), 6);
         let (len, hash) = identity::marker(&file, 6).expect("io").expect("marker");
-        let mut e = Entry {
-            dev: 0,
-            inode: 0,
+        e.set_marker(len, &hash);
+        assert_eq!(found_path(&e), (plain_copy, false));
+    }
+
+    /// A saved position 6 bytes into `app.log` in `dir`, whose first line is "first".
+    fn saved_at(dir: &Path, (dev, inode): (u64, u64), offset: u64) -> Entry {
+        let fp = identity::StreamFingerprint::default()
+            .feed(b"first\n")
+            .expect("fingerprint");
+        Entry {
+            dev,
+            inode,
             fingerprint: identity::hex(&fp.hash),
-            path: dir.path().join("app.log").to_string_lossy().into_owned(),
-            offset: 6,
+            path: dir.join("app.log").to_string_lossy().into_owned(),
+            offset,
             updated: 0,
             marker: String::new(),
             marker_len: 0,
-        };
-        e.set_marker(len, &hash);
-        match find(&e, &|_, _| false) {
-            Some(Found::Plain { path, .. }) => assert_eq!(path, plain_copy),
-            Some(Found::Gzip { path, .. }) => panic!("took the gzip file {path:?}"),
+        }
+    }
+
+    /// Where `find` found `e`'s content, and whether it was a gzip file.
+    fn found_path(e: &Entry) -> (PathBuf, bool) {
+        match find(e, &|_, _| false) {
+            Some(Found::Plain { path, .. }) => (path, false),
+            Some(Found::Gzip { path, .. }) => (path, true),
             None => panic!("not found"),
         }
     }
@@ -174,23 +186,8 @@ mod tests {
         enc.write_all(b"first\nsecond\n").expect("write");
         enc.finish().expect("finish");
         let md = std::fs::metadata(&gz).expect("stat");
-        let mut h = identity::StreamFingerprint::default();
-        let fp = h.feed(b"first\n").expect("fingerprint");
-        let e = Entry {
-            dev: md.dev(),
-            inode: md.ino(),
-            fingerprint: identity::hex(&fp.hash),
-            path: dir.path().join("app.log").to_string_lossy().into_owned(),
-            offset: 6,
-            updated: 0,
-            marker: String::new(),
-            marker_len: 0,
-        };
-        match find(&e, &|_, _| false) {
-            Some(Found::Gzip { path, .. }) => assert_eq!(path, gz),
-            Some(Found::Plain { path, .. }) => panic!("read as a plain file: {path:?}"),
-            None => panic!("not found"),
-        }
+        let e = saved_at(dir.path(), (md.dev(), md.ino()), 6);
+        assert_eq!(found_path(&e), (gz, true));
     }
 
     #[test]

@@ -403,13 +403,7 @@ fn copytruncate_into_a_matching_name_continues_in_the_copy() {
     assert_eq!(texts(&drain(&mut t)), strs(&["one", "two"]));
     // Written after the last poll, then copied and truncated: only the copy has it.
     append(&path, b"three\n");
-    fs::copy(&path, e.p("app.log.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    copy_and_truncate(&path, &e.p("app.log.1"));
     append(&path, b"four\n");
     let mut got = texts(&drain(&mut t));
     got.sort();
@@ -1118,6 +1112,17 @@ fn copytruncate_detected_at_startup_skips_nul_hole() {
 // Files rotated out of the globs while not open: found again next to their saved path.
 // ---------------------------------------------------------------------------------------
 
+/// logrotate's `copytruncate`: `path` is copied to `copy`, then truncated.
+fn copy_and_truncate(path: &Path, copy: &Path) {
+    fs::copy(path, copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+}
+
 /// logrotate's `compress`: `src` becomes `dst` (gzip), and `src` is removed.
 fn gzip(src: &Path, dst: &Path) {
     gzip_copy(src, dst);
@@ -1304,50 +1309,28 @@ fn an_idle_file_closed_for_the_budget_and_then_compressed_is_read_on() {
 }
 
 #[test]
-fn copytruncate_to_a_name_out_of_the_globs_then_compressed_loses_nothing() {
-    let e = env();
-    let mut opts = e.opts("*.log");
-    opts.exclude = vec!["*.gz".into()];
-    let path = e.p("app.log");
-    append(&path, b"one\n");
-    let mut t = Tailer::open(opts).expect("open");
-    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
-    // Written after the last read, then copied, truncated and compressed before a poll.
-    append(&path, b"two\nthree\n");
-    fs::copy(&path, e.p("app.log.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
-    gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
-    append(&path, b"four\n");
-    let mut got = texts(&drain(&mut t));
-    got.sort();
-    assert_eq!(got, strs(&["four", "three", "two"]));
-}
-
-#[test]
-fn copytruncate_to_a_name_out_of_the_globs_loses_nothing() {
-    let e = env();
-    let path = e.p("app.log");
-    append(&path, b"one\n");
-    let mut t = Tailer::open(e.opts("*.log")).expect("open");
-    assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
-    append(&path, b"two\nthree\n");
-    fs::copy(&path, e.p("app.log.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
-    append(&path, b"four\n");
-    let mut got = texts(&drain(&mut t));
-    got.sort();
-    assert_eq!(got, strs(&["four", "three", "two"]));
-    assert!(drain(&mut t).is_empty());
+fn copytruncate_to_a_name_out_of_the_globs_loses_nothing_compressed_or_not() {
+    for compress in [false, true] {
+        let e = env();
+        let mut opts = e.opts("*.log");
+        opts.exclude = vec!["*.gz".into()];
+        let path = e.p("app.log");
+        append(&path, b"one\n");
+        let mut t = Tailer::open(opts).expect("open");
+        assert_eq!(texts(&drain(&mut t)), strs(&["one"]));
+        // Written after the last read, then copied out of the globs and truncated (and
+        // compressed) before a poll: only the copy has it.
+        append(&path, b"two\nthree\n");
+        copy_and_truncate(&path, &e.p("app.log.1"));
+        if compress {
+            gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+        }
+        append(&path, b"four\n");
+        let mut got = texts(&drain(&mut t));
+        got.sort();
+        assert_eq!(got, strs(&["four", "three", "two"]), "compress: {compress}");
+        assert!(drain(&mut t).is_empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------
