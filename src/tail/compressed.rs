@@ -25,10 +25,23 @@ use std::time::{Duration, Instant};
 /// bytes could otherwise make one look decompress a whole archive).
 const FINGERPRINT_SCAN_MAX: u64 = 16 << 20;
 
+/// Decompressed bytes kept for markers at most (see [`Gz::recent`]).
+const RECENT_MAX: usize = 1 << 20;
+
 /// Whether `file` starts with the gzip magic bytes.
 pub(super) fn is_gzip(file: &File) -> bool {
     let mut magic = [0u8; 2];
     matches!(read_full_at(file, &mut magic, 0), Ok(2)) && magic == [0x1f, 0x8b]
+}
+
+/// The decompressed size a gzip file's trailer records (modulo 2^32; of its last member).
+pub(super) fn recorded_size(file: &File) -> Option<u32> {
+    let len = file.metadata().ok()?.len();
+    let mut isize = [0u8; 4];
+    if len < 18 || read_full_at(file, &mut isize, len - 4).ok()? != 4 {
+        return None;
+    }
+    Some(u32::from_le_bytes(isize))
 }
 
 fn decoder(file: &File) -> io::Result<MultiGzDecoder<BufReader<File>>> {
@@ -86,7 +99,8 @@ pub(super) struct Gz {
     /// Created at `start.offset`, once the marker matched.
     reader: Option<Reader>,
     /// The decompressed bytes from `recent_start` to `pos`: the bytes before the reader's
-    /// offset, for the checkpoint's marker, and the ones before the saved offset.
+    /// offset, for the checkpoint's marker, and the ones before the saved offset (at most
+    /// [`RECENT_MAX`]: while an oversize line is skipped the offset stays behind).
     recent: Vec<u8>,
     recent_start: u64,
     /// Unix time the file was last read (the checkpoint entry's `updated`).
@@ -143,7 +157,11 @@ impl Gz {
 
     fn remember(&mut self, data: &[u8], keep_from: u64) {
         self.recent.extend_from_slice(data);
-        let drop = keep_from.saturating_sub(self.recent_start) as usize;
+        let mut drop = keep_from.saturating_sub(self.recent_start) as usize;
+        if self.recent.len() - drop.min(self.recent.len()) > RECENT_MAX {
+            // A checkpoint inside this line goes without a marker.
+            drop = self.recent.len() - TAIL_KEEP;
+        }
         let drop = drop.min(self.recent.len());
         self.recent.drain(..drop);
         self.recent_start += drop as u64;

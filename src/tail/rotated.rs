@@ -98,10 +98,18 @@ pub(super) fn find(e: &Entry, skip: &dyn Fn(u64, u64) -> bool) -> Option<Found> 
         }
     }
     // The marker is checked by the reader, once it has decompressed that far.
-    gzip.into_iter()
+    let (file, path) = gzip
+        .into_iter()
         .take(GZ_CANDIDATES)
-        .find(|(file, _)| compressed::first_line_fingerprint(file) == Some(fp))
-        .map(|(file, path)| Found::Gzip { file, path })
+        .find(|(file, _)| compressed::first_line_fingerprint(file) == Some(fp))?;
+    // Its trailer says it ends at the saved offset: read to its end before it was
+    // compressed (the usual case for a rotated file closed after rotate_wait), nothing to
+    // decompress.
+    if compressed::recorded_size(&file) == Some(e.offset as u32) {
+        tracing::debug!(path = %path.display(), "compressed rotation already read to its end");
+        return None;
+    }
+    Some(Found::Gzip { file, path })
 }
 
 /// `path` as an uncompressed file holding `e`'s content up to its offset.
@@ -188,6 +196,9 @@ mod tests {
         let md = std::fs::metadata(&gz).expect("stat");
         let e = saved_at(dir.path(), (md.dev(), md.ino()), 6);
         assert_eq!(found_path(&e), (gz, true));
+        // Saved at its end: nothing to read, not decompressed again.
+        let e = saved_at(dir.path(), (md.dev(), md.ino()), 13);
+        assert!(find(&e, &|_, _| false).is_none());
     }
 
     #[test]
