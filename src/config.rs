@@ -86,6 +86,28 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// A [`HumanDuration`] that must not be zero (where zero would quietly mean "everything").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonZeroDuration(pub Duration);
+
+impl Serialize for NonZeroDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        HumanDuration(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NonZeroDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(v) = HumanDuration::deserialize(d)?;
+        if v.is_zero() {
+            return Err(de::Error::custom(
+                "a zero duration is not allowed here: leave the key out to turn it off",
+            ));
+        }
+        Ok(NonZeroDuration(v))
+    }
+}
+
 /// A size in bytes written as `"64MiB"`, `"512KB"`, `"1GiB"` or a plain integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -348,6 +370,10 @@ pub struct InputConfig {
     pub read_budget: ByteSize,
     /// Input files held open at most; beyond it, idle ones are closed and reopened on change.
     pub max_open_files: OpenFiles,
+    /// Files found with no saved position and not modified for this long are read from
+    /// their end only (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_older: Option<NonZeroDuration>,
     /// Field (top-level key, or a JSON Pointer when it starts with '/') = value pairs that a
     /// line must carry to be an interaction.
     #[serde(rename = "match")]
@@ -644,6 +670,7 @@ impl Default for InputConfig {
             rescan_interval: HumanDuration(Duration::from_secs(1)),
             read_budget: ByteSize(256 << 10),
             max_open_files: OpenFiles::Auto,
+            ignore_older: None,
             match_,
             fields: FieldsConfig::default(),
             events: EventsConfig::default(),
@@ -1173,6 +1200,19 @@ mod tests {
         let (line, _, msg) = invalid("[input.fields]\nprompt = [\"prompt\"]\n");
         assert_eq!(line, 2);
         assert!(msg.contains("JSON Pointer"), "{msg}");
+    }
+
+    #[test]
+    fn ignore_older_is_off_unless_given_and_never_zero() {
+        assert_eq!(Config::default().input.ignore_older, None);
+        let cfg = parse("[input]\nignore_older = \"7d\"\n").expect("a duration");
+        assert_eq!(
+            cfg.input.ignore_older,
+            Some(NonZeroDuration(Duration::from_secs(7 * 86400)))
+        );
+        let (line, col, msg) = invalid("[input]\nignore_older = \"0s\"\n");
+        assert_eq!((line, col), (2, 16), "{msg}");
+        assert!(msg.contains("leave the key out"), "{msg}");
     }
 
     #[test]

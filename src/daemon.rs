@@ -125,6 +125,7 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
             OpenFiles::Max(n) => usize::try_from(n).unwrap_or(usize::MAX),
             OpenFiles::Auto => crate::fd_limit::input_budget(),
         },
+        ignore_older: cfg.input.ignore_older.map(|d| d.0),
         state_dir: cfg.state_dir(),
     }
 }

@@ -1251,6 +1251,28 @@ fn logrotate_copytruncate_and_compress_outside_the_glob_while_running() {
 }
 
 #[test]
+fn ignore_older_skips_what_old_files_held_and_reads_what_is_appended() {
+    let sb = sandbox(&["logs/*.log"], "ignore_older = \"1h\"\n");
+    let old = sb.path("logs/archive.log");
+    append_lines(&old, &lines("io", 0..10));
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600))
+        .unwrap();
+    append_lines(&sb.path("logs/app.log"), &lines("ir", 0..10));
+    let d = sb.start();
+    wait_for(&sb, 10);
+    wait_open(&d, &old);
+    append_lines(&old, &lines("io", 10..15));
+    wait_for(&sb, 15);
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("ir", 0..10), ("io", 10..15)]));
+    no_rejected(&sb);
+}
+
+#[test]
 fn kill9_during_rapid_rotations_loses_nothing() {
     // Shifting rotated names inside the glob, a writer that never stops, and two crashes:
     // every line arrives, repeats are identical records.

@@ -132,6 +132,9 @@ pub struct TailOptions {
     /// Files under matching names held open at most; rotated-away files still being read
     /// come on top (see [`Tailer::poll`]).
     pub max_open_files: usize,
+    /// A file found with no saved position and not modified for this long is read only
+    /// from its end (lines appended later), like Filebeat's `ignore_older`. `None`: off.
+    pub ignore_older: Option<Duration>,
     /// `checkpoints.json` lives here.
     pub state_dir: PathBuf,
 }
@@ -1154,11 +1157,19 @@ impl Tailer {
                 .copy_of_open_file(&file, size, fp, &f.path)
                 .or_else(|| self.copy_of_saved(&file, size, fp, (dev, inode), &f.path));
         }
+        // New to the tailer and not modified within `ignore_older`: only what is appended.
+        let old = start.is_none()
+            && fp.is_some()
+            && self.opts.ignore_older.is_some_and(|d| {
+                md.modified()
+                    .is_ok_and(|m| m + d < std::time::SystemTime::now())
+            });
+        let from_end = old || (first && self.opts.start_at == StartAt::End);
         // Not decidable yet: a file created empty and then filled (the copy logrotate's
         // copytruncate makes, under a name the globs match) or a copy still being written
         // must not be read from 0 as if new before it can be compared with its original.
         let awaiting = start.is_none()
-            && !(first && self.opts.start_at == StartAt::End)
+            && !from_end
             && match &fp {
                 None => true,
                 Some(fp) => self.copy_in_progress(&file, size, fp),
@@ -1171,7 +1182,7 @@ impl Tailer {
         }
         let offset = match start {
             Some(o) => o,
-            None if first && self.opts.start_at == StartAt::End => match end_offset(&file, size) {
+            None if from_end => match end_offset(&file, size) {
                 Ok(o) => o,
                 Err(e) => {
                     self.counters.read_errors += 1;
@@ -1183,6 +1194,8 @@ impl Tailer {
         };
         if awaiting {
             tracing::debug!(path = %f.path.display(), "new file; waiting for a complete first line or copy before reading");
+        } else if old {
+            tracing::info!(path = %f.path.display(), offset, "new file not modified within input.ignore_older: reading only what is appended to it");
         } else if start.is_none() {
             tracing::info!(path = %f.path.display(), offset, "new file");
         }

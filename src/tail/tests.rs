@@ -41,6 +41,7 @@ impl Env {
             rotate_wait: Duration::from_secs(3600),
             read_budget_bytes: 256 * 1024,
             max_open_files: 1 << 20,
+            ignore_older: None,
             state_dir: self.state.clone(),
         }
     }
@@ -1106,6 +1107,39 @@ fn copytruncate_detected_at_startup_skips_nul_hole() {
     let got = drain(&mut t);
     assert_eq!(texts(&got), strs(&["after"]));
     assert!(matches!(&got[0], Got::Line { offset: 18, .. }));
+}
+
+#[test]
+fn ignore_older_reads_only_what_is_appended_to_files_not_modified_for_that_long() {
+    let e = env();
+    let mut opts = e.opts("*.log");
+    opts.ignore_older = Some(Duration::from_secs(86400));
+    let old = e.p("old.log");
+    append(&old, b"archived one\narchived two\n");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .expect("open")
+        .set_modified(two_days_ago)
+        .expect("set mtime");
+    append(&e.p("recent.log"), b"recent one\n");
+    let mut t = Tailer::open(opts.clone()).expect("open");
+    assert_eq!(texts(&drain(&mut t)), strs(&["recent one"]));
+    append(&old, b"appended\n");
+    assert_eq!(texts(&drain(&mut t)), strs(&["appended"]));
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    // With a saved position it is an ordinary file: its age does not matter any more.
+    append(&old, b"while stopped\n");
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .expect("open")
+        .set_modified(two_days_ago)
+        .expect("set mtime");
+    let mut t = Tailer::open(opts).expect("reopen");
+    assert_eq!(texts(&drain(&mut t)), strs(&["while stopped"]));
 }
 
 // ---------------------------------------------------------------------------------------
