@@ -202,6 +202,9 @@ const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 const BUSY_RESCAN: Duration = Duration::from_secs(1);
 /// Size of one read.
 pub(crate) const CHUNK: usize = 64 * 1024;
+/// Saved positions looked for outside the globs per poll at most (see
+/// [`Tailer::follow_rotated`]), so a restart with many gone files does not stall a poll.
+const SEARCHES_PER_POLL: usize = 64;
 
 /// One open file generation.
 struct Tracked {
@@ -363,6 +366,8 @@ pub struct Tailer {
     searched: HashSet<(u64, u64, String)>,
     /// Compressed rotations being read from a saved position.
     compressed: Vec<compressed::Gz>,
+    /// Saved positions are left to look for (at most [`SEARCHES_PER_POLL`] per poll).
+    search_pending: bool,
     /// No checkpoint existed at open and the first scan has not happened yet.
     first_start: bool,
     /// What is on disk (`None`: nothing yet, so the first commit always writes).
@@ -654,6 +659,7 @@ impl Tailer {
             last_found: HashSet::new(),
             searched: HashSet::new(),
             compressed: Vec::new(),
+            search_pending: false,
             first_start,
             last_written,
             last_scan: None,
@@ -692,11 +698,12 @@ impl Tailer {
         self.decide_awaiting(rescan);
         // Positions lost to a truncation in the last poll are looked for at once: the copy
         // copytruncate made may be compressed and deleted soon.
-        if rescan || !self.stale_saved.is_empty() {
-            self.follow_rotated(now);
+        let mut out = PollOutcome::default();
+        if rescan || !self.stale_saved.is_empty() || self.search_pending {
+            self.search_pending = self.follow_rotated(now);
+            out.more_pending |= self.search_pending;
         }
         let stale_before = self.stale_saved.len();
-        let mut out = PollOutcome::default();
         for t in &mut self.files {
             match service(
                 t,
@@ -1379,9 +1386,10 @@ impl Tailer {
     /// Looks for the content of saved positions whose files left the globs while not open
     /// (see [`rotated`]), once per position, and reads on where it is found: an uncompressed
     /// file is opened as a rotated-away file (read to its end, closed after `rotate_wait`),
-    /// a compressed one is read by [`compressed`].
-    fn follow_rotated(&mut self, now: Instant) {
-        let todo: Vec<Entry> = self
+    /// a compressed one is read by [`compressed`]. Returns whether positions are left to
+    /// look for (a poll looks for [`SEARCHES_PER_POLL`] at most).
+    fn follow_rotated(&mut self, now: Instant) -> bool {
+        let mut todo: Vec<Entry> = self
             .saved
             .iter()
             .filter(|(key, _)| !self.last_found.contains(key))
@@ -1390,14 +1398,17 @@ impl Tailer {
             .filter(|e| !self.searched.contains(&search_key(e)))
             .cloned()
             .collect();
+        let more = todo.len() > SEARCHES_PER_POLL;
+        todo.truncate(SEARCHES_PER_POLL);
         let now_unix = unix_now();
+        let mut listings = rotated::Listings::default();
         for e in todo {
             self.searched.insert(search_key(&e));
             let open: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
             let skip = |dev, inode| {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
             };
-            let Some(found) = rotated::find(&e, &skip) else {
+            let Some(found) = rotated::find(&e, &skip, &mut listings) else {
                 continue;
             };
             match found {
@@ -1443,6 +1454,7 @@ impl Tailer {
             }
             self.stale_saved.retain(|s| s != &e);
         }
+        more
     }
 
     /// One pass over the compressed rotations being read; those read to their end (or that

@@ -19,9 +19,11 @@
 use super::checkpoint::Entry;
 use super::compressed;
 use super::identity::{self, Fingerprint};
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// At most this many gzip files (the newest first) are looked into per search, so a
 /// directory of old archives costs little.
@@ -50,34 +52,70 @@ fn stem(name: &str) -> &str {
     }
 }
 
+/// One regular file of a listed directory.
+struct Listed {
+    path: PathBuf,
+    dev: u64,
+    inode: u64,
+    modified: Option<SystemTime>,
+}
+
+/// Directory listings taken once per round of searches: after a restart, many saved
+/// positions may point into one directory of many files.
+#[derive(Default)]
+pub(super) struct Listings(HashMap<PathBuf, Vec<Listed>>);
+
+impl Listings {
+    fn of(&mut self, dir: &Path) -> &[Listed] {
+        self.0.entry(dir.to_path_buf()).or_insert_with(|| {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter_map(|entry| {
+                    let path = entry.path();
+                    let md = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+                    Some(Listed {
+                        dev: md.dev(),
+                        inode: md.ino(),
+                        modified: md.modified().ok(),
+                        path,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
 /// Searches the directory of `e.path` for its content (see the module documentation).
 /// `skip(dev, inode)` says which files the tailer already has or will find by its globs.
-pub(super) fn find(e: &Entry, skip: &dyn Fn(u64, u64) -> bool) -> Option<Found> {
+pub(super) fn find(
+    e: &Entry,
+    skip: &dyn Fn(u64, u64) -> bool,
+    listings: &mut Listings,
+) -> Option<Found> {
     let saved = Path::new(&e.path);
     let dir = saved.parent()?;
     let stem = stem(saved.file_name()?.to_str()?);
     let fp = e.fingerprint_bytes()?;
     let mut named_alike = Vec::new();
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let Ok(md) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if !md.is_file() || skip(md.dev(), md.ino()) {
+    for f in listings.of(dir) {
+        if skip(f.dev, f.inode) {
             continue;
         }
         // (Another file may have the inode number by now: a gzip file made of it, say.)
-        if (md.dev(), md.ino()) == (e.dev, e.inode) {
-            if let Some(found) = plain(e, fp, path.clone(), true) {
+        if (f.dev, f.inode) == (e.dev, e.inode) {
+            if let Some(found) = plain(e, fp, f.path.clone(), true) {
                 return Some(found);
             }
         }
-        let alike = path
+        let alike = f
+            .path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(stem));
         if alike {
-            named_alike.push((md.modified().ok(), path));
+            named_alike.push((f.modified, f.path.clone()));
         }
     }
     // The newest first: the latest rotation is the likeliest.
@@ -176,7 +214,7 @@ mod tests {
 
     /// Where `find` found `e`'s content, and whether it was a gzip file.
     fn found_path(e: &Entry) -> (PathBuf, bool) {
-        match find(e, &|_, _| false) {
+        match find(e, &|_, _| false, &mut Listings::default()) {
             Some(Found::Plain { path, .. }) => (path, false),
             Some(Found::Gzip { path, .. }) => (path, true),
             None => panic!("not found"),
@@ -198,7 +236,7 @@ mod tests {
         assert_eq!(found_path(&e), (gz, true));
         // Saved at its end: nothing to read, not decompressed again.
         let e = saved_at(dir.path(), (md.dev(), md.ino()), 13);
-        assert!(find(&e, &|_, _| false).is_none());
+        assert!(find(&e, &|_, _| false, &mut Listings::default()).is_none());
     }
 
     #[test]

@@ -1253,6 +1253,38 @@ fn a_file_compressed_by_its_rotation_while_stopped_is_read_on_from_the_gzip_file
 }
 
 #[test]
+fn more_rotated_files_than_one_poll_looks_for_are_all_found() {
+    let e = env();
+    let n = SEARCHES_PER_POLL * 2 + 3;
+    for i in 0..n {
+        append(
+            &e.p(&format!("f{i}.log")),
+            format!("f{i} first\n").as_bytes(),
+        );
+    }
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(drain(&mut t).len(), n);
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    for i in 0..n {
+        append(
+            &e.p(&format!("f{i}.log")),
+            format!("f{i} second\n").as_bytes(),
+        );
+        fs::rename(e.p(&format!("f{i}.log")), e.p(&format!("f{i}.log.1"))).expect("mv");
+    }
+    let mut t = Tailer::open(e.opts("*.log")).expect("reopen");
+    let (first, o) = poll_once(&mut t);
+    assert!(o.more_pending && first.len() == SEARCHES_PER_POLL);
+    let mut got = texts(&first);
+    got.extend(texts(&drain(&mut t)));
+    got.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("f{i} second")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn a_crash_while_reading_a_compressed_rotation_resumes_from_its_checkpoint() {
     let e = env();
     let (mut opts, _) = stopped_with_unread_lines(&e, "*.log");
