@@ -201,7 +201,14 @@ impl Gz {
                     }
                 }
             }
-            self.skip_to = self.pos;
+            if self.reader.is_some() {
+                // What was fed already (its bytes are remembered).
+                self.skip_to = self.pos;
+            } else {
+                // Still on the way to the saved offset: the remembered bytes are rebuilt.
+                self.recent.clear();
+                self.recent_start = 0;
+            }
             self.pos = 0;
             self.stalled = None;
         }
@@ -264,9 +271,11 @@ impl Gz {
             self.pos += n as u64;
             let data = &buf[..n];
             if skipping {
-                // Only what a marker and the reader's tail need.
-                let keep_from = self.pos.saturating_sub(TAIL_KEEP as u64);
-                self.remember(data, keep_from);
+                if self.reader.is_none() {
+                    // Only what a marker and the reader's tail need.
+                    let keep_from = self.pos.saturating_sub(TAIL_KEEP as u64);
+                    self.remember(data, keep_from);
+                }
                 continue;
             }
             let Some(reader) = self.reader.as_mut() else {
@@ -347,48 +356,66 @@ mod tests {
 
     #[test]
     fn a_gzip_file_still_being_written_is_read_on_once_it_grows() {
-        let content: String = (0..2000).map(|i| format!("line number {i}\n")).collect();
-        let whole = gz_bytes(content.as_bytes());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("app.log.1.gz");
-        // Half of the compressed bytes: gzip is still writing.
-        std::fs::write(&path, &whole[..whole.len() / 2]).expect("write");
-        let start = Entry {
-            dev: 1,
-            inode: 2,
-            fingerprint: "00".repeat(16),
-            path: path.to_string_lossy().into_owned(),
-            offset: "line number 0\n".len() as u64,
-            updated: 0,
-            marker: String::new(),
-            marker_len: 0,
-        };
-        let file = File::open(&path).expect("open");
-        let mut gz = Gz::new(file, path.clone(), start, 0).expect("gz");
-        let mut counters = TailCounters::default();
-        let (first, finished) = lines_of(&mut gz, &mut counters);
-        assert!(!finished && !first.is_empty() && first.len() < 1999);
-        // Unchanged: nothing more, not failed.
-        let (none, finished) = lines_of(&mut gz, &mut counters);
-        assert!(none.is_empty() && !finished);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("open")
-            .write_all(&whole[whole.len() / 2..])
-            .expect("append");
-        let (rest, finished) = lines_of(&mut gz, &mut counters);
-        assert!(finished);
-        let all: Vec<(u64, String)> = first.into_iter().chain(rest).collect();
-        let mut want = Vec::new();
-        let mut off = 0u64;
-        for i in 0..2000 {
-            let l = format!("line number {i}");
-            if i > 0 {
-                want.push((off, l.clone()));
+        let content: String = (0..20000).map(|i| format!("line number {i}\n")).collect();
+        let bytes = content.as_bytes();
+        let whole = gz_bytes(bytes);
+        // Saved near the start (the early end comes while lines are handed out), and far
+        // into it (the early end comes while skipping to the saved position).
+        for saved_line in [1usize, 15000] {
+            let offset = content
+                .match_indices('\n')
+                .nth(saved_line - 1)
+                .expect("line")
+                .0 as u64
+                + 1;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("app.log.1.gz");
+            // Half of the compressed bytes: gzip is still writing.
+            std::fs::write(&path, &whole[..whole.len() / 2]).expect("write");
+            let mut start = Entry {
+                dev: 1,
+                inode: 2,
+                fingerprint: "00".repeat(16),
+                path: path.to_string_lossy().into_owned(),
+                offset,
+                updated: 0,
+                marker: String::new(),
+                marker_len: 0,
+            };
+            let before = &bytes[(offset as usize).saturating_sub(64)..offset as usize];
+            start.set_marker(before.len() as u32, &identity::marker_hash(before));
+            let file = File::open(&path).expect("open");
+            let mut gz = Gz::new(file, path.clone(), start, 0).expect("gz");
+            let mut counters = TailCounters::default();
+            let (first, finished) = lines_of(&mut gz, &mut counters);
+            assert!(!finished);
+            // Unchanged: nothing more, not failed.
+            let (none, finished) = lines_of(&mut gz, &mut counters);
+            assert!(none.is_empty() && !finished);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open")
+                .write_all(&whole[whole.len() / 2..])
+                .expect("append");
+            let (rest, finished) = lines_of(&mut gz, &mut counters);
+            assert!(finished, "saved at line {saved_line}");
+            let all: Vec<(u64, String)> = first.into_iter().chain(rest).collect();
+            let mut want = Vec::new();
+            let mut off = 0u64;
+            for i in 0..20000 {
+                let l = format!("line number {i}");
+                if i >= saved_line {
+                    want.push((off, l.clone()));
+                }
+                off += l.len() as u64 + 1;
             }
-            off += l.len() as u64 + 1;
+            assert_eq!(all, want, "saved at line {saved_line}");
+            // The checkpoint at the end has the marker of the real bytes before it.
+            let e = gz.entry();
+            assert_eq!(e.offset, bytes.len() as u64);
+            let tail = &bytes[bytes.len() - 64..];
+            assert_eq!(e.marker_bytes(), Some(identity::marker_hash(tail)));
         }
-        assert_eq!(all, want);
     }
 }
