@@ -374,6 +374,10 @@ pub struct InputConfig {
     /// their end only (absent: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignore_older: Option<NonZeroDuration>,
+    /// Where logrotate's `olddir` moves rotated logs: relative to each log's directory (as
+    /// logrotate reads it) or absolute. Searched, like the log's own directory, for the
+    /// rest of a file rotated while not open (see `tail::rotated`).
+    pub rotated_dirs: Vec<PathBuf>,
     /// Field (top-level key, or a JSON Pointer when it starts with '/') = value pairs that a
     /// line must carry to be an interaction.
     #[serde(rename = "match")]
@@ -671,6 +675,7 @@ impl Default for InputConfig {
             read_budget: ByteSize(256 << 10),
             max_open_files: OpenFiles::Auto,
             ignore_older: None,
+            rotated_dirs: Vec::new(),
             match_,
             fields: FieldsConfig::default(),
             events: EventsConfig::default(),
@@ -880,14 +885,25 @@ impl Config {
             ("paths", &self.input.paths),
             ("exclude", &self.input.exclude),
         ] {
-            for p in globs {
+            for (i, p) in globs.iter().enumerate() {
                 if let Err(e) = glob::Pattern::new(p) {
                     return Err(err(
-                        &["input", key],
+                        &["input", key, &i.to_string()],
                         format!("invalid glob {p:?} in input.{key}: {e}"),
                     ));
                 }
             }
+        }
+        if let Some(i) = self
+            .input
+            .rotated_dirs
+            .iter()
+            .position(|d| d.as_os_str().is_empty())
+        {
+            return Err(err(
+                &["input", "rotated_dirs", &i.to_string()],
+                "input.rotated_dirs contains an empty path".into(),
+            ));
         }
         if self.input.fields.prompt.is_empty() && self.input.fields.messages.is_empty() {
             return Err(err(
@@ -1065,6 +1081,13 @@ fn locate(text: &str, key_path: &[&str]) -> usize {
     let mut item = doc.as_item();
     let mut found = 0;
     for key in key_path {
+        // An array's element, by its index.
+        if let (Some(array), Ok(i)) = (item.as_array(), key.parse::<usize>()) {
+            if let Some(span) = array.get(i).and_then(|v| v.span()) {
+                found = span.start;
+            }
+            break;
+        }
         let Some(table) = item.as_table_like() else {
             break;
         };
@@ -1154,8 +1177,8 @@ mod tests {
             vec!["*.1".to_string(), "/base/logs/debug-*.jsonl".to_string()]
         );
         let (line, column, msg) = invalid("[input]\nexclude = [\"*.gz\", \"[\"]\n");
-        // The position of the value, as for every other bad value.
-        assert_eq!((line, column), (2, 11));
+        // The position of the bad pattern itself.
+        assert_eq!((line, column), (2, 20));
         assert!(msg.contains("invalid glob \"[\" in input.exclude"), "{msg}");
     }
 
@@ -1213,6 +1236,22 @@ mod tests {
         let (line, col, msg) = invalid("[input]\nignore_older = \"0s\"\n");
         assert_eq!((line, col), (2, 16), "{msg}");
         assert!(msg.contains("leave the key out"), "{msg}");
+    }
+
+    #[test]
+    fn rotated_dirs_stay_relative_to_each_log_and_are_never_empty() {
+        assert!(Config::default().input.rotated_dirs.is_empty());
+        let text = "[input]\nrotated_dirs = [\"old\", \"/var/log/archive\"]\n";
+        let cfg = Config::parse(text, "c.toml", Path::new("/etc/tc")).expect("valid");
+        // Not resolved against the config's directory: logrotate reads olddir against the
+        // log's.
+        assert_eq!(
+            cfg.input.rotated_dirs,
+            [PathBuf::from("old"), PathBuf::from("/var/log/archive")]
+        );
+        let (line, col, msg) = invalid("[input]\nrotated_dirs = [\"old\", \"\"]\n");
+        assert_eq!((line, col), (2, 24), "{msg}");
+        assert!(msg.contains("empty path"), "{msg}");
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
             OpenFiles::Auto => crate::fd_limit::input_budget(),
         },
         ignore_older: cfg.input.ignore_older.map(|d| d.0),
+        rotated_dirs: cfg.input.rotated_dirs.clone(),
         state_dir: cfg.state_dir(),
     }
 }

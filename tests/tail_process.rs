@@ -1251,6 +1251,53 @@ fn logrotate_copytruncate_and_compress_outside_the_glob_while_running() {
 }
 
 #[test]
+fn logrotate_olddir_while_stopped_and_while_running_loses_nothing() {
+    // logrotate's `olddir` moves rotated files out of the log's directory; with
+    // `input.rotated_dirs` naming it (relative to the log, as logrotate reads it, or
+    // absolute) the daemon looks there too. Each rotation leaves lines only in the rotated
+    // file: twice while the daemon is stopped (renamed, then compressed at once), then
+    // with copytruncate + compress while it is held by SIGSTOP.
+    let archive = tempfile::tempdir().unwrap();
+    let sb = sandbox(
+        &["logs/*.log"],
+        &format!("rotated_dirs = [\"old\", {:?}]\n", archive.path()),
+    );
+    std::fs::create_dir_all(sb.path("logs/old")).unwrap();
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("od", 0..20));
+    let mut d = sb.start();
+    wait_for(&sb, 20);
+    for (round, directives) in [
+        (1, &["create", "olddir old"][..]),
+        (2, &["create", "compress", "olddir old"][..]),
+    ] {
+        stop(&sb, d);
+        w.write(&lines("od", round * 20..round * 20 + 10));
+        logrotate_with(&sb, directives);
+        assert!(sb.path("logs/old/app.log.1").exists() == (round == 1));
+        w = Writer::append(&log);
+        w.write(&lines("od", round * 20 + 10..round * 20 + 20));
+        d = sb.start();
+        wait_for(&sb, round * 20 + 20);
+    }
+    assert!(sb.path("logs/old/app.log.1.gz").exists());
+    let olddir = format!("olddir {}", archive.path().display());
+    w.write(&lines("od", 60..75));
+    wait_for(&sb, 75);
+    d.signal(libc::SIGSTOP);
+    w.write(&lines("od", 75..80));
+    logrotate_with(&sb, &["copytruncate", "compress", &olddir]);
+    d.signal(libc::SIGCONT);
+    assert!(archive.path().join("app.log.1.gz").exists());
+    w.write(&lines("od", 80..90));
+    wait_for(&sb, 90);
+    stop(&sb, d);
+    assert_exact(&sb, &ids("od", 0..90));
+    no_rejected(&sb);
+}
+
+#[test]
 fn ignore_older_skips_what_old_files_held_and_reads_what_is_appended() {
     let sb = sandbox(&["logs/*.log"], "ignore_older = \"1h\"\n");
     let old = sb.path("logs/archive.log");

@@ -11,7 +11,8 @@
 //! * [`reader`] splits bytes into lines, keeps a partial last line back and skips oversize
 //!   lines;
 //! * [`checkpoint`] loads and atomically stores positions;
-//! * [`rotated`] finds a file again next to its saved path after it left the globs, and
+//! * [`rotated`] finds a file again next to its saved path (or in `rotated_dirs`) after it
+//!   left the globs, and
 //!   [`compressed`] reads a gzip rotation from a saved position;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
@@ -37,8 +38,8 @@
 //! [`Tailer::finish_rotated_away`] reads files that left the globs to their end. A saved
 //! position whose file left the globs while it was not open (the daemon stopped, the file
 //! closed while idle, content lost to a truncation) is looked for once in the directory of
-//! its path ([`rotated`]): the same inode renamed, a copy, or a gzip file of it
-//! ([`compressed`]), read on from the saved offset.
+//! its path and in `rotated_dirs` ([`rotated`]): the same inode renamed, a copy, or a gzip
+//! file of it ([`compressed`]), read on from the saved offset.
 //!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
@@ -135,6 +136,10 @@ pub struct TailOptions {
     /// A file found with no saved position and not modified for this long is read only
     /// from its end (lines appended later), like Filebeat's `ignore_older`. `None`: off.
     pub ignore_older: Option<Duration>,
+    /// Directories rotated files may be moved to (logrotate's `olddir`), searched besides
+    /// the log's own directory by [`rotated::find`]: relative ones are read against the
+    /// log's directory.
+    pub rotated_dirs: Vec<PathBuf>,
     /// `checkpoints.json` lives here.
     pub state_dir: PathBuf,
 }
@@ -1408,7 +1413,8 @@ impl Tailer {
             let skip = |dev, inode| {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
             };
-            let Some(found) = rotated::find(&e, &skip, &mut listings) else {
+            let Some(found) = rotated::find(&e, &self.opts.rotated_dirs, &skip, &mut listings)
+            else {
                 continue;
             };
             match found {

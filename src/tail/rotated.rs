@@ -3,8 +3,8 @@
 //! budget, or copytruncate copied it to a name the globs do not match. Its lines after the
 //! saved position would otherwise be lost, since a scan of the globs cannot see it.
 //!
-//! logrotate leaves rotated files next to the original (unless `olddir` says otherwise), so
-//! the directory of the saved path is searched, once per saved position, for:
+//! logrotate leaves rotated files next to the original, or in its `olddir` (given here as
+//! `input.rotated_dirs`), so those directories are searched, once per saved position, for:
 //! 1. the same file (device + inode) under another name, with the saved first line and the
 //!    bytes before the saved offset unchanged (`create` rotation, `app.jsonl` ->
 //!    `app.jsonl.1`);
@@ -87,10 +87,12 @@ impl Listings {
     }
 }
 
-/// Searches the directory of `e.path` for its content (see the module documentation).
-/// `skip(dev, inode)` says which files the tailer already has or will find by its globs.
+/// Searches the directory of `e.path`, then each of `rotated_dirs` (relative ones against
+/// that directory), for its content (see the module documentation). `skip(dev, inode)` says
+/// which files the tailer already has or will find by its globs.
 pub(super) fn find(
     e: &Entry,
+    rotated_dirs: &[PathBuf],
     skip: &dyn Fn(u64, u64) -> bool,
     listings: &mut Listings,
 ) -> Option<Found> {
@@ -99,23 +101,29 @@ pub(super) fn find(
     let stem = stem(saved.file_name()?.to_str()?);
     let fp = e.fingerprint_bytes()?;
     let mut named_alike = Vec::new();
-    for f in listings.of(dir) {
-        if skip(f.dev, f.inode) {
-            continue;
-        }
-        // (Another file may have the inode number by now: a gzip file made of it, say.)
-        if (f.dev, f.inode) == (e.dev, e.inode) {
-            if let Some(found) = plain(e, fp, f.path.clone(), true) {
-                return Some(found);
+    let mut dirs = vec![dir.to_path_buf()];
+    // (`join` keeps an absolute path as it is.)
+    dirs.extend(rotated_dirs.iter().map(|d| dir.join(d)));
+    dirs.dedup();
+    for dir in &dirs {
+        for f in listings.of(dir) {
+            if skip(f.dev, f.inode) {
+                continue;
             }
-        }
-        let alike = f
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(stem));
-        if alike {
-            named_alike.push((f.modified, f.path.clone()));
+            // (Another file may have the inode number by now: a gzip file made of it, say.)
+            if (f.dev, f.inode) == (e.dev, e.inode) {
+                if let Some(found) = plain(e, fp, f.path.clone(), true) {
+                    return Some(found);
+                }
+            }
+            let alike = f
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(stem));
+            if alike {
+                named_alike.push((f.modified, f.path.clone()));
+            }
         }
     }
     // The newest first: the latest rotation is the likeliest.
@@ -214,11 +222,44 @@ mod tests {
 
     /// Where `find` found `e`'s content, and whether it was a gzip file.
     fn found_path(e: &Entry) -> (PathBuf, bool) {
-        match find(e, &|_, _| false, &mut Listings::default()) {
-            Some(Found::Plain { path, .. }) => (path, false),
-            Some(Found::Gzip { path, .. }) => (path, true),
-            None => panic!("not found"),
+        found_in(e, &[]).expect("not found")
+    }
+
+    /// The same, searching `rotated_dirs` too; `None` if not found.
+    fn found_in(e: &Entry, rotated_dirs: &[PathBuf]) -> Option<(PathBuf, bool)> {
+        match find(e, rotated_dirs, &|_, _| false, &mut Listings::default())? {
+            Found::Plain { path, .. } => Some((path, false)),
+            Found::Gzip { path, .. } => Some((path, true)),
         }
+    }
+
+    #[test]
+    fn rotated_dirs_are_searched_relative_to_the_log_or_absolute() {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let archive = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(logs.path().join("old")).expect("mkdir");
+        let content = b"first\nsecond\n";
+        // logrotate's olddir with create: the same file, renamed into old/.
+        let renamed = logs.path().join("old/app.log.1");
+        std::fs::write(&renamed, content).expect("write");
+        let md = std::fs::metadata(&renamed).expect("stat");
+        let e = saved_at(logs.path(), (md.dev(), md.ino()), 6);
+        assert_eq!(found_in(&e, &[]), None, "not next to the log");
+        let old = [PathBuf::from("old")];
+        assert_eq!(found_in(&e, &old), Some((renamed.clone(), false)));
+        // With compress, into a directory named by its absolute path.
+        std::fs::remove_file(&renamed).expect("rm");
+        let gz = archive.path().join("app.log-20261128.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&gz).expect("create"),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(content).expect("write");
+        enc.finish().expect("finish");
+        let e = saved_at(logs.path(), (0, 0), 6);
+        assert_eq!(found_in(&e, &old), None);
+        let both = [PathBuf::from("old"), archive.path().to_path_buf()];
+        assert_eq!(found_in(&e, &both), Some((gz, true)));
     }
 
     #[test]
@@ -236,7 +277,7 @@ mod tests {
         assert_eq!(found_path(&e), (gz, true));
         // Saved at its end: nothing to read, not decompressed again.
         let e = saved_at(dir.path(), (md.dev(), md.ino()), 13);
-        assert!(find(&e, &|_, _| false, &mut Listings::default()).is_none());
+        assert_eq!(found_in(&e, &[]), None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl Env {
             read_budget_bytes: 256 * 1024,
             max_open_files: 1 << 20,
             ignore_older: None,
+            rotated_dirs: Vec::new(),
             state_dir: self.state.clone(),
         }
     }
