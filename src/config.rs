@@ -359,8 +359,8 @@ pub struct InputConfig {
     /// Files `paths` matches that are never read: a pattern with a `/` is matched against
     /// the whole path (resolved like `paths`), one without against the file name. The
     /// default leaves out compressed files (logrotate's `compress`), which are not lines
-    /// (a gzip rotation of a file with a saved position is still read on from there: see
-    /// `tail::rotated`).
+    /// (a compressed rotation of a file with a saved position is still read on from there:
+    /// see `tail::rotated`).
     pub exclude: Vec<String>,
     pub start_at: StartAt,
     pub max_line_bytes: ByteSize,

@@ -1168,6 +1168,42 @@ fn logrotate_compress_without_delaycompress_while_stopped_loses_nothing() {
 }
 
 #[test]
+fn logrotate_compresscmd_zstd_xz_bzip2_while_stopped_loses_nothing() {
+    // As above with logrotate's `compresscmd`: the unread lines are only in app.log.1.zst
+    // (.xz, .bz2), which the default `input.exclude` leaves out; told by its magic bytes.
+    for (cmd, ext) in [("zstd", "zst"), ("xz", "xz"), ("bzip2", "bz2")] {
+        let sb = sandbox(&["logs/app.log*"], "");
+        let log = sb.path("logs/app.log");
+        let mut w = Writer::append(&log);
+        w.write(&lines(cmd, 0..30));
+        let d = sb.start();
+        wait_for(&sb, 30);
+        stop(&sb, d);
+        w.write(&lines(cmd, 30..45));
+        let compresscmd = format!("compresscmd {}", tool(cmd).display());
+        let compressext = format!("compressext .{ext}");
+        logrotate_with(&sb, &["create", "compress", &compresscmd, &compressext]);
+        let rotated = sb.path(&format!("logs/app.log.1.{ext}"));
+        assert!(rotated.exists() && !sb.path("logs/app.log.1").exists());
+        append_lines(&log, &lines(cmd, 45..60));
+        let d = sb.start();
+        wait_for(&sb, 60);
+        stop(&sb, d);
+        assert_exact(&sb, &ids(cmd, 0..60));
+        no_rejected(&sb);
+    }
+}
+
+/// A compressor from Debian (`.ci/run` installs it), by its absolute path as logrotate wants.
+fn tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is installed (by .ci/run)"))
+}
+
+#[test]
 fn kill9_then_logrotate_compress_repeats_only_identical_records() {
     // A crash leaves the checkpoint behind what was written to segments; the lines after it
     // are read again from the gzip file, with the ids reading the original gave them.

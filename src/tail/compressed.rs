@@ -1,21 +1,22 @@
-//! Reading on in a compressed rotation: the `*.gz` logrotate's `compress` made of a file the
-//! tailer had a saved position in but was not holding open when it was rotated (the daemon
-//! was stopped, the file was closed for the open-file budget, or copytruncate's copy was
-//! compressed before it was found). [`super::rotated`] finds such a file; this module reads
-//! its decompressed bytes from the saved position to the end, a read budget at a time.
+//! Reading on in a compressed rotation: the file logrotate's `compress` made (gzip by
+//! default; zstd, xz or bzip2 through `compresscmd`) of a file the tailer had a saved
+//! position in but was not holding open when it was rotated (the daemon was stopped, the file
+//! was closed for the open-file budget, or copytruncate's copy was compressed before it was
+//! found). [`super::rotated`] finds such a file; this module reads its decompressed bytes
+//! from the saved position to the end, a read budget at a time. The format is told by the
+//! file's magic bytes, not its name.
 //!
 //! Offsets are offsets into the decompressed bytes, which are the original file's bytes, and
 //! lines keep the original file's identity: a line gets the id reading the original would
 //! have given it, so a line read from both (a crash after reading it from the original but
 //! before its checkpoint) is one example, not two. The bytes before the saved position must
-//! hash to the saved marker, as for any resume. A stream that ends early (gzip still
-//! writing it) is read again from its start once it grows.
+//! hash to the saved marker, as for any resume. A stream that ends early or breaks off (the
+//! compressor still writing it) is read again from its start once it grows.
 
 use super::checkpoint::Entry;
 use super::identity::{self, read_full_at, FileId, StreamFingerprint, MARKER_MAX_BYTES};
 use super::reader::{Reader, RAW_CAP, TAIL_KEEP};
 use super::{emit, TailCounters, TailItem, CHUNK};
-use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -25,17 +26,45 @@ use std::time::{Duration, Instant};
 /// bytes could otherwise make one look decompress a whole archive).
 const FINGERPRINT_SCAN_MAX: u64 = 16 << 20;
 
-/// Decompressed bytes kept for markers at most (see [`Gz::recent`]).
+/// Decompressed bytes kept for markers at most (see [`Compressed::recent`]).
 const RECENT_MAX: usize = 1 << 20;
 
-/// Whether `file` starts with the gzip magic bytes.
-pub(super) fn is_gzip(file: &File) -> bool {
-    let mut magic = [0u8; 2];
-    matches!(read_full_at(file, &mut magic, 0), Ok(2)) && magic == [0x1f, 0x8b]
+/// The compressions logrotate is used with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Codec {
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Codec {
+    /// The compression `file` is in, by its magic bytes (`None`: not compressed, or not in
+    /// one of these).
+    pub(super) fn of(file: &File) -> Option<Codec> {
+        let mut magic = [0u8; 6];
+        let n = read_full_at(file, &mut magic, 0).ok()?;
+        let magic = &magic[..n];
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Some(Codec::Gzip)
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Codec::Zstd)
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Some(Codec::Xz)
+        } else if magic.starts_with(b"BZh") {
+            Some(Codec::Bzip2)
+        } else {
+            None
+        }
+    }
 }
 
 /// The decompressed size a gzip file's trailer records (modulo 2^32; of its last member).
-pub(super) fn recorded_size(file: &File) -> Option<u32> {
+/// The other formats' files, written by a compressor reading a pipe, record none.
+pub(super) fn recorded_size(file: &File, codec: Codec) -> Option<u32> {
+    if codec != Codec::Gzip {
+        return None;
+    }
     let len = file.metadata().ok()?.len();
     let mut isize = [0u8; 4];
     if len < 18 || read_full_at(file, &mut isize, len - 4).ok()? != 4 {
@@ -44,16 +73,24 @@ pub(super) fn recorded_size(file: &File) -> Option<u32> {
     Some(u32::from_le_bytes(isize))
 }
 
-fn decoder(file: &File) -> io::Result<MultiGzDecoder<BufReader<File>>> {
+/// A decompressing reader over the whole of `file`, from its start. Each reads every
+/// member, frame or stream concatenated in the file, as the format's own tool does.
+fn decoder(file: &File, codec: Codec) -> io::Result<Box<dyn Read + Send>> {
     let mut f = file.try_clone()?;
     f.seek(SeekFrom::Start(0))?;
-    Ok(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f)))
+    let input = BufReader::with_capacity(CHUNK, f);
+    Ok(match codec {
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Codec::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+        Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(input)),
+    })
 }
 
-/// The first-line fingerprint of a gzip file's decompressed content (`None`: no complete
-/// first line, or not readable as gzip).
-pub(super) fn first_line_fingerprint(file: &File) -> Option<[u8; 16]> {
-    let mut dec = decoder(file).ok()?;
+/// The first-line fingerprint of a compressed file's decompressed content (`None`: no
+/// complete first line, or not readable).
+pub(super) fn first_line_fingerprint(file: &File, codec: Codec) -> Option<[u8; 16]> {
+    let mut dec = decoder(file, codec).ok()?;
     let mut fp = StreamFingerprint::default();
     let mut buf = vec![0u8; 4096];
     let mut seen = 0u64;
@@ -82,10 +119,11 @@ pub(super) enum Pass {
 }
 
 /// One compressed rotation being read from a saved position.
-pub(super) struct Gz {
+pub(super) struct Compressed {
     pub path: PathBuf,
     file: File,
-    decoder: MultiGzDecoder<BufReader<File>>,
+    codec: Codec,
+    decoder: Box<dyn Read + Send>,
     /// The original file's identity (see the module documentation).
     pub id: FileId,
     /// The saved position continued: lines are handed out from its offset, and its marker
@@ -105,16 +143,23 @@ pub(super) struct Gz {
     recent_start: u64,
     /// Unix time the file was last read (the checkpoint entry's `updated`).
     pub seen_unix: u64,
-    /// The stream ended early: the file's size then, and since when.
-    stalled: Option<(u64, Instant)>,
+    /// The stream ended early or broke off: the file's size then, since when, and why.
+    stalled: Option<(u64, Instant, String)>,
 }
 
-impl Gz {
+impl Compressed {
     /// Starts reading `file` (at `path`) from the saved position `start`.
-    pub(super) fn new(file: File, path: PathBuf, start: Entry, now_unix: u64) -> io::Result<Gz> {
+    pub(super) fn new(
+        file: File,
+        path: PathBuf,
+        codec: Codec,
+        start: Entry,
+        now_unix: u64,
+    ) -> io::Result<Compressed> {
         let fp = start.fingerprint_bytes().unwrap_or_default();
-        Ok(Gz {
-            decoder: decoder(&file)?,
+        Ok(Compressed {
+            codec,
+            decoder: decoder(&file, codec)?,
             file,
             path,
             id: FileId::new(start.dev, start.inode, fp),
@@ -180,19 +225,19 @@ impl Gz {
         sink: &mut dyn FnMut(TailItem<'_>),
     ) -> Pass {
         let mut items = 0usize;
-        if let Some((size, since)) = self.stalled {
-            let now_size = self.file.metadata().map_or(size, |m| m.len());
-            if now_size == size {
+        if let Some((size, since, why)) = &self.stalled {
+            let now_size = self.file.metadata().map_or(*size, |m| m.len());
+            if now_size == *size {
                 if since.elapsed() >= rotate_wait {
                     return Pass::Failed {
                         items,
-                        why: "the compressed stream ends early and the file stopped growing".into(),
+                        why: format!("{why}, and the file stopped growing"),
                     };
                 }
                 return Pass::Reading { items, more: false };
             }
             // It grew: decompress it again from the start, up to where this one got.
-            match decoder(&self.file) {
+            match decoder(&self.file, self.codec) {
                 Ok(d) => self.decoder = d,
                 Err(e) => {
                     return Pass::Failed {
@@ -244,17 +289,20 @@ impl Gz {
             }
             let n = match self.decoder.read(&mut buf[..want]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    let size = self.file.metadata().map_or(0, |m| m.len());
-                    self.stalled = Some((size, Instant::now()));
-                    return Pass::Reading { items, more: false };
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An early end (the compressor still writing) reads, depending on the format
+                // and where the file ends, as an early EOF or as broken data: either way it
+                // is read again if the file grows, and given up once it has not for
+                // rotate_wait.
                 Err(e) => {
-                    return Pass::Failed {
-                        items,
-                        why: e.to_string(),
-                    }
+                    let size = self.file.metadata().map_or(0, |m| m.len());
+                    let why = if e.kind() == io::ErrorKind::UnexpectedEof {
+                        "the compressed stream ends early".to_string()
+                    } else {
+                        format!("the compressed stream breaks off ({e})")
+                    };
+                    self.stalled = Some((size, Instant::now(), why));
+                    return Pass::Reading { items, more: false };
                 }
             };
             if n == 0 {
@@ -321,17 +369,56 @@ impl Gz {
 }
 
 #[cfg(test)]
+pub(super) const CODECS: [Codec; 4] = [Codec::Gzip, Codec::Zstd, Codec::Xz, Codec::Bzip2];
+
+#[cfg(test)]
+/// `data` compressed as the format's own tool would (for tests).
+pub(super) fn compress(data: &[u8], codec: Codec) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        Codec::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(data).expect("write");
+            enc.finish().expect("finish")
+        }
+        Codec::Zstd => zstd::encode_all(data, 3).expect("zstd"),
+        Codec::Xz => {
+            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            enc.write_all(data).expect("write");
+            enc.finish().expect("finish")
+        }
+        Codec::Bzip2 => {
+            let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            enc.write_all(data).expect("write");
+            enc.finish().expect("finish")
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    fn gz_bytes(data: &[u8]) -> Vec<u8> {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(data).expect("write");
-        enc.finish().expect("finish")
+    #[test]
+    fn each_format_is_told_by_its_magic_bytes_and_its_first_line_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = b"first line\nsecond\n";
+        let want = StreamFingerprint::default().feed(content).map(|f| f.hash);
+        for codec in CODECS {
+            // Named unlike its format: the bytes decide.
+            let path = dir.path().join(format!("app.log.{codec:?}"));
+            std::fs::write(&path, compress(content, codec)).expect("write");
+            let file = File::open(&path).expect("open");
+            assert_eq!(Codec::of(&file), Some(codec));
+            assert_eq!(first_line_fingerprint(&file, codec), want, "{codec:?}");
+        }
+        let plain = dir.path().join("app.log.1");
+        std::fs::write(&plain, content).expect("write");
+        assert_eq!(Codec::of(&File::open(&plain).expect("open")), None);
     }
 
-    fn lines_of(gz: &mut Gz, counters: &mut TailCounters) -> (Vec<(u64, String)>, bool) {
+    fn lines_of(gz: &mut Compressed, counters: &mut TailCounters) -> (Vec<(u64, String)>, bool) {
         let mut got = Vec::new();
         let pass = gz.service(
             1 << 20,
@@ -355,10 +442,16 @@ mod tests {
     }
 
     #[test]
-    fn a_gzip_file_still_being_written_is_read_on_once_it_grows() {
+    fn a_compressed_file_still_being_written_is_read_on_once_it_grows() {
+        for codec in CODECS {
+            read_on_once_it_grows(codec);
+        }
+    }
+
+    fn read_on_once_it_grows(codec: Codec) {
         let content: String = (0..20000).map(|i| format!("line number {i}\n")).collect();
         let bytes = content.as_bytes();
-        let whole = gz_bytes(bytes);
+        let whole = compress(bytes, codec);
         // Saved near the start (the early end comes while lines are handed out), and far
         // into it (the early end comes while skipping to the saved position).
         for saved_line in [1usize, 15000] {
@@ -370,7 +463,7 @@ mod tests {
                 + 1;
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("app.log.1.gz");
-            // Half of the compressed bytes: gzip is still writing.
+            // Half of the compressed bytes: the compressor is still writing.
             std::fs::write(&path, &whole[..whole.len() / 2]).expect("write");
             let mut start = Entry {
                 dev: 1,
@@ -385,7 +478,7 @@ mod tests {
             let before = &bytes[(offset as usize).saturating_sub(64)..offset as usize];
             start.set_marker(before.len() as u32, &identity::marker_hash(before));
             let file = File::open(&path).expect("open");
-            let mut gz = Gz::new(file, path.clone(), start, 0).expect("gz");
+            let mut gz = Compressed::new(file, path.clone(), codec, start, 0).expect("reader");
             let mut counters = TailCounters::default();
             let (first, finished) = lines_of(&mut gz, &mut counters);
             assert!(!finished);
@@ -399,7 +492,7 @@ mod tests {
                 .write_all(&whole[whole.len() / 2..])
                 .expect("append");
             let (rest, finished) = lines_of(&mut gz, &mut counters);
-            assert!(finished, "saved at line {saved_line}");
+            assert!(finished, "{codec:?} saved at line {saved_line}");
             let all: Vec<(u64, String)> = first.into_iter().chain(rest).collect();
             let mut want = Vec::new();
             let mut off = 0u64;
@@ -410,7 +503,7 @@ mod tests {
                 }
                 off += l.len() as u64 + 1;
             }
-            assert_eq!(all, want, "saved at line {saved_line}");
+            assert_eq!(all, want, "{codec:?} saved at line {saved_line}");
             // The checkpoint at the end has the marker of the real bytes before it.
             let e = gz.entry();
             assert_eq!(e.offset, bytes.len() as u64);

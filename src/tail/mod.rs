@@ -13,7 +13,8 @@
 //! * [`checkpoint`] loads and atomically stores positions;
 //! * [`rotated`] finds a file again next to its saved path (or in `rotated_dirs`) after it
 //!   left the globs, and
-//!   [`compressed`] reads a gzip rotation from a saved position;
+//!   [`compressed`] reads a compressed rotation (gzip, zstd, xz, bzip2) from a saved
+//!   position;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
 //! Identity decisions, in order, for a file found by a scan: an open file with the same
@@ -38,8 +39,8 @@
 //! [`Tailer::finish_rotated_away`] reads files that left the globs to their end. A saved
 //! position whose file left the globs while it was not open (the daemon stopped, the file
 //! closed while idle, content lost to a truncation) is looked for once in the directory of
-//! its path and in `rotated_dirs` ([`rotated`]): the same inode renamed, a copy, or a gzip
-//! file of it ([`compressed`]), read on from the saved offset.
+//! its path and in `rotated_dirs` ([`rotated`]): the same inode renamed, a copy, or a
+//! compressed file of it ([`compressed`]), read on from the saved offset.
 //!
 //! The tailer is single-threaded and pull-based: the daemon calls [`Tailer::poll`] when woken
 //! or on a timer, writes the items, fsyncs them, then calls [`Tailer::commit_checkpoint`].
@@ -370,7 +371,7 @@ pub struct Tailer {
     /// ([`Tailer::follow_rotated`]), or that need not be (closed after `rotate_wait`).
     searched: HashSet<(u64, u64, String)>,
     /// Compressed rotations being read from a saved position.
-    compressed: Vec<compressed::Gz>,
+    compressed: Vec<compressed::Compressed>,
     /// Saved positions are left to look for (at most [`SEARCHES_PER_POLL`] per poll).
     search_pending: bool,
     /// No checkpoint existed at open and the first scan has not happened yet.
@@ -1431,8 +1432,14 @@ impl Tailer {
                     self.counters.files_resumed += 1;
                     self.files.push(t);
                 }
-                rotated::Found::Gzip { file, path } => {
-                    match compressed::Gz::new(file, path.clone(), e.clone(), now_unix) {
+                rotated::Found::Compressed { file, path, codec } => {
+                    match compressed::Compressed::new(
+                        file,
+                        path.clone(),
+                        codec,
+                        e.clone(),
+                        now_unix,
+                    ) {
                         Ok(gz) => {
                             tracing::info!(
                                 saved = %e.path,
@@ -1534,7 +1541,7 @@ impl Tailer {
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
         entries.extend(self.files.iter_mut().filter_map(Tracked::entry_here));
-        entries.extend(self.compressed.iter().map(compressed::Gz::entry));
+        entries.extend(self.compressed.iter().map(compressed::Compressed::entry));
         entries.extend(self.saved.values().flatten().cloned());
         // Only positions still saved can be looked for again.
         let saved = &self.saved;

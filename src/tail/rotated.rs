@@ -10,14 +10,14 @@
 //!    `app.jsonl.1`);
 //! 2. a copy: another file whose name starts like the original's, with the same first line
 //!    and the same bytes before the saved offset (copytruncate's copy);
-//! 3. a gzip file whose name starts like the original's and whose decompressed first line is
-//!    the saved one (`compress` without `delaycompress`): read by [`super::compressed`],
-//!    which checks the bytes before the saved offset.
+//! 3. a compressed file (gzip, zstd, xz or bzip2) whose name starts like the original's and
+//!    whose decompressed first line is the saved one (`compress` without `delaycompress`):
+//!    read by [`super::compressed`], which checks the bytes before the saved offset.
 //!
 //! Files the globs match, and files already open, are left to the tailer's scan.
 
 use super::checkpoint::Entry;
-use super::compressed;
+use super::compressed::{self, Codec};
 use super::identity::{self, Fingerprint};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -25,9 +25,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// At most this many gzip files (the newest first) are looked into per search, so a
+/// At most this many compressed files (the newest first) are looked into per search, so a
 /// directory of old archives costs little.
-const GZ_CANDIDATES: usize = 16;
+const COMPRESSED_CANDIDATES: usize = 16;
 
 /// Where the content of a saved position was found.
 pub(super) enum Found {
@@ -38,8 +38,12 @@ pub(super) enum Found {
         path: PathBuf,
         fp: Fingerprint,
     },
-    /// A gzip file whose decompressed content starts with the saved first line.
-    Gzip { file: File, path: PathBuf },
+    /// A compressed file whose decompressed content starts with the saved first line.
+    Compressed {
+        file: File,
+        path: PathBuf,
+        codec: Codec,
+    },
 }
 
 /// The part of a file name a rotated name starts with: up to the first `.` (`app.jsonl` ->
@@ -128,15 +132,15 @@ pub(super) fn find(
     }
     // The newest first: the latest rotation is the likeliest.
     named_alike.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    // Uncompressed copies before gzip files: while gzip is still writing its file, the
-    // file it compresses is whole.
-    let mut gzip = Vec::new();
+    // Uncompressed copies before compressed files: while the compressor is still writing
+    // its file, the file it compresses is whole.
+    let mut packed = Vec::new();
     for (_, path) in named_alike {
         let Ok(file) = File::open(&path) else {
             continue;
         };
-        if compressed::is_gzip(&file) {
-            gzip.push((file, path));
+        if let Some(codec) = Codec::of(&file) {
+            packed.push((file, path, codec));
         } else if e.marker_len > 0 || e.offset == 0 {
             if let Some(found) = plain(e, fp, path, false) {
                 return Some(found);
@@ -144,18 +148,18 @@ pub(super) fn find(
         }
     }
     // The marker is checked by the reader, once it has decompressed that far.
-    let (file, path) = gzip
+    let (file, path, codec) = packed
         .into_iter()
-        .take(GZ_CANDIDATES)
-        .find(|(file, _)| compressed::first_line_fingerprint(file) == Some(fp))?;
+        .take(COMPRESSED_CANDIDATES)
+        .find(|(file, _, codec)| compressed::first_line_fingerprint(file, *codec) == Some(fp))?;
     // Its trailer says it ends at the saved offset: read to its end before it was
     // compressed (the usual case for a rotated file closed after rotate_wait), nothing to
     // decompress.
-    if compressed::recorded_size(&file) == Some(e.offset as u32) {
+    if compressed::recorded_size(&file, codec) == Some(e.offset as u32) {
         tracing::debug!(path = %path.display(), "compressed rotation already read to its end");
         return None;
     }
-    Some(Found::Gzip { file, path })
+    Some(Found::Compressed { file, path, codec })
 }
 
 /// `path` as an uncompressed file holding `e`'s content up to its offset.
@@ -229,7 +233,7 @@ mod tests {
     fn found_in(e: &Entry, rotated_dirs: &[PathBuf]) -> Option<(PathBuf, bool)> {
         match find(e, rotated_dirs, &|_, _| false, &mut Listings::default())? {
             Found::Plain { path, .. } => Some((path, false)),
-            Found::Gzip { path, .. } => Some((path, true)),
+            Found::Compressed { path, .. } => Some((path, true)),
         }
     }
 

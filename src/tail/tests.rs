@@ -1454,9 +1454,11 @@ mod model {
             s: usize,
         },
         /// logrotate's `create` + `compress` without `delaycompress`: the file becomes
-        /// `s{s}.log.N.gz` (excluded from the globs) and is deleted; a new file takes its path.
+        /// `s{s}.log.N.gz` (or `.zst`, `.xz`, `.bz2`: `compresscmd`; excluded from the globs)
+        /// and is deleted; a new file takes its path.
         RotateCompress {
             s: usize,
+            codec: usize,
         },
         Poll,
         Commit,
@@ -1476,7 +1478,7 @@ mod model {
                 .prop_map(|(s, stale, matching)| Op::CopyTruncate { s, stale, matching }),
             1 => s.clone().prop_map(|s| Op::Truncate { s }),
             1 => s.clone().prop_map(|s| Op::DeleteRecreate { s }),
-            1 => s.prop_map(|s| Op::RotateCompress { s }),
+            1 => (s, 0..compressed::CODECS.len()).prop_map(|(s, codec)| Op::RotateCompress { s, codec }),
             5 => Just(Op::Poll),
             1 => Just(Op::Commit),
             2 => any::<bool>().prop_map(|commit| Op::Restart { commit }),
@@ -1578,7 +1580,10 @@ mod model {
             opts.max_open_files = max_open;
             opts.rotate_wait = rotate_wait;
             opts.max_line_bytes = 4096;
-            opts.exclude = vec!["*.gz".into()];
+            // As the default `input.exclude` does.
+            opts.exclude = ["*.gz", "*.zst", "*.xz", "*.bz2"]
+                .map(String::from)
+                .to_vec();
             let mut gens = Vec::new();
             let mut cur = [0; STREAMS];
             for (s, c) in cur.iter_mut().enumerate() {
@@ -1755,7 +1760,7 @@ mod model {
                     self.gens[g].writer = None;
                     self.new_gen_at_path(s);
                 }
-                Op::RotateCompress { s } => {
+                Op::RotateCompress { s, codec } => {
                     let g = self.cur[s];
                     // The writer is done with it: a partial last line is completed first.
                     if !self.gens[g].partial.is_empty() {
@@ -1778,7 +1783,16 @@ mod model {
                             .0
                             .iter()
                             .any(|e| e.inode == ino && e.fingerprint == fp);
-                    gzip_copy(&path, &self.e.p(&format!("s{s}.log.{}.gz", self.rotations)));
+                    let codec = compressed::CODECS[codec];
+                    let ext = match codec {
+                        compressed::Codec::Gzip => "gz",
+                        compressed::Codec::Zstd => "zst",
+                        compressed::Codec::Xz => "xz",
+                        compressed::Codec::Bzip2 => "bz2",
+                    };
+                    let data = fs::read(&path).expect("read");
+                    let dst = self.e.p(&format!("s{s}.log.{}.{ext}", self.rotations));
+                    fs::write(dst, compressed::compress(&data, codec)).expect("compress");
                     fs::remove_file(&path).expect("rm");
                     let gen = &mut self.gens[g];
                     gen.loc = Loc::Compressed;
