@@ -12,9 +12,8 @@
 //!   lines;
 //! * [`checkpoint`] loads and atomically stores positions;
 //! * [`rotated`] finds a file again next to its saved path (or in `rotated_dirs`) after it
-//!   left the globs, and
-//!   [`compressed`] reads a compressed rotation (gzip, zstd, xz, bzip2) from a saved
-//!   position;
+//!   left the globs, and [`compressed`] reads a compressed rotation (gzip, zstd, xz,
+//!   bzip2) from a saved position;
 //! * [`watch`] wakes the daemon on file-system events.
 //!
 //! Identity decisions, in order, for a file found by a scan: an open file with the same
