@@ -100,6 +100,9 @@ pub struct Mapper {
     cfg: InputConfig,
 }
 
+/// The UTF-8 byte order mark.
+pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 impl Mapper {
     pub fn new(cfg: &InputConfig) -> Mapper {
         Mapper {
@@ -112,6 +115,9 @@ impl Mapper {
 
     /// Maps one complete line (UTF-8, without its terminator).
     pub fn map(&self, line: &[u8]) -> Result<LineEvent, Rejection> {
+        // A UTF-8 byte order mark (written at the start of a file by some writers, e.g.
+        // .NET's) is not part of the JSON.
+        let line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
         // A blank line carries nothing; it is skipped, not an error.
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(LineEvent::Skip);
@@ -482,6 +488,18 @@ mod tests {
             Ok(LineEvent::Interaction(i)) => *i,
             other => panic!("expected an interaction, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_line_is_not_part_of_it() {
+        let m = mapper("");
+        let line = r#"{"event":"interaction","request_id":"req-9","query":"What is EPDM?","response":"A rubber membrane."}"#;
+        let plain = interaction(&m, line);
+        let with_bom = format!("\u{feff}{line}");
+        assert_eq!(with_bom.as_bytes()[..3], *UTF8_BOM);
+        assert_eq!(interaction(&m, &with_bom), plain);
+        // Only a mark: blank.
+        assert!(matches!(m.map(UTF8_BOM), Ok(LineEvent::Skip)));
     }
 
     #[test]

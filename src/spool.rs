@@ -263,6 +263,11 @@ pub fn parse_file(path: PathBuf, bytes: &[u8]) -> SpoolFile {
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_number = i as u64 + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // A byte order mark starting the file is not part of its first event.
+        let raw = match i {
+            0 => raw.strip_prefix(crate::mapping::UTF8_BOM).unwrap_or(raw),
+            _ => raw,
+        };
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -464,6 +469,28 @@ mod tests {
         assert!(scan(dir.path(), 1 << 20, 100, &Default::default())
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_byte_order_mark_starting_a_file_is_not_part_of_its_first_event() {
+        let line = "{\"type\":\"feedback\",\"id\":\"req-1\",\"feedback\":\"positive\"}";
+        let plain = parse_file(
+            PathBuf::from("a.jsonl"),
+            format!("{line}\n{line}\n").as_bytes(),
+        );
+        let marked = parse_file(
+            PathBuf::from("b.jsonl"),
+            format!("\u{feff}{line}\n{line}\n").as_bytes(),
+        );
+        assert!(marked.bad_lines.is_empty(), "{:?}", marked.bad_lines);
+        assert_eq!(marked.items, plain.items);
+        // Anywhere else it is a bad line, as before.
+        let later = parse_file(
+            PathBuf::from("c.jsonl"),
+            format!("{line}\n\u{feff}{line}\n").as_bytes(),
+        );
+        assert_eq!(later.items.len(), 1);
+        assert_eq!(later.bad_lines.len(), 1);
     }
 
     #[test]
