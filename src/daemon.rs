@@ -852,6 +852,15 @@ impl Daemon {
             let mut collected = ItemCollector::default();
             let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
             self.tail_more = outcome.more_pending;
+            // New files are in the checkpoint before anything read from them can be. (If
+            // that fails, a full disk say, the next durable point writes them.)
+            match self.tailer.commit_discoveries() {
+                Ok(true) => Metrics::add(&self.intake.metrics.checkpoints_written, 1),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write newly found files into the checkpoint yet")
+                }
+            }
             let snapshot = self.tailer.checkpoint_snapshot();
             if self.pool.is_empty() && collected.items.len() < INLINE_MAX_ITEMS {
                 // The steady state (a few new lines): no hand-off, no added latency.

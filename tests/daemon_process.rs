@@ -80,9 +80,14 @@ fn flushes_on_the_timer() {
         &(0..3).map(|i| interaction_line("t", i)).collect::<Vec<_>>(),
     );
     wait_until(T, "the timer flush", || sb.examples().len() == 3);
-    // The timer flush is a durable point: the checkpoint covers the lines.
-    wait_until(T, "a checkpoint", || {
-        sb.path("data/state/checkpoints.json").exists()
+    // The timer flush is a durable point: the checkpoint covers the lines (the file is in
+    // it, at offset 0, from the poll that found it).
+    let size = std::fs::metadata(sb.path("logs/app.log")).unwrap().len();
+    wait_until(T, "a checkpoint at the end of the file", || {
+        std::fs::read_to_string(sb.path("data/state/checkpoints.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["files"][0]["offset"].as_u64() == Some(size))
     });
     d.stop();
 }

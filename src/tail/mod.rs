@@ -177,9 +177,11 @@ pub struct PollOutcome {
     pub more_pending: bool,
 }
 
-/// The read positions of every file at one moment (see [`Tailer::checkpoint_snapshot`]).
+/// The read positions of every file at one moment (see [`Tailer::checkpoint_snapshot`]),
+/// and the number of the poll it follows ([`Tailer::discovered`] entries up to that poll
+/// are covered by it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CheckpointSnapshot(Vec<Entry>);
+pub struct CheckpointSnapshot(Vec<Entry>, u64);
 
 /// Running totals, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -377,6 +379,16 @@ pub struct Tailer {
     first_start: bool,
     /// What is on disk (`None`: nothing yet, so the first commit always writes).
     last_written: Option<Vec<Entry>>,
+    /// Content no checkpoint holds yet, at the position reading it starts (a new file at 0
+    /// or, under `start_at = "end"` and `ignore_older`, at its end; a file rewritten while
+    /// stopped or truncated while open, at 0), with the number of the poll that found it.
+    /// Written into every checkpoint ([`Tailer::commit_discoveries`] right after that poll,
+    /// and each commit) until a snapshot taken after that poll is committed, which holds
+    /// what was read from it since: a crash before then still knows the content, so a
+    /// restart looks for it if it was rotated out of the globs (compressed, say) meanwhile.
+    discovered: Vec<(u64, Entry)>,
+    /// Polls so far (numbers `discovered` entries and snapshots).
+    polls: u64,
     last_scan: Option<Instant>,
     last_more_pending: bool,
     buf: Vec<u8>,
@@ -431,6 +443,28 @@ fn idle(t: &Tracked) -> Option<discovery::Stat> {
     let done = t.id.is_some() && stat.size == t.reader.read_pos();
     let unread = t.awaiting || (t.id.is_none() && t.reader.offset() == 0);
     (done || unread).then_some(stat)
+}
+
+/// Adds to `entries` (sorted as checkpoints are) the discovered content it has no entry for
+/// (an entry for other content in the same inode does not count).
+fn with_discovered(entries: &mut Vec<Entry>, discovered: &[(u64, Entry)]) {
+    let known: HashSet<(u64, u64, &str)> = entries
+        .iter()
+        .map(|e| (e.dev, e.inode, e.fingerprint.as_str()))
+        .collect();
+    let missing: Vec<Entry> = discovered
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| !known.contains(&(d.dev, d.inode, d.fingerprint.as_str())))
+        .cloned()
+        .collect();
+    let before = entries.len();
+    entries.extend(missing);
+    if entries.len() > before {
+        entries.sort_by(|a, b| {
+            (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
+        });
+    }
 }
 
 /// What [`Tailer::searched`] remembers of a saved position.
@@ -545,14 +579,23 @@ fn emit(
     }
 }
 
-/// Reads one file for one pass. Returns (items, more bytes pending). A truncation found
-/// puts the position in the lost content in `lost`.
+/// Positions one pass over a file hands back to the tailer.
+struct Noted<'a> {
+    /// The position in content a truncation took away ([`Tailer::stale_saved`]).
+    lost: &'a mut Vec<Entry>,
+    /// The start of content identified in this pass ([`Tailer::discovered`]).
+    discovered: &'a mut Vec<(u64, Entry)>,
+    /// The poll it is part of.
+    poll: u64,
+}
+
+/// Reads one file for one pass. Returns (items, more bytes pending).
 fn service(
     t: &mut Tracked,
     opts: &TailOptions,
     buf: &mut Vec<u8>,
     counters: &mut TailCounters,
-    lost: &mut Vec<Entry>,
+    noted: Noted<'_>,
     full_check: bool,
     sink: &mut dyn FnMut(TailItem<'_>),
 ) -> io::Result<(usize, bool)> {
@@ -564,9 +607,9 @@ fn service(
     let mtime = (md.mtime(), md.mtime_nsec());
     let changed = size != t.last_size || mtime != t.last_mtime;
     if size < t.reader.read_pos() {
-        t.reset_truncated("size below read position", counters, lost);
+        t.reset_truncated("size below read position", counters, noted.lost);
     } else if (changed || full_check) && !content_intact(t, size, changed)? {
-        t.reset_truncated("bytes already read have changed", counters, lost);
+        t.reset_truncated("bytes already read have changed", counters, noted.lost);
     }
     t.last_size = size;
     t.last_mtime = mtime;
@@ -583,6 +626,10 @@ fn service(
                 t.id = Some(FileId::new(t.dev, t.inode, fp.hash));
                 t.fp = Some(fp);
                 t.fp_incomplete = false;
+                // Content no checkpoint knows yet (new, or after a truncation).
+                if let Some(e) = t.entry_here() {
+                    noted.discovered.push((noted.poll, e));
+                }
             }
             None => {
                 t.fp_incomplete = true;
@@ -667,6 +714,8 @@ impl Tailer {
             search_pending: false,
             first_start,
             last_written,
+            discovered: Vec::new(),
+            polls: 0,
             last_scan: None,
             last_more_pending: false,
             buf: Vec::new(),
@@ -690,6 +739,7 @@ impl Tailer {
     /// to a closed file are read only if it is still under a matching name at the next
     /// scan, as for lines written while the daemon is stopped.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
+        self.polls += 1;
         let now = Instant::now();
         let rescan = !self.last_more_pending
             || self
@@ -715,7 +765,11 @@ impl Tailer {
                 &self.opts,
                 &mut self.buf,
                 &mut self.counters,
-                &mut self.stale_saved,
+                Noted {
+                    lost: &mut self.stale_saved,
+                    discovered: &mut self.discovered,
+                    poll: self.polls,
+                },
                 rescan,
                 sink,
             ) {
@@ -886,7 +940,11 @@ impl Tailer {
                     &self.opts,
                     &mut self.buf,
                     &mut self.counters,
-                    &mut self.stale_saved,
+                    Noted {
+                        lost: &mut self.stale_saved,
+                        discovered: &mut self.discovered,
+                        poll: self.polls,
+                    },
                     true,
                     sink,
                 ) {
@@ -1136,6 +1194,8 @@ impl Tailer {
         let reopened = self.parked.remove(&(dev, inode)).is_some();
         let candidates = self.saved.get(&(dev, inode)).cloned().unwrap_or_default();
         let mut start = None;
+        // Saved, but for content the file no longer holds: read from 0 as new content.
+        let mut rewritten = false;
         if let Some(fp) = &fp {
             if let Some(e) = candidates
                 .iter()
@@ -1161,6 +1221,7 @@ impl Tailer {
                         "file was truncated or rewritten while stopped; reading it from the start"
                     );
                     start = Some(0);
+                    rewritten = true;
                 }
             }
         }
@@ -1223,6 +1284,9 @@ impl Tailer {
             awaiting,
             now_unix,
         ));
+        if (start.is_none() || rewritten) && !awaiting {
+            self.discover_last();
+        }
         Some((dev, inode))
     }
 
@@ -1275,7 +1339,8 @@ impl Tailer {
             }
             let t = &mut self.files[i];
             let offset = start.unwrap_or(0);
-            if start.is_none() {
+            let new = start.is_none();
+            if new {
                 tracing::info!(path = %t.path.display(), offset, "new file");
             }
             t.reader = reader_at(&t.file, offset);
@@ -1287,6 +1352,18 @@ impl Tailer {
             // Unchanged since the decision: `service` goes straight to reading.
             t.last_size = size;
             t.last_mtime = mtime;
+            if new {
+                if let Some(e) = t.entry_here() {
+                    self.discovered.push((self.polls, e));
+                }
+            }
+        }
+    }
+
+    /// Records the file just opened (the last in `files`) as discovered.
+    fn discover_last(&mut self) {
+        if let Some(e) = self.files.last_mut().and_then(Tracked::entry_here) {
+            self.discovered.push((self.polls, e));
         }
     }
 
@@ -1552,14 +1629,34 @@ impl Tailer {
         entries.sort_by(|a, b| {
             (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
         });
-        CheckpointSnapshot(entries)
+        CheckpointSnapshot(entries, self.polls)
     }
 
     /// Writes a snapshot taken by [`Tailer::checkpoint_snapshot`] (snapshots must be committed
     /// in the order they were taken), unless it equals what is on disk. Returns whether it
     /// wrote.
     pub fn commit_snapshot(&mut self, snapshot: CheckpointSnapshot) -> Result<bool, TailError> {
-        let entries = snapshot.0;
+        let CheckpointSnapshot(mut entries, after_poll) = snapshot;
+        // What was found up to that poll is held by the snapshot, at the position read from
+        // it since (or, if it is gone since, every line of it is durable now).
+        self.discovered.retain(|(poll, _)| *poll > after_poll);
+        with_discovered(&mut entries, &self.discovered);
+        self.store_if_changed(entries)
+    }
+
+    /// Writes the files found since the last checkpoint (see [`Tailer::discovered`]) into it
+    /// at once, with the positions it already holds; called after each poll. Returns whether
+    /// it wrote.
+    pub fn commit_discoveries(&mut self) -> Result<bool, TailError> {
+        if self.discovered.is_empty() {
+            return Ok(false);
+        }
+        let mut entries = self.last_written.clone().unwrap_or_default();
+        with_discovered(&mut entries, &self.discovered);
+        self.store_if_changed(entries)
+    }
+
+    fn store_if_changed(&mut self, entries: Vec<Entry>) -> Result<bool, TailError> {
         if let Some(prev) = &self.last_written {
             if prev.len() == entries.len()
                 && prev.iter().zip(&entries).all(|(a, b)| a.same_position(b))

@@ -1686,6 +1686,10 @@ mod model {
             got_rejected.sort();
             want_rejected.sort();
             prop_assert_eq!(got_rejected, want_rejected);
+            // As the daemon does after each poll: new files go into the checkpoint at once.
+            if t.commit_discoveries().expect("commit discoveries") {
+                self.committed_entries = committed_entries(&self.opts.state_dir);
+            }
             Ok(())
         }
 
@@ -1811,12 +1815,7 @@ mod model {
                     for g in &mut self.gens {
                         g.committed = g.emitted;
                     }
-                    self.committed_entries = match checkpoint::load(&self.opts.state_dir, 0) {
-                        Ok(checkpoint::Loaded::Entries(v)) => {
-                            v.into_iter().map(|e| (e.inode, e.fingerprint)).collect()
-                        }
-                        _ => HashSet::new(),
-                    };
+                    self.committed_entries = committed_entries(&self.opts.state_dir);
                 }
                 Op::Restart { commit } => {
                     if commit {
@@ -1841,6 +1840,16 @@ mod model {
                 }
             }
             Ok(())
+        }
+    }
+
+    /// (inode, fingerprint) of each entry in the checkpoint on disk.
+    fn committed_entries(state_dir: &Path) -> HashSet<(u64, String)> {
+        match checkpoint::load(state_dir, 0) {
+            Ok(checkpoint::Loaded::Entries(v)) => {
+                v.into_iter().map(|e| (e.inode, e.fingerprint)).collect()
+            }
+            _ => HashSet::new(),
         }
     }
 
