@@ -1446,13 +1446,14 @@ fn a_new_file_is_checkpointed_when_found_so_a_crash_then_compress_loses_nothing(
 
 #[test]
 fn random_rotations_restarts_and_crashes_with_the_real_logrotate_lose_nothing() {
-    // A soak in miniature: a seeded random mix of appends, the real logrotate in six
-    // configurations (create, copytruncate, compress with and without delaycompress, zstd
-    // through compresscmd), SIGHUP, clean restarts and kill -9, some rotations while the
-    // daemon is down; at the end every line is there once (or, after a crash, repeated as
-    // an identical record). It keeps to what the README promises: a service that reopens
-    // its log after a rotation, one rotation at most while the daemon is down, and a new
-    // file opened by the daemon before the next rotation moves it out of the globs.
+    // A soak in miniature: per seed, a random mix of appends, the real logrotate (one of six
+    // configurations: create, copytruncate, compress with and without delaycompress, zstd
+    // through compresscmd), SIGHUP, clean stops and kill -9 with lines in flight, and
+    // rotations while the daemon is down; at the end every line is there once (or, after a
+    // crash, repeated as an identical record). It keeps to what the README promises: the
+    // service reopens its log after a create rotation, at most one rotation while the
+    // daemon is down, and content the daemon has seen before a rotation can take it away
+    // while it is down.
     for seed in 1..=12u64 {
         soak(seed, 40);
     }
@@ -1472,6 +1473,31 @@ fn settle(sb: &Sandbox, n: usize, history: &[String]) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The soak's view of a stopped daemon's state: the checkpoint, the lines in data/, and the
+/// log files (name:inode:size).
+fn state_of(sb: &Sandbox) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let checkpoint =
+        std::fs::read_to_string(sb.path("data/state/checkpoints.json")).unwrap_or_default();
+    let files: Vec<String> = std::fs::read_dir(sb.path("logs"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            format!(
+                "{}:{}:{}",
+                e.file_name().to_string_lossy(),
+                md.ino(),
+                md.len()
+            )
+        })
+        .collect();
+    format!(
+        "{} lines in data/; files {files:?}; checkpoint {checkpoint}",
+        distinct_ids(sb)
+    )
 }
 
 /// A xorshift generator: the test needs a reproducible sequence, not statistical quality.
@@ -1564,29 +1590,7 @@ fn soak(seed: u64, steps: usize) {
                 }
                 let n = rng.below(10);
                 history.push(write(&mut w, &mut written, n));
-                history.push("start".into());
-                history.push(format!(
-                    "  checkpoint {}",
-                    std::fs::read_to_string(sb.path("data/state/checkpoints.json"))
-                        .unwrap_or_default()
-                ));
-                let mut have = sb.example_request_ids();
-                have.dedup();
-                history.push(format!("  have {} ids, last {:?}", have.len(), have.last()));
-                let files: Vec<String> = std::fs::read_dir(sb.path("logs"))
-                    .unwrap()
-                    .map(|e| {
-                        let e = e.unwrap();
-                        use std::os::unix::fs::MetadataExt;
-                        format!(
-                            "{:?}:{}:{}",
-                            e.file_name(),
-                            e.metadata().unwrap().ino(),
-                            e.metadata().unwrap().len()
-                        )
-                    })
-                    .collect();
-                history.push(format!("  files {files:?}"));
+                history.push(format!("start; {}", state_of(&sb)));
                 d = sb.start();
             }
             8 => {
@@ -1611,13 +1615,10 @@ fn soak(seed: u64, steps: usize) {
     let want = ids(&tag, 0..total);
     assert!(
         got == want,
-        "seed {seed}: {}\nsteps:\n{}\nfiles: {:?}\ndaemon log:\n{}",
+        "seed {seed}: {}\nsteps:\n{}\nat the end: {}\ndaemon log:\n{}",
         diff(&got, &want),
         history.join("\n"),
-        std::fs::read_dir(sb.path("logs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect::<Vec<_>>(),
+        state_of(&sb),
         sb.daemon_log()
     );
     if crashed {
