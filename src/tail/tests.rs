@@ -1118,12 +1118,7 @@ fn ignore_older_reads_only_what_is_appended_to_files_not_modified_for_that_long(
     let old = e.p("old.log");
     append(&old, b"archived one\narchived two\n");
     let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
-    fs::File::options()
-        .write(true)
-        .open(&old)
-        .expect("open")
-        .set_modified(two_days_ago)
-        .expect("set mtime");
+    set_mtime(&old, two_days_ago);
     append(&e.p("recent.log"), b"recent one\n");
     let mut t = Tailer::open(opts.clone()).expect("open");
     assert_eq!(texts(&drain(&mut t)), strs(&["recent one"]));
@@ -1133,12 +1128,7 @@ fn ignore_older_reads_only_what_is_appended_to_files_not_modified_for_that_long(
     drop(t);
     // With a saved position it is an ordinary file: its age does not matter any more.
     append(&old, b"while stopped\n");
-    fs::File::options()
-        .write(true)
-        .open(&old)
-        .expect("open")
-        .set_modified(two_days_ago)
-        .expect("set mtime");
+    set_mtime(&old, two_days_ago);
     let mut t = Tailer::open(opts).expect("reopen");
     assert_eq!(texts(&drain(&mut t)), strs(&["while stopped"]));
 }
@@ -1156,6 +1146,15 @@ fn copy_and_truncate(path: &Path, copy: &Path) {
         .expect("open")
         .set_len(0)
         .expect("truncate");
+}
+
+fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(t)
+        .expect("set mtime");
 }
 
 /// logrotate's `compress`: `src` becomes `dst` (gzip), and `src` is removed.
