@@ -475,18 +475,23 @@ fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
     wait_until(T, "30 examples", || sb.examples().len() == 30);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut body = String::new();
-    wait_until(T, "metrics to show the durable flush", || {
-        body = training_collector::metrics::http_get(addr, "/metrics", Duration::from_secs(2))
-            .unwrap_or_default();
-        body.contains("training_collector_checkpoints_written_total 1")
-            || body.contains("training_collector_checkpoints_written_total 2")
-    });
-    let metric = |name: &str| -> u64 {
+    let value = |body: &str, name: &str| -> Option<u64> {
         body.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    // The first checkpoint write is the file's discovery; a durable point writes another
+    // (and the rejected lines).
+    wait_until(T, "metrics to show the durable flush", || {
+        body = training_collector::metrics::http_get(addr, "/metrics", Duration::from_secs(2))
+            .unwrap_or_default();
+        value(&body, "training_collector_checkpoints_written_total").is_some_and(|n| n >= 2)
+            && value(&body, "training_collector_buffered_examples") == Some(0)
+            && sb.records("rejected_").len() == 2
+    });
+    let metric = |name: &str| -> u64 {
+        value(&body, name).unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
     };
     assert_eq!(
         metric("training_collector_examples_captured_total"),
