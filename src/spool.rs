@@ -264,9 +264,10 @@ pub fn parse_file(path: PathBuf, bytes: &[u8]) -> SpoolFile {
         let line_number = i as u64 + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         // A byte order mark starting the file is not part of its first event.
-        let raw = match i {
-            0 => raw.strip_prefix(crate::mapping::UTF8_BOM).unwrap_or(raw),
-            _ => raw,
+        let raw = if i == 0 {
+            raw.strip_prefix(crate::mapping::UTF8_BOM).unwrap_or(raw)
+        } else {
+            raw
         };
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -329,6 +329,11 @@ impl Tracked {
         Some(e)
     }
 
+    /// A [`Tailer::discovered`] entry: where reading this content starts, found in `poll`.
+    fn discovery(&mut self, poll: u64) -> Option<(u64, Entry)> {
+        self.entry_here().map(|e| (poll, e))
+    }
+
     /// The checkpoint entry for this file at `offset` (its marker is set by the caller).
     fn entry(&self, id: &FileId, offset: u64) -> Entry {
         Entry {
@@ -445,6 +450,11 @@ fn idle(t: &Tracked) -> Option<discovery::Stat> {
     (done || unread).then_some(stat)
 }
 
+/// The order checkpoint entries are kept and written in.
+fn sort_entries(entries: &mut [Entry]) {
+    entries.sort_by(|a, b| (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint)));
+}
+
 /// Adds to `entries` (sorted as checkpoints are) the discovered content it has no entry for
 /// (an entry for other content in the same inode does not count).
 fn with_discovered(entries: &mut Vec<Entry>, discovered: &[(u64, Entry)]) {
@@ -461,9 +471,7 @@ fn with_discovered(entries: &mut Vec<Entry>, discovered: &[(u64, Entry)]) {
     let before = entries.len();
     entries.extend(missing);
     if entries.len() > before {
-        entries.sort_by(|a, b| {
-            (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
-        });
+        sort_entries(entries);
     }
 }
 
@@ -627,9 +635,7 @@ fn service(
                 t.fp = Some(fp);
                 t.fp_incomplete = false;
                 // Content no checkpoint knows yet (new, or after a truncation).
-                if let Some(e) = t.entry_here() {
-                    noted.discovered.push((noted.poll, e));
-                }
+                noted.discovered.extend(t.discovery(noted.poll));
             }
             None => {
                 t.fp_incomplete = true;
@@ -691,9 +697,7 @@ impl Tailer {
         let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();
         let mut last_written = None;
         if let Some(mut entries) = entries {
-            entries.sort_by(|a, b| {
-                (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
-            });
+            sort_entries(&mut entries);
             for e in &entries {
                 saved.entry((e.dev, e.inode)).or_default().push(e.clone());
             }
@@ -1285,7 +1289,9 @@ impl Tailer {
             now_unix,
         ));
         if (start.is_none() || rewritten) && !awaiting {
-            self.discover_last();
+            let polls = self.polls;
+            self.discovered
+                .extend(self.files.last_mut().and_then(|t| t.discovery(polls)));
         }
         Some((dev, inode))
     }
@@ -1353,17 +1359,8 @@ impl Tailer {
             t.last_size = size;
             t.last_mtime = mtime;
             if new {
-                if let Some(e) = t.entry_here() {
-                    self.discovered.push((self.polls, e));
-                }
+                self.discovered.extend(t.discovery(self.polls));
             }
-        }
-    }
-
-    /// Records the file just opened (the last in `files`) as discovered.
-    fn discover_last(&mut self) {
-        if let Some(e) = self.files.last_mut().and_then(Tracked::entry_here) {
-            self.discovered.push((self.polls, e));
         }
     }
 
@@ -1626,9 +1623,7 @@ impl Tailer {
                 .get(&(*dev, *inode))
                 .is_some_and(|v| v.iter().any(|e| e.fingerprint == *fp))
         });
-        entries.sort_by(|a, b| {
-            (a.dev, a.inode, &a.fingerprint).cmp(&(b.dev, b.inode, &b.fingerprint))
-        });
+        sort_entries(&mut entries);
         CheckpointSnapshot(entries, self.polls)
     }
 
