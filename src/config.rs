@@ -463,6 +463,8 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     pub keep_processed: bool,
     pub max_file_bytes: ByteSize,
+    /// A file is read once nothing has changed it for this long (zero: at once).
+    pub min_age: HumanDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -768,6 +770,7 @@ impl Default for SpoolConfig {
             dir: PathBuf::from("./spool"),
             keep_processed: false,
             max_file_bytes: ByteSize(16 << 20),
+            min_age: HumanDuration(Duration::from_secs(1)),
         }
     }
 }

@@ -170,6 +170,7 @@ struct Intake {
     /// Spool files whose events are in memory or written but not yet fsynced.
     spool_awaiting: Vec<SpoolFile>,
     spool_paths: HashSet<PathBuf>,
+    spool_settling: spool::Settling,
     /// Something was read or written since the last durable point.
     dirty: bool,
     /// The last size-triggered write failed; the daemon backs off and retries.
@@ -697,6 +698,7 @@ pub fn run(
             index: HashMap::new(),
             spool_awaiting: Vec::new(),
             spool_paths: HashSet::new(),
+            spool_settling: spool::Settling::default(),
             dirty: false,
             write_error: None,
             cfg: config,
@@ -830,8 +832,10 @@ impl Daemon {
         let files = match spool::scan(
             &cfg.spool.dir,
             cfg.spool.max_file_bytes.0,
+            cfg.spool.min_age.0,
             SPOOL_FILES_PER_PASS,
             &self.intake.spool_paths,
+            &mut self.intake.spool_settling,
         ) {
             Ok(f) => f,
             Err(e) => {
@@ -948,7 +952,12 @@ impl Daemon {
                 &file,
                 self.intake.cfg.spool.keep_processed,
             ) {
-                Ok(()) => {
+                Ok(spool::Retirement::ChangedSinceRead) => tracing::warn!(
+                    "spool file {} changed after it was read, so it is read again (writers \
+                     should write under spool/tmp/ and rename the file into the spool)",
+                    file.path.display()
+                ),
+                Ok(spool::Retirement::Retired) => {
                     let counter = if file.refused.is_some() || !file.bad_lines.is_empty() {
                         &self.intake.metrics.spool_files_rejected
                     } else {

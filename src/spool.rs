@@ -8,6 +8,10 @@
 //! `.error` file naming each bad line and why, while its good lines are still applied.
 //! Symlinks, non-regular files and files over the size limit are refused whole.
 //!
+//! A writer that ignores the rename and writes in place is not cut off mid-file: a file is
+//! read only once nothing has changed it for `spool.min_age` ([`Settling`]), and it is retired
+//! only if it is still what was read ([`FileStamp`]); one that grew meanwhile is read again.
+//!
 //! Each event carries an identity (its `event_id`, else a hash of the line) from which the
 //! daemon derives every id it writes, so a file delivered twice, or re-read after a crash
 //! before it was retired, yields the same records again and is counted once.
@@ -15,9 +19,12 @@
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Spool I/O failures (bad content is not an error: it is reported per line).
 #[derive(Debug, thiserror::Error)]
@@ -187,15 +194,67 @@ pub struct SpoolFile {
     pub bad_lines: Vec<(u64, String, String)>,
     /// Set when the whole file is refused (symlink, not a regular file, too large).
     pub refused: Option<String>,
+    /// The file as it was read (`None` for files made up in tests).
+    pub stamp: Option<FileStamp>,
+}
+
+/// What a spool file looked like: if it differs later, something wrote to it or replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: SystemTime,
+}
+
+impl FileStamp {
+    pub fn of(meta: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+}
+
+/// Tells which spool files have settled: unchanged for `min_age`. A file's mtime says so
+/// at once for most; a file whose mtime lies in the future (a clock set wrong, a copy that
+/// kept its times) is watched instead, and taken once it has not changed for `min_age` by
+/// this process's clock.
+#[derive(Debug, Default)]
+pub struct Settling {
+    young: HashMap<PathBuf, (FileStamp, Instant)>,
+}
+
+impl Settling {
+    fn settled(&mut self, path: &Path, stamp: FileStamp, min_age: Duration, now: Instant) -> bool {
+        if min_age.is_zero() {
+            return true;
+        }
+        let age = SystemTime::now().duration_since(stamp.modified);
+        if age.is_ok_and(|age| age >= min_age) {
+            self.young.remove(path);
+            return true;
+        }
+        let (seen, since) = self.young.entry(path.to_path_buf()).or_insert((stamp, now));
+        if *seen != stamp {
+            (*seen, *since) = (stamp, now);
+        }
+        now.duration_since(*since) >= min_age
+    }
 }
 
 /// Lists and parses the spool files ready in `dir` (oldest name first), at most `limit`,
-/// leaving out those in `skip` (read already, waiting to be retired).
+/// leaving out those in `skip` (read already, waiting to be retired) and those changed less
+/// than `min_age` ago (a writer may be at them).
 pub fn scan(
     dir: &Path,
     max_file_bytes: u64,
+    min_age: Duration,
     limit: usize,
-    skip: &std::collections::HashSet<PathBuf>,
+    skip: &HashSet<PathBuf>,
+    settling: &mut Settling,
 ) -> Result<Vec<SpoolFile>, SpoolError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -213,6 +272,8 @@ pub fn scan(
         })
         .collect();
     names.sort();
+    // Forget files that are gone (retired, or renamed away by their writer).
+    settling.young.retain(|p, _| names.binary_search(p).is_ok());
     let mut out = Vec::new();
     for path in names {
         if out.len() >= limit {
@@ -227,11 +288,16 @@ pub fn scan(
             // tmp/, done/, rejected/ and any other folder are not spool files.
             continue;
         }
+        let stamp = FileStamp::of(&meta);
+        if !settling.settled(&path, stamp, min_age, Instant::now()) {
+            continue;
+        }
         let refuse = |why: String| SpoolFile {
             path: path.clone(),
             items: Vec::new(),
             bad_lines: Vec::new(),
             refused: Some(why),
+            stamp: Some(stamp),
         };
         if meta.file_type().is_symlink() {
             out.push(refuse(
@@ -251,7 +317,10 @@ pub fn scan(
             continue;
         }
         let bytes = fs::read(&path).map_err(io(&path))?;
-        out.push(parse_file(path, &bytes));
+        let mut file = parse_file(path, &bytes);
+        // A stamp taken before the read: a write racing the read shows as a change.
+        file.stamp = Some(stamp);
+        out.push(file);
     }
     Ok(out)
 }
@@ -303,6 +372,7 @@ pub fn parse_file(path: PathBuf, bytes: &[u8]) -> SpoolFile {
         items,
         bad_lines,
         refused: None,
+        stamp: None,
     }
 }
 
@@ -344,10 +414,31 @@ fn hash_hex(bytes: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What became of a spool file at [`retire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// Deleted, or moved to `done/` or `rejected/`.
+    Retired,
+    /// Left in place: it changed after it was read, so it is to be read again.
+    ChangedSinceRead,
+}
+
 /// Retires a spool file whose good events are durable in data_dir: deleted, or moved to
 /// `done/` with `keep_processed`; a file with bad lines or refused whole goes to
-/// `rejected/` with a `.error` file listing each problem.
-pub fn retire(dir: &Path, file: &SpoolFile, keep_processed: bool) -> Result<(), SpoolError> {
+/// `rejected/` with a `.error` file listing each problem. A file that changed since it was
+/// read is left where it is.
+pub fn retire(
+    dir: &Path,
+    file: &SpoolFile,
+    keep_processed: bool,
+) -> Result<Retirement, SpoolError> {
+    if let Some(stamp) = file.stamp {
+        match fs::symlink_metadata(&file.path) {
+            Ok(meta) if FileStamp::of(&meta) == stamp => {}
+            Ok(_) => return Ok(Retirement::ChangedSinceRead),
+            Err(e) => return Err(io(&file.path)(e)),
+        }
+    }
     let name = file
         .path
         .file_name()
@@ -377,7 +468,8 @@ pub fn retire(dir: &Path, file: &SpoolFile, keep_processed: bool) -> Result<(), 
     } else {
         fs::remove_file(&file.path).map_err(io(&file.path))?;
     }
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(Retirement::Retired)
 }
 
 /// A path that does not exist yet: `name`, else `name.1`, `name.2`, ...
@@ -462,14 +554,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_events(dir.path(), &[feedback("req-1", "positive")]).unwrap();
         assert!(p.starts_with(dir.path()));
-        let files = scan(dir.path(), 1 << 20, 100, &Default::default()).unwrap();
+        let files = scan(
+            dir.path(),
+            1 << 20,
+            Duration::ZERO,
+            100,
+            &Default::default(),
+            &mut Settling::default(),
+        )
+        .unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].items.len(), 1);
         assert!(files[0].bad_lines.is_empty());
         retire(dir.path(), &files[0], false).unwrap();
-        assert!(scan(dir.path(), 1 << 20, 100, &Default::default())
-            .unwrap()
-            .is_empty());
+        assert!(scan(
+            dir.path(),
+            1 << 20,
+            Duration::ZERO,
+            100,
+            &Default::default(),
+            &mut Settling::default()
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
@@ -543,6 +650,104 @@ mod tests {
         assert_eq!(c.items[0].identity, "e1");
     }
 
+    fn set_mtime(path: &Path, t: SystemTime) {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    fn scan_with(dir: &Path, min_age: Duration, settling: &mut Settling) -> Vec<SpoolFile> {
+        scan(dir, 1 << 20, min_age, 100, &HashSet::new(), settling).unwrap()
+    }
+
+    const LINE: &str = "{\"type\":\"feedback\",\"id\":\"r\",\"feedback\":\"positive\"}\n";
+
+    #[test]
+    fn a_file_is_read_only_once_nothing_has_changed_it_for_min_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut settling = Settling::default();
+        let min_age = Duration::from_secs(60);
+        fs::write(&path, LINE).unwrap();
+        assert!(scan_with(dir.path(), min_age, &mut settling).is_empty());
+        // Zero reads at once.
+        assert_eq!(
+            scan_with(dir.path(), Duration::ZERO, &mut settling).len(),
+            1
+        );
+        set_mtime(&path, SystemTime::now() - Duration::from_secs(61));
+        let files = scan_with(dir.path(), min_age, &mut settling);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].items.len(), 1);
+    }
+
+    #[test]
+    fn a_file_dated_in_the_future_is_read_once_it_stops_changing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut settling = Settling::default();
+        let min_age = Duration::from_secs(1);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        fs::write(&path, LINE).unwrap();
+        set_mtime(&path, future);
+        assert!(scan_with(dir.path(), min_age, &mut settling).is_empty());
+        // The wait by this process's clock, and a change restarting it.
+        let stamp = FileStamp::of(&fs::metadata(&path).unwrap());
+        let changed = FileStamp { len: 2, ..stamp };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut settling = Settling::default();
+        assert!(!settling.settled(&path, stamp, min_age, at(0)));
+        assert!(!settling.settled(&path, stamp, min_age, at(600)));
+        assert!(!settling.settled(&path, changed, min_age, at(700)));
+        assert!(!settling.settled(&path, changed, min_age, at(1500)));
+        assert!(settling.settled(&path, changed, min_age, at(1700)));
+        // Files that left the spool are forgotten.
+        fs::remove_file(&path).unwrap();
+        assert!(scan_with(dir.path(), min_age, &mut settling).is_empty());
+        assert!(settling.young.is_empty());
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_read_is_left_to_be_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut settling = Settling::default();
+        fs::write(&path, LINE).unwrap();
+        let files = scan_with(dir.path(), Duration::ZERO, &mut settling);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(LINE.as_bytes())
+            .unwrap();
+        assert_eq!(
+            retire(dir.path(), &files[0], false).unwrap(),
+            Retirement::ChangedSinceRead
+        );
+        assert!(path.exists());
+        // Replaced by another file of the same size: also a change.
+        let files = scan_with(dir.path(), Duration::ZERO, &mut settling);
+        assert_eq!(files[0].items.len(), 2);
+        let other = dir.path().join("b.tmp");
+        fs::write(&other, format!("{LINE}{LINE}")).unwrap();
+        fs::rename(&other, &path).unwrap();
+        assert_eq!(
+            retire(dir.path(), &files[0], true).unwrap(),
+            Retirement::ChangedSinceRead
+        );
+        let files = scan_with(dir.path(), Duration::ZERO, &mut settling);
+        assert_eq!(
+            retire(dir.path(), &files[0], true).unwrap(),
+            Retirement::Retired
+        );
+        assert!(!path.exists());
+        assert!(dir.path().join("done/a.jsonl").exists());
+    }
+
     #[test]
     fn symlinks_and_oversized_files_are_refused_and_moved_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -552,7 +757,15 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.path().join("link.jsonl")).unwrap();
         fs::write(dir.path().join("big.jsonl"), vec![b' '; 100]).unwrap();
         fs::remove_file(&target).unwrap();
-        let files = scan(dir.path(), 50, 100, &Default::default()).unwrap();
+        let files = scan(
+            dir.path(),
+            50,
+            Duration::ZERO,
+            100,
+            &Default::default(),
+            &mut Settling::default(),
+        )
+        .unwrap();
         assert_eq!(files.len(), 2);
         for f in &files {
             assert!(f.refused.is_some());

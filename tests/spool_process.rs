@@ -11,9 +11,30 @@ use support::*;
 const T: Duration = Duration::from_secs(20);
 
 fn sandbox(extra: &str) -> Sandbox {
-    let cfg =
-        base_config(&[]).replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"") + extra;
-    Sandbox::with_config(&cfg)
+    Sandbox::with_config(&(spool_config("") + extra))
+}
+
+/// The tests' config with flushes only on demand, and `spool_extra` in `[spool]`.
+fn spool_config(spool_extra: &str) -> String {
+    base_config(&[])
+        .replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"")
+        .replace(
+            "[spool]\ndir = \"spool\"\n",
+            &format!("[spool]\ndir = \"spool\"\n{spool_extra}"),
+        )
+}
+
+/// A metrics port, so `stats` can ask the running daemon how many examples it buffers.
+fn with_metrics_port(cfg: String) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.replace(
+        "[metrics]\nlisten = \"\"",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
+    )
 }
 
 /// Regular files waiting in the spool (not tmp/, done/, rejected/).
@@ -32,6 +53,30 @@ fn drain(sb: &Sandbox, d: &Running) {
         std::thread::sleep(Duration::from_millis(150));
         spool_files(sb) == 0
     });
+}
+
+/// Examples the running daemon holds in memory (`stats`' `buffer_count`).
+fn buffer_count(sb: &Sandbox) -> u64 {
+    let (rc, stats, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    stats["buffer_count"].as_u64().unwrap_or(0)
+}
+
+fn capture_line(i: usize) -> String {
+    format!(
+        "{{\"type\":\"capture\",\"event_id\":\"cap-{i}\",\"prompt\":\"How wide is a TPO seam, case {i}?\",\"response\":\"At least 1.5 inches welded; see the manufacturer's detail {i}.\"}}\n"
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn flush(d: &Running) {
@@ -381,7 +426,7 @@ fn bad_spool_input_is_refused_with_its_reason_while_good_lines_apply() {
 
 #[test]
 fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice() {
-    let sb = sandbox("");
+    let sb = Sandbox::with_config(&with_metrics_port(spool_config("")));
     let d = sb.start();
     let (rc, _, e) = sb.cli(&["feedback", "req-1", "negative"]);
     assert_eq!(rc, 0, "{e}");
@@ -395,8 +440,10 @@ fn kill9_before_the_spool_file_is_retired_loses_nothing_and_counts_nothing_twice
         "2.5 inches per Carlisle, 3 per Firestone.",
     ]);
     assert_eq!(rc, 0, "{e}");
-    // Read by the daemon but not yet durable (flush_interval is 1h).
-    std::thread::sleep(Duration::from_millis(600));
+    // Read by the daemon (the correction's example is buffered) but not yet durable
+    // (flush_interval is 1h).
+    wait_until(T, "the correction to be read", || buffer_count(&sb) == 1);
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(spool_files(&sb), 2);
     d.kill9();
     assert_eq!(
@@ -431,19 +478,7 @@ fn an_untargeted_correction_marks_its_buffered_original_by_its_text() {
     let v: Value = serde_json::from_str(&original).unwrap();
     let prompt = format!("  {}", v["query"].as_str().unwrap().to_uppercase());
     let response = v["response"].as_str().unwrap().replace(' ', "  ");
-    // A metrics port, so `stats` can ask the running daemon how many examples it buffers.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = base_config(&[])
-        .replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"")
-        .replace(
-            "[metrics]\nlisten = \"\"",
-            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
-        );
-    let sb = Sandbox::with_config(&cfg);
+    let sb = Sandbox::with_config(&with_metrics_port(spool_config("")));
     let d = sb.start();
     append_lines(&sb.path("logs/app.log"), &[original, other]);
     // Read and buffered (nothing is flushed before SIGUSR1 or 50 examples).
@@ -462,7 +497,9 @@ fn an_untargeted_correction_marks_its_buffered_original_by_its_text() {
         "Three inches, per the manufacturer's seam table.",
     ]);
     assert_eq!(rc, 0, "{o}{e}");
-    // An intake pass takes the spool in before it flushes the buffer.
+    // The correction must meet its original in the buffer: no flush before it is read (its
+    // own example is the third buffered).
+    wait_until(T, "the correction to be read", || buffer_count(&sb) == 3);
     drain(&sb, &d);
     d.stop();
     let corrected: Vec<(String, bool)> = sb
@@ -485,4 +522,68 @@ fn an_untargeted_correction_marks_its_buffered_original_by_its_text() {
         1,
         "exactly the original is marked: {corrected:?}"
     );
+}
+
+/// A writer that ignores the rename and writes into the spool in place, pausing mid-line
+/// while durable points come and go: the file is read once it has settled, whole, and
+/// nothing is rejected or lost. (Read at once, the half line would be rejected and the file
+/// moved to `rejected/` while its writer goes on writing into it.)
+#[test]
+fn a_spool_file_written_in_place_is_read_only_when_its_writer_is_done() {
+    let sb = sandbox("");
+    let d = sb.start();
+    let path = sb.path("spool/in-place.jsonl");
+    let (line0, line1) = (capture_line(0), capture_line(1));
+    append(&path, &line0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (head, tail) = line1.split_at(40);
+    append(&path, head);
+    for _ in 0..2 {
+        d.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    append(&path, tail);
+    append(&path, &capture_line(2));
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["rejected"], serde_json::json!({}), "{stats}");
+    assert_eq!(stats["total_examples"], 3, "{stats}");
+    assert!(!sb.path("spool/rejected/in-place.jsonl").exists());
+}
+
+/// With `min_age = "0s"` a file can be read while its writer is still at it: it is not
+/// retired (deleted) while it has changed since it was read, but read again, and what was
+/// read twice counts once.
+#[test]
+fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
+    let sb = Sandbox::with_config(&with_metrics_port(spool_config("min_age = \"0s\"\n")));
+    let d = sb.start();
+    let path = sb.path("spool/growing.jsonl");
+    append(&path, &(capture_line(0) + &capture_line(1)));
+    wait_until(T, "the first two events to be read", || {
+        buffer_count(&sb) == 2
+    });
+    append(&path, &capture_line(2));
+    // The durable point that would retire it finds it changed.
+    flush(&d);
+    assert!(
+        path.exists(),
+        "a spool file was retired with events it never read"
+    );
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total_examples"], 3, "{stats}");
+    let ids: Vec<String> = sb
+        .examples()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "{ids:?}");
 }
