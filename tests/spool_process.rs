@@ -561,7 +561,11 @@ fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
     let sb = Sandbox::with_config(&with_metrics_port(spool_config("min_age = \"0s\"\n")));
     let d = sb.start();
     let path = sb.path("spool/growing.jsonl");
-    append(&path, &(capture_line(0) + &capture_line(1)));
+    // Whole at first (renamed in, so the first read cannot catch it empty or half-written).
+    std::fs::create_dir_all(sb.path("spool/tmp")).unwrap();
+    let tmp = sb.path("spool/tmp/growing.jsonl");
+    append(&tmp, &(capture_line(0) + &capture_line(1)));
+    std::fs::rename(&tmp, &path).unwrap();
     wait_until(T, "the first two events to be read", || {
         buffer_count(&sb) == 2
     });
