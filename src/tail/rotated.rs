@@ -91,6 +91,22 @@ impl Listings {
     }
 }
 
+/// The log's directory, then each of `rotated_dirs` (`join` keeps an absolute one as it is),
+/// each once: `.` and `./old` name the directories they name, not new ones to list again.
+fn search_dirs(log_dir: &Path, rotated_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::with_capacity(rotated_dirs.len() + 1);
+    let candidates =
+        std::iter::once(log_dir.to_path_buf()).chain(rotated_dirs.iter().map(|d| log_dir.join(d)));
+    for dir in candidates {
+        // (`components` drops the `.` inside a path.)
+        let dir: PathBuf = dir.components().collect();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
 /// Searches the directory of `e.path`, then each of `rotated_dirs` (relative ones against
 /// that directory), for its content (see the module documentation). `skip(dev, inode)` says
 /// which files the tailer already has or will find by its globs.
@@ -105,11 +121,7 @@ pub(super) fn find(
     let stem = stem(saved.file_name()?.to_str()?);
     let fp = e.fingerprint_bytes()?;
     let mut named_alike = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    // (`join` keeps an absolute path as it is.)
-    dirs.extend(rotated_dirs.iter().map(|d| dir.join(d)));
-    dirs.dedup();
-    for dir in &dirs {
+    for dir in &search_dirs(dir, rotated_dirs) {
         for f in listings.of(dir) {
             if skip(f.dev, f.inode) {
                 continue;
@@ -235,6 +247,26 @@ mod tests {
             Found::Plain { path, .. } => Some((path, false)),
             Found::Compressed { path, .. } => Some((path, true)),
         }
+    }
+
+    #[test]
+    fn each_directory_to_search_is_listed_once() {
+        let p = PathBuf::from;
+        let dirs = [
+            p("."),
+            p("old"),
+            p("./old/"),
+            p("/var/log/archive"),
+            p("/var/log/app"),
+        ];
+        assert_eq!(
+            search_dirs(Path::new("/var/log/app"), &dirs),
+            [
+                p("/var/log/app"),
+                p("/var/log/app/old"),
+                p("/var/log/archive")
+            ]
+        );
     }
 
     #[test]
