@@ -723,6 +723,9 @@ pub fn run(
         }
     }
     let _watcher = watcher;
+    for warning in crate::preflight::warnings(&daemon.intake.cfg) {
+        tracing::warn!("{warning}");
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         config = %daemon.source,
@@ -1069,6 +1072,9 @@ impl Daemon {
                 set_watch_relevance(&self.relevant, &new);
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
+                for warning in crate::preflight::warnings(&self.intake.cfg) {
+                    tracing::warn!("{warning}");
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod export;
 pub mod fd_limit;
 pub mod mapping;
 pub mod metrics;
+pub mod preflight;
 mod prepare;
 pub mod record;
 pub mod segment;

@@ -168,6 +168,9 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
         Command::Run => run(config, source),
         Command::CheckConfig => {
             eprintln!("config OK: {source}");
+            for warning in training_collector::preflight::warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }

@@ -79,6 +79,7 @@ fn check_config_prints_the_effective_config_or_the_error_position() {
     let sb = Sandbox::with_config(&base_config(&[]));
     let (rc, out, err) = sb.cli(&["check-config"]);
     assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
     assert!(out.contains("flush_interval = \"200ms\""), "{out}");
     assert!(out.contains("[domain.tags]"), "{out}");
     std::fs::write(
@@ -97,6 +98,37 @@ fn check_config_prints_the_effective_config_or_the_error_position() {
     let (rc, _, err) = sb.cli(&["run"]);
     assert_eq!(rc, 2);
     assert!(err.contains(&format!("{cfg}:3:1")), "{err}");
+}
+
+/// Paths that point at nothing are valid (they may appear later) but likely mistakes:
+/// check-config and the daemon's log name them.
+#[test]
+fn check_config_and_the_daemon_warn_of_directories_that_do_not_exist() {
+    let cfg = base_config(&[])
+        .replace(
+            "paths = [\"logs/*.log\"]",
+            "paths = [\"logs/*.log\", \"nologs/*.log\"]",
+        )
+        .replace("[input]\n", "[input]\nrotated_dirs = [\"old\"]\n");
+    let sb = Sandbox::with_config(&cfg);
+    let (rc, _, err) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 0, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(warnings[0].contains("input.paths[1]") && warnings[0].contains("nologs"));
+    assert!(warnings[1].contains("input.rotated_dirs[0]") && warnings[1].contains("logs/old"));
+    let d = sb.start();
+    wait_until(T, "the warnings in the daemon's log", || {
+        sb.daemon_log().contains("input.rotated_dirs[0]")
+    });
+    assert!(sb.daemon_log().contains("nologs"), "{}", sb.daemon_log());
+    // Once the directories are there, nothing to say.
+    std::fs::create_dir_all(sb.path("logs/old")).unwrap();
+    std::fs::create_dir_all(sb.path("nologs/old")).unwrap();
+    let (rc, _, err) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    d.stop();
 }
 
 #[test]

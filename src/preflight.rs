@@ -1,0 +1,131 @@
+//! Start-up checks of the config against the filesystem: input directories and
+//! `rotated_dirs` that do not exist. None is an error (a service may create its log
+//! directory after the daemon starts, and logrotate creates `olddir` on its first run), but
+//! each is a likely cause of "nothing is collected", so `check-config` prints them and the
+//! daemon logs them at start and on reload.
+
+use crate::config::Config;
+use std::path::{Path, PathBuf};
+
+/// Warnings for paths in `cfg` that point at nothing, in config order.
+pub fn warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut log_dirs: Vec<PathBuf> = Vec::new();
+    for (i, pattern) in cfg.input.paths.iter().enumerate() {
+        let (dir, exact) = directory_of(pattern);
+        if !dir.is_dir() {
+            out.push(format!(
+                "input.paths[{i}] = {pattern:?}: the directory {} does not exist (yet); \
+                 it is watched for",
+                dir.display()
+            ));
+        } else if exact && !log_dirs.contains(&dir) {
+            log_dirs.push(dir);
+        }
+    }
+    for (i, rotated) in cfg.input.rotated_dirs.iter().enumerate() {
+        let missing: Vec<PathBuf> = if rotated.is_absolute() {
+            vec![rotated.clone()]
+        } else {
+            log_dirs.iter().map(|d| d.join(rotated)).collect()
+        }
+        .into_iter()
+        .filter(|d| !d.is_dir())
+        .collect();
+        for dir in missing {
+            out.push(format!(
+                "input.rotated_dirs[{i}] = {:?}: {} is not a directory; files logrotate \
+                 moves there cannot be found until it is",
+                rotated.display(),
+                dir.display()
+            ));
+        }
+    }
+    out
+}
+
+/// The directory a pattern's files are in, and whether that is one directory (`false` when
+/// a wildcard sits in a directory component: then it is the literal part before it).
+fn directory_of(pattern: &str) -> (PathBuf, bool) {
+    let path = Path::new(pattern);
+    let wild = |c: &std::path::Component| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|s| s.contains(['*', '?', '[']))
+    };
+    let count = path.components().count();
+    match path.components().position(|c| wild(&c)) {
+        Some(i) if i + 1 < count => (path.components().take(i).collect(), false),
+        _ => (
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            true,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(paths: &[String], rotated_dirs: &[PathBuf]) -> Config {
+        let mut cfg = Config::default();
+        cfg.input.paths = paths.to_vec();
+        cfg.input.rotated_dirs = rotated_dirs.to_vec();
+        cfg
+    }
+
+    #[test]
+    fn patterns_name_their_directory() {
+        let p = PathBuf::from;
+        assert_eq!(
+            directory_of("/var/log/app/*.log"),
+            (p("/var/log/app"), true)
+        );
+        assert_eq!(
+            directory_of("/var/log/app/x.log"),
+            (p("/var/log/app"), true)
+        );
+        assert_eq!(directory_of("/var/log/*/x.log"), (p("/var/log"), false));
+        assert_eq!(directory_of("/var/log/**/*.log"), (p("/var/log"), false));
+        assert_eq!(directory_of("x.log"), (p("."), true));
+    }
+
+    #[test]
+    fn missing_input_and_rotated_directories_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        std::fs::create_dir_all(logs.join("old")).unwrap();
+        let glob = |d: &Path| format!("{}/*.log", d.display());
+        let absent = root.path().join("absent");
+        let archive = root.path().join("archive");
+        // Everything there: no warning.
+        std::fs::create_dir(&archive).unwrap();
+        let good = config(&[glob(&logs)], &[PathBuf::from("old"), archive.clone()]);
+        assert_eq!(warnings(&good), Vec::<String>::new());
+        std::fs::remove_dir(&archive).unwrap();
+        let cfg = config(
+            &[glob(&logs), glob(&absent), glob(&root.path().join("*"))],
+            &[
+                PathBuf::from("old"),
+                PathBuf::from("older"),
+                archive.clone(),
+            ],
+        );
+        let w = warnings(&cfg);
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(
+            w[0].starts_with("input.paths[1]") && w[0].contains("absent"),
+            "{w:#?}"
+        );
+        // Relative ones are looked for next to each log directory that exists.
+        assert!(w[1].starts_with("input.rotated_dirs[1]"), "{w:#?}");
+        assert!(
+            w[1].contains(&logs.join("older").display().to_string()),
+            "{w:#?}"
+        );
+        assert!(w[2].starts_with("input.rotated_dirs[2]"), "{w:#?}");
+        assert!(w[2].contains(&archive.display().to_string()), "{w:#?}");
+    }
+}
