@@ -1454,7 +1454,12 @@ fn random_rotations_restarts_and_crashes_with_the_real_logrotate_lose_nothing() 
     // service reopens its log after a create rotation, at most one rotation while the
     // daemon is down, and content the daemon has seen before a rotation can take it away
     // while it is down.
-    for seed in 1..=12u64 {
+    // TC_SOAK_SEEDS=13..500 runs a longer soak with other seeds.
+    let seeds = std::env::var("TC_SOAK_SEEDS").ok().map(|s| {
+        let (first, last) = s.split_once("..").expect("TC_SOAK_SEEDS is first..last");
+        first.parse::<u64>().expect("a seed")..=last.parse::<u64>().expect("a seed")
+    });
+    for seed in seeds.unwrap_or(1..=12) {
         soak(seed, 40);
     }
 }
