@@ -955,11 +955,15 @@ impl Daemon {
                 &file,
                 self.intake.cfg.spool.keep_processed,
             ) {
-                Ok(spool::Retirement::ChangedSinceRead) => tracing::warn!(
-                    "spool file {} changed after it was read, so it is read again (writers \
-                     should write under spool/tmp/ and rename the file into the spool)",
-                    file.path.display()
-                ),
+                Ok(spool::Retirement::ChangedSinceRead) => {
+                    Metrics::add(&self.intake.metrics.spool_files_reread, 1);
+                    tracing::warn!(
+                        "spool file {} changed after it was read, so it is read again \
+                         (writers should write under spool/tmp/ and rename the file into the \
+                         spool)",
+                        file.path.display()
+                    )
+                }
                 Ok(spool::Retirement::Retired) => {
                     let counter = if file.refused.is_some() || !file.bad_lines.is_empty() {
                         &self.intake.metrics.spool_files_rejected

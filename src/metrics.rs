@@ -25,6 +25,7 @@ pub struct Metrics {
     pub corrections: AtomicU64,
     pub spool_files_processed: AtomicU64,
     pub spool_files_rejected: AtomicU64,
+    pub spool_files_reread: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_errors: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -132,6 +133,12 @@ impl Metrics {
             "counter",
             "Spool files moved to spool/rejected.",
             g(&self.spool_files_rejected),
+        );
+        metric(
+            "spool_files_reread_total",
+            "counter",
+            "Spool files that changed after they were read (written in place), read again.",
+            g(&self.spool_files_reread),
         );
         metric(
             "flushes_total",

@@ -26,15 +26,20 @@ fn spool_config(spool_extra: &str) -> String {
 
 /// A metrics port, so `stats` can ask the running daemon how many examples it buffers.
 fn with_metrics_port(cfg: String) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    with_metrics_at(cfg).0
+}
+
+/// The same, and the port's address.
+fn with_metrics_at(cfg: String) -> (String, std::net::SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-        .port();
-    cfg.replace(
+        .unwrap();
+    let cfg = cfg.replace(
         "[metrics]\nlisten = \"\"",
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
-    )
+        &format!("[metrics]\nlisten = \"{addr}\""),
+    );
+    (cfg, addr)
 }
 
 /// Regular files waiting in the spool (not tmp/, done/, rejected/).
@@ -558,7 +563,8 @@ fn a_spool_file_written_in_place_is_read_only_when_its_writer_is_done() {
 /// read twice counts once.
 #[test]
 fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
-    let sb = Sandbox::with_config(&with_metrics_port(spool_config("min_age = \"0s\"\n")));
+    let (cfg, metrics) = with_metrics_at(spool_config("min_age = \"0s\"\n"));
+    let sb = Sandbox::with_config(&cfg);
     let d = sb.start();
     let path = sb.path("spool/growing.jsonl");
     // Whole at first (renamed in, so the first read cannot catch it empty or half-written).
@@ -577,6 +583,11 @@ fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
         "a spool file was retired with events it never read"
     );
     drain(&sb, &d);
+    let body = training_collector::metrics::http_get(metrics, "/metrics", T).unwrap();
+    for (name, n) in [("reread", 1), ("processed", 1)] {
+        let line = format!("training_collector_spool_files_{name}_total {n}");
+        assert!(body.lines().any(|l| l == line), "{line}:\n{body}");
+    }
     d.stop();
     let (_, stats, _) = sb.cli(&["stats", "--json"]);
     let stats: Value = serde_json::from_str(&stats).unwrap();
