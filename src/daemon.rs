@@ -24,6 +24,7 @@
 use crate::capture::{self, Identity, Interaction};
 use crate::clock;
 use crate::config::{Config, ConfigSource, OpenFiles, StartAt};
+use crate::data_dir_lock::DataDirLock;
 use crate::enrich::Enricher;
 use crate::mapping::{parse_feedback, parse_timestamp, FeedbackInput, LineEvent, Mapper};
 use crate::metrics::Metrics;
@@ -659,10 +660,12 @@ struct Daemon {
 }
 
 /// Runs the daemon until a [`Control::Shutdown`] arrives on `control`, then shuts down in
-/// order: stop intake, flush, fsync, seal, checkpoint. `metrics` is shared with the endpoint.
+/// order: stop intake, flush, fsync, seal, checkpoint. `lock` is `config.data_dir`'s, held
+/// until the end; `metrics` is shared with the endpoint.
 pub fn run(
     config: Config,
     source: ConfigSource,
+    lock: DataDirLock,
     control: ControlChannel,
     metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
@@ -723,6 +726,7 @@ pub fn run(
         }
     }
     let _watcher = watcher;
+    let _lock = lock;
     for warning in crate::preflight::warnings(&daemon.intake.cfg) {
         tracing::warn!("{warning}");
     }
@@ -1195,7 +1199,8 @@ mod tests {
         let control = channel.sender.clone();
         let metrics = Arc::new(Metrics::default());
         let m = metrics.clone();
-        let daemon = std::thread::spawn(move || run(cfg, ConfigSource::Embedded, channel, m));
+        let lock = DataDirLock::acquire(&cfg.data_dir).unwrap();
+        let daemon = std::thread::spawn(move || run(cfg, ConfigSource::Embedded, lock, channel, m));
         let deadline = Instant::now() + Duration::from_secs(10);
         while metrics.buffered_examples.load(Ordering::Relaxed) < 3 {
             assert!(Instant::now() < deadline, "lines were not buffered");

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod data_dir_lock;
 pub mod datadir;
 pub mod enrich;
 pub mod export;

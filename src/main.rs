@@ -265,6 +265,8 @@ fn write_spool(config: &Config, event: spool::SpoolEvent) -> Result<ExitCode> {
 }
 
 fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
+    // Before anything else: a second daemon must not even take the metrics port.
+    let lock = training_collector::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = config.metrics.listen.0 {
         let bound = metrics::serve(addr, metrics.clone()).with_context(|| {
@@ -276,7 +278,7 @@ fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
     }
     let channel = ControlChannel::new();
     install_signal_handlers(channel.sender.clone())?;
-    daemon::run(config, source, channel, metrics)?;
+    daemon::run(config, source, lock, channel, metrics)?;
     Ok(ExitCode::SUCCESS)
 }
 

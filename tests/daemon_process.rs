@@ -636,3 +636,34 @@ fn sighup_picks_up_new_input_paths() {
     got.sort();
     assert_eq!(got, vec!["n-000000".to_string(), "o-000000".to_string()]);
 }
+
+/// A second daemon on the same data_dir (another config file, or the same one with the
+/// metrics port off) refuses to start, naming the first, and leaves its work alone; once the
+/// first is gone, kill -9 included, a new one starts.
+#[test]
+fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
+    let sb = Sandbox::new();
+    append_lines(&sb.path("logs/app.log"), &[interaction_line("l", 0)]);
+    let d = sb.start();
+    wait_until(T, "the first line", || sb.examples().len() == 1);
+    let (rc, _, err) = sb.cli(&["run"]);
+    assert_ne!(rc, 0, "{err}");
+    assert!(
+        err.contains("in use by another training-collector daemon")
+            && err.contains(&format!("pid {}", d.pid())),
+        "{err}"
+    );
+    append_lines(&sb.path("logs/app.log"), &[interaction_line("l", 1)]);
+    wait_until(T, "the second line, read by the first daemon", || {
+        sb.examples().len() == 2
+    });
+    d.kill9();
+    append_lines(&sb.path("logs/app.log"), &[interaction_line("l", 2)]);
+    let d = sb.start();
+    wait_until(T, "the third line", || sb.examples().len() >= 3);
+    d.stop();
+    // (A line read twice across the kill -9 is the same record twice.)
+    let mut got = sb.example_request_ids();
+    got.dedup();
+    assert_eq!(got, ids("l", 0..3));
+}

@@ -1,0 +1,104 @@
+//! One daemon per data_dir. Two daemons on one data_dir would both tail the logs, append to
+//! the same segment files, overwrite each other's checkpoints and race for the spool, so
+//! the daemon holds an exclusive lock on `<data_dir>/state/daemon.lock` while it runs and a
+//! second one refuses to start, naming the first one's pid (Vector and Filebeat lock their
+//! data directories the same way). The lock is the kernel's (`flock`): it goes with the
+//! process, kill -9 included, so a crash never leaves a stale lock behind. Commands that
+//! only read (`stats`, `export`) do not take it.
+
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{data_dir} is in use by another training-collector daemon{holder} (it holds {path}); \
+         two daemons on one data_dir would write the same segments: stop it, or give this one \
+         its own data_dir"
+    )]
+    InUse {
+        data_dir: PathBuf,
+        path: PathBuf,
+        /// ", pid N" when the holder wrote its pid.
+        holder: String,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; dropping it (or exiting) releases it.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `data_dir` (whose `state` directory is created if missing), without
+    /// waiting, and writes this process's pid into the lock file.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
+        let state = data_dir.join("state");
+        let path = state.join("daemon.lock");
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&state).map_err(io)?;
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(LockError::InUse {
+                    data_dir: data_dir.to_path_buf(),
+                    holder: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", pid {pid}")
+                    },
+                    path,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holders_pid_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).expect("first");
+        // flock conflicts between open file descriptions, within one process too.
+        let err = DataDirLock::acquire(dir.path())
+            .expect_err("second")
+            .to_string();
+        let pid = format!("pid {}", std::process::id());
+        assert!(err.contains("in use") && err.contains(&pid), "{err}");
+        drop(first);
+        let again = DataDirLock::acquire(dir.path()).expect("after the first is gone");
+        let text = std::fs::read_to_string(dir.path().join("state/daemon.lock")).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        drop(again);
+    }
+}
