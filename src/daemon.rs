@@ -808,6 +808,9 @@ impl Daemon {
             let more = if self.retry.is_none() {
                 self.intake()?
             } else {
+                // Paused: no lines, but new files are still found and held open.
+                self.tailer
+                    .discover_only(self.intake.cfg.input.rescan_interval.0);
                 false
             };
             self.maybe_durable();

@@ -456,6 +456,43 @@ fn a_pause_longer_than_rotate_wait_loses_nothing_of_a_rotated_file() {
     assert!(!sb.daemon_log().contains("bytes not yet read"));
 }
 
+/// A rotation during a long full-disk pause: a file created, written and renamed out of the
+/// glob while intake is paused is found and held open meanwhile, and read once space
+/// returns (unseen, it would be lost: nothing would know it after the rename).
+#[test]
+fn a_file_created_and_rotated_away_during_a_pause_is_read_once_space_returns() {
+    let sb = Sandbox::with_config(&config_with("size = 5\nflush_interval = \"100ms\"", ""));
+    let data = sb.data();
+    let Some(_unmount) = small_tmpfs(&data, "nothing else") else {
+        return;
+    };
+    let mut d = sb.start();
+    let first: Vec<String> = (0..300).map(|i| interaction_line("p", i)).collect();
+    append_lines(&sb.path("logs/app.log"), &first);
+    wait_until(T, "backpressure", || {
+        sb.daemon_log().contains("intake paused")
+    });
+    let next = sb.path("logs/next.log");
+    let second: Vec<String> = (0..20).map(|i| interaction_line("q", i)).collect();
+    append_lines(&next, &second);
+    wait_until(T, "the new file found during the pause", || {
+        sb.daemon_log().contains("next.log")
+    });
+    std::fs::rename(&next, sb.path("logs/next.log.1")).unwrap();
+    assert!(d.is_running(), "the daemon died on a full disk");
+    grow_tmpfs(&data);
+    wait_until(
+        Duration::from_secs(30),
+        "all 320 after space returns",
+        || sb.examples().len() >= 320,
+    );
+    d.stop();
+    let mut want = ids("p", 0..300);
+    want.extend(ids("q", 0..20));
+    want.sort();
+    assert_eq!(sb.example_request_ids(), want);
+}
+
 #[test]
 fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -728,6 +728,27 @@ impl Tailer {
         })
     }
 
+    /// While the caller cannot take lines (its writes fail and intake is paused): re-scans
+    /// the globs, at most once per `min_interval`, and opens the files found, reading
+    /// nothing. A file created and then rotated out of the globs during a long pause is then
+    /// held open and read when intake resumes, like any file renamed away while open;
+    /// unseen, it would be lost. Returns whether it scanned.
+    pub fn discover_only(&mut self, min_interval: Duration) -> bool {
+        let now = Instant::now();
+        if self
+            .last_scan
+            .is_some_and(|t| now.duration_since(t) < min_interval)
+        {
+            return false;
+        }
+        // A poll of its own: what it finds is in the snapshots of later polls.
+        self.polls += 1;
+        self.discover(now);
+        self.last_scan = Some(now);
+        self.admit_waiting();
+        true
+    }
+
     /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines
     /// (each file at most `read_budget_bytes` per call) and hands every item to `sink` in
     /// file order. Per-file I/O problems are logged, counted and retried on the next poll
