@@ -5,21 +5,22 @@
 //! daemon logs them at start and on reload.
 
 use crate::config::Config;
-use std::path::{Path, PathBuf};
+use crate::tail::discovery::literal_dir;
+use std::path::PathBuf;
 
 /// Warnings for paths in `cfg` that point at nothing, in config order.
 pub fn warnings(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut log_dirs: Vec<PathBuf> = Vec::new();
     for (i, pattern) in cfg.input.paths.iter().enumerate() {
-        let (dir, exact) = directory_of(pattern);
+        let (dir, deeper) = literal_dir(pattern);
         if !dir.is_dir() {
             out.push(format!(
                 "input.paths[{i}] = {pattern:?}: the directory {} does not exist (yet); \
                  it is watched for",
                 dir.display()
             ));
-        } else if exact && !log_dirs.contains(&dir) {
+        } else if !deeper && !log_dirs.contains(&dir) {
             log_dirs.push(dir);
         }
     }
@@ -44,52 +45,16 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// The directory a pattern's files are in, and whether that is one directory (`false` when
-/// a wildcard sits in a directory component: then it is the literal part before it).
-fn directory_of(pattern: &str) -> (PathBuf, bool) {
-    let path = Path::new(pattern);
-    let wild = |c: &std::path::Component| {
-        c.as_os_str()
-            .to_str()
-            .is_some_and(|s| s.contains(['*', '?', '[']))
-    };
-    let count = path.components().count();
-    match path.components().position(|c| wild(&c)) {
-        Some(i) if i + 1 < count => (path.components().take(i).collect(), false),
-        _ => (
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-            true,
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn config(paths: &[String], rotated_dirs: &[PathBuf]) -> Config {
         let mut cfg = Config::default();
         cfg.input.paths = paths.to_vec();
         cfg.input.rotated_dirs = rotated_dirs.to_vec();
         cfg
-    }
-
-    #[test]
-    fn patterns_name_their_directory() {
-        let p = PathBuf::from;
-        assert_eq!(
-            directory_of("/var/log/app/*.log"),
-            (p("/var/log/app"), true)
-        );
-        assert_eq!(
-            directory_of("/var/log/app/x.log"),
-            (p("/var/log/app"), true)
-        );
-        assert_eq!(directory_of("/var/log/*/x.log"), (p("/var/log"), false));
-        assert_eq!(directory_of("/var/log/**/*.log"), (p("/var/log"), false));
-        assert_eq!(directory_of("x.log"), (p("."), true));
     }
 
     #[test]

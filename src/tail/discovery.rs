@@ -147,35 +147,38 @@ fn has_meta(component: &str) -> bool {
     component.contains(['*', '?', '['])
 }
 
-/// The existing directories to watch for the patterns: each pattern's literal prefix (the
-/// path up to the first component with a wildcard), or its nearest existing ancestor.
-/// Recursive when a wildcard sits in a directory component (`**` or `dir/*/x.log`) or the
-/// literal prefix does not exist yet.
+/// The directory a pattern's files are in, as far as it is literal: the path up to the
+/// first component with a wildcard, or the parent of a pattern without one (`.` when that
+/// is empty); and whether files in its subdirectories can match too (a wildcard before the
+/// last component: `**` or `dir/*/x.log`).
+pub fn literal_dir(pattern: &str) -> (PathBuf, bool) {
+    let path = Path::new(pattern);
+    let comps: Vec<&str> = path
+        .components()
+        .map(|c| c.as_os_str().to_str().unwrap_or(""))
+        .collect();
+    let (root, deeper) = match comps.iter().position(|c| has_meta(c)) {
+        Some(i) => (path.components().take(i).collect(), i + 1 < comps.len()),
+        None => (
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            false,
+        ),
+    };
+    if root.as_os_str().is_empty() {
+        (PathBuf::from("."), deeper)
+    } else {
+        (root, deeper)
+    }
+}
+
+/// The existing directories to watch for the patterns: each pattern's [`literal_dir`], or
+/// its nearest existing ancestor. Recursive when a wildcard sits in a directory component
+/// or the literal prefix does not exist yet.
 pub fn watch_specs(patterns: &[String]) -> Vec<WatchSpec> {
     let mut specs: Vec<WatchSpec> = Vec::new();
     for p in patterns {
         let path = Path::new(p);
-        let comps: Vec<&str> = path
-            .components()
-            .map(|c| c.as_os_str().to_str().unwrap_or(""))
-            .collect();
-        let first_meta = comps.iter().position(|c| has_meta(c));
-        let (root, mut recursive) = match first_meta {
-            Some(i) => {
-                let root: PathBuf = path.components().take(i).collect();
-                // Wildcard before the last component: subdirectories matter.
-                (root, i + 1 < comps.len())
-            }
-            None => (
-                path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                false,
-            ),
-        };
-        let mut dir = if root.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            root
-        };
+        let (mut dir, mut recursive) = literal_dir(p);
         while !dir.is_dir() {
             recursive = true;
             match dir.parent() {
@@ -199,6 +202,23 @@ pub fn watch_specs(patterns: &[String]) -> Vec<WatchSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_names_its_literal_directory() {
+        let p = PathBuf::from;
+        assert_eq!(
+            literal_dir("/var/log/app/*.log"),
+            (p("/var/log/app"), false)
+        );
+        assert_eq!(
+            literal_dir("/var/log/app/x.log"),
+            (p("/var/log/app"), false)
+        );
+        assert_eq!(literal_dir("/var/log/*/x.log"), (p("/var/log"), true));
+        assert_eq!(literal_dir("/var/log/**/*.log"), (p("/var/log"), true));
+        assert_eq!(literal_dir("x.log"), (p("."), false));
+        assert_eq!(literal_dir("*.log"), (p("."), false));
+    }
 
     #[test]
     fn exclude_matches_names_anywhere_and_paths_whole() {
