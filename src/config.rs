@@ -495,6 +495,8 @@ pub struct ExportConfig {
     pub near_dup_threshold: f64,
     /// Default output path (relative to data_dir when relative).
     pub output: PathBuf,
+    /// Also write `<stem>.ids.txt` beside each output file: the example id of each line.
+    pub ids_file: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -799,6 +801,7 @@ impl Default for ExportConfig {
             min_response_chars: 20,
             val_fraction: 0.0,
             system_prompt: String::new(),
+            ids_file: false,
             pii_patterns: Vec::new(),
             near_dup_threshold: 0.8,
             output: PathBuf::from("training_export.jsonl"),

@@ -45,6 +45,8 @@ pub struct ExportRequest {
     pub include_corrections: Option<bool>,
     pub output: Option<PathBuf>,
     pub val_fraction: Option<f64>,
+    /// `--ids`: write the ids files whatever `export.ids_file` says.
+    pub ids: bool,
     pub progress: bool,
 }
 
@@ -84,6 +86,7 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         temp_dir: cfg.state_dir().join("tmp"),
         progress: req.progress,
         config_digest: cfg.digest(),
+        ids_file: req.ids || e.ids_file,
     })
 }
 

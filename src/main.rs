@@ -84,6 +84,10 @@ enum Command {
         /// Fraction of prompts written to the validation file.
         #[arg(long)]
         val_fraction: Option<f64>,
+        /// Also write <stem>.ids.txt beside each output file: line N holds the id of the
+        /// example (or correction) line N was made from.
+        #[arg(long)]
+        ids: bool,
     },
     /// Is there enough curated data to train? Prints {"ready","current","required"};
     /// exit 0 when ready, 1 when not.
@@ -189,6 +193,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             no_corrections,
             output,
             val_fraction,
+            ids,
         } => {
             let req = datadir::ExportRequest {
                 format,
@@ -196,6 +201,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 include_corrections: if no_corrections { Some(false) } else { None },
                 output,
                 val_fraction,
+                ids,
                 progress: std::io::stderr().is_terminal(),
             };
             let report = datadir::export(&config, &req)?;

@@ -263,6 +263,30 @@ fn export_formats_pii_split_and_determinism_through_the_cli() {
     )
     .unwrap();
     assert!(manifest.to_string().contains("examples_"), "{manifest}");
+    // --ids: an id per line beside each file, naming an example that was captured.
+    assert!(first.get("ids_path").is_none(), "{first}");
+    let with_ids = run(&["--val-fraction", "0.25", "--ids"]);
+    assert_eq!(with_ids["output_sha256"], first["output_sha256"]);
+    let captured: std::collections::BTreeSet<String> = sb
+        .examples()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let ids_of = |p: &str| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let train_ids = ids_of(with_ids["ids_path"].as_str().unwrap());
+    let val_ids = ids_of(&val_path.replace(".val.jsonl", ".val.ids.txt"));
+    assert_eq!(train_ids.len(), train.len());
+    assert_eq!(val_ids.len(), val.len());
+    assert!(train_ids
+        .iter()
+        .chain(&val_ids)
+        .all(|id| captured.contains(id)));
     let (rc, _, err) = sb.cli(&["export", "--format", "csv"]);
     assert_ne!(rc, 0);
     assert!(err.contains("csv"), "{err}");
@@ -324,4 +348,16 @@ fn export_shows_progress_on_a_terminal_only() {
         "progress drawn into a pipe: {stderr}"
     );
     serde_json::from_str::<Value>(&stdout).expect("stdout stays pure JSON");
+}
+
+/// `export.ids_file = true` in the config does what `--ids` does.
+#[test]
+fn export_ids_file_from_the_config() {
+    let sb = captured(5, "[export]\nids_file = true\n");
+    let (rc, out, err) = sb.cli(&["export"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let ids = std::fs::read_to_string(report["ids_path"].as_str().unwrap()).unwrap();
+    assert_eq!(ids.lines().count(), 5, "{ids}");
+    assert!(ids.lines().all(|id| id.starts_with("train_")), "{ids}");
 }

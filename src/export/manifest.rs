@@ -174,6 +174,11 @@ pub struct Manifest {
     pub dropped: BTreeMap<String, u64>,
     pub output: OutputFile,
     pub validation: Option<OutputFile>,
+    /// The ids files (`--ids`), line for line with `output` and `validation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_ids: Option<OutputFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_ids: Option<OutputFile>,
 }
 
 /// Where the manifest of `output` goes.

@@ -115,6 +115,8 @@ pub struct ExportOptions {
     pub progress: bool,
     /// Recorded in the manifest.
     pub config_digest: String,
+    /// Also write [`split::ids_path`] of each output file: the id each line was made from.
+    pub ids_file: bool,
 }
 
 impl Default for ExportOptions {
@@ -134,6 +136,7 @@ impl Default for ExportOptions {
             temp_dir: std::env::temp_dir(),
             progress: false,
             config_digest: String::new(),
+            ids_file: false,
         }
     }
 }
@@ -178,6 +181,9 @@ pub struct ExportReport {
     /// KTO only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
+    /// With `--ids`: the training set's ids file (the validation set's is beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids_path: Option<String>,
 }
 
 /// Builds the training set described by `opts` from `inputs` into `output`.
@@ -554,6 +560,16 @@ pub(crate) fn run(
         Some(p) => Some(manifest::AtomicFile::create(p)?),
         None => None,
     };
+    // Line for line with the train and validation files: the id each line was made from.
+    let mut ids = [
+        opts.ids_file
+            .then(|| manifest::AtomicFile::create(&split::ids_path(output)))
+            .transpose()?,
+        match (&val_path, opts.ids_file) {
+            (Some(p), true) => Some(manifest::AtomicFile::create(&split::ids_path(p))?),
+            _ => None,
+        },
+    ];
     let mut labels = Labels::default();
     let mut fetcher = prepare::Fetcher::new(example_files);
     // Lines are rendered here in batches; a writer thread hashes and writes them (the
@@ -619,6 +635,9 @@ pub(crate) fn run(
                 );
                 batches[i].push(b'\n');
                 lines[i] += 1;
+                if let Some(f) = &mut ids[i] {
+                    f.write_line(c.rank.id.as_bytes())?;
+                }
                 match c.label {
                     Some(true) => labels.desirable += 1,
                     Some(false) => labels.undesirable += 1,
@@ -651,6 +670,9 @@ pub(crate) fn run(
         Some(v) => Some(v.commit()?),
         None => None,
     };
+    let [train_ids, val_ids] = ids;
+    let train_ids = train_ids.map(manifest::AtomicFile::commit).transpose()?;
+    let val_ids = val_ids.map(manifest::AtomicFile::commit).transpose()?;
     let after_filtering = train_file.lines + val_file.as_ref().map_or(0, |v| v.lines);
     let mpath = manifest_path(output);
     let m = manifest::Manifest {
@@ -681,6 +703,8 @@ pub(crate) fn run(
         dropped: counts.dropped.clone(),
         output: train_file.clone(),
         validation: val_file.clone(),
+        output_ids: train_ids.clone(),
+        validation_ids: val_ids,
     };
     manifest::write_manifest(&mpath, &m)?;
     pb.finish_and_clear();
@@ -695,6 +719,7 @@ pub(crate) fn run(
         validation_count: val_file.as_ref().map_or(0, |v| v.lines),
         manifest_path: mpath.display().to_string(),
         output_sha256: train_file.sha256,
+        ids_path: train_ids.map(|f| f.path),
         unreadable_lines: counts.unreadable,
         labels: (opts.format == Format::Kto).then_some(labels),
     })

@@ -21,11 +21,21 @@ pub fn is_validation(prompt: &str, val_fraction: f64) -> bool {
 
 /// The validation file that goes with `output`.
 pub fn validation_path(output: &Path) -> PathBuf {
-    let stem = output
+    output.with_file_name(format!("{}.val.jsonl", stem(output)))
+}
+
+/// The ids file that goes with an output file (the training or the validation set):
+/// `<stem>.ids.txt`, line N holding the id of the record line N was made from.
+pub fn ids_path(output: &Path) -> PathBuf {
+    output.with_file_name(format!("{}.ids.txt", stem(output)))
+}
+
+/// The file name without its last extension.
+fn stem(output: &Path) -> String {
+    output
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "training_export".into());
-    output.with_file_name(format!("{stem}.val.jsonl"))
+        .unwrap_or_else(|| "training_export".into())
 }
 
 #[cfg(test)]
@@ -41,6 +51,10 @@ mod tests {
         assert_eq!(
             validation_path(Path::new("out")),
             Path::new("out.val.jsonl")
+        );
+        assert_eq!(
+            ids_path(Path::new("/d/training_export.val.jsonl")),
+            Path::new("/d/training_export.val.ids.txt")
         );
         let n = (0..2000)
             .filter(|i| is_validation(&format!("prompt number {i}"), 0.1))

@@ -557,6 +557,73 @@ fn export_is_byte_identical_and_splits_by_prompt() {
     assert!(train.iter().all(|p| !val.contains(p)));
 }
 
+/// `--ids`: beside each output file, line N of `<stem>.ids.txt` is the id of the record line
+/// N was made from (its prompt, scrubbed as export scrubs it, is the line's prompt); the
+/// output itself is the same as without it, and the manifest lists the ids files.
+#[test]
+fn export_ids_files_name_the_record_of_each_line() {
+    let f = fixture();
+    // Every record's prompt and user, by id: examples and corrections.
+    let mut records: std::collections::HashMap<String, (String, Option<String>)> =
+        Default::default();
+    for path in f.inputs.examples.iter().chain(&f.inputs.corrections) {
+        for line in fs::read_to_string(path).unwrap().lines() {
+            // (A torn last line of an open segment is not a record.)
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let prompt = v.get("prompt").or_else(|| v.get("original_prompt"));
+            let user = v["metadata"]["user_id"].as_str().map(String::from);
+            if let (Some(id), Some(prompt)) = (v["id"].as_str(), prompt.and_then(Value::as_str)) {
+                records.insert(id.into(), (prompt.into(), user));
+            }
+        }
+    }
+    for format in [Format::PromptResponse, Format::Dpo] {
+        let mut o = opts(&f, format);
+        o.val_fraction = 0.3;
+        let (plain, _) = run_export(&f, &o, &format!("plain-{format}.jsonl"));
+        assert_eq!(plain.ids_path, None);
+        o.ids_file = true;
+        let (rep, _) = run_export(&f, &o, &format!("ids-{format}.jsonl"));
+        assert_eq!(rep.output_sha256, plain.output_sha256, "{format}");
+        let scrubber = pii::Scrubber::new(&o.pii_patterns, &o.pseudonym_key);
+        let outputs = [Some(rep.output_path.clone()), rep.validation_path.clone()];
+        let mut lines_seen = 0;
+        for out in outputs.iter().flatten() {
+            let out = Path::new(out);
+            let ids = fs::read_to_string(split::ids_path(out)).unwrap();
+            let ids: Vec<&str> = ids.lines().collect();
+            let lines = read_lines(out);
+            assert_eq!(ids.len(), lines.len(), "{format} {}", out.display());
+            for (id, line) in ids.iter().zip(&lines) {
+                let (prompt, user) = records
+                    .get(*id)
+                    .unwrap_or_else(|| panic!("{format}: {id} names no record"));
+                assert_eq!(
+                    line["prompt"],
+                    scrubber.scrub(prompt, user.as_deref()),
+                    "{format}: {id}"
+                );
+            }
+            lines_seen += lines.len();
+        }
+        assert_eq!(lines_seen as u64, rep.after_filtering);
+        assert!(
+            lines_seen > 0 && rep.validation_count > 0,
+            "{format}: {rep:?}"
+        );
+        let ids_path = split::ids_path(Path::new(&rep.output_path));
+        assert_eq!(rep.ids_path.as_deref(), ids_path.to_str());
+        let manifest: Value = serde_json::from_str(
+            &fs::read_to_string(manifest::manifest_path(Path::new(&rep.output_path))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["output_ids"]["lines"], rep.train_count);
+        assert_eq!(manifest["validation_ids"]["lines"], rep.validation_count);
+    }
+}
+
 #[test]
 fn export_kto_split_keeps_a_prompt_in_one_file() {
     let f = fixture();
