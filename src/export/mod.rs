@@ -561,15 +561,12 @@ pub(crate) fn run(
         None => None,
     };
     // Line for line with the train and validation files: the id each line was made from.
-    let mut ids = [
-        opts.ids_file
-            .then(|| manifest::AtomicFile::create(&split::ids_path(output)))
-            .transpose()?,
-        match (&val_path, opts.ids_file) {
-            (Some(p), true) => Some(manifest::AtomicFile::create(&split::ids_path(p))?),
-            _ => None,
-        },
-    ];
+    let ids_for = |out: Option<&Path>| {
+        out.filter(|_| opts.ids_file)
+            .map(|out| manifest::AtomicFile::create(&split::ids_path(out)))
+            .transpose()
+    };
+    let mut ids = [ids_for(Some(output))?, ids_for(val_path.as_deref())?];
     let mut labels = Labels::default();
     let mut fetcher = prepare::Fetcher::new(example_files);
     // Lines are rendered here in batches; a writer thread hashes and writes them (the
