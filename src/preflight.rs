@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::tail::discovery::literal_dir;
+use crate::tail::rotated::rotated_dir;
 use std::path::PathBuf;
 
 /// Warnings for paths in `cfg` that point at nothing, in config order.
@@ -25,14 +26,12 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
         }
     }
     for (i, rotated) in cfg.input.rotated_dirs.iter().enumerate() {
-        let missing: Vec<PathBuf> = if rotated.is_absolute() {
+        let mut missing: Vec<PathBuf> = if rotated.is_absolute() {
             vec![rotated.clone()]
         } else {
-            log_dirs.iter().map(|d| d.join(rotated)).collect()
-        }
-        .into_iter()
-        .filter(|d| !d.is_dir())
-        .collect();
+            log_dirs.iter().map(|d| rotated_dir(d, rotated)).collect()
+        };
+        missing.retain(|d| !d.is_dir());
         for dir in missing {
             out.push(format!(
                 "input.rotated_dirs[{i}] = {:?}: {} is not a directory; files logrotate \

@@ -377,6 +377,19 @@ fn grow_tmpfs(dir: &std::path::Path) {
     assert!(grow.success());
 }
 
+/// Starts the daemon and writes `n` lines into logs/app.log, more than the small tmpfs under
+/// data/ holds, until its writes fail and intake pauses.
+fn paused_by_a_full_disk(sb: &Sandbox, tag: &str, n: usize) -> Running {
+    let mut d = sb.start();
+    let lines: Vec<String> = (0..n).map(|i| interaction_line(tag, i)).collect();
+    append_lines(&sb.path("logs/app.log"), &lines);
+    wait_until(T, "backpressure", || {
+        sb.daemon_log().contains("intake paused")
+    });
+    assert!(d.is_running(), "the daemon died on a full disk");
+    d
+}
+
 /// A real full disk: a small tmpfs under data/ (where mounting is not allowed the test says
 /// so and checks nothing else).
 #[test]
@@ -386,17 +399,7 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
     let Some(_unmount) = small_tmpfs(&data, "the injected-failure tests in src/segment") else {
         return;
     };
-    let mut d = sb.start();
-    append_lines(
-        &sb.path("logs/app.log"),
-        &(0..300)
-            .map(|i| interaction_line("f", i))
-            .collect::<Vec<_>>(),
-    );
-    wait_until(T, "backpressure", || {
-        sb.daemon_log().contains("intake paused")
-    });
-    assert!(d.is_running(), "the daemon died on a full disk");
+    let d = paused_by_a_full_disk(&sb, "f", 300);
     std::thread::sleep(Duration::from_millis(500));
     assert!(sb.examples().len() < 300);
     grow_tmpfs(&data);
@@ -466,12 +469,7 @@ fn a_file_created_and_rotated_away_during_a_pause_is_read_once_space_returns() {
     let Some(_unmount) = small_tmpfs(&data, "nothing else") else {
         return;
     };
-    let mut d = sb.start();
-    let first: Vec<String> = (0..300).map(|i| interaction_line("p", i)).collect();
-    append_lines(&sb.path("logs/app.log"), &first);
-    wait_until(T, "backpressure", || {
-        sb.daemon_log().contains("intake paused")
-    });
+    let mut d = paused_by_a_full_disk(&sb, "p", 300);
     let next = sb.path("logs/next.log");
     let second: Vec<String> = (0..20).map(|i| interaction_line("q", i)).collect();
     append_lines(&next, &second);

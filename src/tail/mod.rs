@@ -51,7 +51,7 @@ mod compressed;
 pub mod discovery;
 pub mod identity;
 pub mod reader;
-mod rotated;
+pub(crate) mod rotated;
 pub mod watch;
 
 pub use discovery::WatchSpec;
@@ -732,21 +732,20 @@ impl Tailer {
     /// the globs, at most once per `min_interval`, and opens the files found, reading
     /// nothing. A file created and then rotated out of the globs during a long pause is then
     /// held open and read when intake resumes, like any file renamed away while open;
-    /// unseen, it would be lost. Returns whether it scanned.
-    pub fn discover_only(&mut self, min_interval: Duration) -> bool {
+    /// unseen, it would be lost.
+    pub fn discover_only(&mut self, min_interval: Duration) {
         let now = Instant::now();
         if self
             .last_scan
             .is_some_and(|t| now.duration_since(t) < min_interval)
         {
-            return false;
+            return;
         }
         // A poll of its own: what it finds is in the snapshots of later polls.
         self.polls += 1;
         self.discover(now);
         self.last_scan = Some(now);
         self.admit_waiting();
-        true
     }
 
     /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines

@@ -91,15 +91,19 @@ impl Listings {
     }
 }
 
-/// The log's directory, then each of `rotated_dirs` (`join` keeps an absolute one as it is),
-/// each once: `.` and `./old` name the directories they name, not new ones to list again.
+/// Where an `input.rotated_dirs` entry points for logs in `log_dir`: relative entries are
+/// read against it, as logrotate reads `olddir` (`join` keeps an absolute one as it is).
+/// `.` and `./old` name the directories they name (`components` drops an inner `.`).
+pub(crate) fn rotated_dir(log_dir: &Path, entry: &Path) -> PathBuf {
+    log_dir.join(entry).components().collect()
+}
+
+/// The log's directory, then each of `rotated_dirs`, each once.
 fn search_dirs(log_dir: &Path, rotated_dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::with_capacity(rotated_dirs.len() + 1);
-    let candidates =
-        std::iter::once(log_dir.to_path_buf()).chain(rotated_dirs.iter().map(|d| log_dir.join(d)));
+    let candidates = std::iter::once(log_dir.components().collect())
+        .chain(rotated_dirs.iter().map(|d| rotated_dir(log_dir, d)));
     for dir in candidates {
-        // (`components` drops the `.` inside a path.)
-        let dir: PathBuf = dir.components().collect();
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
