@@ -7,6 +7,13 @@
 //! before `offset` (see `identity`), checked on resume. `path` is informational: identity is
 //! `dev` + `inode` + `fingerprint`.
 //!
+//! A file seen only before it had a complete first line (logrotate's `create` leaves it
+//! empty) has no fingerprint yet; it is saved by `dev` + `inode` alone, with
+//! `"awaiting_first_line":true`, offset 0 and an all-zero fingerprint (so a reader that
+//! does not know the flag takes it for a position no file's content matches). After a
+//! restart such an entry finds the file renamed out of the globs by its inode, and everything
+//! in it is new.
+//!
 //! Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash leaves
 //! either the old or the new file, never a torn one. A leftover temp file is an interrupted
 //! write; the old file is still consistent and is preferred. A file that cannot be parsed
@@ -38,11 +45,34 @@ pub struct Entry {
     pub marker: String,
     #[serde(default)]
     pub marker_len: u32,
+    /// The file had no complete first line when it was saved: known by `dev` + `inode` only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_first_line: bool,
 }
 
 impl Entry {
-    /// The fingerprint as bytes, if well formed.
+    /// The position of a file without a complete first line yet (see the module
+    /// documentation): everything in it is unread.
+    pub fn awaiting_first_line(dev: u64, inode: u64, path: String, updated: u64) -> Entry {
+        Entry {
+            dev,
+            inode,
+            fingerprint: hex(&[0u8; 16]),
+            path,
+            offset: 0,
+            updated,
+            marker: String::new(),
+            marker_len: 0,
+            awaiting_first_line: true,
+        }
+    }
+
+    /// The first-line fingerprint the saved content has, if well formed; `None` for an entry
+    /// awaiting its first line, which no content matches.
     pub fn fingerprint_bytes(&self) -> Option<[u8; 16]> {
+        if self.awaiting_first_line {
+            return None;
+        }
         parse_hex16(&self.fingerprint)
     }
 
@@ -60,6 +90,7 @@ impl Entry {
             && self.offset == other.offset
             && self.marker == other.marker
             && self.marker_len == other.marker_len
+            && self.awaiting_first_line == other.awaiting_first_line
     }
 
     /// Sets the marker fields.
@@ -91,7 +122,11 @@ fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     if doc.version != VERSION {
         return Err(format!("unsupported checkpoint version {}", doc.version));
     }
-    if let Some(bad) = doc.files.iter().find(|e| e.fingerprint_bytes().is_none()) {
+    if let Some(bad) = doc
+        .files
+        .iter()
+        .find(|e| parse_hex16(&e.fingerprint).is_none())
+    {
         return Err(format!("malformed fingerprint {:?}", bad.fingerprint));
     }
     Ok(doc.files)
@@ -181,6 +216,7 @@ mod tests {
             updated: 5,
             marker: String::new(),
             marker_len: 0,
+            awaiting_first_line: false,
         }
     }
 

@@ -474,6 +474,7 @@ mod tests {
                 updated: 0,
                 marker: String::new(),
                 marker_len: 0,
+                awaiting_first_line: false,
             };
             let before = &bytes[(offset as usize).saturating_sub(64)..offset as usize];
             start.set_marker(before.len() as u32, &identity::marker_hash(before));

@@ -27,7 +27,10 @@
 //! very first start. A file that cannot be told apart yet is not read until it can: one
 //! without a complete first line (logrotate's copytruncate creates its copy empty and then
 //! fills it), or one with the first line of an open file, shorter than that file's read
-//! position and equal to its bytes so far (a copy still being written). Settled before
+//! position and equal to its bytes so far (a copy still being written). Until then it is
+//! checkpointed by dev + inode alone ([`checkpoint::Entry::awaiting_first_line`]): after a
+//! restart it is settled the same way, never read from its end under `ignore_older`, and
+//! found by its inode if it was renamed out of the globs meanwhile. Settled before
 //! any file is read in a poll, so an original truncated meanwhile is still compared in the
 //! state it was read in. Limitation: bytes written to an original after its last read are
 //! in both it and a copy made before the truncation; if the copy matches the globs and is
@@ -301,7 +304,7 @@ impl Tracked {
             "file truncated or rewritten; reading it again from the start"
         );
         counters.files_truncated += 1;
-        lost.extend(self.entry_here());
+        lost.extend(self.entry_here().filter(|e| !e.awaiting_first_line));
         self.reader = Reader::new(0);
         self.fp = None;
         self.id = None;
@@ -310,9 +313,21 @@ impl Tracked {
     }
 
     /// The checkpoint entry for what was handed out so far (the reader's offset), with its
-    /// marker (computed once per offset); `None` before the file has an identity.
+    /// marker (computed once per offset). Before the file has an identity (no complete first
+    /// line yet, or a possible copy not decided yet), an entry by dev + inode alone: should
+    /// the daemon stop and the file be rotated out of the globs before it starts again, a
+    /// restart still finds it, by its inode (see [`rotated::find_same_inode`]).
     fn entry_here(&mut self) -> Option<Entry> {
-        let id = self.id.clone()?;
+        let Some(id) = self.id.clone() else {
+            return (self.reader.offset() == 0).then(|| {
+                Entry::awaiting_first_line(
+                    self.dev,
+                    self.inode,
+                    self.path.to_string_lossy().into_owned(),
+                    self.seen_unix,
+                )
+            });
+        };
         let offset = self.reader.offset();
         let (len, hash) = match self.marker_cache {
             Some((o, len, hash)) if o == offset => (len, hash),
@@ -345,6 +360,7 @@ impl Tracked {
             updated: self.seen_unix,
             marker: String::new(),
             marker_len: 0,
+            awaiting_first_line: false,
         }
     }
 }
@@ -456,16 +472,20 @@ fn sort_entries(entries: &mut [Entry]) {
 }
 
 /// Adds to `entries` (sorted as checkpoints are) the discovered content it has no entry for
-/// (an entry for other content in the same inode does not count).
+/// (an entry for other content in the same inode does not count). A file found before its
+/// first line was complete adds nothing to an entry of its inode: that entry is the file
+/// since it got its first line.
 fn with_discovered(entries: &mut Vec<Entry>, discovered: &[(u64, Entry)]) {
     let known: HashSet<(u64, u64, &str)> = entries
         .iter()
         .map(|e| (e.dev, e.inode, e.fingerprint.as_str()))
         .collect();
+    let inodes: HashSet<(u64, u64)> = entries.iter().map(|e| (e.dev, e.inode)).collect();
     let missing: Vec<Entry> = discovered
         .iter()
         .map(|(_, d)| d)
         .filter(|d| !known.contains(&(d.dev, d.inode, d.fingerprint.as_str())))
+        .filter(|d| !(d.awaiting_first_line && inodes.contains(&(d.dev, d.inode))))
         .cloned()
         .collect();
     let before = entries.len();
@@ -896,7 +916,10 @@ impl Tailer {
             let Some(v) = self.saved.remove(&key) else {
                 continue;
             };
-            let other = |e: &Entry| own.is_none_or(|h| e.fingerprint_bytes() != Some(h));
+            // (An entry from before the file had a first line is this file: not lost content.)
+            let other = |e: &Entry| {
+                !e.awaiting_first_line && own.is_none_or(|h| e.fingerprint_bytes() != Some(h))
+            };
             self.stale_saved.extend(v.into_iter().filter(other));
         }
         if !self.waiting.is_empty() && !self.budget_short {
@@ -1254,9 +1277,12 @@ impl Tailer {
                 .copy_of_open_file(&file, size, fp, &f.path)
                 .or_else(|| self.copy_of_saved(&file, size, fp, (dev, inode), &f.path));
         }
+        // Seen before, with no complete first line: everything in it came since.
+        let seen_unread = candidates.iter().any(|e| e.awaiting_first_line);
         // New to the tailer and not modified within `ignore_older`: only what is appended.
         let old = start.is_none()
             && fp.is_some()
+            && !seen_unread
             && self.opts.ignore_older.is_some_and(|d| {
                 md.modified()
                     .is_ok_and(|m| m + d < std::time::SystemTime::now())
@@ -1271,7 +1297,7 @@ impl Tailer {
                 None => true,
                 Some(fp) => self.copy_in_progress(&file, size, fp),
             };
-        if start.is_none() && !candidates.is_empty() {
+        if start.is_none() && candidates.iter().any(|e| !e.awaiting_first_line) {
             tracing::info!(
                 path = %f.path.display(),
                 "inode has a saved position for other content (reused inode or replaced file); reading it as a new file"
@@ -1308,7 +1334,8 @@ impl Tailer {
             awaiting,
             now_unix,
         ));
-        if (start.is_none() || rewritten) && !awaiting {
+        // Undecided ones by their inode (see `Tracked::entry_here`).
+        if start.is_none() || rewritten {
             let polls = self.polls;
             self.discovered
                 .extend(self.files.last_mut().and_then(|t| t.discovery(polls)));
@@ -1492,12 +1519,18 @@ impl Tailer {
             .saved
             .iter()
             .filter(|(key, _)| !self.last_found.contains(key))
-            .flat_map(|(_, v)| v)
+            // A position from before the first line was complete says nothing an entry of
+            // the same inode with an identity does not say better.
+            .flat_map(|(_, v)| {
+                let identified = v.iter().any(|e| !e.awaiting_first_line);
+                v.iter()
+                    .filter(move |e| !(identified && e.awaiting_first_line))
+            })
             .chain(&self.stale_saved)
             .filter(|e| !self.searched.contains(&search_key(e)))
             .cloned()
             .collect();
-        let more = todo.len() > SEARCHES_PER_POLL;
+        let mut more = todo.len() > SEARCHES_PER_POLL;
         todo.truncate(SEARCHES_PER_POLL);
         let now_unix = unix_now();
         let mut listings = rotated::Listings::default();
@@ -1507,6 +1540,28 @@ impl Tailer {
             let skip = |dev, inode| {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
             };
+            if e.awaiting_first_line {
+                let Some((file, md, path)) =
+                    rotated::find_same_inode(&e, &self.opts.rotated_dirs, &skip, &mut listings)
+                else {
+                    continue;
+                };
+                tracing::info!(
+                    saved = %e.path,
+                    path = %path.display(),
+                    "a file seen before it had a complete first line was found rotated out of input.paths; reading it from its start"
+                );
+                // Undecided, as when it was saved: the next poll settles it as any file found
+                // without a first line is settled (a copy of another file continues at that
+                // file's position; otherwise it is new, and read from 0).
+                let mut t = Tracked::opened(file, &md, path, None, 0, true, now_unix);
+                t.gone_since = Some(now);
+                self.counters.files_resumed += 1;
+                self.files.push(t);
+                self.forget_saved(&e);
+                more = true;
+                continue;
+            }
             let Some(found) = rotated::find(&e, &self.opts.rotated_dirs, &skip, &mut listings)
             else {
                 continue;
@@ -1550,17 +1605,21 @@ impl Tailer {
                     }
                 }
             }
-            // The position now lives on in what reads on from it.
-            let key = (e.dev, e.inode);
-            if let Some(v) = self.saved.get_mut(&key) {
-                v.retain(|s| s != &e);
-                if v.is_empty() {
-                    self.saved.remove(&key);
-                }
-            }
-            self.stale_saved.retain(|s| s != &e);
+            self.forget_saved(&e);
         }
         more
+    }
+
+    /// Drops a saved position found again: it now lives on in what reads on from it.
+    fn forget_saved(&mut self, e: &Entry) {
+        let key = (e.dev, e.inode);
+        if let Some(v) = self.saved.get_mut(&key) {
+            v.retain(|s| s != e);
+            if v.is_empty() {
+                self.saved.remove(&key);
+            }
+        }
+        self.stale_saved.retain(|s| s != e);
     }
 
     /// One pass over the compressed rotations being read; those read to their end (or that

@@ -14,6 +14,10 @@
 //!    whose decompressed first line is the saved one (`compress` without `delaycompress`):
 //!    read by [`super::compressed`], which checks the bytes before the saved offset.
 //!
+//! A position saved before its file had a complete first line (an empty file, as logrotate's
+//! `create` leaves it) has no first line to compare: it is found by its inode alone, in the
+//! same directories, uncompressed ([`find_same_inode`]), and everything in it is new.
+//!
 //! Files the globs match, and files already open, are left to the tailer's scan.
 
 use super::checkpoint::Entry;
@@ -178,6 +182,33 @@ pub(super) fn find(
     Some(Found::Compressed { file, path, codec })
 }
 
+/// Searches where [`find`] searches for the file of a position saved before the file had a
+/// complete first line (`e.awaiting_first_line`): it can be known by its inode only. A
+/// compressed file that got the inode number since is not it.
+pub(super) fn find_same_inode(
+    e: &Entry,
+    rotated_dirs: &[PathBuf],
+    skip: &dyn Fn(u64, u64) -> bool,
+    listings: &mut Listings,
+) -> Option<(File, Metadata, PathBuf)> {
+    let dir = Path::new(&e.path).parent()?;
+    for dir in &search_dirs(dir, rotated_dirs) {
+        for f in listings.of(dir) {
+            if (f.dev, f.inode) != (e.dev, e.inode) || skip(f.dev, f.inode) {
+                continue;
+            }
+            let Ok(file) = File::open(&f.path) else {
+                continue;
+            };
+            let Ok(md) = file.metadata() else { continue };
+            if (md.dev(), md.ino()) == (e.dev, e.inode) && Codec::of(&file).is_none() {
+                return Some((file, md, f.path.clone()));
+            }
+        }
+    }
+    None
+}
+
 /// `path` as an uncompressed file holding `e`'s content up to its offset.
 fn plain(e: &Entry, fp: [u8; 16], path: PathBuf, same_inode: bool) -> Option<Found> {
     let file = File::open(&path).ok()?;
@@ -237,6 +268,7 @@ mod tests {
             updated: 0,
             marker: String::new(),
             marker_len: 0,
+            awaiting_first_line: false,
         }
     }
 

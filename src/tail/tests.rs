@@ -1869,3 +1869,100 @@ mod model {
         }
     }
 }
+
+/// Found empty, as logrotate's `create` leaves a log; the daemon commits what each poll
+/// found (as it does) and then dies before the file's first line is read.
+fn seen_only_empty(e: &Env, pattern: &str) -> TailOptions {
+    append(&e.p("app.log"), b"");
+    let opts = e.opts(pattern);
+    let mut t = Tailer::open(opts.clone()).expect("open");
+    assert!(drain(&mut t).is_empty());
+    assert!(t.commit_discoveries().expect("commit discoveries"));
+    opts
+}
+
+#[test]
+fn a_file_seen_only_empty_and_rotated_out_of_the_globs_while_stopped_is_read_from_its_start() {
+    let e = env();
+    let opts = seen_only_empty(&e, "*.log");
+    let saved = match checkpoint::load(&e.state, 0).expect("load") {
+        Loaded::Entries(v) => v,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(saved.len(), 1);
+    assert!(saved[0].awaiting_first_line, "{saved:?}");
+    append(&e.p("app.log"), b"a\nb\n");
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    append(&e.p("app.log"), b"c\n");
+    let mut t = Tailer::open(opts.clone()).expect("reopen");
+    let mut got = texts(&drain(&mut t));
+    // Found by its inode in one poll, settled (new content, from 0) in the next.
+    got.extend(texts(&drain(&mut t)));
+    got.sort();
+    assert_eq!(got, strs(&["a", "b", "c"]));
+    assert_eq!(t.counters().files_resumed, 1);
+    // Known by its first line now: a checkpoint and a restart read nothing again.
+    assert!(drain(&mut t).is_empty());
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    let mut t = Tailer::open(opts).expect("reopen");
+    assert!(drain(&mut t).is_empty());
+    assert!(drain(&mut t).is_empty());
+}
+
+#[test]
+fn a_file_seen_only_empty_is_read_from_its_start_even_if_written_before_ignore_older() {
+    let e = env();
+    let mut opts = seen_only_empty(&e, "*.log");
+    opts.ignore_older = Some(Duration::from_secs(60));
+    append(&e.p("app.log"), b"a\nb\n");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(e.p("app.log"))
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("set mtime");
+    // Not seen before, the same file would count as old: only what is appended.
+    append(&e.p("other.log"), b"x\n");
+    File::options()
+        .write(true)
+        .open(e.p("other.log"))
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("set mtime");
+    let mut t = Tailer::open(opts).expect("reopen");
+    let mut got = texts(&drain(&mut t));
+    got.extend(texts(&drain(&mut t)));
+    assert_eq!(got, strs(&["a", "b"]));
+}
+
+#[test]
+fn a_position_without_a_first_line_gives_way_to_one_with_it_for_the_same_file() {
+    // Both kinds of entry for one inode (the file got its first line after the first was
+    // written): the one with the identity decides, so nothing is read twice.
+    let e = env();
+    append(&e.p("app.log"), b"a\nb\n");
+    let opts = e.opts("*.log");
+    let mut t = Tailer::open(opts.clone()).expect("open");
+    assert_eq!(drain(&mut t).len(), 2);
+    t.commit_checkpoint().expect("commit");
+    drop(t);
+    let mut saved = match checkpoint::load(&e.state, 0).expect("load") {
+        Loaded::Entries(v) => v,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(saved.len(), 1);
+    let s = &saved[0];
+    saved.push(Entry::awaiting_first_line(
+        s.dev,
+        s.inode,
+        s.path.clone(),
+        s.updated,
+    ));
+    checkpoint::store(&e.state, &saved).expect("store");
+    append(&e.p("app.log"), b"c\n");
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    let mut t = Tailer::open(opts).expect("reopen");
+    let mut got = texts(&drain(&mut t));
+    got.extend(texts(&drain(&mut t)));
+    assert_eq!(got, strs(&["c"]));
+}
