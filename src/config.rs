@@ -497,6 +497,10 @@ pub struct ExportConfig {
     pub output: PathBuf,
     /// Also write `<stem>.ids.txt` beside each output file: the example id of each line.
     pub ids_file: bool,
+    /// Evaluation sets (JSON lines, any shape): examples sharing a run of
+    /// `decontaminate_ngram` words with one of their texts are left out.
+    pub decontaminate: Vec<PathBuf>,
+    pub decontaminate_ngram: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -802,6 +806,8 @@ impl Default for ExportConfig {
             val_fraction: 0.0,
             system_prompt: String::new(),
             ids_file: false,
+            decontaminate: Vec::new(),
+            decontaminate_ngram: crate::export::decontaminate::DEFAULT_NGRAM_WORDS,
             pii_patterns: Vec::new(),
             near_dup_threshold: 0.8,
             output: PathBuf::from("training_export.jsonl"),
@@ -956,6 +962,15 @@ impl Config {
                 ),
             ));
         }
+        if !(5..=50).contains(&self.export.decontaminate_ngram) {
+            return Err(err(
+                &["export", "decontaminate_ngram"],
+                format!(
+                    "export.decontaminate_ngram must be 5 to 50 words, not {}",
+                    self.export.decontaminate_ngram
+                ),
+            ));
+        }
         if !(self.export.near_dup_threshold > 0.0 && self.export.near_dup_threshold <= 1.0) {
             return Err(err(
                 &["export", "near_dup_threshold"],
@@ -995,6 +1010,7 @@ impl Config {
         };
         self.data_dir = abs(&self.data_dir);
         self.spool.dir = abs(&self.spool.dir);
+        self.export.decontaminate = self.export.decontaminate.iter().map(|p| abs(p)).collect();
         if self.export.output.is_relative() {
             self.export.output = self.data_dir.join(&self.export.output);
         }

@@ -47,6 +47,8 @@ pub struct ExportRequest {
     pub val_fraction: Option<f64>,
     /// `--ids`: write the ids files whatever `export.ids_file` says.
     pub ids: bool,
+    /// `--decontaminate`: evaluation sets besides `export.decontaminate`.
+    pub decontaminate: Vec<PathBuf>,
     pub progress: bool,
 }
 
@@ -87,6 +89,13 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         progress: req.progress,
         config_digest: cfg.digest(),
         ids_file: req.ids || e.ids_file,
+        decontaminate: e
+            .decontaminate
+            .iter()
+            .chain(&req.decontaminate)
+            .cloned()
+            .collect(),
+        decontaminate_ngram: e.decontaminate_ngram,
     })
 }
 

@@ -88,6 +88,11 @@ enum Command {
         /// example (or correction) line N was made from.
         #[arg(long)]
         ids: bool,
+        /// Leave out examples that share a run of export.decontaminate_ngram words (12) with
+        /// a text of this evaluation set (JSON lines, any shape; repeatable; besides
+        /// export.decontaminate).
+        #[arg(long, value_name = "PATH")]
+        decontaminate: Vec<PathBuf>,
     },
     /// Is there enough curated data to train? Prints {"ready","current","required"};
     /// exit 0 when ready, 1 when not.
@@ -194,6 +199,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             output,
             val_fraction,
             ids,
+            decontaminate,
         } => {
             let req = datadir::ExportRequest {
                 format,
@@ -202,6 +208,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 output,
                 val_fraction,
                 ids,
+                decontaminate,
                 progress: std::io::stderr().is_terminal(),
             };
             let report = datadir::export(&config, &req)?;

@@ -361,3 +361,62 @@ fn export_ids_file_from_the_config() {
     assert_eq!(ids.lines().count(), 5, "{ids}");
     assert!(ids.lines().all(|id| id.starts_with("train_")), "{ids}");
 }
+
+/// `export.decontaminate` (relative to the config file) and `--decontaminate` leave out
+/// examples that share a run of words with an evaluation set.
+#[test]
+fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command_line() {
+    let sb = captured(10, "[export]\ndecontaminate = [\"eval/golden.jsonl\"]\n");
+    let field = |i: usize, key: &str| -> String {
+        serde_json::from_str::<Value>(&distinct_line(i)).unwrap()[key]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    std::fs::create_dir_all(sb.path("eval")).unwrap();
+    // A benchmark item asking example 3's question, worded in other case.
+    let golden = serde_json::json!({"question": field(3, "query").to_uppercase(), "answer": "A"});
+    std::fs::write(sb.path("eval/golden.jsonl"), format!("{golden}\n")).unwrap();
+    // Plain text lines holding example 7's answer.
+    std::fs::write(sb.path("held_out.txt"), field(7, "response") + "\n").unwrap();
+    let out = sb.path("out.jsonl");
+    let export = |extra: &[&str]| -> (Value, String) {
+        let mut args = vec!["export", "--output", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (rc, o, e) = sb.cli(&args);
+        assert_eq!(rc, 0, "{o}{e}");
+        (
+            serde_json::from_str(&o).unwrap(),
+            std::fs::read_to_string(&out).unwrap(),
+        )
+    };
+    let (report, text) = export(&[]);
+    assert_eq!(report["after_filtering"], 9, "{report}");
+    assert_eq!(report["dropped"]["eval_contamination"], 1, "{report}");
+    assert!(!text.contains(&field(3, "query")), "{text}");
+    let held_out = sb.path("held_out.txt");
+    let (report, text) = export(&["--decontaminate", held_out.to_str().unwrap()]);
+    assert_eq!(report["after_filtering"], 8, "{report}");
+    assert_eq!(report["dropped"]["eval_contamination"], 2, "{report}");
+    assert!(!text.contains(&field(7, "query")), "{text}");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(report["manifest_path"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let sets = manifest["options"]["decontamination"]["eval_sets"].to_string();
+    assert!(
+        sets.contains("golden.jsonl") && sets.contains("held_out.txt"),
+        "{sets}"
+    );
+    // A missing evaluation set is an error that names it, not a silently unfiltered set.
+    let (rc, _, err) = sb.cli(&["export", "--decontaminate", "nowhere.jsonl"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("nowhere.jsonl"), "{err}");
+    std::fs::write(sb.config_path(), "[export]\ndecontaminate_ngram = 2\n").unwrap();
+    let (rc, _, err) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(
+        err.contains(":2:") && err.contains("decontaminate_ngram"),
+        "{err}"
+    );
+}

@@ -10,13 +10,15 @@
 //! 3. The seed's filters: `not_included` (`include_in_training` false), `low_relevance`
 //!    (below `min_quality`; corrections count as high, as in the seed), `short_prompt`,
 //!    `short_response` (fewer characters than the minimum, counted before scrubbing, as the
-//!    seed counts them).
+//!    seed counts them), `eval_contamination` (shares a run of words with an evaluation
+//!    set: [`super::decontaminate`]).
 //!
 //! Candidates carry scrubbed text, the exact-dedup key and the total order that picks the best
 //! copy among duplicates: correction > positive feedback > no feedback > negative (KTO only) >
 //! higher auto_score > newer timestamp > smaller id.
 
 use super::codec::{Dec, Enc};
+use super::decontaminate::{EvalIndex, Words};
 use super::dedup::normalize;
 use super::join::{Payload, Resolved};
 use super::pii::Scrubber;
@@ -193,6 +195,7 @@ pub(crate) fn candidate(
     opts: &ExportOptions,
     scrubber: &Scrubber,
     lsh: Option<(usize, usize)>,
+    eval: Option<&EvalIndex>,
 ) -> Result<(Cand, Vec<u64>), &'static str> {
     let fmt = opts.format;
     // A correction's band keys, computed here; the caller stores them and sets `band_ix`.
@@ -263,6 +266,10 @@ pub(crate) fn candidate(
             }
             if !prepare::has_chars(&c.corrected, opts.min_response_chars) {
                 return Err("short_response");
+            }
+            let words = &mut Words::default();
+            if eval.is_some_and(|ix| ix.contaminated(&[&c.prompt, &c.corrected], words)) {
+                return Err("eval_contamination");
             }
             ts = c.ts;
             label = (fmt == Format::Kto).then_some(true);

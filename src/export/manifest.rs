@@ -158,6 +158,16 @@ pub struct ManifestOptions {
     pub shingle_words: usize,
     pub system_prompt: bool,
     pub pii_patterns: Vec<String>,
+    /// The evaluation sets examples were checked against, when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decontamination: Option<Decontamination>,
+}
+
+/// How export decontaminated: the run length and each evaluation file read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decontamination {
+    pub ngram_words: usize,
+    pub eval_sets: Vec<super::decontaminate::EvalSetSummary>,
 }
 
 /// The content of `<output>.manifest.json`.

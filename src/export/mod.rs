@@ -31,6 +31,7 @@
 
 mod band_store;
 mod codec;
+pub mod decontaminate;
 pub mod dedup;
 mod filter;
 pub mod format;
@@ -117,6 +118,10 @@ pub struct ExportOptions {
     pub config_digest: String,
     /// Also write [`split::ids_path`] of each output file: the id each line was made from.
     pub ids_file: bool,
+    /// Evaluation sets: examples sharing a run of `decontaminate_ngram` words with them are
+    /// dropped ([`decontaminate`]).
+    pub decontaminate: Vec<PathBuf>,
+    pub decontaminate_ngram: usize,
 }
 
 impl Default for ExportOptions {
@@ -137,6 +142,8 @@ impl Default for ExportOptions {
             progress: false,
             config_digest: String::new(),
             ids_file: false,
+            decontaminate: Vec::new(),
+            decontaminate_ngram: decontaminate::DEFAULT_NGRAM_WORDS,
         }
     }
 }
@@ -214,6 +221,11 @@ fn validate(opts: &ExportOptions) -> Result<(), ExportError> {
             opts.val_fraction
         )));
     }
+    if opts.decontaminate_ngram == 0 {
+        return Err(ExportError::InvalidOption(
+            "decontaminate_ngram must be at least 1".into(),
+        ));
+    }
     if !(0.0..=1.0).contains(&opts.near_dup_threshold) {
         return Err(ExportError::InvalidOption(format!(
             "near_dup_threshold must be in [0, 1] (0 = off), not {}",
@@ -260,6 +272,9 @@ pub(crate) fn run(
         })?;
     let dir = spill_dir.path();
     let scrubber = pii::Scrubber::new(&opts.pii_patterns, &opts.pseudonym_key);
+    let eval = (!opts.decontaminate.is_empty())
+        .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
+        .transpose()?;
     let mut counts = Counts {
         dropped: BTreeMap::new(),
         total_raw: 0,
@@ -380,6 +395,7 @@ pub(crate) fn run(
         lsh: near.then_some((bands, rows_per_band)),
         corrected_prompts: &corrected_prompts,
         targets: &targets,
+        eval: eval.as_ref(),
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
     let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
@@ -453,7 +469,7 @@ pub(crate) fn run(
     join::resolve(
         rows,
         annots,
-        |r| match filter::candidate(r, opts, &scrubber, ctx.lsh) {
+        |r| match filter::candidate(r, opts, &scrubber, ctx.lsh, ctx.eval) {
             Ok((mut c, bands)) => {
                 if !bands.is_empty() {
                     c.band_ix = band_store.append(&bands)?;
@@ -693,6 +709,10 @@ pub(crate) fn run(
                 .iter()
                 .map(|r| r.as_str().to_string())
                 .collect(),
+            decontamination: eval.as_ref().map(|ix| manifest::Decontamination {
+                ngram_words: opts.decontaminate_ngram,
+                eval_sets: ix.summaries.clone(),
+            }),
         },
         inputs: summaries,
         total_raw: counts.total_raw,

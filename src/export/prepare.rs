@@ -15,6 +15,7 @@
 //! otherwise. Only corrections' texts travel with their records.
 
 use super::codec::{Dec, Enc};
+use super::decontaminate::{EvalIndex, Words};
 use super::dedup;
 use super::input::{Chunk, Line};
 use super::join::{Ex, KeyRef};
@@ -155,11 +156,12 @@ pub(crate) fn decode_band_ix(d: &mut Dec<'_>) -> Result<Option<u64>, String> {
 
 /// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
 /// the first that fails, 0 when none does.
-pub(crate) const STATIC_REASONS: [&str; 4] = [
+pub(crate) const STATIC_REASONS: [&str; 5] = [
     "not_included",
     "low_relevance",
     "short_prompt",
     "short_response",
+    "eval_contamination",
 ];
 
 /// Whether an example's text can matter: a `dpo` export drops every example, and one without
@@ -194,12 +196,15 @@ pub(crate) struct Ctx<'a> {
     pub corrected_prompts: &'a std::collections::HashSet<u128>,
     /// The keys feedback and corrections name: which of an example's keys the join needs.
     pub targets: &'a super::join::KeyFilter,
+    /// The evaluation sets' word runs, when export decontaminates.
+    pub eval: Option<&'a EvalIndex>,
 }
 
 /// Per-thread buffers and tables.
 pub(crate) struct Scratch {
     buf: String,
     minhash: Option<dedup::MinHasher>,
+    pub(crate) words: Words,
 }
 
 impl Scratch {
@@ -207,6 +212,7 @@ impl Scratch {
         Scratch {
             buf: String::new(),
             minhash: lsh.map(|(b, r)| dedup::MinHasher::new(b, r)),
+            words: Words::default(),
         }
     }
 }
@@ -252,6 +258,11 @@ pub(crate) fn example(
         3
     } else if !has_chars(&x.response, opts.min_response_chars) {
         4
+    } else if ctx
+        .eval
+        .is_some_and(|ix| ix.contaminated(&[&x.prompt, &x.response], &mut scratch.words))
+    {
+        5
     } else {
         0
     };

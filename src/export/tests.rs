@@ -1279,3 +1279,63 @@ fn export_control_characters_in_texts_and_lone_surrogates_are_unreadable() {
         "{got}"
     );
 }
+
+#[test]
+fn export_leaves_out_what_shares_a_run_of_words_with_an_evaluation_set() {
+    let f = fixture();
+    let eval = f.dir.path().join("golden.jsonl");
+    // One planted prompt (in a benchmark's shape, other case, a word changed after the run)
+    // and one correction's answer (chat shape): both must go, in every format.
+    let question = NEAR_A.to_uppercase().replace("DETAILS", "WORK");
+    fs::write(
+        &eval,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"question": question, "answer": "B"}),
+            serde_json::json!({"messages": [{"role": "assistant", "content": R_PLAIN_RIGHT}]}),
+        ),
+    )
+    .unwrap();
+    let contaminated = |v: &Value| {
+        let t = v.to_string();
+        t.contains(&NEAR_A[..60]) || t.contains(R_PLAIN_RIGHT)
+    };
+    for format in [Format::PromptResponse, Format::Dpo, Format::Kto] {
+        let plain = opts(&f, format);
+        let (rep0, lines0) = run_export(&f, &plain, "plain.jsonl");
+        assert!(
+            lines0.iter().any(contaminated),
+            "{format:?}: the fixture plants them"
+        );
+        let mut o = plain.clone();
+        o.decontaminate = vec![eval.clone()];
+        let (rep, lines) = run_export(&f, &o, "clean.jsonl");
+        let kept: Vec<Value> = lines0
+            .iter()
+            .filter(|v| !contaminated(v))
+            .cloned()
+            .collect();
+        assert_eq!(lines, kept, "{format:?}");
+        assert_eq!(rep.total_raw, rep0.total_raw);
+        let dropped: u64 = rep.dropped.values().sum();
+        assert_eq!(rep.total_raw, rep.after_filtering + dropped);
+        assert!(rep.dropped["eval_contamination"] >= (lines0.len() - lines.len()) as u64);
+        let m: Value =
+            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+        let d = &m["options"]["decontamination"];
+        assert_eq!(d["ngram_words"], 12);
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(fs::read(&eval).unwrap());
+        let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(d["eval_sets"][0]["sha256"], Value::from(sha));
+        // question, "B", "assistant", the answer.
+        assert_eq!(d["eval_sets"][0]["texts"], 4);
+        // Without evaluation sets the manifest says nothing of them.
+        let m0: Value =
+            serde_json::from_str(&fs::read_to_string(&rep0.manifest_path).unwrap()).unwrap();
+        assert!(m0["options"].get("decontamination").is_none());
+    }
+    let mut o = opts(&f, Format::PromptResponse);
+    o.decontaminate = vec![f.dir.path().join("missing.jsonl")];
+    let err = run(&f.inputs, &o, &f.dir.path().join("x.jsonl"), 512).unwrap_err();
+    assert!(err.to_string().contains("missing.jsonl"), "{err}");
+}
