@@ -1591,14 +1591,16 @@ fn soak(seed: u64, steps: usize) {
                 settle(&sb, written, &history);
                 // In flight in a file the daemon has seen only empty (just rotated): the
                 // checkpoint knows it by its inode once the daemon has seen it, which finds
-                // it renamed, not compressed (nothing links a compressed copy to an empty
-                // file). Otherwise the daemon must see its first line before it can crash.
+                // it renamed, not copied or compressed (nothing links a copy to a file seen
+                // empty). Otherwise the daemon must see its first line before it can crash.
                 if let Some(ino) = std::fs::metadata(&log)
                     .ok()
                     .filter(|m| m.len() == 0)
                     .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 {
-                    if how.contains(&"compress") && !how.contains(&"delaycompress") {
+                    let renamed = how[0] == "create"
+                        && (!how.contains(&"compress") || how.contains(&"delaycompress"));
+                    if !renamed {
                         history.push(write(&mut w, &mut written, 1));
                         settle(&sb, written, &history);
                     } else {
