@@ -43,9 +43,12 @@ pub fn ready(cfg: &Config, min_examples: Option<usize>) -> Result<Readiness, Tra
             ..ExportRequest::default()
         },
     )?;
+    let validation = crate::export::validation_path(&scratch);
     for p in [
         crate::export::manifest_path(&scratch),
-        crate::export::validation_path(&scratch),
+        crate::export::split::ids_path(&scratch),
+        crate::export::split::ids_path(&validation),
+        validation,
         scratch,
     ] {
         let _ = std::fs::remove_file(p);

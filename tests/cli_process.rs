@@ -420,3 +420,17 @@ fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command
         "{err}"
     );
 }
+
+/// `ready` counts through a scratch export and leaves none of its files behind, whatever the
+/// export options add (validation file, ids files).
+#[test]
+fn ready_leaves_no_scratch_files_behind() {
+    let sb = captured(8, "[export]\nids_file = true\nval_fraction = 0.5\n");
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "8"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let left: Vec<String> = std::fs::read_dir(sb.path("data/state/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
