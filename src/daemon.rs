@@ -657,7 +657,13 @@ struct Daemon {
     flush_requested: bool,
     last_watchdog: Instant,
     watchdog: Option<Duration>,
+    /// When `spool/tmp/` was last looked at for abandoned files, and those already reported.
+    stale_tmp_checked: Option<Instant>,
+    stale_tmp_reported: HashSet<PathBuf>,
 }
+
+/// How often `spool/tmp/` is looked at for files abandoned by their writers.
+const STALE_TMP_CHECK: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until a [`Control::Shutdown`] arrives on `control`, then shuts down in
 /// order: stop intake, flush, fsync, seal, checkpoint. `lock` is `config.data_dir`'s, held
@@ -712,6 +718,8 @@ pub fn run(
         flush_requested: false,
         last_watchdog: Instant::now(),
         watchdog: watchdog_interval(),
+        stale_tmp_checked: None,
+        stale_tmp_reported: HashSet::new(),
     };
     for r in &recoveries {
         for torn in r.torn_lines() {
@@ -816,6 +824,7 @@ impl Daemon {
             self.maybe_durable();
             self.seal_due();
             self.feed_watchdog();
+            self.report_stale_spool_tmp();
             wait = if more {
                 Duration::ZERO
             } else {
@@ -1022,6 +1031,35 @@ impl Daemon {
         if let Err(e) = self.intake.segments.maybe_seal_all(clock::now()) {
             tracing::error!("cannot seal a segment: {e}");
         }
+    }
+
+    /// Reports files a spool writer left in `spool/tmp/` (it died before its rename, so its
+    /// events never arrived): a warning once per file, and the `spool_stale_tmp_files`
+    /// gauge. At start, then every [`STALE_TMP_CHECK`].
+    fn report_stale_spool_tmp(&mut self) {
+        if self
+            .stale_tmp_checked
+            .is_some_and(|t| t.elapsed() < STALE_TMP_CHECK)
+        {
+            return;
+        }
+        self.stale_tmp_checked = Some(Instant::now());
+        let stale =
+            spool::stale_tmp_files(&self.intake.cfg.spool.dir, std::time::SystemTime::now());
+        self.intake
+            .metrics
+            .spool_stale_tmp_files
+            .store(stale.len() as u64, Ordering::Relaxed);
+        for (path, age) in &stale {
+            if !self.stale_tmp_reported.contains(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    unchanged_for_hours = age.as_secs() / 3600,
+                    "a spool file was left in spool/tmp/ by a writer that never renamed it into the spool: its events were not delivered (move it into the spool to deliver them, or delete it)"
+                );
+            }
+        }
+        self.stale_tmp_reported = stale.into_iter().map(|(p, _)| p).collect();
     }
 
     fn feed_watchdog(&mut self) {

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub open_files: AtomicU64,
     pub idle_files_closed: AtomicU64,
     pub files_waiting: AtomicU64,
+    pub spool_stale_tmp_files: AtomicU64,
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
@@ -193,6 +194,12 @@ impl Metrics {
             "gauge",
             "Matching log files not read yet for want of room in input.max_open_files.",
             g(&self.files_waiting),
+        );
+        metric(
+            "spool_stale_tmp_files",
+            "gauge",
+            "Files in spool/tmp/ unchanged for an hour: writers that died before renaming them into the spool.",
+            g(&self.spool_stale_tmp_files),
         );
         metric(
             "backpressure",

@@ -12,6 +12,9 @@
 //! read only once nothing has changed it for `spool.min_age` ([`Settling`]), and it is retired
 //! only if it is still what was read ([`FileStamp`]); one that grew meanwhile is read again.
 //!
+//! A file left in `tmp/` for an hour ([`stale_tmp_files`]) was abandoned by a writer that died
+//! before its rename; the daemon reports it and leaves it for the operator.
+//!
 //! Each event carries an identity (its `event_id`, else a hash of the line) from which the
 //! daemon derives every id it writes, so a file delivered twice, or re-read after a crash
 //! before it was retired, yields the same records again and is counted once.
@@ -323,6 +326,29 @@ pub fn scan(
         out.push(file);
     }
     Ok(out)
+}
+
+/// A file left in `spool/tmp/` unchanged this long was abandoned by its writer (which crashed
+/// before its rename): a writer takes seconds, not an hour. Its events never arrive.
+pub const STALE_TMP_AFTER: Duration = Duration::from_secs(3600);
+
+/// The files in `dir/tmp/` not modified for [`STALE_TMP_AFTER`] at `now`, with their age,
+/// sorted by name. They are left where they are (their events may be worth delivering by
+/// hand; the operator decides), but the daemon reports them.
+pub fn stale_tmp_files(dir: &Path, now: SystemTime) -> Vec<(PathBuf, Duration)> {
+    let Ok(entries) = fs::read_dir(dir.join("tmp")) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<(PathBuf, Duration)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            let age = now.duration_since(meta.modified().ok()?).ok()?;
+            (age >= STALE_TMP_AFTER).then(|| (e.path(), age))
+        })
+        .collect();
+    stale.sort();
+    stale
 }
 
 /// Parses one spool file's bytes into events and bad lines.
@@ -796,5 +822,40 @@ mod capture_kind_tests {
         let e = parse_line(r#"{"type":"capture","prompt":"p","response":"r","colour":"red"}"#)
             .unwrap_err();
         assert!(e.contains("colour"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod stale_tmp_tests {
+    use super::*;
+
+    #[test]
+    fn only_files_in_tmp_unchanged_for_an_hour_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(stale_tmp_files(dir.path(), SystemTime::now()).is_empty());
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(tmp.join("sub")).unwrap();
+        let now = SystemTime::now();
+        for (name, age) in [("fresh", 60), ("old", 7200), ("edge", 3600)] {
+            let f = fs::File::create(tmp.join(name)).unwrap();
+            f.set_modified(now - Duration::from_secs(age)).unwrap();
+        }
+        // A spool file proper is not a leftover, however old.
+        let spooled = fs::File::create(dir.path().join("old.jsonl")).unwrap();
+        spooled
+            .set_modified(now - Duration::from_secs(7200))
+            .unwrap();
+        let stale = stale_tmp_files(dir.path(), now);
+        let names: Vec<(String, u64)> = stale
+            .iter()
+            .map(|(p, age)| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, age.as_secs())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("edge".to_string(), 3600), ("old".to_string(), 7200)]
+        );
     }
 }

@@ -602,3 +602,35 @@ fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
     unique.dedup();
     assert_eq!(unique.len(), 3, "{ids:?}");
 }
+
+/// A file a writer left in spool/tmp/ (it died before its rename) is reported, once, in the
+/// log and by the `spool_stale_tmp_files` gauge, and left where it is; a fresh one is a
+/// writer at work and is not.
+#[test]
+fn a_spool_file_abandoned_in_tmp_is_reported_and_kept() {
+    let (cfg, metrics) = with_metrics_at(spool_config(""));
+    let sb = Sandbox::with_config(&cfg);
+    std::fs::create_dir_all(sb.path("spool/tmp")).unwrap();
+    let abandoned = sb.path("spool/tmp/crashed-writer.jsonl");
+    append(&abandoned, &capture_line(0));
+    std::fs::File::options()
+        .write(true)
+        .open(&abandoned)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600))
+        .unwrap();
+    append(&sb.path("spool/tmp/writing-now.jsonl"), &capture_line(1));
+    let d = sb.start();
+    wait_until(T, "the warning", || {
+        sb.daemon_log().contains("spool/tmp/crashed-writer.jsonl")
+    });
+    let body = training_collector::metrics::http_get(metrics, "/metrics", T).unwrap();
+    let gauge = "training_collector_spool_stale_tmp_files 1";
+    assert!(body.lines().any(|l| l == gauge), "{gauge}:\n{body}");
+    d.stop();
+    let log = sb.daemon_log();
+    assert_eq!(log.matches("crashed-writer.jsonl").count(), 1, "{log}");
+    assert!(!log.contains("writing-now.jsonl"), "{log}");
+    assert!(abandoned.exists());
+    assert!(sb.examples().is_empty(), "nothing in tmp/ is delivered");
+}
