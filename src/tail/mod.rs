@@ -794,14 +794,15 @@ impl Tailer {
             self.last_scan = Some(now);
         }
         self.admit_waiting();
-        self.decide_awaiting(rescan);
         // Positions lost to a truncation in the last poll are looked for at once: the copy
-        // copytruncate made may be compressed and deleted soon.
+        // copytruncate made may be compressed and deleted soon. Before the undecided files
+        // are settled, so that one found by its inode is settled (and read) in this poll.
         let mut out = PollOutcome::default();
         if rescan || !self.stale_saved.is_empty() || self.search_pending {
             self.search_pending = self.follow_rotated(now);
             out.more_pending |= self.search_pending;
         }
+        self.decide_awaiting(rescan);
         let stale_before = self.stale_saved.len();
         for t in &mut self.files {
             match service(
@@ -1519,18 +1520,12 @@ impl Tailer {
             .saved
             .iter()
             .filter(|(key, _)| !self.last_found.contains(key))
-            // A position from before the first line was complete says nothing an entry of
-            // the same inode with an identity does not say better.
-            .flat_map(|(_, v)| {
-                let identified = v.iter().any(|e| !e.awaiting_first_line);
-                v.iter()
-                    .filter(move |e| !(identified && e.awaiting_first_line))
-            })
+            .flat_map(|(_, v)| v)
             .chain(&self.stale_saved)
             .filter(|e| !self.searched.contains(&search_key(e)))
             .cloned()
             .collect();
-        let mut more = todo.len() > SEARCHES_PER_POLL;
+        let more = todo.len() > SEARCHES_PER_POLL;
         todo.truncate(SEARCHES_PER_POLL);
         let now_unix = unix_now();
         let mut listings = rotated::Listings::default();
@@ -1546,20 +1541,34 @@ impl Tailer {
                 else {
                     continue;
                 };
+                // Its first line came before the daemon stopped: the position saved with it
+                // (if that one is still to be looked for) knows where to go on.
+                let first_line = identity::compute(&file, md.len()).ok().flatten();
+                let identified = self.saved.get(&(e.dev, e.inode)).is_some_and(|v| {
+                    v.iter().any(|s| {
+                        first_line
+                            .as_ref()
+                            .is_some_and(|f| s.fingerprint_bytes() == Some(f.hash))
+                    })
+                });
+                if identified {
+                    continue;
+                }
                 tracing::info!(
                     saved = %e.path,
                     path = %path.display(),
                     "a file seen before it had a complete first line was found rotated out of input.paths; reading it from its start"
                 );
-                // Undecided, as when it was saved: the next poll settles it as any file found
+                // Undecided, as when it was saved: settled in this poll as any file found
                 // without a first line is settled (a copy of another file continues at that
                 // file's position; otherwise it is new, and read from 0).
                 let mut t = Tracked::opened(file, &md, path, None, 0, true, now_unix);
                 t.gone_since = Some(now);
+                // Looked at by `decide_awaiting` whether or not this poll re-scanned.
+                t.last_size = u64::MAX;
                 self.counters.files_resumed += 1;
                 self.files.push(t);
                 self.forget_saved(&e);
-                more = true;
                 continue;
             }
             let Some(found) = rotated::find(&e, &self.opts.rotated_dirs, &skip, &mut listings)
