@@ -49,6 +49,9 @@ pub struct ExportRequest {
     pub ids: bool,
     /// `--decontaminate`: evaluation sets besides `export.decontaminate`.
     pub decontaminate: Vec<PathBuf>,
+    /// `--since`, `--until`: the time window, as given (see [`export::input::time_bound_micros`]).
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub progress: bool,
 }
 
@@ -74,6 +77,20 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
             "--val-fraction must be at least 0 and below 1, not {val_fraction}"
         )));
     }
+    let bound = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|s| export::input::time_bound_micros(s).map_err(|e| format!("--{flag}: {e}")))
+            .transpose()
+            .map_err(DataDirError::Invalid)
+    };
+    let (since, until) = (bound("since", &req.since)?, bound("until", &req.until)?);
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(DataDirError::Invalid(
+                "--since must be before --until".into(),
+            ));
+        }
+    }
     Ok(ExportOptions {
         format,
         min_quality,
@@ -96,6 +113,8 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
             .cloned()
             .collect(),
         decontaminate_ngram: e.decontaminate_ngram,
+        since,
+        until,
     })
 }
 

@@ -93,6 +93,13 @@ enum Command {
         /// export.decontaminate).
         #[arg(long, value_name = "PATH")]
         decontaminate: Vec<PathBuf>,
+        /// Only examples and corrections timestamped at or after this time (RFC 3339, or a
+        /// date: its midnight UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only those timestamped before this time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
     },
     /// Is there enough curated data to train? Prints {"ready","current","required"};
     /// exit 0 when ready, 1 when not.
@@ -200,6 +207,8 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             val_fraction,
             ids,
             decontaminate,
+            since,
+            until,
         } => {
             let req = datadir::ExportRequest {
                 format,
@@ -209,6 +218,8 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 val_fraction,
                 ids,
                 decontaminate,
+                since,
+                until,
                 progress: std::io::stderr().is_terminal(),
             };
             let report = datadir::export(&config, &req)?;

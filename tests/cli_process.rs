@@ -434,3 +434,29 @@ fn ready_leaves_no_scratch_files_behind() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `--since` and `--until` select examples by their timestamp (the captured lines are all
+/// from 2026-11-27T08:00:00Z); a time that cannot be read is refused before any work.
+#[test]
+fn export_time_window_through_the_cli() {
+    let sb = captured(6, "");
+    let export = |args: &[&str]| -> (i32, Value, String) {
+        let mut a = vec!["export"];
+        a.extend_from_slice(args);
+        let (rc, out, err) = sb.cli(&a);
+        (rc, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+    };
+    let (rc, r, err) = export(&["--since", "2026-11-27", "--until", "2026-11-27T08:00:01Z"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(r["after_filtering"], 6, "{r}");
+    let (rc, r, err) = export(&["--since", "2026-11-27T08:00:01+00:00"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(r["after_filtering"], 0, "{r}");
+    assert_eq!(r["dropped"]["outside_time_range"], 6, "{r}");
+    let (rc, _, err) = export(&["--until", "last week"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("--until") && err.contains("RFC 3339"), "{err}");
+    let (rc, _, err) = export(&["--since", "2026-11-28", "--until", "2026-11-27"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("--since must be before --until"), "{err}");
+}

@@ -7,7 +7,8 @@
 //!    `not_a_preference_pair` (pairs come from correction records, which carry both answers);
 //!    a correction whose answer did not change is `identical_pair`. `kto`: see [`kto_label`];
 //!    an example with no human signal is `unlabeled`.
-//! 3. The seed's filters: `not_included` (`include_in_training` false), `low_relevance`
+//! 3. `outside_time_range` (timestamp outside `--since`/`--until`), then the seed's filters:
+//!    `not_included` (`include_in_training` false), `low_relevance`
 //!    (below `min_quality`; corrections count as high, as in the seed), `short_prompt`,
 //!    `short_response` (fewer characters than the minimum, counted before scrubbing, as the
 //!    seed counts them), `eval_contamination` (shares a run of words with an evaluation
@@ -255,6 +256,9 @@ pub(crate) fn candidate(
         Payload::Correction(c) => {
             if fmt == Format::Dpo && normalize(&c.original) == normalize(&c.corrected) {
                 return Err("identical_pair");
+            }
+            if !opts.in_time_window(c.ts) {
+                return Err("outside_time_range");
             }
             // Corrections count as high relevance, as in the seed, so `low_relevance` never
             // drops one.

@@ -254,6 +254,24 @@ fn trim_line(buf: &[u8]) -> &[u8] {
 /// Microseconds since the Unix epoch for a record timestamp. Accepts RFC 3339 (what the
 /// collector writes) and the seed's naive `isoformat()` (taken as UTC). Unparseable times sort
 /// first (`i64::MIN`), so they never win "latest feedback" or "newer copy".
+/// A time given on the command line (`--since`, `--until`): RFC 3339, a date and time
+/// without a zone (UTC), or a date alone (its midnight, UTC). Microseconds since the epoch.
+pub fn time_bound_micros(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros());
+    }
+    match ts_micros(s) {
+        i64::MIN => Err(format!(
+            "{s:?} is not a time: use RFC 3339 (2026-11-01T08:00:00Z) or a date (2026-11-01)"
+        )),
+        t => Ok(t),
+    }
+}
+
 pub fn ts_micros(s: &str) -> i64 {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return t.timestamp_micros();

@@ -158,6 +158,11 @@ pub struct ManifestOptions {
     pub shingle_words: usize,
     pub system_prompt: bool,
     pub pii_patterns: Vec<String>,
+    /// The time window (`--since`, `--until`), RFC 3339 UTC, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// The evaluation sets examples were checked against, when there were any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decontamination: Option<Decontamination>,

@@ -122,6 +122,17 @@ pub struct ExportOptions {
     /// dropped ([`decontaminate`]).
     pub decontaminate: Vec<PathBuf>,
     pub decontaminate_ngram: usize,
+    /// Only examples and corrections timestamped in `[since, until)` (µs since the epoch,
+    /// UTC); an unreadable timestamp counts as older than any `since`.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl ExportOptions {
+    /// Whether a record timestamped `ts` (µs) is in the time window.
+    pub(crate) fn in_time_window(&self, ts: i64) -> bool {
+        self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
+    }
 }
 
 impl Default for ExportOptions {
@@ -144,6 +155,8 @@ impl Default for ExportOptions {
             ids_file: false,
             decontaminate: Vec::new(),
             decontaminate_ngram: decontaminate::DEFAULT_NGRAM_WORDS,
+            since: None,
+            until: None,
         }
     }
 }
@@ -214,12 +227,26 @@ impl Counts {
     }
 }
 
+/// A time window bound as the manifest writes it.
+fn rfc3339_micros(t: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| t.to_string())
+}
+
 fn validate(opts: &ExportOptions) -> Result<(), ExportError> {
     if !(0.0..1.0).contains(&opts.val_fraction) {
         return Err(ExportError::InvalidOption(format!(
             "val_fraction must be in [0, 1), not {}",
             opts.val_fraction
         )));
+    }
+    if let (Some(s), Some(u)) = (opts.since, opts.until) {
+        if s >= u {
+            return Err(ExportError::InvalidOption(
+                "the time window is empty: since must be before until".into(),
+            ));
+        }
     }
     if opts.decontaminate_ngram == 0 {
         return Err(ExportError::InvalidOption(
@@ -709,6 +736,8 @@ pub(crate) fn run(
                 .iter()
                 .map(|r| r.as_str().to_string())
                 .collect(),
+            since: opts.since.map(rfc3339_micros),
+            until: opts.until.map(rfc3339_micros),
             decontamination: eval.as_ref().map(|ix| manifest::Decontamination {
                 ngram_words: opts.decontaminate_ngram,
                 eval_sets: ix.summaries.clone(),

@@ -156,7 +156,8 @@ pub(crate) fn decode_band_ix(d: &mut Dec<'_>) -> Result<Option<u64>, String> {
 
 /// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
 /// the first that fails, 0 when none does.
-pub(crate) const STATIC_REASONS: [&str; 5] = [
+pub(crate) const STATIC_REASONS: [&str; 6] = [
+    "outside_time_range",
     "not_included",
     "low_relevance",
     "short_prompt",
@@ -250,19 +251,22 @@ pub(crate) fn example(
     let x = parse_example(line.bytes)?;
     let opts = ctx.opts;
     let q = &x.quality;
-    let static_drop = if !x.include_in_training {
+    let ts = super::input::ts_micros(&x.timestamp);
+    let static_drop = if !opts.in_time_window(ts) {
         1
-    } else if q.domain_relevance < opts.min_quality {
+    } else if !x.include_in_training {
         2
-    } else if !has_chars(&x.prompt, opts.min_prompt_chars) {
+    } else if q.domain_relevance < opts.min_quality {
         3
-    } else if !has_chars(&x.response, opts.min_response_chars) {
+    } else if !has_chars(&x.prompt, opts.min_prompt_chars) {
         4
+    } else if !has_chars(&x.response, opts.min_response_chars) {
+        5
     } else if ctx
         .eval
         .is_some_and(|ix| ix.contaminated(&[&x.prompt, &x.response], &mut scratch.words))
     {
-        5
+        6
     } else {
         0
     };
@@ -301,7 +305,7 @@ pub(crate) fn example(
             _ => None,
         },
         ex: Ex {
-            ts: super::input::ts_micros(&x.timestamp),
+            ts,
             verified_correction,
             in_feedback: q
                 .user_feedback

@@ -1339,3 +1339,97 @@ fn export_leaves_out_what_shares_a_run_of_words_with_an_evaluation_set() {
     let err = run(&f.inputs, &o, &f.dir.path().join("x.jsonl"), 512).unwrap_err();
     assert!(err.to_string().contains("missing.jsonl"), "{err}");
 }
+
+#[test]
+fn export_keeps_only_records_inside_the_time_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let day = |n: u32| format!("2026-11-{n:02}T12:00:00");
+    let days: Vec<String> = (1..=6).map(day).collect();
+    let prompt = |n: usize| format!("How many squares of TPO for roof number {n} today?");
+    let answer = |n: usize| format!("About {n} squares with ten percent waste for the laps.");
+    let (prompts, answers): (Vec<String>, Vec<String>) =
+        (1..=6).map(|n| (prompt(n), answer(n))).unzip();
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| Ex::new(&format!("train_{i}"), &days[i], &prompts[i], &answers[i]).line())
+        .collect();
+    // No readable timestamp: older than any `since`.
+    lines.push(
+        Ex::new(
+            "train_x",
+            "yesterday-ish",
+            "How long is a TPO warranty?",
+            "Twenty years for the sixty mil membrane.",
+        )
+        .line(),
+    );
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let corr = d.join("corrections_1.jsonl");
+    let corrected = "Exactly three squares, measured on site.";
+    write(
+        &corr,
+        &[Corr {
+            id: "corr_1",
+            ts: &day(5),
+            prompt: &prompts[2],
+            original: &answers[2],
+            corrected,
+            orig_id: Some("train_2"),
+            orig_req: None,
+            example_id: None,
+        }
+        .line()],
+        None,
+    );
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corr],
+        ..Default::default()
+    };
+    let export = |since: Option<&str>, until: Option<&str>| {
+        let o = ExportOptions {
+            temp_dir: d.join("tmp"),
+            since: since.map(|s| input::time_bound_micros(s).unwrap()),
+            until: until.map(|s| input::time_bound_micros(s).unwrap()),
+            ..Default::default()
+        };
+        let out = d.join("out.jsonl");
+        let rep = run(&inputs, &o, &out, 512).unwrap();
+        let prompts: Vec<String> = read_lines(&out)
+            .iter()
+            .map(|v| v["prompt"].as_str().unwrap().to_string())
+            .collect();
+        let m: Value =
+            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+        (rep, prompts, m)
+    };
+    let (all, all_prompts, m) = export(None, None);
+    assert_eq!(all.after_filtering, 7, "{all:?}");
+    assert!(m["options"].get("since").is_none());
+    // Days 2 to 4 (until is exclusive): the examples of days 2 and 4; day 3's was corrected
+    // (on day 5, outside), so neither it nor its correction is in.
+    let (rep, got, m) = export(Some("2026-11-02"), Some("2026-11-04T12:00:01Z"));
+    assert_eq!(got, [prompts[1].clone(), prompts[3].clone()]);
+    assert_eq!(rep.dropped["outside_time_range"], 4 + 1, "{rep:?}");
+    assert_eq!(rep.dropped["corrected_original"], 1);
+    assert_eq!(rep.total_raw, all.total_raw);
+    assert_eq!(m["options"]["since"], "2026-11-02T00:00:00Z");
+    assert_eq!(m["options"]["until"], "2026-11-04T12:00:01Z");
+    // From day 5 on: the examples of days 5 and 6 and the correction; the undated one is out.
+    let (_, got, _) = export(Some("2026-11-05"), None);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got.contains(&prompts[2]) && got.contains(&prompts[4]) && got.contains(&prompts[5]));
+    // Until day 2: day 1's and the undated one.
+    let (_, got, _) = export(None, Some("2026-11-02"));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(all_prompts.iter().any(|p| p == &got[0]));
+    let bad = ExportOptions {
+        temp_dir: d.join("tmp"),
+        since: Some(10),
+        until: Some(10),
+        ..Default::default()
+    };
+    assert!(run(&inputs, &bad, &d.join("x.jsonl"), 512).is_err());
+    assert!(input::time_bound_micros("last tuesday").is_err());
+}
