@@ -1,8 +1,10 @@
 //! Start-up checks of the config against the filesystem: input directories and
-//! `rotated_dirs` that do not exist. None is an error (a service may create its log
-//! directory after the daemon starts, and logrotate creates `olddir` on its first run), but
-//! each is a likely cause of "nothing is collected", so `check-config` prints them and the
-//! daemon logs them at start and on reload.
+//! `rotated_dirs` that do not exist, and evaluation sets (`export.decontaminate`) that are
+//! not files. None is an error (a service may create its log directory after the daemon
+//! starts, logrotate creates `olddir` on its first run, and an evaluation set matters only
+//! to `export`, which refuses to run without it), but each is a likely cause of "nothing is
+//! collected" or "export fails", so `check-config` prints them and the daemon logs them at
+//! start and on reload.
 
 use crate::config::Config;
 use crate::tail::discovery::literal_dir;
@@ -38,6 +40,14 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
                  moves there cannot be found until it is",
                 rotated.display(),
                 dir.display()
+            ));
+        }
+    }
+    for (i, set) in cfg.export.decontaminate.iter().enumerate() {
+        if !set.is_file() {
+            out.push(format!(
+                "export.decontaminate[{i}] = {:?}: not a file; export stops until it is",
+                set.display()
             ));
         }
     }
@@ -91,5 +101,20 @@ mod tests {
         );
         assert!(w[2].starts_with("input.rotated_dirs[2]"), "{w:#?}");
         assert!(w[2].contains(&archive.display().to_string()), "{w:#?}");
+    }
+
+    #[test]
+    fn an_evaluation_set_that_is_not_a_file_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let golden = root.path().join("golden.jsonl");
+        std::fs::write(&golden, "{}\n").unwrap();
+        let mut cfg = config(&[], &[]);
+        cfg.export.decontaminate = vec![golden, root.path().join("typo.jsonl")];
+        let w = warnings(&cfg);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(
+            w[0].starts_with("export.decontaminate[1]") && w[0].contains("typo.jsonl"),
+            "{w:#?}"
+        );
     }
 }
