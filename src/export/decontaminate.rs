@@ -11,12 +11,18 @@
 //! word; texts under [`MIN_WHOLE_WORDS`] words (labels, choice letters) are not used.
 //!
 //! The index holds one 64-bit hash per distinct `n`-word run of the evaluation texts (a
-//! 10,000-question set of 100-word texts: about a million, some 16 MiB).
+//! 10,000-question set of 100-word texts: about a million, some 16 MiB). A run's hash is
+//! rolled over its words' hashes, so checking a text costs one hash per word and one lookup
+//! per run, whatever `n` is; the lookups need no second hashing (the keys are hashes).
+//!
+//! This is work on every example's text, on the export's worker threads, and only when an
+//! evaluation set is given.
 
 use super::ExportError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
@@ -36,52 +42,106 @@ pub struct EvalSetSummary {
     pub texts: u64,
 }
 
+/// Keys that are hashes already are used as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; anything else still works, slowly.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashSet64 = HashSet<u64, BuildHasherDefault<Prehashed>>;
+
 /// The word runs of the evaluation sets.
 #[derive(Debug, Default)]
 pub(crate) struct EvalIndex {
     n: usize,
-    runs: HashSet<u64>,
+    runs: HashSet64,
     /// Hashes of whole texts of [`MIN_WHOLE_WORDS`] to `n - 1` words.
-    whole: HashSet<u64>,
+    whole: HashSet64,
     pub(crate) summaries: Vec<EvalSetSummary>,
 }
 
-/// Per-thread buffers for [`EvalIndex::contaminated`].
+/// The multiplier of the rolling run hash (odd, so that multiplying by it loses nothing).
+const ROLL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Per-thread buffers for [`EvalIndex::contaminated`]: the words of a text, each as the hash
+/// of its lowercase form.
 #[derive(Default)]
 pub(crate) struct Words {
-    text: String,
-    /// (start, end) byte offsets of each word in `text`.
-    spans: Vec<(usize, usize)>,
+    hashes: Vec<u64>,
+    word: String,
 }
 
 impl Words {
-    /// `s` as lowercase words separated by single spaces.
+    /// The words of `s`: runs of letters and digits, lowercased.
     fn split(&mut self, s: &str) {
-        self.text.clear();
-        self.spans.clear();
-        for word in s
+        self.hashes.clear();
+        if s.is_ascii() {
+            // Most text: bytes, no Unicode tables.
+            let b = s.as_bytes();
+            let mut lower = [0u8; 64];
+            let mut i = 0;
+            while i < b.len() {
+                if !b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                let w = &b[start..i];
+                let h = if w.len() <= lower.len() {
+                    for (d, s) in lower.iter_mut().zip(w) {
+                        *d = s.to_ascii_lowercase();
+                    }
+                    xxh3_64(&lower[..w.len()])
+                } else {
+                    xxh3_64(&w.to_ascii_lowercase())
+                };
+                self.hashes.push(h);
+            }
+            return;
+        }
+        for w in s
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
         {
-            if !self.text.is_empty() {
-                self.text.push(' ');
-            }
-            let start = self.text.len();
-            if word.is_ascii() {
-                self.text
-                    .extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
-            } else {
-                self.text.extend(word.chars().flat_map(char::to_lowercase));
-            }
-            self.spans.push((start, self.text.len()));
+            self.word.clear();
+            self.word.extend(w.chars().flat_map(char::to_lowercase));
+            self.hashes.push(xxh3_64(self.word.as_bytes()));
         }
     }
 
-    /// The hashes of every `n`-word run.
+    /// The hash of every `n`-word run: sum of `h[i] * ROLL^(n-1-k)` over its words, rolled
+    /// along the text.
     fn runs(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
-        self.spans
-            .windows(n)
-            .map(move |w| xxh3_64(&self.text.as_bytes()[w[0].0..w[n - 1].1]))
+        let out = ROLL.wrapping_pow(n as u32 - 1);
+        let mut h = 0u64;
+        self.hashes.iter().enumerate().filter_map(move |(i, &w)| {
+            if i >= n {
+                h = h.wrapping_sub(self.hashes[i - n].wrapping_mul(out));
+            }
+            h = h.wrapping_mul(ROLL).wrapping_add(w);
+            (i + 1 >= n).then_some(h)
+        })
+    }
+
+    /// The hash of the whole text, as one run.
+    fn whole(&self) -> u64 {
+        self.runs(self.hashes.len().max(1)).next().unwrap_or(0)
     }
 }
 
@@ -160,11 +220,11 @@ impl EvalIndex {
 
     fn add_text(&mut self, text: &str, words: &mut Words) {
         words.split(text);
-        let count = words.spans.len();
+        let count = words.hashes.len();
         if count >= self.n {
             self.runs.extend(words.runs(self.n));
         } else if count >= MIN_WHOLE_WORDS {
-            self.whole.insert(xxh3_64(words.text.as_bytes()));
+            self.whole.insert(words.whole());
         }
     }
 
@@ -173,11 +233,11 @@ impl EvalIndex {
     pub(crate) fn contaminated(&self, texts: &[&str], words: &mut Words) -> bool {
         texts.iter().any(|t| {
             words.split(t);
-            let count = words.spans.len();
+            let count = words.hashes.len();
             if count >= self.n {
                 words.runs(self.n).any(|h| self.runs.contains(&h))
             } else {
-                count >= MIN_WHOLE_WORDS && self.whole.contains(&xxh3_64(words.text.as_bytes()))
+                count >= MIN_WHOLE_WORDS && self.whole.contains(&words.whole())
             }
         })
     }
@@ -276,6 +336,27 @@ mod tests {
         assert!(ix.contaminated(&["how long do SHINGLES last"], w));
         assert!(!ix.contaminated(&["How long do shingles last on a north-facing roof?"], w));
         assert!(!ix.contaminated(&["yes"], w));
+    }
+
+    #[test]
+    fn a_rolled_run_hash_is_the_hash_of_that_run_alone() {
+        let text: Vec<String> = (0..30).map(|i| format!("w{}", i * 7 % 11)).collect();
+        let (a, b) = (&mut Words::default(), &mut Words::default());
+        a.split(&text.join(" "));
+        for n in [1, 5, 12] {
+            let rolled: Vec<u64> = a.runs(n).collect();
+            assert_eq!(rolled.len(), 30 + 1 - n);
+            for (i, h) in rolled.iter().enumerate() {
+                b.split(&text[i..i + n].join(", "));
+                assert_eq!(*h, b.whole(), "n {n}, run {i}");
+            }
+        }
+        // Words are compared lowercased, ASCII or not, and split on anything else.
+        a.split("ÉCOLE Normale—supérieure");
+        b.split("école normale supérieure");
+        assert_eq!(a.whole(), b.whole());
+        b.split("ecole normale superieure");
+        assert_ne!(a.whole(), b.whole());
     }
 
     #[test]
