@@ -487,6 +487,8 @@ pub struct ExportConfig {
     pub min_response_chars: usize,
     /// Fraction of prompts (by hash) written to the validation file; 0 turns the split off.
     pub val_fraction: f64,
+    /// "prompt" or "user": what keeps lines on one side of the split.
+    pub split_by: String,
     /// Written as the system message by the `messages` format; empty = none.
     pub system_prompt: String,
     /// Extra PII patterns scrubbed from every output, besides emails and phone numbers.
@@ -804,6 +806,7 @@ impl Default for ExportConfig {
             min_prompt_chars: 10,
             min_response_chars: 20,
             val_fraction: 0.0,
+            split_by: "prompt".into(),
             system_prompt: String::new(),
             ids_file: false,
             decontaminate: Vec::new(),
@@ -961,6 +964,9 @@ impl Config {
                     self.export.val_fraction
                 ),
             ));
+        }
+        if let Err(e) = self.export.split_by.parse::<crate::export::SplitBy>() {
+            return Err(err(&["export", "split_by"], e));
         }
         if !(5..=50).contains(&self.export.decontaminate_ngram) {
             return Err(err(

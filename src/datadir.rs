@@ -52,6 +52,8 @@ pub struct ExportRequest {
     /// `--since`, `--until`: the time window, as given (see [`export::input::time_bound_micros`]).
     pub since: Option<String>,
     pub until: Option<String>,
+    /// `--split-by`: overrides `export.split_by`.
+    pub split_by: Option<String>,
     pub progress: bool,
 }
 
@@ -77,6 +79,12 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
             "--val-fraction must be at least 0 and below 1, not {val_fraction}"
         )));
     }
+    let split_by: export::SplitBy = req
+        .split_by
+        .as_deref()
+        .unwrap_or(&e.split_by)
+        .parse()
+        .map_err(DataDirError::Invalid)?;
     let bound = |flag: &str, v: &Option<String>| {
         v.as_deref()
             .map(|s| export::input::time_bound_micros(s).map_err(|e| format!("--{flag}: {e}")))
@@ -115,6 +123,7 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         decontaminate_ngram: e.decontaminate_ngram,
         since,
         until,
+        split_by,
     })
 }
 

@@ -84,6 +84,10 @@ enum Command {
         /// Fraction of prompts written to the validation file.
         #[arg(long)]
         val_fraction: Option<f64>,
+        /// What keeps lines on one side of the split: prompt (default) or user (all of one
+        /// user's lines, and corrections of them, on one side).
+        #[arg(long, value_name = "prompt|user")]
+        split_by: Option<String>,
         /// Also write <stem>.ids.txt beside each output file: line N holds the id of the
         /// example (or correction) line N was made from.
         #[arg(long)]
@@ -205,6 +209,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             no_corrections,
             output,
             val_fraction,
+            split_by,
             ids,
             decontaminate,
             since,
@@ -220,6 +225,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 decontaminate,
                 since,
                 until,
+                split_by,
                 progress: std::io::stderr().is_terminal(),
             };
             let report = datadir::export(&config, &req)?;

@@ -460,3 +460,31 @@ fn export_time_window_through_the_cli() {
     assert_ne!(rc, 0);
     assert!(err.contains("--since must be before --until"), "{err}");
 }
+
+/// `--split-by user` reaches the export (the manifest says so); a wrong value is refused.
+#[test]
+fn export_split_by_through_the_cli_and_the_config() {
+    let sb = captured(6, "[export]\nsplit_by = \"user\"\nval_fraction = 0.5\n");
+    let (rc, out, err) = sb.cli(&["export"]);
+    assert_eq!(rc, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(r["manifest_path"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["options"]["split_by"], "user", "{manifest}");
+    let (rc, out, err) = sb.cli(&["export", "--split-by", "prompt"]);
+    assert_eq!(rc, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(r["manifest_path"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest["options"].get("split_by").is_none(), "{manifest}");
+    let (rc, _, err) = sb.cli(&["export", "--split-by", "users"]);
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains("split_by") && err.contains("\"user\""),
+        "{err}"
+    );
+}

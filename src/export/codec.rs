@@ -48,6 +48,12 @@ impl Enc<'_> {
             Some(s) => self.u8(1).str(s),
         }
     }
+    pub(crate) fn opt_u64(&mut self, v: Option<u64>) -> &mut Self {
+        match v {
+            None => self.u8(0),
+            Some(x) => self.u8(1).u64(x),
+        }
+    }
     pub(crate) fn opt_bool(&mut self, v: Option<bool>) -> &mut Self {
         self.u8(match v {
             None => 0,
@@ -112,6 +118,13 @@ impl<'a> Dec<'a> {
         match self.u8()? {
             0 => Ok(None),
             1 => self.str().map(Some),
+            t => Err(format!("bad option tag {t} in spill frame")),
+        }
+    }
+    pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.u64().map(Some),
             t => Err(format!("bad option tag {t} in spill frame")),
         }
     }

@@ -59,6 +59,8 @@ pub(crate) struct Cand {
     pub band_ix: Option<u64>,
     /// Its number in rank order (best first), given when dedup numbers the candidates.
     pub num: u32,
+    /// Its split group (see [`super::split::SplitBy::User`]); `None`: by its prompt.
+    pub split_group: Option<u64>,
 }
 
 impl Cand {
@@ -91,7 +93,7 @@ impl Cand {
         self.completion.encode(e);
         e.opt_str(self.rejected.as_deref()).opt_bool(self.label);
         prepare::encode_band_ix(self.band_ix, e);
-        e.u32(self.num);
+        e.u32(self.num).opt_u64(self.split_group);
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
@@ -116,6 +118,7 @@ impl Cand {
             label: d.opt_bool()?,
             band_ix: prepare::decode_band_ix(d)?,
             num: d.u32()?,
+            split_group: d.opt_u64()?,
         };
         d.end()?;
         Ok(c)
@@ -317,6 +320,7 @@ pub(crate) fn candidate(
         label,
         band_ix,
         num: 0,
+        split_group: r.group,
     };
     Ok((cand, new_bands))
 }

@@ -48,6 +48,9 @@ pub(crate) struct Ex {
     /// Scrubbed texts and dedup keys; `None` when the example is dropped whatever the join
     /// finds (static filter, or [`super::prepare::text_needed`] false).
     pub prepared: Option<Prepared>,
+    /// Its user's split group ([`super::split::SplitBy::User`]; `None`: no user, or the
+    /// split goes by prompt).
+    pub group: Option<u64>,
 }
 
 /// The parts of a correction record export needs.
@@ -136,7 +139,7 @@ impl SpillItem for Row {
                     .bool(x.was_corrected)
                     .f64(x.auto_score);
                 x.loc.encode(e);
-                e.u8(x.static_drop);
+                e.u8(x.static_drop).opt_u64(x.group);
                 match &x.prepared {
                     None => {
                         e.u8(0);
@@ -171,6 +174,7 @@ impl SpillItem for Row {
                 auto_score: d.f64()?,
                 loc: Loc::decode(d)?,
                 static_drop: d.u8()?,
+                group: d.opt_u64()?,
                 prepared: match d.u8()? {
                     0 => None,
                     1 => Some(Prepared::decode(d)?),
@@ -284,8 +288,11 @@ pub(crate) struct JoinItem {
     pub kind: u8,
     /// Feedback: its rank and polarity (true = positive).
     pub fb: Option<(FbOrder, bool)>,
-    /// Reference: the example id.
+    /// Reference: the example id. Correction link, when the split goes by user: the
+    /// correction's id (it learns its original's user from the join).
     pub ex_id: String,
+    /// Reference, when the split goes by user: the example's split group.
+    pub group: Option<u64>,
 }
 
 fn encode_fb(fb: Option<(FbOrder, bool)>, e: &mut Enc<'_>) {
@@ -316,7 +323,7 @@ impl SpillItem for JoinItem {
         };
         e.u8(self.kind);
         encode_fb(self.fb, e);
-        e.str(&self.ex_id);
+        e.str(&self.ex_id).opt_u64(self.group);
         Ok(())
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
@@ -331,6 +338,7 @@ impl SpillItem for JoinItem {
             kind: d.u8()?,
             fb: decode_fb(d)?,
             ex_id: d.str()?,
+            group: d.opt_u64()?,
         };
         d.end()?;
         Ok(item)
@@ -344,23 +352,30 @@ impl SpillItem for JoinItem {
     }
 }
 
-/// What the join found for one example, ordered as [`Row`]s are (by the id's hash, then
-/// the id).
+/// What the join found for one example (or, for a correction, the split group of the
+/// example it corrects), ordered as [`Row`]s are (by the id's hash, then the id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Annot {
     ex_hash: u64,
     pub ex_id: String,
     pub fb: Option<(FbOrder, bool)>,
     pub corrected: bool,
+    pub group: Option<u64>,
 }
 
 impl Annot {
-    fn new(ex_id: String, fb: Option<(FbOrder, bool)>, corrected: bool) -> Self {
+    fn new(
+        ex_id: String,
+        fb: Option<(FbOrder, bool)>,
+        corrected: bool,
+        group: Option<u64>,
+    ) -> Self {
         Annot {
             ex_hash: id_hash(&ex_id),
             ex_id,
             fb,
             corrected,
+            group,
         }
     }
 
@@ -374,12 +389,12 @@ impl SpillItem for Annot {
         let e = &mut Enc(out);
         e.str(&self.ex_id);
         encode_fb(self.fb, e);
-        e.bool(self.corrected);
+        e.bool(self.corrected).opt_u64(self.group);
         Ok(())
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
-        let a = Annot::new(d.str()?, decode_fb(d)?, d.bool()?);
+        let a = Annot::new(d.str()?, decode_fb(d)?, d.bool()?, d.opt_u64()?);
         d.end()?;
         Ok(a)
     }
@@ -400,15 +415,27 @@ pub(crate) fn annotate(
         let key = first.key.clone();
         let mut fb = None;
         let mut corrected = false;
+        // Corrections (by id) still to learn the split group of the example they correct.
+        let mut corrections: Vec<String> = Vec::new();
         let mut item = Some(first);
         while let Some(it) = item {
             match it.kind {
                 // Ascending order within the key: the last feedback seen is the latest.
                 KIND_FEEDBACK => fb = it.fb.or(fb),
-                KIND_CORRECTION => corrected = true,
+                KIND_CORRECTION => {
+                    corrected = true;
+                    if !it.ex_id.is_empty() {
+                        corrections.push(it.ex_id);
+                    }
+                }
                 _ => {
+                    if let Some(g) = it.group {
+                        for c in corrections.drain(..) {
+                            out.push(Annot::new(c, None, false, Some(g)))?;
+                        }
+                    }
                     if fb.is_some() || corrected {
-                        out.push(Annot::new(it.ex_id, fb, corrected))?;
+                        out.push(Annot::new(it.ex_id, fb, corrected, None))?;
                     }
                 }
             }
@@ -425,6 +452,9 @@ pub(crate) struct Resolved {
     /// Latest feedback from any source: true = positive.
     pub feedback: Option<bool>,
     pub corrected: bool,
+    /// The split group: an example's own, a correction's original's (see
+    /// [`super::split::SplitBy::User`]).
+    pub group: Option<u64>,
 }
 
 /// Walks the rows (by id) and annotations (by example id) together. Calls `emit` once per
@@ -440,6 +470,10 @@ pub(crate) fn resolve(
     while let Some(first) = rows.next_item()? {
         let mut best_fb: Option<(FbOrder, bool)> = None;
         let mut corrected = false;
+        let mut group = match &first.payload {
+            Payload::Example(e) => e.group,
+            Payload::Correction(_) => None,
+        };
         let mut consider = |row: &Row| {
             if let Payload::Example(e) = &row.payload {
                 corrected |= e.was_corrected;
@@ -462,6 +496,7 @@ pub(crate) fn resolve(
         while annots.next_if(|a| a.key() < id)?.is_some() {}
         while let Some(a) = annots.next_if(|a| a.key() == id)? {
             corrected |= a.corrected;
+            group = group.or(a.group);
             if let Some(f) = a.fb {
                 if best_fb.is_none_or(|b| f.0 > b.0) {
                     best_fb = Some(f);
@@ -473,6 +508,7 @@ pub(crate) fn resolve(
             payload: first.payload,
             feedback: best_fb.map(|f| f.1),
             corrected,
+            group,
         })?;
     }
     Ok(())

@@ -158,6 +158,9 @@ pub struct ManifestOptions {
     pub shingle_words: usize,
     pub system_prompt: bool,
     pub pii_patterns: Vec<String>,
+    /// "user" when the split went by user (by prompt otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_by: Option<&'static str>,
     /// The time window (`--since`, `--until`), RFC 3339 UTC, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

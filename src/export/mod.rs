@@ -55,7 +55,7 @@ pub(crate) fn prepare_pr_key(prompt: &str, response: &str, buf: &mut String) -> 
 pub use manifest::manifest_path;
 #[doc(hidden)]
 pub use prepare::bench_read_line;
-pub use split::validation_path;
+pub use split::{validation_path, SplitBy};
 
 use crate::record::{CorrectionRecord, FeedbackEvent, Relevance};
 use filter::{ByRank, ByTime};
@@ -126,6 +126,8 @@ pub struct ExportOptions {
     /// UTC); an unreadable timestamp counts as older than any `since`.
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// What keeps lines together on one side of the train/validation split.
+    pub split_by: SplitBy,
 }
 
 impl ExportOptions {
@@ -157,6 +159,7 @@ impl Default for ExportOptions {
             decontaminate_ngram: decontaminate::DEFAULT_NGRAM_WORDS,
             since: None,
             until: None,
+            split_by: SplitBy::Prompt,
         }
     }
 }
@@ -358,6 +361,7 @@ pub(crate) fn run(
                         ev.feedback == crate::record::Feedback::Positive,
                     )),
                     ex_id: String::new(),
+                    group: None,
                 })
             },
         )?;
@@ -384,13 +388,21 @@ pub(crate) fn run(
                 let mut keys = vec![JoinKey::Pair(pair)];
                 keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
                 keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
+                // Split by user: the correction's line goes with its original's user, which
+                // the join tells it.
+                let learns_group = opts.include_corrections && opts.split_by == SplitBy::User;
                 for key in keys {
                     targets.insert(&key);
                     joins.push(JoinItem {
                         key,
                         kind: join::KIND_CORRECTION,
                         fb: None,
-                        ex_id: String::new(),
+                        ex_id: if learns_group {
+                            c.id.clone()
+                        } else {
+                            String::new()
+                        },
+                        group: None,
                     })?;
                 }
                 if opts.include_corrections {
@@ -454,6 +466,7 @@ pub(crate) fn run(
                     kind: join::KIND_REF,
                     fb: None,
                     ex_id: r.id.clone(),
+                    group: r.ex.group,
                 })?;
             }
             if let Some(p) = &mut r.ex.prepared {
@@ -648,7 +661,8 @@ pub(crate) fn run(
                     },
                 };
                 let i = usize::from(
-                    val_path.is_some() && split::is_validation(&prompt, opts.val_fraction),
+                    val_path.is_some()
+                        && split::is_validation_line(c.split_group, &prompt, opts.val_fraction),
                 );
                 // A batch goes before the line that would overflow it: growing a full batch
                 // copied a megabyte per batch (the output, once more).
@@ -736,6 +750,7 @@ pub(crate) fn run(
                 .iter()
                 .map(|r| r.as_str().to_string())
                 .collect(),
+            split_by: (opts.split_by != SplitBy::Prompt).then(|| opts.split_by.as_str()),
             since: opts.since.map(rfc3339_micros),
             until: opts.until.map(rfc3339_micros),
             decontamination: eval.as_ref().map(|ix| manifest::Decontamination {

@@ -315,6 +315,15 @@ pub(crate) fn example(
             loc,
             static_drop,
             prepared,
+            group: match opts.split_by {
+                super::SplitBy::User => x
+                    .metadata
+                    .user_id
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .map(super::split::user_group),
+                super::SplitBy::Prompt => None,
+            },
         },
         id: x.id.into_owned(),
         bands,

@@ -3,11 +3,63 @@
 //! on the prompt alone, so one prompt (and every line sharing it, e.g. the desirable and the
 //! undesirable KTO answers to it) lands in one file only, run after run.
 //!
+//! With [`SplitBy::User`], the hash of the example's user id decides instead (a correction
+//! goes with the user of the example it corrects), so everything one user asked lands on one
+//! side, and a validation score is not inflated by a user's near-repeats of their own
+//! training questions; lines with no known user still go by their prompt.
+//!
 //! The validation file sits beside the output: `<dir>/<output file stem>.val.jsonl`, where the
 //! stem drops the last extension (`training_export.jsonl` -> `training_export.val.jsonl`).
 
 use super::dedup::{key128, normalize};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// What keeps lines together on one side of the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitBy {
+    /// The normalized prompt.
+    #[default]
+    Prompt,
+    /// The user id (`metadata.user_id`), else the prompt.
+    User,
+}
+
+impl SplitBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBy::Prompt => "prompt",
+            SplitBy::User => "user",
+        }
+    }
+}
+
+impl FromStr for SplitBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "prompt" => Ok(SplitBy::Prompt),
+            "user" => Ok(SplitBy::User),
+            other => Err(format!(
+                "unknown split_by {other:?}: use \"prompt\" or \"user\""
+            )),
+        }
+    }
+}
+
+/// The split group of a user id: a salted hash, so it says nothing about the split by prompt.
+pub(crate) fn user_group(user_id: &str) -> u64 {
+    (key128(&format!("split-user\0{user_id}")) >> 64) as u64
+}
+
+/// Whether a line goes to validation: by its group when it has one (see [`SplitBy::User`]),
+/// else by its prompt.
+pub(crate) fn is_validation_line(group: Option<u64>, prompt: &str, val_fraction: f64) -> bool {
+    match group {
+        Some(g) => val_fraction > 0.0 && (g as f64) / 18_446_744_073_709_551_616.0 < val_fraction,
+        None => is_validation(prompt, val_fraction),
+    }
+}
 
 /// Whether a prompt belongs to the validation set.
 pub fn is_validation(prompt: &str, val_fraction: f64) -> bool {

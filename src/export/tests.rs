@@ -1433,3 +1433,129 @@ fn export_keeps_only_records_inside_the_time_window() {
     assert!(run(&inputs, &bad, &d.join("x.jsonl"), 512).is_err());
     assert!(input::time_bound_micros("last tuesday").is_err());
 }
+
+#[test]
+fn export_split_by_user_keeps_a_user_and_the_corrections_of_their_answers_on_one_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let val = |u: &str| split::is_validation_line(Some(split::user_group(u)), "", 0.5);
+    // Three users on each side (found, not assumed: the hash decides).
+    let mut users: Vec<String> = Vec::new();
+    for side in [false, true] {
+        users.extend(
+            (0..)
+                .map(|i| format!("user-{i}"))
+                .filter(|u| val(u) == side)
+                .take(3),
+        );
+    }
+    // (Not naming the user: export replaces a user's id in the text with a pseudonym.)
+    let prompt = |u: usize, k: usize| format!("Question {k} from customer {u} about TPO seams?");
+    let answer = |u: usize, k: usize| format!("Answer {k} for customer {u}: weld and check them.");
+    let mut lines = Vec::new();
+    let mut owner = std::collections::HashMap::new();
+    for (u, user) in users.iter().enumerate() {
+        for k in 0..4 {
+            let id = format!("train_{u}_{k}");
+            let (p, a) = (prompt(u, k), answer(u, k));
+            owner.insert(p.clone(), Some(user.clone()));
+            lines.push(
+                Ex {
+                    user: Some(user),
+                    feedback: Some(Feedback::Positive),
+                    ..Ex::new(&id, "2026-11-01T10:00:00Z", &p, &a)
+                }
+                .line(),
+            );
+        }
+    }
+    // No user: by its prompt.
+    for k in 0..6 {
+        let p = format!("Anonymous question {k} about roof drains and scuppers?");
+        owner.insert(p.clone(), None);
+        lines.push(
+            Ex {
+                feedback: Some(Feedback::Positive),
+                ..Ex::new(
+                    &format!("train_anon_{k}"),
+                    "2026-11-01T10:00:00Z",
+                    &p,
+                    "Size them for the hundred year storm.",
+                )
+            }
+            .line(),
+        );
+    }
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    // A correction of an answer whose prompt alone would send it to the other side, linked
+    // by example id.
+    let (cu, ck) = (0..users.len())
+        .flat_map(|u| (0..4).map(move |k| (u, k)))
+        .find(|&(u, k)| split::is_validation(&prompt(u, k), 0.5) != val(&users[u]))
+        .expect("some prompt's side differs from its user's");
+    let corr = d.join("corrections_1.jsonl");
+    let corrected = "Weld the seams at the right temperature, then probe every seam.";
+    write(
+        &corr,
+        &[Corr {
+            id: "corr_1",
+            ts: "2026-11-02T10:00:00Z",
+            prompt: &prompt(cu, ck),
+            original: &answer(cu, ck),
+            corrected,
+            orig_id: Some(&format!("train_{cu}_{ck}")),
+            orig_req: None,
+            example_id: None,
+        }
+        .line()],
+        None,
+    );
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corr],
+        ..Default::default()
+    };
+    for format in [Format::PromptResponse, Format::Kto] {
+        let o = ExportOptions {
+            format,
+            temp_dir: d.join("tmp"),
+            val_fraction: 0.5,
+            split_by: SplitBy::User,
+            ..Default::default()
+        };
+        let out = d.join("out.jsonl");
+        let rep = run(&inputs, &o, &out, 512).unwrap();
+        let mut sides: Vec<(String, String, bool)> = Vec::new();
+        for (path, side) in [(out.clone(), false), (validation_path(&out), true)] {
+            for v in read_lines(&path) {
+                let p = v["prompt"].as_str().unwrap().to_string();
+                let c = v.get("response").or(v.get("completion")).unwrap();
+                sides.push((p, c.as_str().unwrap().to_string(), side));
+            }
+        }
+        assert_eq!(sides.len() as u64, rep.after_filtering);
+        for (p, c, side) in &sides {
+            match &owner[p] {
+                Some(u) => assert_eq!(*side, val(u), "{format:?}: {p} / {c}"),
+                None => assert_eq!(*side, split::is_validation(p, 0.5), "{p}"),
+            }
+        }
+        // The correction went with its original's user (checked above), and so did the
+        // corrected original (KTO).
+        let corrected_lines: Vec<&(String, String, bool)> = sides
+            .iter()
+            .filter(|(p, _, _)| *p == prompt(cu, ck))
+            .collect();
+        assert!(
+            corrected_lines.iter().any(|(_, c, _)| c == corrected),
+            "{format:?}: {corrected_lines:?}"
+        );
+        if format == Format::Kto {
+            assert_eq!(corrected_lines.len(), 2, "{corrected_lines:?}");
+        }
+        let m: Value =
+            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+        assert_eq!(m["options"]["split_by"], "user");
+    }
+}
