@@ -122,6 +122,19 @@ fn write(path: &Path, lines: &[String], torn_tail: Option<&str>) {
     }
 }
 
+/// Inputs of one example segment (`lines`) and one corrections segment holding `corr`.
+fn examples_and_a_correction(d: &Path, lines: &[String], corr: &Corr<'_>) -> ExportInputs {
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, lines, None);
+    let corrections = d.join("corrections_1.jsonl");
+    write(&corrections, &[corr.line()], None);
+    ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corrections],
+        ..Default::default()
+    }
+}
+
 const P_CORR: &str = "What is the fastener spacing for TPO in the corner zone?";
 const R_WRONG: &str = "Twelve inches on center everywhere, corners included.";
 const R_RIGHT: &str = "Six inches on center in corners, per the manufacturer's wind uplift table.";
@@ -1363,13 +1376,11 @@ fn export_keeps_only_records_inside_the_time_window() {
         )
         .line(),
     );
-    let seg = d.join("examples_1.jsonl");
-    write(&seg, &lines, None);
-    let corr = d.join("corrections_1.jsonl");
     let corrected = "Exactly three squares, measured on site.";
-    write(
-        &corr,
-        &[Corr {
+    let inputs = examples_and_a_correction(
+        d,
+        &lines,
+        &Corr {
             id: "corr_1",
             ts: &day(5),
             prompt: &prompts[2],
@@ -1378,15 +1389,8 @@ fn export_keeps_only_records_inside_the_time_window() {
             orig_id: Some("train_2"),
             orig_req: None,
             example_id: None,
-        }
-        .line()],
-        None,
+        },
     );
-    let inputs = ExportInputs {
-        examples: vec![seg],
-        corrections: vec![corr],
-        ..Default::default()
-    };
     let export = |since: Option<&str>, until: Option<&str>| {
         let o = ExportOptions {
             temp_dir: d.join("tmp"),
@@ -1486,19 +1490,17 @@ fn export_split_by_user_keeps_a_user_and_the_corrections_of_their_answers_on_one
             .line(),
         );
     }
-    let seg = d.join("examples_1.jsonl");
-    write(&seg, &lines, None);
     // A correction of an answer whose prompt alone would send it to the other side, linked
     // by example id.
     let (cu, ck) = (0..users.len())
         .flat_map(|u| (0..4).map(move |k| (u, k)))
         .find(|&(u, k)| split::is_validation(&prompt(u, k), 0.5) != val(&users[u]))
         .expect("some prompt's side differs from its user's");
-    let corr = d.join("corrections_1.jsonl");
     let corrected = "Weld the seams at the right temperature, then probe every seam.";
-    write(
-        &corr,
-        &[Corr {
+    let inputs = examples_and_a_correction(
+        d,
+        &lines,
+        &Corr {
             id: "corr_1",
             ts: "2026-11-02T10:00:00Z",
             prompt: &prompt(cu, ck),
@@ -1507,15 +1509,8 @@ fn export_split_by_user_keeps_a_user_and_the_corrections_of_their_answers_on_one
             orig_id: Some(&format!("train_{cu}_{ck}")),
             orig_req: None,
             example_id: None,
-        }
-        .line()],
-        None,
+        },
     );
-    let inputs = ExportInputs {
-        examples: vec![seg],
-        corrections: vec![corr],
-        ..Default::default()
-    };
     for format in [Format::PromptResponse, Format::Kto] {
         let o = ExportOptions {
             format,

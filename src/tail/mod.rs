@@ -1536,39 +1536,11 @@ impl Tailer {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
             };
             if e.awaiting_first_line {
-                let Some((file, md, path)) =
+                if let Some((file, md, path)) =
                     rotated::find_same_inode(&e, &self.opts.rotated_dirs, &skip, &mut listings)
-                else {
-                    continue;
-                };
-                // Its first line came before the daemon stopped: the position saved with it
-                // (if that one is still to be looked for) knows where to go on.
-                let first_line = identity::compute(&file, md.len()).ok().flatten();
-                let identified = self.saved.get(&(e.dev, e.inode)).is_some_and(|v| {
-                    v.iter().any(|s| {
-                        first_line
-                            .as_ref()
-                            .is_some_and(|f| s.fingerprint_bytes() == Some(f.hash))
-                    })
-                });
-                if identified {
-                    continue;
+                {
+                    self.follow_unidentified(&e, file, &md, path, now, now_unix);
                 }
-                tracing::info!(
-                    saved = %e.path,
-                    path = %path.display(),
-                    "a file seen before it had a complete first line was found rotated out of input.paths; reading it from its start"
-                );
-                // Undecided, as when it was saved: settled in this poll as any file found
-                // without a first line is settled (a copy of another file continues at that
-                // file's position; otherwise it is new, and read from 0).
-                let mut t = Tracked::opened(file, &md, path, None, 0, true, now_unix);
-                t.gone_since = Some(now);
-                // Looked at by `decide_awaiting` whether or not this poll re-scanned.
-                t.last_size = u64::MAX;
-                self.counters.files_resumed += 1;
-                self.files.push(t);
-                self.forget_saved(&e);
                 continue;
             }
             let Some(found) = rotated::find(&e, &self.opts.rotated_dirs, &skip, &mut listings)
@@ -1617,6 +1589,46 @@ impl Tailer {
             self.forget_saved(&e);
         }
         more
+    }
+
+    /// Opens `file`, found by the inode of `e`, a position saved before the file had a
+    /// complete first line, unless a position saved with its first line (still to be looked
+    /// for) knows better where to go on.
+    fn follow_unidentified(
+        &mut self,
+        e: &Entry,
+        file: File,
+        md: &std::fs::Metadata,
+        path: PathBuf,
+        now: Instant,
+        now_unix: u64,
+    ) {
+        let first_line = identity::compute(&file, md.len()).ok().flatten();
+        let identified = self.saved.get(&(e.dev, e.inode)).is_some_and(|v| {
+            v.iter().any(|s| {
+                first_line
+                    .as_ref()
+                    .is_some_and(|f| s.fingerprint_bytes() == Some(f.hash))
+            })
+        });
+        if identified {
+            return;
+        }
+        tracing::info!(
+            saved = %e.path,
+            path = %path.display(),
+            "a file seen before it had a complete first line was found rotated out of input.paths; reading it from its start"
+        );
+        // Undecided, as when it was saved: settled in this poll as any file found without a
+        // first line is settled (a copy of another file continues at that file's position;
+        // otherwise it is new, and read from 0).
+        let mut t = Tracked::opened(file, md, path, None, 0, true, now_unix);
+        t.gone_since = Some(now);
+        // Looked at by `decide_awaiting` whether or not this poll re-scanned.
+        t.last_size = u64::MAX;
+        self.counters.files_resumed += 1;
+        self.files.push(t);
+        self.forget_saved(e);
     }
 
     /// Drops a saved position found again: it now lives on in what reads on from it.
