@@ -472,20 +472,20 @@ fn sort_entries(entries: &mut [Entry]) {
 }
 
 /// Adds to `entries` (sorted as checkpoints are) the discovered content it has no entry for
-/// (an entry for other content in the same inode does not count). A file found before its
-/// first line was complete adds nothing to an entry of its inode: that entry is the file
-/// since it got its first line.
+/// (an entry for other content in the same inode does not count: the inode may have been
+/// reused, as logrotate's `create` does with the inode of the rotation it just deleted). A
+/// file found before its first line is added even beside an entry of its inode with a first
+/// line; should that entry be the same file, a restart follows that one
+/// ([`Tailer::follow_unidentified`]).
 fn with_discovered(entries: &mut Vec<Entry>, discovered: &[(u64, Entry)]) {
     let known: HashSet<(u64, u64, &str)> = entries
         .iter()
         .map(|e| (e.dev, e.inode, e.fingerprint.as_str()))
         .collect();
-    let inodes: HashSet<(u64, u64)> = entries.iter().map(|e| (e.dev, e.inode)).collect();
     let missing: Vec<Entry> = discovered
         .iter()
         .map(|(_, d)| d)
         .filter(|d| !known.contains(&(d.dev, d.inode, d.fingerprint.as_str())))
-        .filter(|d| !(d.awaiting_first_line && inodes.contains(&(d.dev, d.inode))))
         .cloned()
         .collect();
     let before = entries.len();

@@ -2017,3 +2017,46 @@ fn a_position_without_a_first_line_gives_way_to_one_with_it_for_the_same_file() 
     got.extend(texts(&drain(&mut t)));
     assert_eq!(got, strs(&["c"]));
 }
+
+#[test]
+fn a_file_seen_empty_in_a_reused_inode_is_checkpointed_and_found_after_a_restart() {
+    // logrotate's `create` can get the inode number of the rotation it just deleted, whose
+    // position the checkpoint may still hold: the empty log must be written in beside it.
+    let e = env();
+    append(&e.p("app.log"), b"");
+    let md = fs::metadata(e.p("app.log")).expect("stat");
+    fs::create_dir_all(&e.state).expect("mkdir state");
+    let deleted_rotation = Entry {
+        dev: md.dev(),
+        inode: md.ino(),
+        fingerprint: "11".repeat(16),
+        path: e.p("app.log.5").to_string_lossy().into_owned(),
+        offset: 10,
+        updated: unix_now(),
+        marker: String::new(),
+        marker_len: 0,
+        awaiting_first_line: false,
+    };
+    checkpoint::store(&e.state, &[deleted_rotation]).expect("store");
+    let opts = e.opts("*.log");
+    let mut t = Tailer::open(opts.clone()).expect("open");
+    assert!(drain(&mut t).is_empty());
+    assert!(t.commit_discoveries().expect("commit discoveries"));
+    drop(t);
+    let saved = match checkpoint::load(&e.state, 0).expect("load") {
+        Loaded::Entries(v) => v,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(
+        saved
+            .iter()
+            .any(|s| s.awaiting_first_line && s.inode == md.ino()),
+        "{saved:?}"
+    );
+    append(&e.p("app.log"), b"a\nb\n");
+    fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+    let mut t = Tailer::open(opts).expect("reopen");
+    let mut got = texts(&drain(&mut t));
+    got.extend(texts(&drain(&mut t)));
+    assert_eq!(got, strs(&["a", "b"]));
+}
