@@ -1605,9 +1605,17 @@ fn soak(seed: u64, steps: usize) {
                         settle(&sb, written, &history);
                     } else {
                         history.push("wait until the checkpoint holds the empty log".into());
-                        wait_until(T, "the empty log in the checkpoint", || {
-                            checkpoint_awaits_first_line(&sb, ino)
-                        });
+                        let start = std::time::Instant::now();
+                        while !checkpoint_awaits_first_line(&sb, ino) {
+                            assert!(
+                                start.elapsed() < T,
+                                "the empty log (inode {ino}) never reached the checkpoint; {}\nsteps:\n{}\ndaemon log:\n{}",
+                                state_of(&sb),
+                                history.join("\n"),
+                                sb.daemon_log()
+                            );
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                     }
                 }
                 history.push(write(&mut w, &mut written, rng.below(5)));
