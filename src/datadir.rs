@@ -129,16 +129,24 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
 
 /// Builds the training set (see `export`).
 pub fn export(cfg: &Config, req: &ExportRequest) -> Result<ExportReport, DataDirError> {
-    let opts = export_options(cfg, req)?;
-    create_dir(&opts.temp_dir)?;
     let output = req
         .output
         .clone()
         .unwrap_or_else(|| cfg.export.output.clone());
+    export_with(cfg, &export_options(cfg, req)?, &output)
+}
+
+/// Builds the training set from every segment into `output` with options already made.
+pub fn export_with(
+    cfg: &Config,
+    opts: &ExportOptions,
+    output: &Path,
+) -> Result<ExportReport, DataDirError> {
+    create_dir(&opts.temp_dir)?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }
-    Ok(export::export(&inputs(cfg)?, &opts, &output)?)
+    Ok(export::export(&inputs(cfg)?, opts, output)?)
 }
 
 fn create_dir(p: &Path) -> Result<(), DataDirError> {

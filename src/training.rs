@@ -36,19 +36,13 @@ pub struct Readiness {
 pub fn ready(cfg: &Config, min_examples: Option<usize>) -> Result<Readiness, TrainingError> {
     let required = min_examples.unwrap_or(cfg.training.min_examples.0) as u64;
     let scratch = cfg.state_dir().join("tmp").join("ready_export.jsonl");
-    let report = datadir::export(
-        cfg,
-        &ExportRequest {
-            output: Some(scratch.clone()),
-            ..ExportRequest::default()
-        },
-    )?;
-    let validation = crate::export::validation_path(&scratch);
+    // Only the count matters: no ids files, whatever `export.ids_file` says.
+    let mut opts = datadir::export_options(cfg, &ExportRequest::default())?;
+    opts.ids_file = false;
+    let report = datadir::export_with(cfg, &opts, &scratch)?;
     for p in [
         crate::export::manifest_path(&scratch),
-        crate::export::split::ids_path(&scratch),
-        crate::export::split::ids_path(&validation),
-        validation,
+        crate::export::validation_path(&scratch),
         scratch,
     ] {
         let _ = std::fs::remove_file(p);

@@ -186,10 +186,11 @@ impl EvalIndex {
             }
             line_no += 1;
             let Ok(text) = std::str::from_utf8(&line) else {
-                return Err(ExportError::InvalidOption(format!(
-                    "evaluation set {}:{line_no}: not UTF-8",
-                    path.display()
-                )));
+                return Err(ExportError::EvalSet {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    reason: "not UTF-8 (an evaluation set is UTF-8 JSON lines or text)",
+                });
             };
             let text = text.trim();
             if text.is_empty() {
@@ -210,7 +211,7 @@ impl EvalIndex {
                 }
             }
         }
-        let sha256 = hex(&reader.into_inner().hasher.finalize());
+        let sha256 = super::pii::hex(&reader.into_inner().hasher.finalize());
         Ok(EvalSetSummary {
             path: path.display().to_string(),
             sha256,
@@ -266,10 +267,6 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -371,7 +368,10 @@ mod tests {
     fn the_summary_names_the_file_and_its_digest_and_bad_files_are_errors() {
         let (d, ix) = index(&["one two three four"], 12);
         let bytes = std::fs::read(d.path().join("eval.jsonl")).expect("read");
-        assert_eq!(ix.summaries[0].sha256, hex(&Sha256::digest(&bytes)));
+        assert_eq!(
+            ix.summaries[0].sha256,
+            super::super::pii::hex(&Sha256::digest(&bytes))
+        );
         assert!(ix.summaries[0].path.ends_with("eval.jsonl"));
         let missing = EvalIndex::load(&[d.path().join("nope.jsonl")], 12);
         assert!(

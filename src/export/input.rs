@@ -251,9 +251,6 @@ fn trim_line(buf: &[u8]) -> &[u8] {
     &buf[..end]
 }
 
-/// Microseconds since the Unix epoch for a record timestamp. Accepts RFC 3339 (what the
-/// collector writes) and the seed's naive `isoformat()` (taken as UTC). Unparseable times sort
-/// first (`i64::MIN`), so they never win "latest feedback" or "newer copy".
 /// A time given on the command line (`--since`, `--until`): RFC 3339, a date and time
 /// without a zone (UTC), or a date alone (its midnight, UTC). Microseconds since the epoch.
 pub fn time_bound_micros(s: &str) -> Result<i64, String> {
@@ -272,6 +269,9 @@ pub fn time_bound_micros(s: &str) -> Result<i64, String> {
     }
 }
 
+/// Microseconds since the Unix epoch for a record timestamp. Accepts RFC 3339 (what the
+/// collector writes) and the seed's naive `isoformat()` (taken as UTC). Unparseable times sort
+/// first (`i64::MIN`), so they never win "latest feedback" or "newer copy".
 pub fn ts_micros(s: &str) -> i64 {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return t.timestamp_micros();

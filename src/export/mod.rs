@@ -85,6 +85,12 @@ pub enum ExportError {
     },
     #[error("invalid export option: {0}")]
     InvalidOption(String),
+    #[error("evaluation set {path}:{line}: {reason}", path = path.display())]
+    EvalSet {
+        path: PathBuf,
+        line: u64,
+        reason: &'static str,
+    },
     #[error("internal export error: {0}")]
     Internal(String),
 }

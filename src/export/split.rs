@@ -56,9 +56,14 @@ pub(crate) fn user_group(user_id: &str) -> u64 {
 /// else by its prompt.
 pub(crate) fn is_validation_line(group: Option<u64>, prompt: &str, val_fraction: f64) -> bool {
     match group {
-        Some(g) => val_fraction > 0.0 && (g as f64) / 18_446_744_073_709_551_616.0 < val_fraction,
+        Some(g) => below_fraction(g, val_fraction),
         None => is_validation(prompt, val_fraction),
     }
+}
+
+/// Whether a 64-bit hash, read as a fraction of 2^64, is below `val_fraction`.
+fn below_fraction(h: u64, val_fraction: f64) -> bool {
+    val_fraction > 0.0 && (h as f64) / 18_446_744_073_709_551_616.0 < val_fraction
 }
 
 /// Whether a prompt belongs to the validation set.
@@ -68,7 +73,7 @@ pub fn is_validation(prompt: &str, val_fraction: f64) -> bool {
     }
     // A salt keeps the split independent of the dedup key, which uses the same normalisation.
     let h = (key128(&format!("split\0{}", normalize(prompt))) >> 64) as u64;
-    (h as f64) / 18_446_744_073_709_551_616.0 < val_fraction
+    below_fraction(h, val_fraction)
 }
 
 /// The validation file that goes with `output`.

@@ -1337,8 +1337,9 @@ fn export_leaves_out_what_shares_a_run_of_words_with_an_evaluation_set() {
             serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
         let d = &m["options"]["decontamination"];
         assert_eq!(d["ngram_words"], 12);
-        let sha = <sha2::Sha256 as sha2::Digest>::digest(fs::read(&eval).unwrap());
-        let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        let sha = pii::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            fs::read(&eval).unwrap(),
+        ));
         assert_eq!(d["eval_sets"][0]["sha256"], Value::from(sha));
         // question, "B", "assistant", the answer.
         assert_eq!(d["eval_sets"][0]["texts"], 4);
