@@ -412,6 +412,8 @@ fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command
     let (rc, _, err) = sb.cli(&["export", "--decontaminate", "nowhere.jsonl"]);
     assert_ne!(rc, 0);
     assert!(err.contains("nowhere.jsonl"), "{err}");
+    // The cause is said once, not once per layer of the error.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
     std::fs::write(sb.config_path(), "[export]\ndecontaminate_ngram = 2\n").unwrap();
     let (rc, _, err) = sb.cli(&["check-config"]);
     assert_eq!(rc, 2, "{err}");
