@@ -9,6 +9,8 @@
 //! Relative paths are resolved against the folder of the config file (or the working
 //! directory for the embedded default), so the daemon behaves the same whatever its cwd.
 
+use crate::export::{Format, SplitBy};
+use crate::record::Relevance;
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -178,6 +180,14 @@ impl Serialize for ByteSize {
         }
         s.serialize_str(&format!("{b}B"))
     }
+}
+
+/// A choice given by name (`format = "dpo"`), parsed by the type's `FromStr` so the config
+/// holds the typed value and a bad name is reported at its key with the type's own message.
+fn by_name<'de, D: Deserializer<'de>, T: std::str::FromStr<Err = String>>(
+    d: D,
+) -> Result<T, D::Error> {
+    String::deserialize(d)?.parse().map_err(de::Error::custom)
 }
 
 /// An integer that must be at least 1 (buffer size, minimum example count).
@@ -480,15 +490,18 @@ pub struct DomainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
-    pub format: String,
-    pub min_quality: String,
+    #[serde(deserialize_with = "by_name")]
+    pub format: Format,
+    #[serde(deserialize_with = "by_name")]
+    pub min_quality: Relevance,
     pub include_corrections: bool,
     pub min_prompt_chars: usize,
     pub min_response_chars: usize,
     /// Fraction of prompts (by hash) written to the validation file; 0 turns the split off.
     pub val_fraction: f64,
-    /// "prompt" or "user": what keeps lines on one side of the split.
-    pub split_by: String,
+    /// What keeps lines on one side of the split.
+    #[serde(deserialize_with = "by_name")]
+    pub split_by: SplitBy,
     /// Written as the system message by the `messages` format; empty = none.
     pub system_prompt: String,
     /// Extra PII patterns scrubbed from every output, besides emails and phone numbers.
@@ -800,13 +813,13 @@ impl Default for DomainConfig {
 impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
-            format: "prompt-response".into(),
-            min_quality: "medium".into(),
+            format: Format::PromptResponse,
+            min_quality: Relevance::Medium,
             include_corrections: true,
             min_prompt_chars: 10,
             min_response_chars: 20,
             val_fraction: 0.0,
-            split_by: "prompt".into(),
+            split_by: SplitBy::Prompt,
             system_prompt: String::new(),
             ids_file: false,
             decontaminate: Vec::new(),
@@ -950,12 +963,6 @@ impl Config {
                 "output.rotate_interval must be longer than 0s".into(),
             ));
         }
-        if let Err(e) = self.export.format.parse::<ExportFormatName>() {
-            return Err(err(&["export", "format"], e));
-        }
-        if let Err(e) = self.export.min_quality.parse::<crate::record::Relevance>() {
-            return Err(err(&["export", "min_quality"], e));
-        }
         if !(0.0..1.0).contains(&self.export.val_fraction) {
             return Err(err(
                 &["export", "val_fraction"],
@@ -964,9 +971,6 @@ impl Config {
                     self.export.val_fraction
                 ),
             ));
-        }
-        if let Err(e) = self.export.split_by.parse::<crate::export::SplitBy>() {
-            return Err(err(&["export", "split_by"], e));
         }
         if !(5..=50).contains(&self.export.decontaminate_ngram) {
             return Err(err(
@@ -1056,24 +1060,6 @@ impl Config {
         use sha2::{Digest, Sha256};
         let d = Sha256::digest(self.to_toml().as_bytes());
         d.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-/// The export formats by name; the export module maps them to its own enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportFormatName;
-
-impl std::str::FromStr for ExportFormatName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "prompt-response" | "messages" | "prompt-completion" | "dpo" | "kto" => {
-                Ok(ExportFormatName)
-            }
-            other => Err(format!(
-                "unknown export format {other:?}: expected prompt-response, messages, prompt-completion, dpo or kto"
-            )),
-        }
     }
 }
 
@@ -1300,10 +1286,29 @@ mod tests {
     fn semantic_errors_point_at_their_key() {
         let (line, _, msg) = invalid("[export]\n\nformat = \"csv\"\n");
         assert_eq!(line, 3);
-        assert!(msg.contains("unknown export format"), "{msg}");
+        assert!(msg.contains("unknown format \"csv\""), "{msg}");
         let (line, _, msg) = invalid("[input]\npaths = []\n");
         assert_eq!(line, 2);
         assert!(msg.contains("input.paths is empty"), "{msg}");
+    }
+
+    #[test]
+    fn export_choices_are_typed_at_load_and_render_by_name() {
+        let text = "[export]\nformat = \"kto\"\nmin_quality = \"high\"\nsplit_by = \"user\"\n";
+        let cfg = parse(text).unwrap();
+        assert_eq!(cfg.export.format, Format::Kto);
+        assert_eq!(cfg.export.min_quality, Relevance::High);
+        assert_eq!(cfg.export.split_by, SplitBy::User);
+        let rendered = cfg.to_toml();
+        assert!(rendered.contains("format = \"kto\""), "{rendered}");
+        assert!(rendered.contains("split_by = \"user\""), "{rendered}");
+        assert_eq!(
+            Config::parse(&rendered, "again", Path::new("/")).unwrap(),
+            cfg
+        );
+        let (line, col, msg) = invalid("[export]\nsplit_by = \"users\"\n");
+        assert_eq!((line, col), (2, 12));
+        assert!(msg.contains("unknown split_by \"users\""), "{msg}");
     }
 
     #[test]

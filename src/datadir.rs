@@ -40,8 +40,8 @@ pub fn inputs(cfg: &Config) -> Result<ExportInputs, DataDirError> {
 /// Command-line overrides of the `[export]` config.
 #[derive(Debug, Clone, Default)]
 pub struct ExportRequest {
-    pub format: Option<String>,
-    pub min_quality: Option<String>,
+    pub format: Option<Format>,
+    pub min_quality: Option<Relevance>,
     pub include_corrections: Option<bool>,
     pub output: Option<PathBuf>,
     pub val_fraction: Option<f64>,
@@ -49,11 +49,12 @@ pub struct ExportRequest {
     pub ids: bool,
     /// `--decontaminate`: evaluation sets besides `export.decontaminate`.
     pub decontaminate: Vec<PathBuf>,
-    /// `--since`, `--until`: the time window, as given (see [`export::input::time_bound_micros`]).
-    pub since: Option<String>,
-    pub until: Option<String>,
+    /// `--since`, `--until`: the time window, in microseconds since the epoch (see
+    /// [`export::input::time_bound_micros`]).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
     /// `--split-by`: overrides `export.split_by`.
-    pub split_by: Option<String>,
+    pub split_by: Option<export::SplitBy>,
     pub progress: bool,
 }
 
@@ -61,37 +62,16 @@ pub struct ExportRequest {
 /// before any work starts.
 pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions, DataDirError> {
     let e = &cfg.export;
-    let format: Format = req
-        .format
-        .as_deref()
-        .unwrap_or(&e.format)
-        .parse()
-        .map_err(DataDirError::Invalid)?;
-    let min_quality: Relevance = req
-        .min_quality
-        .as_deref()
-        .unwrap_or(&e.min_quality)
-        .parse()
-        .map_err(DataDirError::Invalid)?;
+    let format = req.format.unwrap_or(e.format);
+    let min_quality = req.min_quality.unwrap_or(e.min_quality);
     let val_fraction = req.val_fraction.unwrap_or(e.val_fraction);
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(DataDirError::Invalid(format!(
             "--val-fraction must be at least 0 and below 1, not {val_fraction}"
         )));
     }
-    let split_by: export::SplitBy = req
-        .split_by
-        .as_deref()
-        .unwrap_or(&e.split_by)
-        .parse()
-        .map_err(DataDirError::Invalid)?;
-    let bound = |flag: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|s| export::input::time_bound_micros(s).map_err(|e| format!("--{flag}: {e}")))
-            .transpose()
-            .map_err(DataDirError::Invalid)
-    };
-    let (since, until) = (bound("since", &req.since)?, bound("until", &req.until)?);
+    let split_by = req.split_by.unwrap_or(e.split_by);
+    let (since, until) = (req.since, req.until);
     if let (Some(s), Some(u)) = (since, until) {
         if s >= u {
             return Err(DataDirError::Invalid(

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use training_collector::config::{Config, ConfigError, ConfigSource};
 use training_collector::daemon::{self, Control, ControlChannel};
+use training_collector::export::input::time_bound_micros;
+use training_collector::export::{Format, SplitBy};
 use training_collector::metrics::{self, Metrics};
-use training_collector::record::Feedback;
+use training_collector::record::{Feedback, Relevance};
 use training_collector::{datadir, spool, training};
 
 /// jemalloc rather than glibc malloc: ingest allocates per line on worker threads and frees
@@ -71,10 +73,10 @@ enum Command {
     Export {
         /// prompt-response, messages, prompt-completion, dpo or kto.
         #[arg(long)]
-        format: Option<String>,
+        format: Option<Format>,
         /// Lowest domain relevance kept: high, medium or low.
         #[arg(long)]
-        min_quality: Option<String>,
+        min_quality: Option<Relevance>,
         /// Leave corrections out.
         #[arg(long)]
         no_corrections: bool,
@@ -87,7 +89,7 @@ enum Command {
         /// What keeps lines on one side of the split: prompt (default) or user (all of one
         /// user's lines, and corrections of them, on one side).
         #[arg(long, value_name = "prompt|user")]
-        split_by: Option<String>,
+        split_by: Option<SplitBy>,
         /// Also write <stem>.ids.txt beside each output file: line N holds the id of the
         /// example (or correction) line N was made from.
         #[arg(long)]
@@ -99,11 +101,11 @@ enum Command {
         decontaminate: Vec<PathBuf>,
         /// Only examples and corrections timestamped at or after this time (RFC 3339, or a
         /// date: its midnight UTC).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = time_bound_micros)]
+        since: Option<i64>,
         /// Only those timestamped before this time.
-        #[arg(long, value_name = "TIME")]
-        until: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = time_bound_micros)]
+        until: Option<i64>,
     },
     /// Is there enough curated data to train? Prints {"ready","current","required"};
     /// exit 0 when ready, 1 when not.

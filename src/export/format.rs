@@ -67,7 +67,8 @@ impl FromStr for Format {
             .into_iter()
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown format {s:?}: expected prompt-response, messages, prompt-completion, dpo or kto")
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+                format!("unknown format {s:?}: expected one of {}", names.join(", "))
             })
     }
 }

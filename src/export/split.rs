@@ -34,6 +34,12 @@ impl SplitBy {
     }
 }
 
+impl serde::Serialize for SplitBy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl FromStr for SplitBy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
