@@ -502,7 +502,7 @@ pub struct ExportConfig {
     /// What keeps lines on one side of the split.
     #[serde(deserialize_with = "by_name")]
     pub split_by: SplitBy,
-    /// Written as the system message by the `messages` format; empty = none.
+    /// The system message of the conversational formats; empty = none.
     pub system_prompt: String,
     /// Extra PII patterns scrubbed from every output, besides emails and phone numbers.
     pub pii_patterns: Vec<Pattern>,

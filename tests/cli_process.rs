@@ -217,6 +217,7 @@ fn export_formats_pii_split_and_determinism_through_the_cli() {
         ("prompt-response", vec!["prompt", "response"]),
         ("messages", vec!["messages"]),
         ("prompt-completion", vec!["completion", "prompt"]),
+        ("alpaca", vec!["input", "instruction", "output"]),
     ] {
         let report = run(&["--format", fmt]);
         assert_eq!(report["after_filtering"], 40, "{report}");

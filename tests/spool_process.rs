@@ -290,12 +290,17 @@ fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
             assert_eq!(rc, 0, "{o}{e}");
             std::fs::read_to_string(path).unwrap()
         };
-        (export("prompt-response"), export("dpo"))
+        (
+            export("prompt-response"),
+            export("dpo"),
+            export("openai-dpo"),
+        )
     };
-    let (sft_before, dpo_before) = run(true);
-    let (sft_after, dpo_after) = run(false);
+    let (sft_before, dpo_before, openai_before) = run(true);
+    let (sft_after, dpo_after, openai_after) = run(false);
     assert_eq!(sft_before, sft_after);
     assert_eq!(dpo_before, dpo_after);
+    assert_eq!(openai_before, openai_after);
     let sft: Vec<Value> = sft_before
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -306,6 +311,15 @@ fn a_correction_wins_whether_it_arrives_before_or_after_its_original() {
         serde_json::from_str(dpo_before.lines().next().expect("one dpo pair")).unwrap();
     assert_eq!(dpo["chosen"], corrected);
     assert_eq!(dpo["rejected"], response.as_str());
+    // OpenAI's preference format holds the same pair.
+    let openai: Value =
+        serde_json::from_str(openai_before.lines().next().expect("one pair")).unwrap();
+    assert_eq!(openai["input"]["messages"][0]["content"], dpo["prompt"]);
+    assert_eq!(openai["preferred_output"][0]["content"], corrected);
+    assert_eq!(
+        openai["non_preferred_output"][0]["content"],
+        response.as_str()
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use super::join::{Payload, Resolved};
 use super::pii::Scrubber;
 use super::prepare::{self, Loc, TextSrc, STATIC_REASONS};
 use super::spill::SpillItem;
-use super::{ExportOptions, Format};
+use super::{ExportOptions, Kind};
 use std::cmp::Ordering;
 
 /// Best first. Every field is "smaller is better" so a derived order sorts best first.
@@ -222,13 +222,13 @@ pub(crate) fn candidate(
             if e.verified_correction && !opts.include_corrections {
                 return Err("correction_excluded");
             }
-            label = match fmt {
-                Format::Dpo => return Err("not_a_preference_pair"),
-                Format::Kto => match kto_label(e.verified_correction, r.corrected, r.feedback) {
+            label = match fmt.kind() {
+                Kind::Preference => return Err("not_a_preference_pair"),
+                Kind::Binary => match kto_label(e.verified_correction, r.corrected, r.feedback) {
                     Some(l) => Some(l),
                     None => return Err("unlabeled"),
                 },
-                _ => {
+                Kind::Sft => {
                     if r.corrected {
                         return Err("corrected_original");
                     }
@@ -257,7 +257,7 @@ pub(crate) fn candidate(
             band_ix = p.band_ix;
         }
         Payload::Correction(c) => {
-            if fmt == Format::Dpo && normalize(&c.original) == normalize(&c.corrected) {
+            if fmt.kind() == Kind::Preference && normalize(&c.original) == normalize(&c.corrected) {
                 return Err("identical_pair");
             }
             if !opts.in_time_window(c.ts) {
@@ -279,7 +279,7 @@ pub(crate) fn candidate(
                 return Err("eval_contamination");
             }
             ts = c.ts;
-            label = (fmt == Format::Kto).then_some(true);
+            label = (fmt.kind() == Kind::Binary).then_some(true);
             correction = true;
             // A human-written answer outranks any automatic score.
             score = 1.0;
@@ -287,7 +287,7 @@ pub(crate) fn candidate(
             loc = None;
             let p = scrubber.scrub(&c.prompt, None);
             let comp = scrubber.scrub(&c.corrected, None);
-            rejected = (fmt == Format::Dpo).then(|| scrubber.scrub(&c.original, None));
+            rejected = (fmt.kind() == Kind::Preference).then(|| scrubber.scrub(&c.original, None));
             (norm_key, new_bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
             band_ix = None;
             prompt = TextSrc::Owned(p);

@@ -5,11 +5,17 @@
 //! | `prompt-response` | `{"prompt","response"}` | the seed's format |
 //! | `messages` | `{"messages":[{"role":"system",..}?,{"role":"user",..},{"role":"assistant",..}]}` | OpenAI SFT, TRL conversational, Axolotl `chat_template` |
 //! | `prompt-completion` | `{"prompt","completion"}` | TRL standard prompt-completion |
+//! | `alpaca` | `{"instruction","input":"","output"}` | Axolotl `alpaca` |
 //! | `dpo` | `{"prompt","chosen","rejected"}` | TRL DPO (standard form); corrections only |
+//! | `dpo-messages` | `{"prompt":[system?,user],"chosen":[assistant],"rejected":[assistant]}` | TRL DPO (conversational form) |
+//! | `openai-dpo` | `{"input":{"messages":[system?,user]},"preferred_output":[assistant],"non_preferred_output":[assistant]}` | OpenAI preference fine-tuning |
 //! | `kto` | `{"prompt","completion","label"}` | TRL / Axolotl KTO |
+//! | `kto-messages` | `{"prompt":[system?,user],"completion":[assistant],"label"}` | TRL KTO (conversational form) |
 //!
-//! The first three are SFT formats: they never contain a corrected original or an answer with
-//! negative feedback.
+//! Each message is `{"role","content"}`; the system message is there only with a system prompt.
+//! What a line holds is decided by the format's [`Kind`]: the SFT formats never contain a
+//! corrected original or an answer with negative feedback, the preference formats pair a
+//! correction with the answer it corrects, the binary ones label answers good or bad.
 
 use serde::Serialize;
 use std::fmt;
@@ -22,17 +28,36 @@ pub enum Format {
     PromptResponse,
     Messages,
     PromptCompletion,
+    Alpaca,
     Dpo,
+    DpoMessages,
+    OpenaiDpo,
     Kto,
+    KtoMessages,
+}
+
+/// What a format's lines are made of, which decides which records make them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Supervised fine-tuning: one good answer per prompt.
+    Sft,
+    /// A preferred and a rejected answer to one prompt: a correction and its original.
+    Preference,
+    /// An answer labelled desirable or not (thumbs up or down, a correction or its original).
+    Binary,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 9] = [
         Format::PromptResponse,
         Format::Messages,
         Format::PromptCompletion,
+        Format::Alpaca,
         Format::Dpo,
+        Format::DpoMessages,
+        Format::OpenaiDpo,
         Format::Kto,
+        Format::KtoMessages,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,17 +65,29 @@ impl Format {
             Format::PromptResponse => "prompt-response",
             Format::Messages => "messages",
             Format::PromptCompletion => "prompt-completion",
+            Format::Alpaca => "alpaca",
             Format::Dpo => "dpo",
+            Format::DpoMessages => "dpo-messages",
+            Format::OpenaiDpo => "openai-dpo",
             Format::Kto => "kto",
+            Format::KtoMessages => "kto-messages",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Format::PromptResponse
+            | Format::Messages
+            | Format::PromptCompletion
+            | Format::Alpaca => Kind::Sft,
+            Format::Dpo | Format::DpoMessages | Format::OpenaiDpo => Kind::Preference,
+            Format::Kto | Format::KtoMessages => Kind::Binary,
         }
     }
 
     /// Supervised fine-tuning formats: one good answer per prompt.
     pub fn is_sft(self) -> bool {
-        matches!(
-            self,
-            Format::PromptResponse | Format::Messages | Format::PromptCompletion
-        )
+        self.kind() == Kind::Sft
     }
 }
 
@@ -104,13 +141,8 @@ pub(crate) fn render_into(
     p: &LineParts<'_>,
     system_prompt: Option<&str>,
 ) {
-    let field = |out: &mut Vec<u8>, sep: &str, name: &str, v: &str| {
-        out.extend_from_slice(sep.as_bytes());
-        out.push(b'"');
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-        push_json_str(out, v);
-    };
+    let rejected = p.rejected.unwrap_or_default();
+    let label = p.label.unwrap_or(true);
     match format {
         Format::PromptResponse => {
             field(out, "{", "prompt", p.prompt);
@@ -118,43 +150,99 @@ pub(crate) fn render_into(
         }
         Format::Messages => {
             out.extend_from_slice(b"{\"messages\":[");
-            let mut sep = "";
-            let roles = [
-                ("system", system_prompt),
-                ("user", Some(p.prompt)),
-                ("assistant", Some(p.completion)),
-            ];
-            for (role, content) in roles {
-                if let Some(c) = content {
-                    out.extend_from_slice(sep.as_bytes());
-                    field(out, "{", "role", role);
-                    field(out, ",", "content", c);
-                    out.push(b'}');
-                    sep = ",";
-                }
-            }
+            conversation(out, system_prompt, p.prompt);
+            out.push(b',');
+            message(out, "assistant", p.completion);
             out.push(b']');
         }
         Format::PromptCompletion => {
             field(out, "{", "prompt", p.prompt);
             field(out, ",", "completion", p.completion);
         }
+        Format::Alpaca => {
+            field(out, "{", "instruction", p.prompt);
+            field(out, ",", "input", "");
+            field(out, ",", "output", p.completion);
+        }
         Format::Dpo => {
             field(out, "{", "prompt", p.prompt);
             field(out, ",", "chosen", p.completion);
-            field(out, ",", "rejected", p.rejected.unwrap_or_default());
+            field(out, ",", "rejected", rejected);
+        }
+        Format::DpoMessages => {
+            out.extend_from_slice(b"{\"prompt\":[");
+            conversation(out, system_prompt, p.prompt);
+            out.push(b']');
+            answer(out, "chosen", p.completion);
+            answer(out, "rejected", rejected);
+        }
+        Format::OpenaiDpo => {
+            out.extend_from_slice(b"{\"input\":{\"messages\":[");
+            conversation(out, system_prompt, p.prompt);
+            out.extend_from_slice(b"]}");
+            answer(out, "preferred_output", p.completion);
+            answer(out, "non_preferred_output", rejected);
         }
         Format::Kto => {
             field(out, "{", "prompt", p.prompt);
             field(out, ",", "completion", p.completion);
-            out.extend_from_slice(if p.label.unwrap_or(true) {
-                b",\"label\":true"
-            } else {
-                b",\"label\":false"
-            });
+            push_label(out, label);
+        }
+        Format::KtoMessages => {
+            out.extend_from_slice(b"{\"prompt\":[");
+            conversation(out, system_prompt, p.prompt);
+            out.push(b']');
+            answer(out, "completion", p.completion);
+            push_label(out, label);
         }
     }
     out.push(b'}');
+}
+
+/// `<sep>"name":<v as a JSON string>`.
+fn field(out: &mut Vec<u8>, sep: &str, name: &str, v: &str) {
+    field_name(out, sep, name);
+    push_json_str(out, v);
+}
+
+/// `<sep>"name":`.
+fn field_name(out: &mut Vec<u8>, sep: &str, name: &str) {
+    out.extend_from_slice(sep.as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// `{"role":..,"content":..}`.
+fn message(out: &mut Vec<u8>, role: &str, content: &str) {
+    field(out, "{", "role", role);
+    field(out, ",", "content", content);
+    out.push(b'}');
+}
+
+/// The system message (if any) and the user's, as array elements.
+fn conversation(out: &mut Vec<u8>, system_prompt: Option<&str>, prompt: &str) {
+    if let Some(s) = system_prompt {
+        message(out, "system", s);
+        out.push(b',');
+    }
+    message(out, "user", prompt);
+}
+
+/// `,"name":[{"role":"assistant","content":..}]`.
+fn answer(out: &mut Vec<u8>, name: &str, content: &str) {
+    field_name(out, ",", name);
+    out.push(b'[');
+    message(out, "assistant", content);
+    out.push(b']');
+}
+
+fn push_label(out: &mut Vec<u8>, label: bool) {
+    out.extend_from_slice(if label {
+        b",\"label\":true"
+    } else {
+        b",\"label\":false"
+    });
 }
 
 #[cfg(test)]
@@ -197,6 +285,11 @@ mod tests {
             system in proptest::option::of(".*"),
         ) {
             use serde_json::json;
+            let mut asked = Vec::new();
+            if let Some(s) = &system {
+                asked.push(json!({"role": "system", "content": s}));
+            }
+            asked.push(json!({"role": "user", "content": prompt}));
             for format in Format::ALL {
                 let p = LineParts {
                     prompt: &prompt,
@@ -209,15 +302,27 @@ mod tests {
                     Format::PromptCompletion => json!({"prompt": prompt, "completion": completion}),
                     Format::Dpo => json!({"prompt": prompt, "chosen": completion, "rejected": rejected}),
                     Format::Kto => json!({"prompt": prompt, "completion": completion, "label": label}),
+                    Format::Alpaca => json!({"instruction": prompt, "input": "", "output": completion}),
                     Format::Messages => {
-                        let mut m = Vec::new();
-                        if let Some(s) = &system {
-                            m.push(json!({"role": "system", "content": s}));
-                        }
-                        m.push(json!({"role": "user", "content": prompt}));
+                        let mut m = asked.clone();
                         m.push(json!({"role": "assistant", "content": completion}));
                         json!({"messages": m})
                     }
+                    Format::DpoMessages => json!({
+                        "prompt": asked,
+                        "chosen": [{"role": "assistant", "content": completion}],
+                        "rejected": [{"role": "assistant", "content": rejected}],
+                    }),
+                    Format::OpenaiDpo => json!({
+                        "input": {"messages": asked},
+                        "preferred_output": [{"role": "assistant", "content": completion}],
+                        "non_preferred_output": [{"role": "assistant", "content": rejected}],
+                    }),
+                    Format::KtoMessages => json!({
+                        "prompt": asked,
+                        "completion": [{"role": "assistant", "content": completion}],
+                        "label": label,
+                    }),
                 };
                 let mut out = Vec::new();
                 render_into(&mut out, format, &p, system.as_deref());

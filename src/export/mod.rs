@@ -44,7 +44,7 @@ mod prepare;
 mod spill;
 pub mod split;
 
-pub use format::Format;
+pub use format::{Format, Kind};
 
 /// The join key export gives a (prompt, answer) pair, for the daemon's tests to check that
 /// its link from a correction to its original agrees with export's.
@@ -106,7 +106,8 @@ pub struct ExportOptions {
     /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
     /// otherwise the validation file is [`validation_path`] of the output.
     pub val_fraction: f64,
-    /// System message for the `messages` format.
+    /// The system message of the conversational formats (`messages`, `dpo-messages`,
+    /// `openai-dpo`, `kto-messages`).
     pub system_prompt: Option<String>,
     /// Redacted to `[REDACTED]`, in addition to the built-in e-mail and phone patterns.
     pub pii_patterns: Vec<regex::Regex>,
@@ -676,7 +677,7 @@ pub(crate) fn run(
                     + completion.len()
                     + c.rejected.as_ref().map_or(0, String::len)
                     + opts.system_prompt.as_ref().map_or(0, String::len)
-                    + 128;
+                    + 256; // the format's keys and roles, and some escapes
                 if lines[i] > 0 && batches[i].len() + need > batches[i].capacity() {
                     let full =
                         std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH.max(need)));
@@ -788,7 +789,7 @@ pub(crate) fn run(
         output_sha256: train_file.sha256,
         ids_path: train_ids.map(|f| f.path),
         unreadable_lines: counts.unreadable,
-        labels: (opts.format == Format::Kto).then_some(labels),
+        labels: (opts.format.kind() == Kind::Binary).then_some(labels),
     })
 }
 

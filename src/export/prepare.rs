@@ -20,7 +20,7 @@ use super::dedup;
 use super::input::{Chunk, Line};
 use super::join::{Ex, KeyRef};
 use super::pii::Scrubber;
-use super::{ExportError, ExportOptions, Format};
+use super::{ExportError, ExportOptions, Kind};
 use crate::record::Quality;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -165,10 +165,10 @@ pub(crate) const STATIC_REASONS: [&str; 6] = [
     "eval_contamination",
 ];
 
-/// Whether an example's text can matter: a `dpo` export drops every example, and one without
-/// corrections drops `verified_correction` examples, before any other rule.
+/// Whether an example's text can matter: a preference export (`dpo`) drops every example,
+/// and one without corrections drops `verified_correction` examples, before any other rule.
 pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bool {
-    opts.format != Format::Dpo && (!verified_correction || opts.include_corrections)
+    opts.format.kind() != Kind::Preference && (!verified_correction || opts.include_corrections)
 }
 
 /// One example line, read.

@@ -450,6 +450,132 @@ fn export_prompt_response_planted_cases() {
     assert_eq!(fs::read_dir(f.dir.path().join("tmp")).unwrap().count(), 0);
 }
 
+/// What one output line says, read back by its format's schema (exact keys, every message
+/// `{"role","content"}`, roles in order); panics on a line that does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct LineContent {
+    system: Option<String>,
+    prompt: String,
+    answer: String,
+    rejected: Option<String>,
+    label: Option<bool>,
+}
+
+fn line_content(format: Format, l: &Value) -> LineContent {
+    let obj = l.as_object().unwrap();
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let text = |v: &Value| {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{format}: {l}"))
+            .to_string()
+    };
+    let message = |m: &Value, role: &str| {
+        let m = m.as_object().unwrap();
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            ["role", "content"],
+            "{format}: {l}"
+        );
+        assert_eq!(m["role"], role, "{format}: {l}");
+        text(&m["content"])
+    };
+    // A conversation: an optional system message and the user's.
+    let asked = |v: &Value| -> (Option<String>, String) {
+        match v.as_array().unwrap().as_slice() {
+            [u] => (None, message(u, "user")),
+            [s, u] => (Some(message(s, "system")), message(u, "user")),
+            other => panic!("{format}: {other:?}"),
+        }
+    };
+    let reply = |v: &Value| match v.as_array().unwrap().as_slice() {
+        [a] => message(a, "assistant"),
+        other => panic!("{format}: {other:?}"),
+    };
+    let plain = |prompt: &str, answer: &str| LineContent {
+        system: None,
+        prompt: text(&obj[prompt]),
+        answer: text(&obj[answer]),
+        rejected: None,
+        label: None,
+    };
+    let want_keys: &[&str] = match format {
+        Format::PromptResponse => &["prompt", "response"],
+        Format::PromptCompletion => &["prompt", "completion"],
+        Format::Alpaca => &["instruction", "input", "output"],
+        Format::Messages => &["messages"],
+        Format::Dpo | Format::DpoMessages => &["prompt", "chosen", "rejected"],
+        Format::OpenaiDpo => &["input", "preferred_output", "non_preferred_output"],
+        Format::Kto | Format::KtoMessages => &["prompt", "completion", "label"],
+    };
+    assert_eq!(keys, want_keys, "{format}: {l}");
+    match format {
+        Format::PromptResponse => plain("prompt", "response"),
+        Format::PromptCompletion => plain("prompt", "completion"),
+        Format::Alpaca => {
+            assert_eq!(obj["input"], "", "{l}");
+            plain("instruction", "output")
+        }
+        Format::Messages => {
+            let m = obj["messages"].as_array().unwrap();
+            let (last, asked_part) = m.split_last().unwrap();
+            let (system, prompt) = asked(&Value::Array(asked_part.to_vec()));
+            let answer = message(last, "assistant");
+            LineContent {
+                system,
+                prompt,
+                answer,
+                rejected: None,
+                label: None,
+            }
+        }
+        Format::Dpo => LineContent {
+            rejected: Some(text(&obj["rejected"])),
+            ..plain("prompt", "chosen")
+        },
+        Format::DpoMessages => {
+            let (system, prompt) = asked(&obj["prompt"]);
+            let (answer, rejected) = (reply(&obj["chosen"]), Some(reply(&obj["rejected"])));
+            LineContent {
+                system,
+                prompt,
+                answer,
+                rejected,
+                label: None,
+            }
+        }
+        Format::OpenaiDpo => {
+            let input = obj["input"].as_object().unwrap();
+            assert_eq!(input.keys().collect::<Vec<_>>(), ["messages"], "{l}");
+            let (system, prompt) = asked(&input["messages"]);
+            let answer = reply(&obj["preferred_output"]);
+            let rejected = Some(reply(&obj["non_preferred_output"]));
+            LineContent {
+                system,
+                prompt,
+                answer,
+                rejected,
+                label: None,
+            }
+        }
+        Format::Kto => LineContent {
+            label: Some(obj["label"].as_bool().unwrap()),
+            ..plain("prompt", "completion")
+        },
+        Format::KtoMessages => {
+            let (system, prompt) = asked(&obj["prompt"]);
+            let answer = reply(&obj["completion"]);
+            let label = Some(obj["label"].as_bool().unwrap());
+            LineContent {
+                system,
+                prompt,
+                answer,
+                rejected: None,
+                label,
+            }
+        }
+    }
+}
+
 #[test]
 fn export_every_format_parses_into_its_schema_and_has_no_pii() {
     let f = fixture();
@@ -465,34 +591,49 @@ fn export_every_format_parses_into_its_schema_and_has_no_pii() {
         );
         assert!(!lines.is_empty(), "{format}");
         for l in &lines {
-            let obj = l.as_object().unwrap();
-            let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-            let s = |k: &str| obj[k].is_string();
-            match format {
-                Format::PromptResponse => assert!(keys.len() == 2 && s("prompt") && s("response")),
-                Format::PromptCompletion => {
-                    assert!(keys.len() == 2 && s("prompt") && s("completion"))
-                }
-                Format::Messages => {
-                    assert_eq!(keys, ["messages"]);
-                    let m = obj["messages"].as_array().unwrap();
-                    let roles: Vec<&str> = m.iter().map(|x| x["role"].as_str().unwrap()).collect();
-                    assert_eq!(roles, ["system", "user", "assistant"]);
-                    assert!(m
-                        .iter()
-                        .all(|x| x["content"].is_string() && x.as_object().unwrap().len() == 2));
-                }
-                Format::Dpo => {
-                    assert!(keys.len() == 3 && s("prompt") && s("chosen") && s("rejected"))
-                }
-                Format::Kto => assert!(
-                    keys.len() == 3 && s("prompt") && s("completion") && obj["label"].is_boolean()
-                ),
-            }
+            let c = line_content(format, l);
+            let conversational = matches!(
+                format,
+                Format::Messages | Format::DpoMessages | Format::OpenaiDpo | Format::KtoMessages
+            );
+            let want_system = conversational.then(|| "You are a roofing assistant.".to_string());
+            assert_eq!(c.system, want_system, "{format}: {l}");
         }
         if format.is_sft() {
             assert!(!all.contains(R_WRONG) && !all.contains("moisture does not matter"));
         }
+    }
+}
+
+/// Formats of one kind differ only in shape: each writes exactly the lines (prompt, answers,
+/// label) its kind's plain format writes, in the same order, to the same split.
+#[test]
+fn export_formats_of_one_kind_hold_the_same_lines() {
+    let f = fixture();
+    let content = |format: Format, name: &str| {
+        let mut o = opts(&f, format);
+        o.val_fraction = 0.5;
+        let (rep, lines) = run_export(&f, &o, name);
+        let val = read_lines(rep.validation_path.as_deref().map(Path::new).unwrap());
+        let read = |ls: &[Value]| -> Vec<LineContent> {
+            ls.iter().map(|l| line_content(format, l)).collect()
+        };
+        (read(&lines), read(&val), rep.dropped)
+    };
+    for format in Format::ALL {
+        let base = match format.kind() {
+            Kind::Sft => Format::PromptResponse,
+            Kind::Preference => Format::Dpo,
+            Kind::Binary => Format::Kto,
+        };
+        let (train, val, dropped) = content(format, &format!("{format}.jsonl"));
+        let (want_train, want_val, want_dropped) = content(base, &format!("base-{format}.jsonl"));
+        assert!(train.len() + val.len() >= 2, "{format}");
+        // The split is compared on both sides (the fixture's two DPO pairs fall on one).
+        assert!(format.kind() == Kind::Preference || !val.is_empty() && !train.is_empty());
+        assert_eq!(train, want_train, "{format}");
+        assert_eq!(val, want_val, "{format}");
+        assert_eq!(dropped, want_dropped, "{format}");
     }
 }
 
