@@ -497,6 +497,11 @@ pub struct ExportConfig {
     pub include_corrections: bool,
     pub min_prompt_chars: usize,
     pub min_response_chars: usize,
+    /// Longest prompt and answer exported, in characters; 0 = no limit.
+    pub max_prompt_chars: usize,
+    pub max_response_chars: usize,
+    /// Lowest `auto_score` exported, 0 to 1.
+    pub min_score: f64,
     /// Fraction of prompts (by hash) written to the validation file; 0 turns the split off.
     pub val_fraction: f64,
     /// What keeps lines on one side of the split.
@@ -818,6 +823,9 @@ impl Default for ExportConfig {
             include_corrections: true,
             min_prompt_chars: 10,
             min_response_chars: 20,
+            max_prompt_chars: 0,
+            max_response_chars: 0,
+            min_score: 0.0,
             val_fraction: 0.0,
             split_by: SplitBy::Prompt,
             system_prompt: String::new(),
@@ -962,6 +970,37 @@ impl Config {
                 &["output", "rotate_interval"],
                 "output.rotate_interval must be longer than 0s".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.export.min_score) {
+            return Err(err(
+                &["export", "min_score"],
+                format!(
+                    "export.min_score must be from 0 to 1, not {}",
+                    self.export.min_score
+                ),
+            ));
+        }
+        for (key, min, max) in [
+            (
+                "max_prompt_chars",
+                self.export.min_prompt_chars,
+                self.export.max_prompt_chars,
+            ),
+            (
+                "max_response_chars",
+                self.export.min_response_chars,
+                self.export.max_response_chars,
+            ),
+        ] {
+            if max != 0 && max < min {
+                let min_key = key.replacen("max", "min", 1);
+                return Err(err(
+                    &["export", key],
+                    format!(
+                        "export.{key} ({max}) is below export.{min_key} ({min}): nothing could be exported"
+                    ),
+                ));
+            }
         }
         if !(0.0..1.0).contains(&self.export.val_fraction) {
             return Err(err(
@@ -1309,6 +1348,28 @@ mod tests {
         let (line, col, msg) = invalid("[export]\nsplit_by = \"users\"\n");
         assert_eq!((line, col), (2, 12));
         assert!(msg.contains("unknown split_by \"users\""), "{msg}");
+    }
+
+    #[test]
+    fn export_bounds_are_checked_at_their_key() {
+        let (line, col, msg) = invalid("[export]\nmin_prompt_chars = 10\nmax_prompt_chars = 5\n");
+        assert_eq!((line, col), (3, 20));
+        assert!(msg.contains("below export.min_prompt_chars (10)"), "{msg}");
+        let (line, _, msg) = invalid("[export]\nmax_response_chars = 19\n");
+        assert_eq!(line, 2);
+        assert!(
+            msg.contains("below export.min_response_chars (20)"),
+            "{msg}"
+        );
+        let (line, _, msg) = invalid("[export]\n\nmin_score = 1.2\n");
+        assert_eq!(line, 3);
+        assert!(
+            msg.contains("export.min_score must be from 0 to 1"),
+            "{msg}"
+        );
+        let cfg =
+            parse("[export]\nmax_prompt_chars = 10\nmax_response_chars = 0\nmin_score = 1.0\n");
+        assert_eq!(cfg.unwrap().export.max_prompt_chars, 10);
     }
 
     #[test]

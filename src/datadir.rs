@@ -42,6 +42,8 @@ pub fn inputs(cfg: &Config) -> Result<ExportInputs, DataDirError> {
 pub struct ExportRequest {
     pub format: Option<Format>,
     pub min_quality: Option<Relevance>,
+    /// `--min-score`: overrides `export.min_score`.
+    pub min_score: Option<f64>,
     pub include_corrections: Option<bool>,
     pub output: Option<PathBuf>,
     pub val_fraction: Option<f64>,
@@ -71,6 +73,12 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         )));
     }
     let split_by = req.split_by.unwrap_or(e.split_by);
+    let min_score = req.min_score.unwrap_or(e.min_score);
+    if !(0.0..=1.0).contains(&min_score) {
+        return Err(DataDirError::Invalid(format!(
+            "--min-score must be from 0 to 1, not {min_score}"
+        )));
+    }
     let (since, until) = (req.since, req.until);
     if let (Some(s), Some(u)) = (since, until) {
         if s >= u {
@@ -85,6 +93,9 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         include_corrections: req.include_corrections.unwrap_or(e.include_corrections),
         min_prompt_chars: e.min_prompt_chars,
         min_response_chars: e.min_response_chars,
+        max_prompt_chars: e.max_prompt_chars,
+        max_response_chars: e.max_response_chars,
+        min_score,
         val_fraction,
         system_prompt: (!e.system_prompt.is_empty()).then(|| e.system_prompt.clone()),
         pii_patterns: e.pii_patterns.iter().map(|p| p.0.clone()).collect(),

@@ -78,6 +78,9 @@ enum Command {
         /// Lowest domain relevance kept: high, medium or low.
         #[arg(long)]
         min_quality: Option<Relevance>,
+        /// Lowest auto_score kept, 0 to 1 (corrections count as 1).
+        #[arg(long, value_name = "X")]
+        min_score: Option<f64>,
         /// Leave corrections out.
         #[arg(long)]
         no_corrections: bool,
@@ -226,6 +229,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
         Command::Export {
             format,
             min_quality,
+            min_score,
             no_corrections,
             output,
             val_fraction,
@@ -238,6 +242,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             let req = datadir::ExportRequest {
                 format,
                 min_quality,
+                min_score,
                 include_corrections: if no_corrections { Some(false) } else { None },
                 output,
                 val_fraction,

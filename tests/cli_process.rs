@@ -491,3 +491,38 @@ fn export_split_by_through_the_cli_and_the_config() {
         "{err}"
     );
 }
+
+/// `--min-score` overrides `export.min_score`; the config's length bounds reach the export.
+#[test]
+fn export_score_and_length_bounds_through_the_cli_and_the_config() {
+    let sb = captured(20, "[export]\nmax_response_chars = 100000\n");
+    let export = |args: &[&str]| {
+        let mut a = vec!["export"];
+        a.extend_from_slice(args);
+        let (rc, out, err) = sb.cli(&a);
+        (
+            rc,
+            serde_json::from_str::<Value>(&out).unwrap_or(Value::Null),
+            err,
+        )
+    };
+    let (rc, all, err) = export(&[]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(all["after_filtering"], 20, "{all}");
+    let manifest = |r: &Value| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(r["manifest_path"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(manifest(&all)["options"]["max_response_chars"], 100000);
+    let (rc, r, err) = export(&["--min-score", "1"]);
+    assert_eq!(rc, 0, "{err}");
+    let kept = r["after_filtering"].as_u64().unwrap();
+    let low = r["dropped"]["low_score"].as_u64().unwrap_or(0);
+    assert!(low > 0 && kept + low == 20, "{r}");
+    assert_eq!(manifest(&r)["options"]["min_score"], 1.0);
+    let (rc, _, err) = export(&["--min-score", "1.5"]);
+    assert_ne!(rc, 0);
+    assert!(err.contains("--min-score must be from 0 to 1"), "{err}");
+}

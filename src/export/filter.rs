@@ -2,16 +2,19 @@
 //! dropped. One reason per record, checked in this order:
 //!
 //! 1. `correction_excluded`: a `verified_correction` example when corrections are off.
-//! 2. Format rules. SFT formats: `corrected_original` (the answer was corrected),
-//!    `negative_feedback` (latest feedback is a thumbs down). `dpo`: every example is
-//!    `not_a_preference_pair` (pairs come from correction records, which carry both answers);
-//!    a correction whose answer did not change is `identical_pair`. `kto`: see [`kto_label`];
-//!    an example with no human signal is `unlabeled`.
+//! 2. Format rules, by the format's kind. SFT formats: `corrected_original` (the answer was
+//!    corrected), `negative_feedback` (latest feedback is a thumbs down). Preference formats
+//!    (`dpo`, ...): every example is `not_a_preference_pair` (pairs come from correction
+//!    records, which carry both answers); a correction whose answer did not change is
+//!    `identical_pair`. Binary formats (`kto`, ...): see [`kto_label`]; an example with no
+//!    human signal is `unlabeled`.
 //! 3. `outside_time_range` (timestamp outside `--since`/`--until`), then the seed's filters:
 //!    `not_included` (`include_in_training` false), `low_relevance`
-//!    (below `min_quality`; corrections count as high, as in the seed), `short_prompt`,
-//!    `short_response` (fewer characters than the minimum, counted before scrubbing, as the
-//!    seed counts them), `eval_contamination` (shares a run of words with an evaluation
+//!    (below `min_quality`; corrections count as high, as in the seed), then `low_score`
+//!    (`auto_score` below `min_score`; corrections score 1), `short_prompt`, `long_prompt`,
+//!    `short_response`, `long_response` (characters outside the bounds, counted before
+//!    scrubbing, as the seed counts them; a preference pair's rejected answer must fit the
+//!    maximum too), `eval_contamination` (shares a run of words with an evaluation
 //!    set: [`super::decontaminate`]).
 //!
 //! Candidates carry scrubbed text, the exact-dedup key and the total order that picks the best
@@ -268,11 +271,14 @@ pub(crate) fn candidate(
             if !c.include {
                 return Err("not_included");
             }
-            if !prepare::has_chars(&c.prompt, opts.min_prompt_chars) {
-                return Err("short_prompt");
-            }
-            if !prepare::has_chars(&c.corrected, opts.min_response_chars) {
-                return Err("short_response");
+            let preference = fmt.kind() == Kind::Preference;
+            let answers: &[&str] = if preference {
+                &[&c.corrected, &c.original]
+            } else {
+                &[&c.corrected]
+            };
+            if let Some(reason) = opts.length_drop(&c.prompt, answers) {
+                return Err(reason);
             }
             let words = &mut Words::default();
             if eval.is_some_and(|ix| ix.contaminated(&[&c.prompt, &c.corrected], words)) {

@@ -151,6 +151,13 @@ pub struct ManifestOptions {
     pub include_corrections: bool,
     pub min_prompt_chars: usize,
     pub min_response_chars: usize,
+    /// The length limits and the lowest score, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prompt_chars: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_chars: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_score: Option<f64>,
     pub val_fraction: f64,
     pub near_dup_threshold: f64,
     pub lsh_bands: usize,

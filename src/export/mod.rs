@@ -103,6 +103,12 @@ pub struct ExportOptions {
     pub include_corrections: bool,
     pub min_prompt_chars: usize,
     pub min_response_chars: usize,
+    /// Longest prompt and answer kept, in characters (0 = no limit): a trainer truncates a
+    /// longer example to its `max_length`, cutting the answer it should learn.
+    pub max_prompt_chars: usize,
+    pub max_response_chars: usize,
+    /// Lowest `auto_score` kept (corrections score 1).
+    pub min_score: f64,
     /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
     /// otherwise the validation file is [`validation_path`] of the output.
     pub val_fraction: f64,
@@ -142,6 +148,29 @@ impl ExportOptions {
     pub(crate) fn in_time_window(&self, ts: i64) -> bool {
         self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
     }
+
+    /// The length filter a prompt and its answers fail first (`short_prompt`, `long_prompt`,
+    /// `short_response`, `long_response`), counted in characters before scrubbing, as the
+    /// seed counts them. Every answer is checked against both bounds (a preference pair's
+    /// rejected answer is trained on too) except the minimum, which applies to the first,
+    /// the one kept.
+    pub(crate) fn length_drop(&self, prompt: &str, answers: &[&str]) -> Option<&'static str> {
+        let too_long = |s: &str, max: usize| max > 0 && prepare::has_chars(s, max + 1);
+        if !prepare::has_chars(prompt, self.min_prompt_chars) {
+            Some("short_prompt")
+        } else if too_long(prompt, self.max_prompt_chars) {
+            Some("long_prompt")
+        } else if !answers
+            .first()
+            .is_none_or(|a| prepare::has_chars(a, self.min_response_chars))
+        {
+            Some("short_response")
+        } else if answers.iter().any(|a| too_long(a, self.max_response_chars)) {
+            Some("long_response")
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for ExportOptions {
@@ -153,6 +182,9 @@ impl Default for ExportOptions {
             include_corrections: true,
             min_prompt_chars: 10,
             min_response_chars: 20,
+            max_prompt_chars: 0,
+            max_response_chars: 0,
+            min_score: 0.0,
             val_fraction: 0.0,
             system_prompt: None,
             pii_patterns: Vec::new(),
@@ -257,6 +289,12 @@ fn validate(opts: &ExportOptions) -> Result<(), ExportError> {
                 "the time window is empty: since must be before until".into(),
             ));
         }
+    }
+    if !(0.0..=1.0).contains(&opts.min_score) {
+        return Err(ExportError::InvalidOption(format!(
+            "min_score must be in [0, 1], not {}",
+            opts.min_score
+        )));
     }
     if opts.decontaminate_ngram == 0 {
         return Err(ExportError::InvalidOption(
@@ -746,6 +784,9 @@ pub(crate) fn run(
             include_corrections: opts.include_corrections,
             min_prompt_chars: opts.min_prompt_chars,
             min_response_chars: opts.min_response_chars,
+            max_prompt_chars: (opts.max_prompt_chars > 0).then_some(opts.max_prompt_chars),
+            max_response_chars: (opts.max_response_chars > 0).then_some(opts.max_response_chars),
+            min_score: (opts.min_score > 0.0).then_some(opts.min_score),
             val_fraction: opts.val_fraction,
             near_dup_threshold: opts.near_dup_threshold,
             lsh_bands: if near { bands } else { 0 },

@@ -156,12 +156,15 @@ pub(crate) fn decode_band_ix(d: &mut Dec<'_>) -> Result<Option<u64>, String> {
 
 /// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
 /// the first that fails, 0 when none does.
-pub(crate) const STATIC_REASONS: [&str; 6] = [
+pub(crate) const STATIC_REASONS: [&str; 9] = [
     "outside_time_range",
     "not_included",
     "low_relevance",
+    "low_score",
     "short_prompt",
+    "long_prompt",
     "short_response",
+    "long_response",
     "eval_contamination",
 ];
 
@@ -241,6 +244,13 @@ pub(crate) fn prompt_key(prompt: &str, buf: &mut String) -> u128 {
     dedup::fast_key128(buf)
 }
 
+/// 1 + the index of `reason` in [`STATIC_REASONS`].
+fn static_drop_code(reason: &str) -> u8 {
+    let i = STATIC_REASONS.iter().position(|r| *r == reason);
+    debug_assert!(i.is_some(), "{reason} is not a static reason");
+    i.map_or(0, |i| i as u8 + 1)
+}
+
 /// Parses and prepares one example line of file `file`.
 pub(crate) fn example(
     line: &Line<'_>,
@@ -252,24 +262,25 @@ pub(crate) fn example(
     let opts = ctx.opts;
     let q = &x.quality;
     let ts = super::input::ts_micros(&x.timestamp);
-    let static_drop = if !opts.in_time_window(ts) {
-        1
+    let reason = if !opts.in_time_window(ts) {
+        Some("outside_time_range")
     } else if !x.include_in_training {
-        2
+        Some("not_included")
     } else if q.domain_relevance < opts.min_quality {
-        3
-    } else if !has_chars(&x.prompt, opts.min_prompt_chars) {
-        4
-    } else if !has_chars(&x.response, opts.min_response_chars) {
-        5
+        Some("low_relevance")
+    } else if q.auto_score < opts.min_score {
+        Some("low_score")
+    } else if let Some(r) = opts.length_drop(&x.prompt, &[&x.response]) {
+        Some(r)
     } else if ctx
         .eval
         .is_some_and(|ix| ix.contaminated(&[&x.prompt, &x.response], &mut scratch.words))
     {
-        6
+        Some("eval_contamination")
     } else {
-        0
+        None
     };
+    let static_drop = reason.map_or(0, static_drop_code);
     let verified_correction = x.source == "verified_correction";
     // `pr_key`, sharing the normalized prompt with the exact-dedup key, and only where a
     // correction may name the pair: normalizing every answer for it was a twentieth of the

@@ -1696,3 +1696,111 @@ fn export_split_by_user_keeps_a_user_and_the_corrections_of_their_answers_on_one
         assert_eq!(m["options"]["split_by"], "user");
     }
 }
+
+#[test]
+fn export_keeps_texts_within_the_length_bounds_and_scores_above_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Prompts of 40 characters ("é" counts as one), answers of 60; one long prompt, one long
+    // answer, one low score.
+    let prompt = |n: usize| format!("Squares of TPO for a flat roof, no. {n:02}?é");
+    let answer =
+        |n: usize| format!("About {n:02} squares of membrane, ten percent waste and laps éé.");
+    assert_eq!(
+        (prompt(1).chars().count(), answer(1).chars().count()),
+        (40, 60)
+    );
+    let long_prompt = format!("{} And the flashing?", prompt(3));
+    let long_answer = format!("{} Plus flashing.", answer(4));
+    let (p, a): (Vec<String>, Vec<String>) = (0..6).map(|n| (prompt(n), answer(n))).unzip();
+    let ts = "2026-11-01T12:00:00";
+    let mut lines = Vec::new();
+    for i in [0, 1, 2, 5] {
+        lines.push(Ex::new(&format!("train_{i}"), ts, &p[i], &a[i]).line());
+    }
+    lines.push(Ex::new("train_3", ts, &long_prompt, &a[3]).line());
+    lines.push(Ex::new("train_4", ts, &p[4], &long_answer).line());
+    lines.push(
+        Ex {
+            score: 0.2,
+            ..Ex::new(
+                "train_low",
+                ts,
+                "Is a cricket needed behind a chimney?",
+                &a[5],
+            )
+        }
+        .line(),
+    );
+    // A correction whose corrected answer fits but whose original is long: kept as SFT, too
+    // long as a preference pair (the rejected answer is trained on too).
+    let inputs = examples_and_a_correction(
+        d,
+        &lines,
+        &Corr {
+            id: "corr_1",
+            ts,
+            prompt: &p[2],
+            original: &long_answer,
+            corrected: &answer(42),
+            orig_id: Some("train_2"),
+            orig_req: None,
+            example_id: None,
+        },
+    );
+    let export = |format: Format, max: (usize, usize), min_score: f64| {
+        let o = ExportOptions {
+            format,
+            temp_dir: d.join("tmp"),
+            max_prompt_chars: max.0,
+            max_response_chars: max.1,
+            min_score,
+            ..Default::default()
+        };
+        let out = d.join(format!("{format}.jsonl"));
+        let rep = run(&inputs, &o, &out, 512).unwrap();
+        let m: Value =
+            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+        let prompts: Vec<String> = read_lines(&out)
+            .iter()
+            .map(|v| v["prompt"].as_str().unwrap().to_string())
+            .collect();
+        (rep, prompts, m)
+    };
+    // No bounds: every example but the corrected original, and the correction.
+    let (rep, got, m) = export(Format::PromptResponse, (0, 0), 0.0);
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert!(["long_prompt", "long_response", "low_score"]
+        .iter()
+        .all(|r| !rep.dropped.contains_key(*r)));
+    assert!(
+        m["options"].get("max_prompt_chars").is_none() && m["options"].get("min_score").is_none()
+    );
+    // Bounds at exactly the planted lengths: only the longer texts and the low score go.
+    let (rep, got, m) = export(Format::PromptResponse, (40, 60), 0.5);
+    assert_eq!(rep.dropped.get("long_prompt"), Some(&1), "{rep:?}");
+    assert_eq!(rep.dropped.get("long_response"), Some(&1), "{rep:?}");
+    assert_eq!(rep.dropped.get("low_score"), Some(&1), "{rep:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(!got.contains(&long_prompt) && !got.contains(&p[4]) && got.contains(&p[2]));
+    assert_eq!(m["options"]["max_prompt_chars"], 40);
+    assert_eq!(m["options"]["max_response_chars"], 60);
+    assert_eq!(m["options"]["min_score"], 0.5);
+    // One character less: every 40-character prompt is too long (the corrected original
+    // counts as corrected first), the correction's too; the shorter question stays.
+    let (rep, got, _) = export(Format::PromptResponse, (39, 0), 0.0);
+    assert_eq!(got, ["Is a cricket needed behind a chimney?"]);
+    assert_eq!(rep.dropped["long_prompt"], 5 + 1, "{rep:?}");
+    // As a DPO pair, the correction's long original makes it too long.
+    let (rep, got, _) = export(Format::Dpo, (0, 0), 0.0);
+    assert_eq!(got, [p[2].clone()]);
+    let (rep2, got, _) = export(Format::Dpo, (0, 60), 0.0);
+    assert!(got.is_empty());
+    assert_eq!(rep2.dropped["long_response"], 1, "{rep:?} {rep2:?}");
+    let bad = ExportOptions {
+        temp_dir: d.join("tmp"),
+        min_score: 1.5,
+        ..Default::default()
+    };
+    assert!(run(&inputs, &bad, &d.join("x.jsonl"), 512).is_err());
+}
