@@ -502,6 +502,10 @@ pub struct ExportConfig {
     pub max_response_chars: usize,
     /// Lowest `auto_score` exported, 0 to 1.
     pub min_score: f64,
+    /// When not empty, only examples and corrections with one of these tags are exported.
+    pub tags: Vec<String>,
+    /// Examples and corrections with any of these tags are not exported.
+    pub exclude_tags: Vec<String>,
     /// Fraction of prompts (by hash) written to the validation file; 0 turns the split off.
     pub val_fraction: f64,
     /// What keeps lines on one side of the split.
@@ -826,6 +830,8 @@ impl Default for ExportConfig {
             max_prompt_chars: 0,
             max_response_chars: 0,
             min_score: 0.0,
+            tags: Vec::new(),
+            exclude_tags: Vec::new(),
             val_fraction: 0.0,
             split_by: SplitBy::Prompt,
             system_prompt: String::new(),

@@ -44,6 +44,10 @@ pub struct ExportRequest {
     pub min_quality: Option<Relevance>,
     /// `--min-score`: overrides `export.min_score`.
     pub min_score: Option<f64>,
+    /// `--tag`: replaces `export.tags` when given.
+    pub tags: Vec<String>,
+    /// `--exclude-tag`: besides `export.exclude_tags`.
+    pub exclude_tags: Vec<String>,
     pub include_corrections: Option<bool>,
     pub output: Option<PathBuf>,
     pub val_fraction: Option<f64>,
@@ -96,6 +100,17 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         max_prompt_chars: e.max_prompt_chars,
         max_response_chars: e.max_response_chars,
         min_score,
+        tags: if req.tags.is_empty() {
+            e.tags.clone()
+        } else {
+            req.tags.clone()
+        },
+        exclude_tags: e
+            .exclude_tags
+            .iter()
+            .chain(&req.exclude_tags)
+            .cloned()
+            .collect(),
         val_fraction,
         system_prompt: (!e.system_prompt.is_empty()).then(|| e.system_prompt.clone()),
         pii_patterns: e.pii_patterns.iter().map(|p| p.0.clone()).collect(),

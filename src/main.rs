@@ -81,6 +81,14 @@ enum Command {
         /// Lowest auto_score kept, 0 to 1 (corrections count as 1).
         #[arg(long, value_name = "X")]
         min_score: Option<f64>,
+        /// Only examples and corrections with this tag (repeatable: any of them; replaces
+        /// export.tags).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Leave out examples and corrections with this tag (repeatable; besides
+        /// export.exclude_tags).
+        #[arg(long = "exclude-tag", value_name = "TAG")]
+        exclude_tags: Vec<String>,
         /// Leave corrections out.
         #[arg(long)]
         no_corrections: bool,
@@ -230,6 +238,8 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             format,
             min_quality,
             min_score,
+            tags,
+            exclude_tags,
             no_corrections,
             output,
             val_fraction,
@@ -243,6 +253,8 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 format,
                 min_quality,
                 min_score,
+                tags,
+                exclude_tags,
                 include_corrections: if no_corrections { Some(false) } else { None },
                 output,
                 val_fraction,

@@ -525,4 +525,37 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
     let (rc, _, err) = export(&["--min-score", "1.5"]);
     assert_ne!(rc, 0);
     assert!(err.contains("--min-score must be from 0 to 1"), "{err}");
+    // The tag filters: every captured example has tags of its own; none has this one.
+    let tags: std::collections::BTreeSet<String> = sb
+        .examples()
+        .iter()
+        .flat_map(|e| e["tags"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert!(!tags.is_empty());
+    let (rc, r, err) = export(&["--tag", "no-such-tag"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(r["after_filtering"], 0, "{r}");
+    assert_eq!(r["dropped"]["tag_not_selected"], 20, "{r}");
+    let mut every: Vec<&str> = vec!["export"];
+    for t in &tags {
+        every.extend(["--exclude-tag", t.as_str()]);
+    }
+    let (rc, out, err) = sb.cli(&every);
+    assert_eq!(rc, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let untagged = sb
+        .examples()
+        .iter()
+        .filter(|e| e["tags"].as_array().unwrap().is_empty())
+        .count();
+    assert!(untagged < 20);
+    assert_eq!(r["after_filtering"], untagged, "{r}");
+    assert_eq!(
+        manifest(&r)["options"]["exclude_tags"]
+            .as_array()
+            .unwrap()
+            .len(),
+        tags.len()
+    );
 }

@@ -10,7 +10,8 @@
 //!    human signal is `unlabeled`.
 //! 3. `outside_time_range` (timestamp outside `--since`/`--until`), then the seed's filters:
 //!    `not_included` (`include_in_training` false), `low_relevance`
-//!    (below `min_quality`; corrections count as high, as in the seed), then `low_score`
+//!    (below `min_quality`; corrections count as high, as in the seed), then `excluded_tag`
+//!    (a tag of `exclude_tags`), `tag_not_selected` (none of `tags`, when set), `low_score`
 //!    (`auto_score` below `min_score`; corrections score 1), `short_prompt`, `long_prompt`,
 //!    `short_response`, `long_response` (characters outside the bounds, counted before
 //!    scrubbing, as the seed counts them; a preference pair's rejected answer must fit the
@@ -270,6 +271,9 @@ pub(crate) fn candidate(
             // drops one.
             if !c.include {
                 return Err("not_included");
+            }
+            if let Some(reason) = c.tag_drop {
+                return Err(reason);
             }
             let preference = fmt.kind() == Kind::Preference;
             let answers: &[&str] = if preference {

@@ -61,6 +61,21 @@ pub(crate) struct Corr {
     pub original: String,
     pub corrected: String,
     pub include: bool,
+    /// The tag filter it fails, decided when it is read (see
+    /// [`super::ExportOptions::tag_drop`]).
+    pub tag_drop: Option<&'static str>,
+}
+
+/// The reasons [`super::ExportOptions::tag_drop`] gives, coded as 1 + their index.
+const TAG_REASONS: [&str; 2] = ["excluded_tag", "tag_not_selected"];
+
+fn tag_drop_code(reason: Option<&str>) -> u8 {
+    reason.map_or(0, |r| {
+        TAG_REASONS
+            .iter()
+            .position(|t| *t == r)
+            .map_or(0, |i| i as u8 + 1)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +171,8 @@ impl SpillItem for Row {
                     .str(&c.prompt)
                     .str(&c.original)
                     .str(&c.corrected)
-                    .bool(c.include);
+                    .bool(c.include)
+                    .u8(tag_drop_code(c.tag_drop));
             }
         }
         Ok(())
@@ -187,6 +203,14 @@ impl SpillItem for Row {
                 original: d.str()?,
                 corrected: d.str()?,
                 include: d.bool()?,
+                tag_drop: match d.u8()? {
+                    0 => None,
+                    n => Some(
+                        *TAG_REASONS
+                            .get(usize::from(n) - 1)
+                            .ok_or_else(|| format!("bad tag filter code {n}"))?,
+                    ),
+                },
             }),
             t => return Err(format!("bad payload tag {t}")),
         };

@@ -101,8 +101,7 @@ pub(super) fn read(line: &str) -> Option<ExLine<'_>> {
     let mut tags = Vec::new();
     if c.lit(b"]").is_none() {
         loop {
-            c.plain_str()?;
-            tags.push(AnyStr);
+            tags.push(Cow::Borrowed(c.plain_str()?));
             if c.lit(b"]").is_some() {
                 break;
             }

@@ -158,6 +158,11 @@ pub struct ManifestOptions {
     pub max_response_chars: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_score: Option<f64>,
+    /// The tag filters, when set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tags: Vec<String>,
     pub val_fraction: f64,
     pub near_dup_threshold: f64,
     pub lsh_bands: usize,

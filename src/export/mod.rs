@@ -109,6 +109,10 @@ pub struct ExportOptions {
     pub max_response_chars: usize,
     /// Lowest `auto_score` kept (corrections score 1).
     pub min_score: f64,
+    /// When not empty, only records with at least one of these tags are kept.
+    pub tags: Vec<String>,
+    /// Records with any of these tags are left out.
+    pub exclude_tags: Vec<String>,
     /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
     /// otherwise the validation file is [`validation_path`] of the output.
     pub val_fraction: f64,
@@ -149,6 +153,19 @@ impl ExportOptions {
         self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
     }
 
+    /// The tag filter a record with `tags` fails: `excluded_tag` (it has one of
+    /// `exclude_tags`), `tag_not_selected` (`tags` is set and it has none of them).
+    pub(crate) fn tag_drop<S: AsRef<str>>(&self, tags: &[S]) -> Option<&'static str> {
+        let has_any = |list: &[String]| tags.iter().any(|t| list.iter().any(|l| l == t.as_ref()));
+        if has_any(&self.exclude_tags) {
+            Some("excluded_tag")
+        } else if !self.tags.is_empty() && !has_any(&self.tags) {
+            Some("tag_not_selected")
+        } else {
+            None
+        }
+    }
+
     /// The length filter a prompt and its answers fail first (`short_prompt`, `long_prompt`,
     /// `short_response`, `long_response`), counted in characters before scrubbing, as the
     /// seed counts them. Every answer is checked against both bounds (a preference pair's
@@ -185,6 +202,8 @@ impl Default for ExportOptions {
             max_prompt_chars: 0,
             max_response_chars: 0,
             min_score: 0.0,
+            tags: Vec::new(),
+            exclude_tags: Vec::new(),
             val_fraction: 0.0,
             system_prompt: None,
             pii_patterns: Vec::new(),
@@ -461,6 +480,7 @@ pub(crate) fn run(
                             original: c.original_response,
                             corrected: c.corrected_response,
                             include: c.include_in_training,
+                            tag_drop: opts.tag_drop(&c.tags),
                         }),
                     ))?;
                 }
@@ -787,6 +807,8 @@ pub(crate) fn run(
             max_prompt_chars: (opts.max_prompt_chars > 0).then_some(opts.max_prompt_chars),
             max_response_chars: (opts.max_response_chars > 0).then_some(opts.max_response_chars),
             min_score: (opts.min_score > 0.0).then_some(opts.min_score),
+            tags: opts.tags.clone(),
+            exclude_tags: opts.exclude_tags.clone(),
             val_fraction: opts.val_fraction,
             near_dup_threshold: opts.near_dup_threshold,
             lsh_bands: if near { bands } else { 0 },

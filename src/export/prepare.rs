@@ -156,10 +156,12 @@ pub(crate) fn decode_band_ix(d: &mut Dec<'_>) -> Result<Option<u64>, String> {
 
 /// The static filters, in the order they are checked; [`Ex::static_drop`] is 1 + the index of
 /// the first that fails, 0 when none does.
-pub(crate) const STATIC_REASONS: [&str; 9] = [
+pub(crate) const STATIC_REASONS: [&str; 11] = [
     "outside_time_range",
     "not_included",
     "low_relevance",
+    "excluded_tag",
+    "tag_not_selected",
     "low_score",
     "short_prompt",
     "long_prompt",
@@ -268,6 +270,8 @@ pub(crate) fn example(
         Some("not_included")
     } else if q.domain_relevance < opts.min_quality {
         Some("low_relevance")
+    } else if let Some(r) = opts.tag_drop(&x.tags) {
+        Some(r)
     } else if q.auto_score < opts.min_score {
         Some("low_score")
     } else if let Some(r) = opts.length_drop(&x.prompt, &[&x.response]) {
@@ -525,8 +529,8 @@ pub(super) struct ExLine<'a, T = Cow<'a, str>> {
     #[serde(borrow)]
     pub(super) metadata: MetaLine<'a>,
     pub(super) quality: Quality,
-    #[allow(dead_code)]
-    pub(super) tags: Vec<AnyStr>,
+    #[serde(borrow)]
+    pub(super) tags: Vec<Cow<'a, str>>,
     #[allow(dead_code)]
     pub(super) project_context: AnyStr,
     pub(super) include_in_training: bool,

@@ -18,6 +18,7 @@ pub(crate) struct Ex<'a> {
     pub feedback: Option<Feedback>,
     pub include: bool,
     pub user: Option<&'a str>,
+    pub tags: &'a [&'a str],
 }
 
 impl<'a> Ex<'a> {
@@ -34,6 +35,7 @@ impl<'a> Ex<'a> {
             feedback: None,
             include: true,
             user: None,
+            tags: &["tpo"],
         }
     }
 
@@ -59,7 +61,7 @@ impl<'a> Ex<'a> {
                 domain_relevance: self.rel,
                 auto_score: self.score,
             },
-            tags: vec!["tpo".into()],
+            tags: self.tags.iter().map(|t| t.to_string()).collect(),
             project_context: "general".into(),
             include_in_training: self.include,
         })
@@ -1803,4 +1805,106 @@ fn export_keeps_texts_within_the_length_bounds_and_scores_above_the_minimum() {
         ..Default::default()
     };
     assert!(run(&inputs, &bad, &d.join("x.jsonl"), 512).is_err());
+}
+
+#[test]
+fn export_keeps_the_selected_tags_and_leaves_out_the_excluded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ts = "2026-11-01T12:00:00";
+    // (id, tags): a quote in a tag makes its line go through serde instead of the layout read.
+    let planted: [(&str, &[&str]); 5] = [
+        ("train_a", &["tpo"]),
+        ("train_b", &["epdm"]),
+        ("train_c", &["tpo", "pricing"]),
+        ("train_d", &[]),
+        ("train_e", &["say \"when\""]),
+    ];
+    let prompts: Vec<String> = planted
+        .iter()
+        .map(|(id, _)| format!("Which membrane suits the roof of {id} best?"))
+        .collect();
+    let answer = "The sixty mil membrane, fully adhered, with the manufacturer's warranty.";
+    let lines: Vec<String> = planted
+        .iter()
+        .zip(&prompts)
+        .map(|((id, tags), p)| {
+            Ex {
+                tags,
+                ..Ex::new(id, ts, p, answer)
+            }
+            .line()
+        })
+        .collect();
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let corr = Corr {
+        id: "corr_1",
+        ts,
+        prompt: "How far apart are the fasteners on a flashing termination bar?",
+        original: "Twelve inches is fine everywhere.",
+        corrected: "Six to eight inches on center, per the manufacturer.",
+        orig_id: None,
+        orig_req: None,
+        example_id: None,
+    }
+    .line();
+    assert!(corr.contains("\"tags\":[]"));
+    let corrections = d.join("corrections_1.jsonl");
+    write(
+        &corrections,
+        &[corr.replace("\"tags\":[]", "\"tags\":[\"epdm\",\"flashing\"]")],
+        None,
+    );
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corrections],
+        ..Default::default()
+    };
+    let export = |tags: &[&str], exclude: &[&str]| {
+        let o = ExportOptions {
+            temp_dir: d.join("tmp"),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            exclude_tags: exclude.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let out = d.join("out.jsonl");
+        let rep = run(&inputs, &o, &out, 512).unwrap();
+        let mut got: Vec<String> = read_lines(&out)
+            .iter()
+            .map(|v| v["prompt"].as_str().unwrap().to_string())
+            .collect();
+        got.sort();
+        let m: Value =
+            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+        (rep, got, m)
+    };
+    let want = |ids: &[usize], corr: bool| {
+        let mut w: Vec<String> = ids.iter().map(|&i| prompts[i].clone()).collect();
+        if corr {
+            w.push("How far apart are the fasteners on a flashing termination bar?".into());
+        }
+        w.sort();
+        w
+    };
+    let (rep, got, m) = export(&[], &[]);
+    assert_eq!(got, want(&[0, 1, 2, 3, 4], true));
+    assert!(m["options"].get("tags").is_none() && m["options"].get("exclude_tags").is_none());
+    assert!(!rep.dropped.contains_key("tag_not_selected"));
+    let (rep, got, m) = export(&["tpo"], &[]);
+    assert_eq!(got, want(&[0, 2], false));
+    assert_eq!(rep.dropped["tag_not_selected"], 3 + 1, "{rep:?}");
+    assert_eq!(m["options"]["tags"], serde_json::json!(["tpo"]));
+    let (rep, got, _) = export(&[], &["pricing"]);
+    assert_eq!(got, want(&[0, 1, 3, 4], true));
+    assert_eq!(rep.dropped["excluded_tag"], 1, "{rep:?}");
+    // Exclusion wins over selection; the correction has its own tags.
+    let (rep, got, m) = export(&["tpo", "flashing", "say \"when\""], &["pricing"]);
+    assert_eq!(got, want(&[0, 4], true));
+    assert_eq!(rep.dropped["excluded_tag"], 1, "{rep:?}");
+    assert_eq!(rep.dropped["tag_not_selected"], 2, "{rep:?}");
+    assert_eq!(m["options"]["exclude_tags"], serde_json::json!(["pricing"]));
+    let (rep, got, _) = export(&[], &["flashing"]);
+    assert_eq!(got, want(&[0, 1, 2, 3, 4], false));
+    assert_eq!(rep.dropped["excluded_tag"], 1, "{rep:?}");
 }
