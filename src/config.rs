@@ -502,6 +502,8 @@ pub struct ExportConfig {
     pub max_response_chars: usize,
     /// Lowest `auto_score` exported, 0 to 1.
     pub min_score: f64,
+    /// At most this many lines (train and validation together), the best first; 0 = all.
+    pub max_examples: u64,
     /// When not empty, only examples and corrections with one of these tags are exported.
     pub tags: Vec<String>,
     /// Examples and corrections with any of these tags are not exported.
@@ -832,6 +834,7 @@ impl Default for ExportConfig {
             min_score: 0.0,
             tags: Vec::new(),
             exclude_tags: Vec::new(),
+            max_examples: 0,
             val_fraction: 0.0,
             split_by: SplitBy::Prompt,
             system_prompt: String::new(),

@@ -44,6 +44,8 @@ pub struct ExportRequest {
     pub min_quality: Option<Relevance>,
     /// `--min-score`: overrides `export.min_score`.
     pub min_score: Option<f64>,
+    /// `--max-examples`: overrides `export.max_examples`.
+    pub max_examples: Option<u64>,
     /// `--tag`: replaces `export.tags` when given.
     pub tags: Vec<String>,
     /// `--exclude-tag`: besides `export.exclude_tags`.
@@ -105,6 +107,7 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         } else {
             req.tags.clone()
         },
+        max_examples: req.max_examples.unwrap_or(e.max_examples),
         exclude_tags: e
             .exclude_tags
             .iter()

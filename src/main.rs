@@ -85,6 +85,10 @@ enum Command {
         /// export.tags).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
+        /// At most this many lines in all, the best first (corrections, then thumbs up, then
+        /// by auto_score, then newer); 0 = all.
+        #[arg(long, value_name = "N")]
+        max_examples: Option<u64>,
         /// Leave out examples and corrections with this tag (repeatable; besides
         /// export.exclude_tags).
         #[arg(long = "exclude-tag", value_name = "TAG")]
@@ -240,6 +244,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             min_score,
             tags,
             exclude_tags,
+            max_examples,
             no_corrections,
             output,
             val_fraction,
@@ -255,6 +260,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 min_score,
                 tags,
                 exclude_tags,
+                max_examples,
                 include_corrections: if no_corrections { Some(false) } else { None },
                 output,
                 val_fraction,

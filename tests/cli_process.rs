@@ -525,6 +525,11 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
     let (rc, _, err) = export(&["--min-score", "1.5"]);
     assert_ne!(rc, 0);
     assert!(err.contains("--min-score must be from 0 to 1"), "{err}");
+    let (rc, r, err) = export(&["--max-examples", "5", "--val-fraction", "0.5"]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(r["after_filtering"], 5, "{r}");
+    assert_eq!(r["dropped"]["over_max_examples"], 15, "{r}");
+    assert_eq!(manifest(&r)["options"]["max_examples"], 5);
     // The tag filters: every captured example has tags of its own; none has this one.
     let tags: std::collections::BTreeSet<String> = sb
         .examples()

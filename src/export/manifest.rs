@@ -158,6 +158,9 @@ pub struct ManifestOptions {
     pub max_response_chars: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_score: Option<f64>,
+    /// The limit on lines, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_examples: Option<u64>,
     /// The tag filters, when set.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

@@ -109,6 +109,9 @@ pub struct ExportOptions {
     pub max_response_chars: usize,
     /// Lowest `auto_score` kept (corrections score 1).
     pub min_score: f64,
+    /// At most this many lines in all (train and validation), the best by the rank that picks
+    /// the best of duplicates; 0 = no limit.
+    pub max_examples: u64,
     /// When not empty, only records with at least one of these tags are kept.
     pub tags: Vec<String>,
     /// Records with any of these tags are left out.
@@ -204,6 +207,7 @@ impl Default for ExportOptions {
             min_score: 0.0,
             tags: Vec::new(),
             exclude_tags: Vec::new(),
+            max_examples: 0,
             val_fraction: 0.0,
             system_prompt: None,
             pii_patterns: Vec::new(),
@@ -664,15 +668,37 @@ pub(crate) fn run(
         }
         Ok::<_, ExportError>((exact_dropped, near_dropped))
     })?;
+    // 5. The limit: the best `max_examples` of the survivors (numbers are ranks, best first).
+    let mut over_limit = vec![0u64; exact_dropped.len()];
+    if opts.max_examples > 0 {
+        let mut kept = 0u64;
+        for i in 0..n {
+            if bit(&exact_dropped, i) || bit(&near_dropped, i) {
+                continue;
+            }
+            if kept < opts.max_examples {
+                kept += 1;
+            } else {
+                set_bit(&mut over_limit, i);
+            }
+        }
+    }
     for (reason, bits) in [
         ("exact_duplicate", &exact_dropped),
         ("near_duplicate", &near_dropped),
+        ("over_max_examples", &over_limit),
     ] {
         let k: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
         if k > 0 {
             *counts.dropped.entry(reason.into()).or_insert(0) += k;
         }
     }
+    // What the writer skips.
+    let mut skipped = exact_dropped;
+    for ((s, near), over) in skipped.iter_mut().zip(&near_dropped).zip(&over_limit) {
+        *s |= near | over;
+    }
+    drop((near_dropped, over_limit));
 
     phase("writing");
     let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
@@ -713,7 +739,7 @@ pub(crate) fn run(
             };
             for c in by_time.finish()? {
                 let ByTime(c): ByTime = c?;
-                if bit(&exact_dropped, c.num) || bit(&near_dropped, c.num) {
+                if bit(&skipped, c.num) {
                     continue;
                 }
                 let (prompt, completion) = match c.loc {
@@ -809,6 +835,7 @@ pub(crate) fn run(
             min_score: (opts.min_score > 0.0).then_some(opts.min_score),
             tags: opts.tags.clone(),
             exclude_tags: opts.exclude_tags.clone(),
+            max_examples: (opts.max_examples > 0).then_some(opts.max_examples),
             val_fraction: opts.val_fraction,
             near_dup_threshold: opts.near_dup_threshold,
             lsh_bands: if near { bands } else { 0 },

@@ -1908,3 +1908,115 @@ fn export_keeps_the_selected_tags_and_leaves_out_the_excluded() {
     assert_eq!(got, want(&[0, 1, 2, 3, 4], false));
     assert_eq!(rep.dropped["excluded_tag"], 1, "{rep:?}");
 }
+
+#[test]
+fn export_max_examples_keeps_the_best_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Scores 0.1 to 0.8, newest last; train_1 (score 0.2) has a thumbs up; train_3 was
+    // corrected (its correction ranks first; the original is out anyway).
+    let prompts: Vec<String> = (1..=8)
+        .map(|i| format!("How many squares of membrane for building number {i}?"))
+        .collect();
+    let answer = |i: usize| format!("About {i}0 squares including the waste for the laps.");
+    let lines: Vec<String> = (0..8)
+        .map(|i| {
+            let ts = format!("2026-11-0{}T12:00:00", i + 1);
+            Ex {
+                score: (i + 1) as f64 / 10.0,
+                ..Ex::new(&format!("train_{i}"), &ts, &prompts[i], &answer(i))
+            }
+            .line()
+        })
+        .collect();
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let feedback = d.join("feedback_1.jsonl");
+    write(
+        &feedback,
+        &[fb(
+            "fb_1",
+            "2026-11-09T00:00:00",
+            "train_1",
+            Feedback::Positive,
+        )],
+        None,
+    );
+    let corrections = d.join("corrections_1.jsonl");
+    let corrected = "Exactly thirty two squares, measured on site last week.";
+    let corr = Corr {
+        id: "corr_1",
+        ts: "2026-11-09T00:00:00",
+        prompt: &prompts[3],
+        original: &answer(3),
+        corrected,
+        orig_id: Some("train_3"),
+        orig_req: None,
+        example_id: None,
+    };
+    write(&corrections, &[corr.line()], None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        feedback: vec![feedback],
+        corrections: vec![corrections],
+    };
+    let export = |max: u64, val: f64| {
+        let o = ExportOptions {
+            temp_dir: d.join("tmp"),
+            max_examples: max,
+            val_fraction: val,
+            ..Default::default()
+        };
+        let out = d.join("out.jsonl");
+        let rep = run(&inputs, &o, &out, 512).unwrap();
+        let mut got: Vec<String> = read_lines(&out)
+            .iter()
+            .map(|v| v["response"].as_str().unwrap().to_string())
+            .collect();
+        if let Some(v) = &rep.validation_path {
+            got.extend(
+                read_lines(Path::new(v))
+                    .iter()
+                    .map(|v| v["response"].as_str().unwrap().to_string()),
+            );
+        }
+        got.sort();
+        (rep, got)
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let (all, got) = export(0, 0.0);
+    assert_eq!(got.len(), 8, "{got:?}");
+    assert!(!all.dropped.contains_key("over_max_examples"));
+    let m: Value = serde_json::from_str(&fs::read_to_string(&all.manifest_path).unwrap()).unwrap();
+    assert!(m["options"].get("max_examples").is_none());
+    // The correction, the thumbs up, then the highest scores.
+    let (rep, got) = export(3, 0.0);
+    assert_eq!(got, sorted(vec![corrected.into(), answer(1), answer(7)]));
+    assert_eq!(rep.dropped["over_max_examples"], 5, "{rep:?}");
+    let m: Value = serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+    assert_eq!(m["options"]["max_examples"], 3);
+    let (_, got) = export(5, 0.0);
+    assert_eq!(
+        got,
+        sorted(vec![
+            corrected.into(),
+            answer(1),
+            answer(7),
+            answer(6),
+            answer(5)
+        ])
+    );
+    // Train and validation together.
+    let (rep, got) = export(4, 0.5);
+    assert_eq!(
+        got,
+        sorted(vec![corrected.into(), answer(1), answer(7), answer(6)])
+    );
+    assert_eq!(rep.train_count + rep.validation_count, 4);
+    let (rep, got) = export(100, 0.0);
+    assert_eq!(got.len(), 8);
+    assert!(!rep.dropped.contains_key("over_max_examples"));
+}
