@@ -156,6 +156,11 @@ impl ExportOptions {
         self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
     }
 
+    /// Whether a tag filter is set (else records' tags need not be read).
+    pub(crate) fn filters_tags(&self) -> bool {
+        !self.tags.is_empty() || !self.exclude_tags.is_empty()
+    }
+
     /// The tag filter a record with `tags` fails: `excluded_tag` (it has one of
     /// `exclude_tags`), `tag_not_selected` (`tags` is set and it has none of them).
     pub(crate) fn tag_drop<S: AsRef<str>>(&self, tags: &[S]) -> Option<&'static str> {

@@ -260,7 +260,7 @@ pub(crate) fn example(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,
 ) -> Result<ExRead, serde_json::Error> {
-    let x = parse_example(line.bytes)?;
+    let x = parse_example(line.bytes, ctx.opts.filters_tags())?;
     let opts = ctx.opts;
     let q = &x.quality;
     let ts = super::input::ts_micros(&x.timestamp);
@@ -538,11 +538,12 @@ pub(super) struct ExLine<'a, T = Cow<'a, str>> {
 
 /// Parses an example line. A UTF-8 line without control characters in the collector's own
 /// layout is read by [`super::line_layout`] (half of serde's time); any other by
-/// [`parse_example_serde`]. The line's UTF-8 is checked once, here, for all of them.
-fn parse_example(bytes: &[u8]) -> Result<ExLine<'_>, serde_json::Error> {
+/// [`parse_example_serde`]. The line's UTF-8 is checked once, here, for all of them. The tags
+/// may be left out unless `want_tags` (see [`super::line_layout::read`]).
+fn parse_example(bytes: &[u8], want_tags: bool) -> Result<ExLine<'_>, serde_json::Error> {
     let line = simdutf8::basic::from_utf8(bytes).ok();
     if let Some(text) = line {
-        if let Some(x) = super::line_layout::read(text) {
+        if let Some(x) = super::line_layout::read(text, want_tags) {
             // The check for control characters comes second: the read has brought the line
             // into this core's cache by then.
             if !has_control_byte(bytes) {
@@ -611,7 +612,7 @@ pub fn bench_read_line(bytes: &[u8], serde_only: bool) -> Option<usize> {
     let x = if serde_only {
         parse_example_serde(bytes, simdutf8::basic::from_utf8(bytes).ok()).ok()?
     } else {
-        parse_example(bytes).ok()?
+        parse_example(bytes, false).ok()?
     };
     Some(x.prompt.len() + x.response.len())
 }
@@ -878,7 +879,7 @@ impl Fetcher {
         let parsed = if parse(prompt) || parse(completion) {
             let start = (loc.off - base) as usize;
             let line = &this.win[start..start + loc.len as usize];
-            let x = parse_example(line).map_err(|e| {
+            let x = parse_example(line, false).map_err(|e| {
                 ExportError::Internal(format!("example line changed while exporting: {e}"))
             })?;
             let uid = x.metadata.user_id.as_deref();
