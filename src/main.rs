@@ -71,8 +71,8 @@ enum Command {
     },
     /// Build the curated training set from every segment and print a JSON report.
     Export {
-        /// prompt-response, messages, prompt-completion, alpaca, dpo, dpo-messages, openai-dpo,
-        /// kto or kto-messages.
+        /// prompt-response, messages, prompt-completion, prompt-completion-messages, alpaca,
+        /// dpo, dpo-messages, openai-dpo, kto or kto-messages.
         #[arg(long)]
         format: Option<Format>,
         /// Lowest domain relevance kept: high, medium or low.

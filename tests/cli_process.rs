@@ -218,6 +218,7 @@ fn export_formats_pii_split_and_determinism_through_the_cli() {
         ("messages", vec!["messages"]),
         ("prompt-completion", vec!["completion", "prompt"]),
         ("alpaca", vec!["input", "instruction", "output"]),
+        ("prompt-completion-messages", vec!["completion", "prompt"]),
     ] {
         let report = run(&["--format", fmt]);
         assert_eq!(report["after_filtering"], 40, "{report}");

@@ -5,6 +5,7 @@
 //! | `prompt-response` | `{"prompt","response"}` | the seed's format |
 //! | `messages` | `{"messages":[{"role":"system",..}?,{"role":"user",..},{"role":"assistant",..}]}` | OpenAI SFT, TRL conversational, Axolotl `chat_template` |
 //! | `prompt-completion` | `{"prompt","completion"}` | TRL standard prompt-completion |
+//! | `prompt-completion-messages` | `{"prompt":[system?,user],"completion":[assistant]}` | TRL conversational prompt-completion |
 //! | `alpaca` | `{"instruction","input":"","output"}` | Axolotl `alpaca` |
 //! | `dpo` | `{"prompt","chosen","rejected"}` | TRL DPO (standard form); corrections only |
 //! | `dpo-messages` | `{"prompt":[system?,user],"chosen":[assistant],"rejected":[assistant]}` | TRL DPO (conversational form) |
@@ -28,6 +29,7 @@ pub enum Format {
     PromptResponse,
     Messages,
     PromptCompletion,
+    PromptCompletionMessages,
     Alpaca,
     Dpo,
     DpoMessages,
@@ -48,10 +50,11 @@ pub enum Kind {
 }
 
 impl Format {
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::PromptResponse,
         Format::Messages,
         Format::PromptCompletion,
+        Format::PromptCompletionMessages,
         Format::Alpaca,
         Format::Dpo,
         Format::DpoMessages,
@@ -65,6 +68,7 @@ impl Format {
             Format::PromptResponse => "prompt-response",
             Format::Messages => "messages",
             Format::PromptCompletion => "prompt-completion",
+            Format::PromptCompletionMessages => "prompt-completion-messages",
             Format::Alpaca => "alpaca",
             Format::Dpo => "dpo",
             Format::DpoMessages => "dpo-messages",
@@ -79,6 +83,7 @@ impl Format {
             Format::PromptResponse
             | Format::Messages
             | Format::PromptCompletion
+            | Format::PromptCompletionMessages
             | Format::Alpaca => Kind::Sft,
             Format::Dpo | Format::DpoMessages | Format::OpenaiDpo => Kind::Preference,
             Format::Kto | Format::KtoMessages => Kind::Binary,
@@ -158,6 +163,12 @@ pub(crate) fn render_into(
         Format::PromptCompletion => {
             field(out, "{", "prompt", p.prompt);
             field(out, ",", "completion", p.completion);
+        }
+        Format::PromptCompletionMessages => {
+            out.extend_from_slice(b"{\"prompt\":[");
+            conversation(out, system_prompt, p.prompt);
+            out.push(b']');
+            answer(out, "completion", p.completion);
         }
         Format::Alpaca => {
             field(out, "{", "instruction", p.prompt);
@@ -317,6 +328,10 @@ mod tests {
                         "input": {"messages": asked},
                         "preferred_output": [{"role": "assistant", "content": completion}],
                         "non_preferred_output": [{"role": "assistant", "content": rejected}],
+                    }),
+                    Format::PromptCompletionMessages => json!({
+                        "prompt": asked,
+                        "completion": [{"role": "assistant", "content": completion}],
                     }),
                     Format::KtoMessages => json!({
                         "prompt": asked,

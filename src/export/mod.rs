@@ -119,8 +119,8 @@ pub struct ExportOptions {
     /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
     /// otherwise the validation file is [`validation_path`] of the output.
     pub val_fraction: f64,
-    /// The system message of the conversational formats (`messages`, `dpo-messages`,
-    /// `openai-dpo`, `kto-messages`).
+    /// The system message of the conversational formats (`messages`,
+    /// `prompt-completion-messages`, `dpo-messages`, `openai-dpo`, `kto-messages`).
     pub system_prompt: Option<String>,
     /// Redacted to `[REDACTED]`, in addition to the built-in e-mail and phone patterns.
     pub pii_patterns: Vec<regex::Regex>,

@@ -502,7 +502,7 @@ fn line_content(format: Format, l: &Value) -> LineContent {
     };
     let want_keys: &[&str] = match format {
         Format::PromptResponse => &["prompt", "response"],
-        Format::PromptCompletion => &["prompt", "completion"],
+        Format::PromptCompletion | Format::PromptCompletionMessages => &["prompt", "completion"],
         Format::Alpaca => &["instruction", "input", "output"],
         Format::Messages => &["messages"],
         Format::Dpo | Format::DpoMessages => &["prompt", "chosen", "rejected"],
@@ -513,6 +513,17 @@ fn line_content(format: Format, l: &Value) -> LineContent {
     match format {
         Format::PromptResponse => plain("prompt", "response"),
         Format::PromptCompletion => plain("prompt", "completion"),
+        Format::PromptCompletionMessages => {
+            let (system, prompt) = asked(&obj["prompt"]);
+            let answer = reply(&obj["completion"]);
+            LineContent {
+                system,
+                prompt,
+                answer,
+                rejected: None,
+                label: None,
+            }
+        }
         Format::Alpaca => {
             assert_eq!(obj["input"], "", "{l}");
             plain("instruction", "output")
@@ -596,7 +607,11 @@ fn export_every_format_parses_into_its_schema_and_has_no_pii() {
             let c = line_content(format, l);
             let conversational = matches!(
                 format,
-                Format::Messages | Format::DpoMessages | Format::OpenaiDpo | Format::KtoMessages
+                Format::Messages
+                    | Format::PromptCompletionMessages
+                    | Format::DpoMessages
+                    | Format::OpenaiDpo
+                    | Format::KtoMessages
             );
             let want_system = conversational.then(|| "You are a roofing assistant.".to_string());
             assert_eq!(c.system, want_system, "{format}: {l}");
