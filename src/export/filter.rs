@@ -205,7 +205,7 @@ pub(crate) fn candidate(
     lsh: Option<(usize, usize)>,
     eval: Option<&EvalIndex>,
 ) -> Result<(Cand, Vec<u64>), &'static str> {
-    let fmt = opts.format;
+    let kind = opts.format.kind();
     // A correction's band keys, computed here; the caller stores them and sets `band_ix`.
     let mut new_bands = Vec::new();
     let (
@@ -226,7 +226,7 @@ pub(crate) fn candidate(
             if e.verified_correction && !opts.include_corrections {
                 return Err("correction_excluded");
             }
-            label = match fmt.kind() {
+            label = match kind {
                 Kind::Preference => return Err("not_a_preference_pair"),
                 Kind::Binary => match kto_label(e.verified_correction, r.corrected, r.feedback) {
                     Some(l) => Some(l),
@@ -261,7 +261,7 @@ pub(crate) fn candidate(
             band_ix = p.band_ix;
         }
         Payload::Correction(c) => {
-            if fmt.kind() == Kind::Preference && normalize(&c.original) == normalize(&c.corrected) {
+            if kind == Kind::Preference && normalize(&c.original) == normalize(&c.corrected) {
                 return Err("identical_pair");
             }
             if !opts.in_time_window(c.ts) {
@@ -272,11 +272,11 @@ pub(crate) fn candidate(
             if !c.include {
                 return Err("not_included");
             }
-            if let Some(reason) = c.tag_drop {
+            if let Some(reason) = STATIC_REASONS.get((c.tag_drop as usize).wrapping_sub(1)) {
                 return Err(reason);
             }
-            let preference = fmt.kind() == Kind::Preference;
-            let answers: &[&str] = if preference {
+            // A preference pair trains on the rejected answer too.
+            let answers: &[&str] = if kind == Kind::Preference {
                 &[&c.corrected, &c.original]
             } else {
                 &[&c.corrected]
@@ -289,7 +289,7 @@ pub(crate) fn candidate(
                 return Err("eval_contamination");
             }
             ts = c.ts;
-            label = (fmt.kind() == Kind::Binary).then_some(true);
+            label = (kind == Kind::Binary).then_some(true);
             correction = true;
             // A human-written answer outranks any automatic score.
             score = 1.0;
@@ -297,7 +297,7 @@ pub(crate) fn candidate(
             loc = None;
             let p = scrubber.scrub(&c.prompt, None);
             let comp = scrubber.scrub(&c.corrected, None);
-            rejected = (fmt.kind() == Kind::Preference).then(|| scrubber.scrub(&c.original, None));
+            rejected = (kind == Kind::Preference).then(|| scrubber.scrub(&c.original, None));
             (norm_key, new_bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
             band_ix = None;
             prompt = TextSrc::Owned(p);

@@ -62,20 +62,8 @@ pub(crate) struct Corr {
     pub corrected: String,
     pub include: bool,
     /// The tag filter it fails, decided when it is read (see
-    /// [`super::ExportOptions::tag_drop`]).
-    pub tag_drop: Option<&'static str>,
-}
-
-/// The reasons [`super::ExportOptions::tag_drop`] gives, coded as 1 + their index.
-const TAG_REASONS: [&str; 2] = ["excluded_tag", "tag_not_selected"];
-
-fn tag_drop_code(reason: Option<&str>) -> u8 {
-    reason.map_or(0, |r| {
-        TAG_REASONS
-            .iter()
-            .position(|t| *t == r)
-            .map_or(0, |i| i as u8 + 1)
-    })
+    /// [`super::ExportOptions::tag_drop`]), coded as [`Ex::static_drop`] is.
+    pub tag_drop: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +160,7 @@ impl SpillItem for Row {
                     .str(&c.original)
                     .str(&c.corrected)
                     .bool(c.include)
-                    .u8(tag_drop_code(c.tag_drop));
+                    .u8(c.tag_drop);
             }
         }
         Ok(())
@@ -203,14 +191,7 @@ impl SpillItem for Row {
                 original: d.str()?,
                 corrected: d.str()?,
                 include: d.bool()?,
-                tag_drop: match d.u8()? {
-                    0 => None,
-                    n => Some(
-                        *TAG_REASONS
-                            .get(usize::from(n) - 1)
-                            .ok_or_else(|| format!("bad tag filter code {n}"))?,
-                    ),
-                },
+                tag_drop: d.u8()?,
             }),
             t => return Err(format!("bad payload tag {t}")),
         };

@@ -489,7 +489,7 @@ pub(crate) fn run(
                             original: c.original_response,
                             corrected: c.corrected_response,
                             include: c.include_in_training,
-                            tag_drop: opts.tag_drop(&c.tags),
+                            tag_drop: prepare::static_drop_code(opts.tag_drop(&c.tags)),
                         }),
                     ))?;
                 }

@@ -246,8 +246,9 @@ pub(crate) fn prompt_key(prompt: &str, buf: &mut String) -> u128 {
     dedup::fast_key128(buf)
 }
 
-/// 1 + the index of `reason` in [`STATIC_REASONS`].
-fn static_drop_code(reason: &str) -> u8 {
+/// 1 + the index of `reason` in [`STATIC_REASONS`], 0 for none.
+pub(crate) fn static_drop_code(reason: Option<&str>) -> u8 {
+    let Some(reason) = reason else { return 0 };
     let i = STATIC_REASONS.iter().position(|r| *r == reason);
     debug_assert!(i.is_some(), "{reason} is not a static reason");
     i.map_or(0, |i| i as u8 + 1)
@@ -284,7 +285,7 @@ pub(crate) fn example(
     } else {
         None
     };
-    let static_drop = reason.map_or(0, static_drop_code);
+    let static_drop = static_drop_code(reason);
     let verified_correction = x.source == "verified_correction";
     // `pr_key`, sharing the normalized prompt with the exact-dedup key, and only where a
     // correction may name the pair: normalizing every answer for it was a twentieth of the
