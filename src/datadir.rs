@@ -80,11 +80,6 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
     }
     let split_by = req.split_by.unwrap_or(e.split_by);
     let min_score = req.min_score.unwrap_or(e.min_score);
-    if !(0.0..=1.0).contains(&min_score) {
-        return Err(DataDirError::Invalid(format!(
-            "--min-score must be from 0 to 1, not {min_score}"
-        )));
-    }
     let (since, until) = (req.since, req.until);
     if let (Some(s), Some(u)) = (since, until) {
         if s >= u {

@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         min_quality: Option<Relevance>,
         /// Lowest auto_score kept, 0 to 1 (corrections count as 1).
-        #[arg(long, value_name = "X")]
+        #[arg(long, value_name = "X", value_parser = score)]
         min_score: Option<f64>,
         /// Only examples and corrections with this tag (repeatable: any of them; replaces
         /// export.tags).
@@ -160,6 +160,14 @@ enum Command {
         #[arg(long)]
         corrector: Option<String>,
     },
+}
+
+/// `--min-score`: an `auto_score`, 0 to 1.
+fn score(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("must be a number from 0 to 1, not {s:?}")),
+    }
 }
 
 fn main() -> ExitCode {
