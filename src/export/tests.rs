@@ -355,6 +355,28 @@ fn texts(lines: &[Value]) -> String {
     serde_json::to_string(lines).unwrap()
 }
 
+/// Runs an export (with a tiny spill budget) into `out`; returns its report, the values of
+/// `field` in its lines (train and validation), sorted, and its manifest.
+fn export_field(
+    inputs: &ExportInputs,
+    o: &ExportOptions,
+    out: &Path,
+    field: &str,
+) -> (ExportReport, Vec<String>, Value) {
+    let rep = run(inputs, o, out, 512).unwrap();
+    let mut lines = read_lines(out);
+    if let Some(v) = &rep.validation_path {
+        lines.extend(read_lines(Path::new(v)));
+    }
+    let mut got: Vec<String> = lines
+        .iter()
+        .map(|v| v[field].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let m = serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+    (rep, got, m)
+}
+
 #[test]
 fn export_prompt_response_planted_cases() {
     let f = fixture();
@@ -1774,15 +1796,7 @@ fn export_keeps_texts_within_the_length_bounds_and_scores_above_the_minimum() {
             min_score,
             ..Default::default()
         };
-        let out = d.join(format!("{format}.jsonl"));
-        let rep = run(&inputs, &o, &out, 512).unwrap();
-        let m: Value =
-            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
-        let prompts: Vec<String> = read_lines(&out)
-            .iter()
-            .map(|v| v["prompt"].as_str().unwrap().to_string())
-            .collect();
-        (rep, prompts, m)
+        export_field(&inputs, &o, &d.join(format!("{format}.jsonl")), "prompt")
     };
     // No bounds: every example but the corrected original, and the correction.
     let (rep, got, m) = export(Format::PromptResponse, (0, 0), 0.0);
@@ -1883,16 +1897,7 @@ fn export_keeps_the_selected_tags_and_leaves_out_the_excluded() {
             exclude_tags: exclude.iter().map(|t| t.to_string()).collect(),
             ..Default::default()
         };
-        let out = d.join("out.jsonl");
-        let rep = run(&inputs, &o, &out, 512).unwrap();
-        let mut got: Vec<String> = read_lines(&out)
-            .iter()
-            .map(|v| v["prompt"].as_str().unwrap().to_string())
-            .collect();
-        got.sort();
-        let m: Value =
-            serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
-        (rep, got, m)
+        export_field(&inputs, &o, &d.join("out.jsonl"), "prompt")
     };
     let want = |ids: &[usize], corr: bool| {
         let mut w: Vec<String> = ids.iter().map(|&i| prompts[i].clone()).collect();
@@ -1982,38 +1987,22 @@ fn export_max_examples_keeps_the_best_lines() {
             val_fraction: val,
             ..Default::default()
         };
-        let out = d.join("out.jsonl");
-        let rep = run(&inputs, &o, &out, 512).unwrap();
-        let mut got: Vec<String> = read_lines(&out)
-            .iter()
-            .map(|v| v["response"].as_str().unwrap().to_string())
-            .collect();
-        if let Some(v) = &rep.validation_path {
-            got.extend(
-                read_lines(Path::new(v))
-                    .iter()
-                    .map(|v| v["response"].as_str().unwrap().to_string()),
-            );
-        }
-        got.sort();
-        (rep, got)
+        export_field(&inputs, &o, &d.join("out.jsonl"), "response")
     };
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v
     };
-    let (all, got) = export(0, 0.0);
+    let (all, got, m) = export(0, 0.0);
     assert_eq!(got.len(), 8, "{got:?}");
     assert!(!all.dropped.contains_key("over_max_examples"));
-    let m: Value = serde_json::from_str(&fs::read_to_string(&all.manifest_path).unwrap()).unwrap();
     assert!(m["options"].get("max_examples").is_none());
     // The correction, the thumbs up, then the highest scores.
-    let (rep, got) = export(3, 0.0);
+    let (rep, got, m) = export(3, 0.0);
     assert_eq!(got, sorted(vec![corrected.into(), answer(1), answer(7)]));
     assert_eq!(rep.dropped["over_max_examples"], 5, "{rep:?}");
-    let m: Value = serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
     assert_eq!(m["options"]["max_examples"], 3);
-    let (_, got) = export(5, 0.0);
+    let (_, got, _) = export(5, 0.0);
     assert_eq!(
         got,
         sorted(vec![
@@ -2025,13 +2014,13 @@ fn export_max_examples_keeps_the_best_lines() {
         ])
     );
     // Train and validation together.
-    let (rep, got) = export(4, 0.5);
+    let (rep, got, _) = export(4, 0.5);
     assert_eq!(
         got,
         sorted(vec![corrected.into(), answer(1), answer(7), answer(6)])
     );
     assert_eq!(rep.train_count + rep.validation_count, 4);
-    let (rep, got) = export(100, 0.0);
+    let (rep, got, _) = export(100, 0.0);
     assert_eq!(got.len(), 8);
     assert!(!rep.dropped.contains_key("over_max_examples"));
 }
