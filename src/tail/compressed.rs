@@ -475,6 +475,7 @@ mod tests {
                 marker: String::new(),
                 marker_len: 0,
                 awaiting_first_line: false,
+                finished: false,
             };
             let before = &bytes[(offset as usize).saturating_sub(64)..offset as usize];
             start.set_marker(before.len() as u32, &identity::marker_hash(before));

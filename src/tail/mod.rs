@@ -361,6 +361,7 @@ impl Tracked {
             marker: String::new(),
             marker_len: 0,
             awaiting_first_line: false,
+            finished: false,
         }
     }
 }
@@ -715,11 +716,16 @@ impl Tailer {
             Loaded::Entries(e) => (false, Some(e)),
         };
         let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();
+        // Positions read to their end after their rotation are not looked for again.
+        let mut searched = HashSet::new();
         let mut last_written = None;
         if let Some(mut entries) = entries {
             sort_entries(&mut entries);
             for e in &entries {
                 saved.entry((e.dev, e.inode)).or_default().push(e.clone());
+                if e.finished {
+                    searched.insert(search_key(e));
+                }
             }
             last_written = Some(entries);
         }
@@ -733,7 +739,7 @@ impl Tailer {
             budget_short: false,
             stale_saved: Vec::new(),
             last_found: HashSet::new(),
-            searched: HashSet::new(),
+            searched,
             compressed: Vec::new(),
             search_pending: false,
             first_start,
@@ -1097,7 +1103,8 @@ impl Tailer {
         if let Some(id) = &t.id {
             let mut e = t.entry(id, offset);
             // Followed to its end through its handle; what is written to it later is lost
-            // by the rotate_wait contract, not looked for.
+            // by the rotate_wait contract, not looked for (after a restart neither).
+            e.finished = true;
             self.searched.insert(search_key(&e));
             let marker = if offset == t.reader.offset() {
                 marker_for(&t)
@@ -1658,14 +1665,15 @@ impl Tailer {
                 &mut self.counters,
                 sink,
             );
+            // Done: Some(whether it was read to its end).
             let (items, done) = match pass {
                 compressed::Pass::Reading { items, more } => {
                     out.more_pending |= more;
-                    (items, false)
+                    (items, None)
                 }
                 compressed::Pass::Finished { items } => {
                     tracing::info!(path = %self.compressed[i].path.display(), "compressed rotation read to its end");
-                    (items, true)
+                    (items, Some(true))
                 }
                 compressed::Pass::Failed { items, why } => {
                     self.counters.read_errors += 1;
@@ -1674,13 +1682,15 @@ impl Tailer {
                         why,
                         "stopped reading a compressed rotation"
                     );
-                    (items, true)
+                    // Not finished: a restart looks into it again.
+                    (items, Some(false))
                 }
             };
             out.items += items;
-            if done {
+            if let Some(finished) = done {
                 let gz = self.compressed.remove(i);
-                let e = gz.entry();
+                let mut e = gz.entry();
+                e.finished = finished;
                 self.counters.files_closed += 1;
                 self.searched.insert(search_key(&e));
                 self.saved.entry((e.dev, e.inode)).or_default().push(e);

@@ -269,6 +269,7 @@ mod tests {
             marker: String::new(),
             marker_len: 0,
             awaiting_first_line: false,
+            finished: false,
         }
     }
 

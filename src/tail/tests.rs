@@ -2036,6 +2036,7 @@ fn a_file_seen_empty_in_a_reused_inode_is_checkpointed_and_found_after_a_restart
         marker: String::new(),
         marker_len: 0,
         awaiting_first_line: false,
+        finished: false,
     };
     checkpoint::store(&e.state, &[deleted_rotation]).expect("store");
     let opts = e.opts("*.log");
@@ -2059,4 +2060,81 @@ fn a_file_seen_empty_in_a_reused_inode_is_checkpointed_and_found_after_a_restart
     let mut got = texts(&drain(&mut t));
     got.extend(texts(&drain(&mut t)));
     assert_eq!(got, strs(&["a", "b"]));
+}
+
+/// Drops the `finished` flags from the checkpoint file (what a checkpoint written before the
+/// flag existed looks like), for the control runs below.
+fn forget_finished(e: &Env) {
+    let path = e.state.join(checkpoint::FILE_NAME);
+    let text = fs::read_to_string(&path).expect("read checkpoint");
+    assert!(text.contains("\"finished\":true"), "{text}");
+    fs::write(&path, text.replace(",\"finished\":true", "")).expect("write checkpoint");
+}
+
+/// A compressed rotation read to its end is not looked into again after a restart (it was
+/// decompressed once more at every start). Seen through content added to the archive
+/// afterwards: only a second look would read it; the control run without the flag does.
+#[test]
+fn a_compressed_rotation_read_to_its_end_is_not_decompressed_again_after_a_restart() {
+    for control in [false, true] {
+        let e = env();
+        let (opts, _) = stopped_with_unread_lines(&e, "*.log");
+        fs::rename(e.p("app.log"), e.p("app.log.1")).expect("rename");
+        let content = fs::read(e.p("app.log.1")).expect("read");
+        gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+        let mut t = Tailer::open(opts.clone()).expect("reopen");
+        assert_eq!(texts(&drain(&mut t)), strs(&["c", "d"]));
+        assert_eq!(t.counters().files_closed, 1);
+        t.commit_checkpoint().expect("commit");
+        drop(t);
+        // The archive now holds more than was read (only a second look can tell).
+        fs::remove_file(e.p("app.log.1.gz")).expect("rm gz");
+        append(&e.p("app.log.1"), &content);
+        append(&e.p("app.log.1"), b"e late\n");
+        gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+        if control {
+            forget_finished(&e);
+        }
+        let mut t = Tailer::open(opts).expect("reopen");
+        let got = texts(&drain(&mut t));
+        if control {
+            assert_eq!(got, strs(&["e late"]));
+        } else {
+            assert!(got.is_empty(), "{got:?}");
+            assert_eq!(t.counters().files_closed, 0);
+        }
+    }
+}
+
+/// The same for a file followed to its end through its handle and closed after
+/// `rotate_wait`, then compressed while the daemon was stopped.
+#[test]
+fn a_rotated_file_closed_after_rotate_wait_is_not_looked_for_after_a_restart() {
+    for control in [false, true] {
+        let e = env();
+        let path = e.p("app.log");
+        append(&path, b"a first line\nb\n");
+        let mut o = e.opts("*.log");
+        o.exclude = vec!["*.gz".into()];
+        o.rotate_wait = Duration::from_millis(0);
+        let mut t = Tailer::open(o.clone()).expect("open");
+        assert_eq!(texts(&drain(&mut t)), strs(&["a first line", "b"]));
+        fs::rename(&path, e.p("app.log.1")).expect("rename");
+        assert!(drain(&mut t).is_empty());
+        assert_eq!((t.open_files(), t.counters().files_closed), (0, 1));
+        t.commit_checkpoint().expect("commit");
+        drop(t);
+        append(&e.p("app.log.1"), b"c late\n");
+        gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
+        if control {
+            forget_finished(&e);
+        }
+        let mut t = Tailer::open(o).expect("reopen");
+        let got = texts(&drain(&mut t));
+        if control {
+            assert_eq!(got, strs(&["c late"]));
+        } else {
+            assert!(got.is_empty(), "{got:?}");
+        }
+    }
 }
