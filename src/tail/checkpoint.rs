@@ -14,8 +14,8 @@
 //! restart such an entry finds the file renamed out of the globs by its inode, and everything
 //! in it is new.
 //!
-//! A position read to its end after its file was rotated away carries `"finished":true`: a
-//! restart does not look for that content outside the globs again (see `rotated`).
+//! A position read to its end from a compressed rotation carries `"finished":true`: a restart
+//! does not look for (and decompress) that content again (see `rotated`).
 //!
 //! Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash leaves
 //! either the old or the new file, never a torn one. A leftover temp file is an interrupted
@@ -51,11 +51,9 @@ pub struct Entry {
     /// The file had no complete first line when it was saved: known by `dev` + `inode` only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_first_line: bool,
-    /// The file was read to its end after it was rotated away (followed through its handle
-    /// until `rotate_wait`, or read from its compressed rotation): the position is kept so
-    /// the content is known if it comes back into the globs, but it is not looked for
-    /// outside them again (which, for a compressed rotation, meant decompressing it again
-    /// at every restart).
+    /// The position was read on to its end from a compressed rotation, whose content cannot
+    /// change: it is kept so the content is known if it comes back, but not looked for
+    /// outside the globs again (which meant decompressing it again at every restart).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finished: bool,
 }

@@ -1103,8 +1103,8 @@ impl Tailer {
         if let Some(id) = &t.id {
             let mut e = t.entry(id, offset);
             // Followed to its end through its handle; what is written to it later is lost
-            // by the rotate_wait contract, not looked for (after a restart neither).
-            e.finished = true;
+            // by the rotate_wait contract, not looked for. (A restart does look for it
+            // again: it may have been renamed on, and written to, meanwhile.)
             self.searched.insert(search_key(&e));
             let marker = if offset == t.reader.offset() {
                 marker_for(&t)

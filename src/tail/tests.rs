@@ -2105,36 +2105,3 @@ fn a_compressed_rotation_read_to_its_end_is_not_decompressed_again_after_a_resta
         }
     }
 }
-
-/// The same for a file followed to its end through its handle and closed after
-/// `rotate_wait`, then compressed while the daemon was stopped.
-#[test]
-fn a_rotated_file_closed_after_rotate_wait_is_not_looked_for_after_a_restart() {
-    for control in [false, true] {
-        let e = env();
-        let path = e.p("app.log");
-        append(&path, b"a first line\nb\n");
-        let mut o = e.opts("*.log");
-        o.exclude = vec!["*.gz".into()];
-        o.rotate_wait = Duration::from_millis(0);
-        let mut t = Tailer::open(o.clone()).expect("open");
-        assert_eq!(texts(&drain(&mut t)), strs(&["a first line", "b"]));
-        fs::rename(&path, e.p("app.log.1")).expect("rename");
-        assert!(drain(&mut t).is_empty());
-        assert_eq!((t.open_files(), t.counters().files_closed), (0, 1));
-        t.commit_checkpoint().expect("commit");
-        drop(t);
-        append(&e.p("app.log.1"), b"c late\n");
-        gzip(&e.p("app.log.1"), &e.p("app.log.1.gz"));
-        if control {
-            forget_finished(&e);
-        }
-        let mut t = Tailer::open(o).expect("reopen");
-        let got = texts(&drain(&mut t));
-        if control {
-            assert_eq!(got, strs(&["c late"]));
-        } else {
-            assert!(got.is_empty(), "{got:?}");
-        }
-    }
-}
