@@ -716,7 +716,7 @@ impl Tailer {
             Loaded::Entries(e) => (false, Some(e)),
         };
         let mut saved: HashMap<(u64, u64), Vec<Entry>> = HashMap::new();
-        // Positions read to their end after their rotation are not looked for again.
+        // Positions read to their end from a compressed rotation are not looked for again.
         let mut searched = HashSet::new();
         let mut last_written = None;
         if let Some(mut entries) = entries {

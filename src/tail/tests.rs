@@ -2063,7 +2063,7 @@ fn a_file_seen_empty_in_a_reused_inode_is_checkpointed_and_found_after_a_restart
 }
 
 /// Drops the `finished` flags from the checkpoint file (what a checkpoint written before the
-/// flag existed looks like), for the control runs below.
+/// flag existed looks like), for the control run below.
 fn forget_finished(e: &Env) {
     let path = e.state.join(checkpoint::FILE_NAME);
     let text = fs::read_to_string(&path).expect("read checkpoint");
