@@ -517,7 +517,8 @@ pub struct ExportConfig {
     pub system_prompt: String,
     /// Extra PII patterns scrubbed from every output, besides emails and phone numbers.
     pub pii_patterns: Vec<Pattern>,
-    /// Jaccard similarity over word shingles at which two prompts count as near duplicates.
+    /// Jaccard similarity over word shingles at which two prompts count as near duplicates;
+    /// 0 turns near-duplicate detection off (exact duplicates are still dropped).
     pub near_dup_threshold: f64,
     /// Default output path (relative to data_dir when relative).
     pub output: PathBuf,
@@ -1029,11 +1030,11 @@ impl Config {
                 ),
             ));
         }
-        if !(self.export.near_dup_threshold > 0.0 && self.export.near_dup_threshold <= 1.0) {
+        if !(0.0..=1.0).contains(&self.export.near_dup_threshold) {
             return Err(err(
                 &["export", "near_dup_threshold"],
                 format!(
-                    "export.near_dup_threshold must be above 0 and at most 1, not {}",
+                    "export.near_dup_threshold must be 0 (off) to 1, not {}",
                     self.export.near_dup_threshold
                 ),
             ));
@@ -1379,6 +1380,19 @@ mod tests {
         let cfg =
             parse("[export]\nmax_prompt_chars = 10\nmax_response_chars = 0\nmin_score = 1.0\n");
         assert_eq!(cfg.unwrap().export.max_prompt_chars, 10);
+    }
+
+    #[test]
+    fn near_dup_threshold_is_0_for_off_to_1() {
+        for bad in ["-0.1", "1.5", "nan"] {
+            let (line, col, msg) = invalid(&format!("[export]\nnear_dup_threshold = {bad}\n"));
+            assert_eq!((line, col), (2, 22), "{bad}");
+            assert!(msg.contains("must be 0 (off) to 1"), "{bad}: {msg}");
+        }
+        for good in [0.0, 0.5, 1.0] {
+            let cfg = parse(&format!("[export]\nnear_dup_threshold = {good:?}\n")).unwrap();
+            assert_eq!(cfg.export.near_dup_threshold, good);
+        }
     }
 
     #[test]
