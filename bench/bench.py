@@ -16,6 +16,8 @@ Measured, in one run:
  2. export: `training-collector export` on the ingested data dir, into a fresh output
     directory each run as the seed's (wall time of the process, peak RSS from wait4) against the seed's export_for_training in seed_baseline.py
     (export_s; peak RSS of the export phase, VmHWM reset with /proc/self/clear_refs).
+    Then the same with near-duplicate detection off (export.near_dup_threshold = 0), the
+    work the seed's export does (it has no near-duplicate detection).
  3. idle CPU: the daemon on a fully read log, CPU time of all its threads over N seconds
     (/proc/<pid>/task/*/schedstat, nanoseconds).
  4. latency: lines appended at a steady 1,000 lines/s to a fresh log, default config; for
@@ -202,7 +204,22 @@ def median_seed(runs):
     return res
 
 
-def bench_export(binary, ing):
+# The seed's export drops exact duplicates of a 100-character prompt prefix and nothing else;
+# ours also finds near duplicates (MinHash). This config turns that off, to show the cost of
+# the same work beside the default's.
+NO_NEAR_DUP = "[export]\nnear_dup_threshold = 0\n"
+
+
+def no_near_dup_config(ing):
+    with open(ing["cfg"]) as f:
+        text = f.read()
+    cfg = os.path.join(ing["dir"], "config-no-near-dup.toml")
+    with open(cfg, "w") as f:
+        f.write(text + NO_NEAR_DUP)
+    return cfg
+
+
+def bench_export(binary, ing, cfg=None):
     # Into a fresh directory, as the seed's export writes into a fresh one: replacing the last
     # run's 100 MB output would add the freeing of its blocks (15-30 ms in the rename on this
     # VM, whose ext4 is mounted with `discard`) to every run but the first.
@@ -211,7 +228,7 @@ def bench_export(binary, ing):
     os.makedirs(out)
     os.sync()
     t0 = time.monotonic()
-    p = subprocess.Popen([binary, "--config", ing["cfg"], "export", "--output",
+    p = subprocess.Popen([binary, "--config", cfg or ing["cfg"], "export", "--output",
                           os.path.join(out, "training_export.jsonl")], stdout=subprocess.PIPE)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
@@ -487,6 +504,17 @@ def main():
             line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]
             if seed:
                 line += [str(seed.get("after_filtering")), ""]
+            rows.append(line)
+            log(f"[{n}] export, near duplicates off (training-collector) x{a.repeat} ...")
+            cfg = no_near_dup_config(ing)
+            plain = sorted((bench_export(a.bin, ing, cfg) for _ in range(a.repeat)), key=lambda x: x["secs"])
+            px = r["export_no_near_dup"] = plain[len(plain) // 2]
+            r["export_no_near_dup_all_secs"] = [round(x["secs"], 3) for x in plain]
+            log(f"[{n}] export runs, near duplicates off: {r['export_no_near_dup_all_secs']} s")
+            line = [f"export {n:,}, near dups off (the seed's work): time",
+                    f"{px['secs']:.3f} s ({px['report'].get('after_filtering', '?')} out)"]
+            if seed:
+                line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / px['secs']:.1f}x"]
             rows.append(line)
         if n == sizes[0] and "idle" in only:
             log(f"idle CPU over {a.idle_seconds:g} s ...")
