@@ -643,12 +643,18 @@ struct Daemon {
     tailer: Tailer,
     /// Which files' writes wake the loop (updated on reload).
     relevant: tail::RelevantPath,
+    /// What the file-system events said since the last poll: a write to open logs only
+    /// needs those read on, anything else a full poll.
+    changes: tail::ChangeLog,
+    /// When the tailer last made a full poll (a re-scan of the globs and a look at every
+    /// file): due again after `rescan_interval`, after a reload and after a pause; `None`
+    /// makes the next poll a full one.
+    last_full_poll: Option<Instant>,
     intake: Intake,
     /// Lines being prepared on the worker threads, in read order.
     pool: PreparePool,
-    /// The tailer's positions after the last poll whose items are all applied: what the next
-    /// durable point may checkpoint (later polls' items may still be in flight).
-    applied: Option<CheckpointSnapshot>,
+    /// What the next durable point may checkpoint.
+    applied: Applied,
     /// The last poll left unread bytes (its read budget ran out).
     tail_more: bool,
     source: ConfigSource,
@@ -660,6 +666,23 @@ struct Daemon {
     /// When `spool/tmp/` was last looked at for abandoned files, and those already reported.
     stale_tmp_checked: Option<Instant>,
     stale_tmp_reported: HashSet<PathBuf>,
+}
+
+/// The read positions whose items are all applied: what the next durable point may
+/// checkpoint.
+#[derive(Clone, Debug)]
+enum Applied {
+    /// Nothing read since the start, or the last batch handed to the workers is not applied
+    /// yet: the checkpoint stays as it is.
+    Nothing,
+    /// The tailer's positions as they stand: the polls since the last batch was applied were
+    /// applied at once, on the loop's thread. A snapshot is taken only at the durable point,
+    /// not after every poll (with thousands of files, a snapshot per light poll was most of
+    /// the cost of reading a few new lines).
+    Live,
+    /// A snapshot taken after the last poll whose items are all applied (later polls' items
+    /// may still be on the workers).
+    Snapshot(CheckpointSnapshot),
 }
 
 /// How often `spool/tmp/` is looked at for files abandoned by their writers.
@@ -686,7 +709,14 @@ pub fn run(
     let tailer = Tailer::open(tail_options(&config))?;
     let relevant = tail::RelevantPath::default();
     set_watch_relevance(&relevant, &config);
-    let watcher = start_watcher(&tailer, &config, &relevant, control.sender.clone());
+    let changes = tail::ChangeLog::default();
+    let watcher = start_watcher(
+        &tailer,
+        &config,
+        &relevant,
+        &changes,
+        control.sender.clone(),
+    );
     let wake = control.sender.clone();
     let pool = PreparePool::start(move || {
         let _ = wake.send(Control::Wake);
@@ -696,8 +726,10 @@ pub fn run(
         tailer,
         relevant,
         pool,
-        applied: None,
+        applied: Applied::Nothing,
         tail_more: false,
+        changes,
+        last_full_poll: None,
         intake: Intake {
             enricher: Arc::new(Enricher::new(&config.domain)),
             mapper: Arc::new(Mapper::new(&config.input)),
@@ -776,6 +808,7 @@ fn start_watcher(
     tailer: &Tailer,
     cfg: &Config,
     relevant: &tail::RelevantPath,
+    changes: &tail::ChangeLog,
     wake: Sender<Control>,
 ) -> Option<tail::FsWatcher> {
     let mut specs = tailer.watch_specs();
@@ -783,7 +816,7 @@ fn start_watcher(
         dir: cfg.spool.dir.clone(),
         recursive: false,
     });
-    match tail::FsWatcher::filtered(&specs, Some(relevant.clone()), move || {
+    match tail::FsWatcher::filtered(&specs, Some(relevant.clone()), changes.clone(), move || {
         let _ = wake.send(Control::Wake);
     }) {
         Ok(w) => Some(w),
@@ -819,6 +852,7 @@ impl Daemon {
                 // Paused: no lines, but new files are still found and held open.
                 self.tailer
                     .discover_only(self.intake.cfg.input.rescan_interval.0);
+                self.last_full_poll = None;
                 false
             };
             self.maybe_durable();
@@ -871,9 +905,11 @@ impl Daemon {
         for f in files {
             self.intake.on_spool_file(f);
         }
+        let mut full = false;
         if self.pool.has_room() {
             let mut collected = ItemCollector::default();
-            let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
+            let outcome;
+            (outcome, full) = self.poll_tailer(&mut collected)?;
             self.tail_more = outcome.more_pending;
             // New files are in the checkpoint before anything read from them can be. (If
             // that fails, a full disk say, the next durable point writes them.)
@@ -884,12 +920,17 @@ impl Daemon {
                     tracing::warn!(error = %e, "cannot write newly found files into the checkpoint yet")
                 }
             }
-            let snapshot = self.tailer.checkpoint_snapshot();
             if self.pool.is_empty() && collected.items.len() < INLINE_MAX_ITEMS {
                 // The steady state (a few new lines): no hand-off, no added latency.
                 self.intake.ingest(&collected.items);
-                self.applied = Some(snapshot);
+                self.applied = Applied::Live;
             } else {
+                let snapshot = self.tailer.checkpoint_snapshot();
+                // The positions before this poll were never taken: the checkpoint waits for
+                // this batch, whose snapshot covers them too.
+                if matches!(self.applied, Applied::Live) {
+                    self.applied = Applied::Nothing;
+                }
                 self.pool
                     .submit(collected.items, snapshot, &self.intake.recipe());
             }
@@ -904,18 +945,48 @@ impl Daemon {
         m.idle_files_closed
             .store(closed_idle as u64, Ordering::Relaxed);
         m.files_waiting.store(waiting as u64, Ordering::Relaxed);
-        if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
-            *lags = self
-                .tailer
-                .file_lags()
-                .into_iter()
-                .map(|(p, l)| (p.display().to_string(), l))
-                .collect();
+        // At every full poll (at least each rescan_interval): one name and number per file
+        // is too much for every light poll when thousands of files match.
+        if full {
+            if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
+                *lags = self
+                    .tailer
+                    .file_lags()
+                    .into_iter()
+                    .map(|(p, l)| (p.display().to_string(), l))
+                    .collect();
+            }
         }
         if let Some(e) = self.intake.write_error.take() {
             self.on_write_error(e);
         }
         Ok((self.tail_more && self.pool.has_room()) || spool_more)
+    }
+
+    /// Polls the tailer: a light poll of the logs written to when that is all the file-system
+    /// events said, else a full one (see [`Tailer::poll_written`]). Returns the outcome and
+    /// whether it was a full poll.
+    fn poll_tailer(
+        &mut self,
+        collected: &mut ItemCollector,
+    ) -> Result<(tail::PollOutcome, bool), DaemonError> {
+        let changes = self.changes.take();
+        let due = self
+            .last_full_poll
+            .is_none_or(|at| at.elapsed() >= self.intake.cfg.input.rescan_interval.0);
+        if !(due || changes.other || self.tail_more) {
+            if let Some(outcome) = self
+                .tailer
+                .poll_written(&changes.written, &mut |item| collected.push(item))?
+            {
+                Metrics::add(&self.intake.metrics.light_polls, 1);
+                return Ok((outcome, false));
+            }
+        }
+        let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
+        Metrics::add(&self.intake.metrics.full_polls, 1);
+        self.last_full_poll = Some(Instant::now());
+        Ok((outcome, true))
     }
 
     /// Applies the batches the workers have finished, in read order, each making its poll's
@@ -928,7 +999,7 @@ impl Daemon {
         }) = self.pool.next_finished(wait)
         {
             self.intake.apply_batch(&items, prepared);
-            self.applied = Some(snapshot);
+            self.applied = Applied::Snapshot(snapshot);
         }
     }
 
@@ -959,7 +1030,12 @@ impl Daemon {
         let written = self.intake.segments.flush_all()?;
         Metrics::add(&self.intake.metrics.bytes_written, written.bytes);
         // Only positions whose lines are all applied, and so now durable.
-        if let Some(snapshot) = self.applied.clone() {
+        let snapshot = match &self.applied {
+            Applied::Nothing => None,
+            Applied::Live => Some(self.tailer.checkpoint_snapshot()),
+            Applied::Snapshot(s) => Some(s.clone()),
+        };
+        if let Some(snapshot) = snapshot {
             if self.tailer.commit_snapshot(snapshot)? {
                 Metrics::add(&self.intake.metrics.checkpoints_written, 1);
             }
@@ -1072,7 +1148,12 @@ impl Daemon {
     }
 
     fn idle_wait(&self) -> Duration {
-        let mut wait = self.intake.cfg.input.rescan_interval.0;
+        // Until the next full poll is due. (None here means paused, or no room for a poll
+        // yet, which the workers' wake ends.)
+        let every = self.intake.cfg.input.rescan_interval.0;
+        let mut wait = self
+            .last_full_poll
+            .map_or(every, |at| every.saturating_sub(at.elapsed()));
         if self.intake.dirty {
             let left = self
                 .intake
@@ -1119,6 +1200,7 @@ impl Daemon {
                 self.intake.segments.set_options(segment_options(&new));
                 self.tailer.reconfigure(tail_options(&new));
                 set_watch_relevance(&self.relevant, &new);
+                self.last_full_poll = None;
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
                 for warning in crate::preflight::warnings(&self.intake.cfg) {
@@ -1141,7 +1223,7 @@ impl Daemon {
             self.tailer
                 .finish_rotated_away(&mut |item| collected.push(item), started + SHUTDOWN_DRAIN);
             self.intake.ingest(&collected.items);
-            self.applied = Some(self.tailer.checkpoint_snapshot());
+            self.applied = Applied::Live;
         }
         let mut backoff = RETRY_MIN;
         loop {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub flush_errors: AtomicU64,
     pub bytes_written: AtomicU64,
     pub checkpoints_written: AtomicU64,
+    pub full_polls: AtomicU64,
+    pub light_polls: AtomicU64,
     pub buffered_examples: AtomicU64,
     pub last_flush_unix_seconds: AtomicU64,
     pub open_files: AtomicU64,
@@ -164,6 +166,18 @@ impl Metrics {
             "counter",
             "Checkpoint files written.",
             g(&self.checkpoints_written),
+        );
+        metric(
+            "full_polls_total",
+            "counter",
+            "Polls that re-scanned the globs and looked at every open log (each input.rescan_interval, and after file events other than writes).",
+            g(&self.full_polls),
+        );
+        metric(
+            "light_polls_total",
+            "counter",
+            "Polls that read on only the logs file events reported written to.",
+            g(&self.light_polls),
         );
         metric(
             "buffered_examples",

@@ -502,6 +502,75 @@ fn fifty_files_written_at_once() {
     no_rejected(&sb);
 }
 
+/// Writes to open logs are read on their file events alone: with thousands of matching files
+/// a re-scan of the globs (a stat of every path and every open file) costs milliseconds, and
+/// a service writing a few lines at a time wakes the daemon hundreds of times a second. With
+/// `rescan_interval = "1h"`, lines appended one at a time to 40 of 300 files in a `**` tree
+/// are all read with no full poll at all; a new file still gets one at once.
+#[test]
+fn writes_to_open_logs_are_read_without_rescanning_the_globs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(&["logs/**/*.log"], "")
+        .replace("rescan_interval = \"100ms\"", "rescan_interval = \"1h\"")
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    assert!(cfg.contains("rescan_interval = \"1h\""), "{cfg}");
+    let sb = Sandbox::with_config(&cfg);
+    let tag = |f: usize| format!("d{}f{}", f / 30, f % 30);
+    let path = |f: usize| sb.path(&format!("logs/d{}/f{}.log", f / 30, f % 30));
+    for f in 0..300 {
+        std::fs::create_dir_all(path(f).parent().unwrap()).unwrap();
+        append_lines(&path(f), &lines(&tag(f), 0..1));
+    }
+    let d = sb.start();
+    wait_for(&sb, 300);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metric = |name: &str| -> u64 {
+        let body = training_collector::metrics::http_get(addr, "/metrics", Duration::from_secs(5))
+            .expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    let full = "training_collector_full_polls_total";
+    let light = "training_collector_light_polls_total";
+    let (full_before, light_before) = (metric(full), metric(light));
+    for i in 1..5 {
+        for f in (0..300).step_by(300 / 40) {
+            append_lines(&path(f), &lines(&tag(f), i..i + 1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(&sb, 300 + 4 * 40);
+    assert_eq!(
+        metric(full),
+        full_before,
+        "writes to open logs made the daemon re-scan the globs"
+    );
+    assert!(
+        metric(light) > light_before,
+        "no light poll read the writes"
+    );
+    // A new file is a creation: found at once, in spite of the hour-long rescan_interval.
+    append_lines(&sb.path("logs/d0/new.log"), &lines("new", 0..1));
+    wait_for(&sb, 300 + 4 * 40 + 1);
+    assert!(metric(full) > full_before);
+    stop(&sb, d);
+    let mut want: Vec<String> = (0..300)
+        .flat_map(|f| {
+            let n = if f % (300 / 40) == 0 { 5 } else { 1 };
+            ids(&tag(f), 0..n)
+        })
+        .chain(ids("new", 0..1))
+        .collect();
+    want.sort();
+    assert_exact(&sb, &want);
+    no_rejected(&sb);
+}
+
 /// copy + truncate by hand, the copy outside the glob; the writer keeps its descriptor and
 /// appends right after each truncation. The daemon must have read a generation before it is
 /// copied away (copytruncate with an unmatched copy name loses unread lines by design).

@@ -59,7 +59,7 @@ pub mod watch;
 
 pub use discovery::WatchSpec;
 pub use identity::FileId;
-pub use watch::{FsWatcher, RelevantPath};
+pub use watch::{ChangeLog, Changes, FsWatcher, RelevantPath};
 
 use checkpoint::{Entry, Loaded};
 use identity::{read_full_at, Fingerprint};
@@ -69,6 +69,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Errors of the tailing subsystem. Per-file read problems are not errors of `poll`: they are
@@ -184,7 +185,7 @@ pub struct PollOutcome {
 /// and the number of the poll it follows ([`Tailer::discovered`] entries up to that poll
 /// are covered by it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CheckpointSnapshot(Vec<Entry>, u64);
+pub struct CheckpointSnapshot(Vec<Arc<Entry>>, u64);
 
 /// Running totals, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,6 +237,11 @@ struct Tracked {
     seen_unix: u64,
     /// Marker computed for this offset (offset, len, hash), so unchanged files cost nothing.
     marker_cache: Option<(u64, u32, [u8; 16])>,
+    /// The last checkpoint entry made for the file, with the identity it was made for:
+    /// taken again while offset, identity, path and scan time are unchanged. Snapshots are
+    /// taken after every poll; rebuilding thousands of entries each time was most of a
+    /// light poll's cost. Cleared with `marker_cache` when the content changes.
+    entry_cache: Option<(FileId, Arc<Entry>)>,
     /// The last fingerprint attempt found no complete first line (retried on change).
     fp_incomplete: bool,
     /// Where to start is not decided yet: the file was found before it had a complete first
@@ -289,6 +295,7 @@ impl Tracked {
             last_change: Instant::now(),
             seen_unix: now_unix,
             marker_cache: None,
+            entry_cache: None,
             awaiting,
             file,
         }
@@ -309,6 +316,7 @@ impl Tracked {
         self.fp = None;
         self.id = None;
         self.marker_cache = None;
+        self.entry_cache = None;
         self.fp_incomplete = false;
     }
 
@@ -344,6 +352,27 @@ impl Tracked {
         Some(e)
     }
 
+    /// [`Tracked::entry_here`], shared: the cached entry while nothing it holds has changed.
+    fn entry_shared(&mut self) -> Option<Arc<Entry>> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(id) = &self.id else {
+            return self.entry_here().map(Arc::new);
+        };
+        if let Some((cached_id, e)) = &self.entry_cache {
+            if cached_id == id
+                && e.offset == self.reader.offset()
+                && e.updated == self.seen_unix
+                && e.path.as_bytes() == self.path.as_os_str().as_bytes()
+            {
+                return Some(e.clone());
+            }
+        }
+        let id = id.clone();
+        let e = Arc::new(self.entry_here()?);
+        self.entry_cache = Some((id, e.clone()));
+        Some(e)
+    }
+
     /// A [`Tailer::discovered`] entry: where reading this content starts, found in `poll`.
     fn discovery(&mut self, poll: u64) -> Option<(u64, Entry)> {
         self.entry_here().map(|e| (poll, e))
@@ -372,6 +401,8 @@ pub struct Tailer {
     /// `opts.exclude`, compiled.
     exclude: discovery::Exclude,
     files: Vec<Tracked>,
+    /// `files` by path, for light polls ([`Tailer::index_of`]); may be stale.
+    path_index: HashMap<PathBuf, usize>,
     /// Saved positions not matched to an open file, by (dev, inode).
     saved: HashMap<(u64, u64), Vec<Entry>>,
     /// Files closed while idle for the open-file budget (their position is in `saved`),
@@ -733,6 +764,7 @@ impl Tailer {
             opts,
             exclude,
             files: Vec::new(),
+            path_index: HashMap::new(),
             saved,
             parked: HashMap::new(),
             waiting: Vec::new(),
@@ -870,6 +902,98 @@ impl Tailer {
         }
         self.last_more_pending = out.more_pending;
         Ok(out)
+    }
+
+    /// A light poll, for when file-system events said only that some logs were written to
+    /// (`written`, their paths): reads those files on, and nothing else. No re-scan of the
+    /// globs, no search for rotated files, no decisions on files found without an identity,
+    /// no `rotate_wait`: a full [`Tailer::poll`] does those, and the caller must make one at
+    /// least every `rescan_interval` and after any other event. With thousands of matching
+    /// files, a full poll costs milliseconds (a stat of every path and every open file); a
+    /// service writing a few lines at a time wakes the caller hundreds of times a second.
+    ///
+    /// Returns `None`, having read nothing, when a path is not that of an open file whose
+    /// reading is decided (a new file, a closed idle one, one without a complete first line,
+    /// a possible copy): those need a full poll. A truncation found here sets `more_pending`,
+    /// so the caller's next poll is a full one and looks for the lost content's copy.
+    pub fn poll_written(
+        &mut self,
+        written: &HashSet<PathBuf>,
+        sink: &mut dyn FnMut(TailItem<'_>),
+    ) -> Result<Option<PollOutcome>, TailError> {
+        let mut chosen = Vec::with_capacity(written.len());
+        for p in written {
+            let Some(i) = self.index_of(p) else {
+                return Ok(None);
+            };
+            let t = &self.files[i];
+            if t.id.is_none() || t.awaiting {
+                return Ok(None);
+            }
+            chosen.push(i);
+        }
+        self.polls += 1;
+        let mut out = PollOutcome::default();
+        let stale_before = self.stale_saved.len();
+        // In file order, as a full poll hands items out.
+        chosen.sort_unstable();
+        for i in chosen {
+            let t = &mut self.files[i];
+            match service(
+                t,
+                &self.opts,
+                &mut self.buf,
+                &mut self.counters,
+                Noted {
+                    lost: &mut self.stale_saved,
+                    discovered: &mut self.discovered,
+                    poll: self.polls,
+                },
+                false,
+                sink,
+            ) {
+                Ok((items, more)) => {
+                    out.items += items;
+                    out.more_pending |= more;
+                }
+                Err(e) => {
+                    self.counters.read_errors += 1;
+                    tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
+                    // Retried by the next full poll, at once.
+                    out.more_pending = true;
+                }
+            }
+        }
+        if self.stale_saved.len() > stale_before {
+            out.more_pending = true;
+        }
+        // `last_more_pending` stays as the last full poll left it: the full poll a light one
+        // asks for (a truncation, the read budget) re-scans the globs as any other would.
+        Ok(Some(out))
+    }
+
+    /// The open file under `path` that still matches the globs, from [`Tailer::path_index`]
+    /// (rebuilt when it does not hold the answer: files come, go and are renamed between
+    /// light polls only by full polls, which are rare next to light ones).
+    fn index_of(&mut self, path: &Path) -> Option<usize> {
+        let files = &self.files;
+        let valid = |i: usize| {
+            files
+                .get(i)
+                .is_some_and(|t| t.path == path && t.gone_since.is_none())
+        };
+        if let Some(&i) = self.path_index.get(path) {
+            if valid(i) {
+                return Some(i);
+            }
+        }
+        self.path_index = files
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.gone_since.is_none())
+            .map(|(i, t)| (t.path.clone(), i))
+            .collect();
+        self.path_index.get(path).copied().filter(|&i| valid(i))
     }
 
     /// Opens waiting files as far as the open-file budget allows, closing idle files to make
@@ -1410,6 +1534,7 @@ impl Tailer {
             t.fp_incomplete = false;
             t.awaiting = false;
             t.marker_cache = None;
+            t.entry_cache = None;
             // Unchanged since the decision: `service` goes straight to reading.
             t.last_size = size;
             t.last_mtime = mtime;
@@ -1722,10 +1847,14 @@ impl Tailer {
                 !v.is_empty()
             });
         }
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
-        entries.extend(self.files.iter_mut().filter_map(Tracked::entry_here));
-        entries.extend(self.compressed.iter().map(compressed::Compressed::entry));
-        entries.extend(self.saved.values().flatten().cloned());
+        let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(self.files.len() + self.saved.len());
+        entries.extend(self.files.iter_mut().filter_map(Tracked::entry_shared));
+        entries.extend(
+            self.compressed
+                .iter()
+                .map(|c| Arc::new(compressed::Compressed::entry(c))),
+        );
+        entries.extend(self.saved.values().flatten().cloned().map(Arc::new));
         // Only positions still saved can be looked for again.
         let saved = &self.saved;
         self.searched.retain(|(dev, inode, fp)| {
@@ -1733,7 +1862,7 @@ impl Tailer {
                 .get(&(*dev, *inode))
                 .is_some_and(|v| v.iter().any(|e| e.fingerprint == *fp))
         });
-        sort_entries(&mut entries);
+        // Sorted when committed (once per durable point, not after every poll).
         CheckpointSnapshot(entries, self.polls)
     }
 
@@ -1741,7 +1870,9 @@ impl Tailer {
     /// in the order they were taken), unless it equals what is on disk. Returns whether it
     /// wrote.
     pub fn commit_snapshot(&mut self, snapshot: CheckpointSnapshot) -> Result<bool, TailError> {
-        let CheckpointSnapshot(mut entries, after_poll) = snapshot;
+        let CheckpointSnapshot(entries, after_poll) = snapshot;
+        let mut entries: Vec<Entry> = entries.into_iter().map(Arc::unwrap_or_clone).collect();
+        sort_entries(&mut entries);
         // What was found up to that poll is held by the snapshot, at the position read from
         // it since (or, if it is gone since, every line of it is durable now).
         self.discovered.retain(|(poll, _)| *poll > after_poll);
@@ -1809,14 +1940,17 @@ impl Tailer {
         discovery::watch_specs(&self.opts.include)
     }
 
-    /// Per open file: bytes not yet handed out (size - offset), for metrics.
+    /// Per open file: bytes not yet handed out (size at the last poll - offset), for metrics.
     /// (A compressed rotation being read shows no lag: its decompressed size is unknown.)
     pub fn file_lags(&self) -> Vec<(PathBuf, u64)> {
+        // The sizes the last poll saw: a stat of every file here doubled the cost of a poll.
         self.files
             .iter()
             .map(|t| {
-                let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
-                (t.path.clone(), size.saturating_sub(t.reader.offset()))
+                (
+                    t.path.clone(),
+                    t.last_size.saturating_sub(t.reader.offset()),
+                )
             })
             .collect()
     }

@@ -165,6 +165,67 @@ fn happy_path_offsets_and_empty_lines() {
     assert_eq!(t.file_lags(), vec![(e.p("a.log"), 0)]);
 }
 
+/// One light poll ([`Tailer::poll_written`]) of `names`: `None` when it declined.
+fn light_poll(t: &mut Tailer, e: &Env, names: &[&str]) -> Option<(Vec<String>, PollOutcome)> {
+    let written: HashSet<PathBuf> = names.iter().map(|n| e.p(n)).collect();
+    let mut out = Vec::new();
+    let o = t
+        .poll_written(&written, &mut |item| collect(item, &mut out))
+        .expect("light poll");
+    match o {
+        None => {
+            assert!(out.is_empty(), "declined, yet handed out {out:?}");
+            None
+        }
+        Some(o) => {
+            assert_eq!(o.items, out.len());
+            Some((texts(&out), o))
+        }
+    }
+}
+
+#[test]
+fn a_light_poll_reads_only_the_files_named_and_declines_what_needs_a_full_poll() {
+    let e = env();
+    append(&e.p("a.log"), b"a1\n");
+    append(&e.p("b.log"), b"b1\n");
+    let mut t = Tailer::open(e.opts("*.log")).expect("open");
+    assert_eq!(texts(&drain(&mut t)).len(), 2);
+    append(&e.p("a.log"), b"a2\n");
+    append(&e.p("b.log"), b"b2\n");
+    let (got, o) = light_poll(&mut t, &e, &["a.log"]).expect("a.log is open and settled");
+    assert_eq!(got, strs(&["a2"]));
+    assert!(!o.more_pending);
+    // What it was not told of waits for a full poll, and is read once.
+    assert_eq!(texts(&drain(&mut t)), strs(&["b2"]));
+    assert_eq!(
+        light_poll(&mut t, &e, &["a.log", "b.log"])
+            .expect("open")
+            .0
+            .len(),
+        0
+    );
+    // A file no poll has found yet: declined as a whole (a.log is not read either).
+    append(&e.p("c.log"), b"c1\n");
+    append(&e.p("a.log"), b"a3\n");
+    assert!(light_poll(&mut t, &e, &["a.log", "c.log"]).is_none());
+    assert_eq!(texts(&drain(&mut t)), strs(&["a3", "c1"]));
+    // A file without a complete first line has no identity to read it by yet.
+    append(&e.p("d.log"), b"no newline yet");
+    assert!(drain(&mut t).is_empty());
+    append(&e.p("d.log"), b"\n");
+    assert!(light_poll(&mut t, &e, &["d.log"]).is_none());
+    assert_eq!(texts(&drain(&mut t)), strs(&["no newline yet"]));
+    // A truncation it finds asks for a full poll at once (which looks for the lost
+    // content's copy), and the new content is read once.
+    fs::write(e.p("a.log"), b"x\n").expect("truncate and rewrite");
+    let (got, o) = light_poll(&mut t, &e, &["a.log"]).expect("a.log is open");
+    assert!(o.more_pending, "a truncation must ask for a full poll");
+    let mut all = got;
+    all.extend(texts(&drain(&mut t)));
+    assert_eq!(all, strs(&["x"]));
+}
+
 #[test]
 fn crlf_lines_lose_their_terminator() {
     let e = env();
@@ -1460,6 +1521,9 @@ mod model {
             codec: usize,
         },
         Poll,
+        /// The daemon's light poll ([`Tailer::poll_written`]) of the logs written to since
+        /// the last poll, followed by a full poll when it declines or leaves bytes unread.
+        LightPoll,
         Commit,
         Restart {
             commit: bool,
@@ -1479,6 +1543,7 @@ mod model {
             1 => s.clone().prop_map(|s| Op::DeleteRecreate { s }),
             1 => (s, 0..compressed::CODECS.len()).prop_map(|(s, codec)| Op::RotateCompress { s, codec }),
             5 => Just(Op::Poll),
+            4 => Just(Op::LightPoll),
             1 => Just(Op::Commit),
             2 => any::<bool>().prop_map(|commit| Op::Restart { commit }),
         ]
@@ -1566,6 +1631,8 @@ mod model {
         opts: TailOptions,
         /// (inode, fingerprint) of every position in the last committed checkpoint.
         committed_entries: HashSet<(u64, String)>,
+        /// Paths written to since the last poll (what the watcher would report).
+        written: HashSet<PathBuf>,
     }
 
     fn create(path: &Path) -> fs::File {
@@ -1609,6 +1676,7 @@ mod model {
                 tailer,
                 opts,
                 committed_entries: HashSet::new(),
+                written: HashSet::new(),
             }
         }
 
@@ -1629,6 +1697,57 @@ mod model {
                 gen.lines.push(line);
             }
             self.gens[g].write(&bytes);
+            self.note_written(g);
+        }
+
+        /// Notes a write to `g` for the next light poll, if it is under a stream's path.
+        fn note_written(&mut self, g: usize) {
+            if self.gens[g].loc == Loc::AtPath && self.gens[g].writer.is_some() {
+                if let Some(s) = self.cur.iter().position(|&c| c == g) {
+                    let path = self.path(s);
+                    self.written.insert(path);
+                }
+            }
+        }
+
+        /// What the daemon does on a wake that reported only writes: a light poll of the
+        /// written logs. Whatever it hands out must be, per file, the next lines in order;
+        /// the full poll after it must hand out exactly the rest.
+        fn light_poll(&mut self) -> Result<(), TestCaseError> {
+            let written = std::mem::take(&mut self.written);
+            let t = self.tailer.as_mut().expect("tailer");
+            let mut got = Vec::new();
+            let outcome = t
+                .poll_written(&written, &mut |item| collect(item, &mut got))
+                .expect("light poll");
+            for item in &got {
+                let Got::Line { text, .. } = item else {
+                    return Err(TestCaseError::fail(format!(
+                        "a light poll handed out {item:?}"
+                    )));
+                };
+                let Some(g) = self
+                    .gens
+                    .iter()
+                    .position(|g| g.reachable() && g.lines.get(g.emitted) == Some(text))
+                else {
+                    return Err(TestCaseError::fail(format!(
+                        "a light poll handed out {text:?} out of order, twice, or from a file it cannot reach"
+                    )));
+                };
+                self.gens[g].emitted += 1;
+            }
+            match outcome {
+                None => self.poll(),
+                Some(o) if o.more_pending => self.poll(),
+                Some(o) => {
+                    prop_assert_eq!(o.items, got.len());
+                    if t.commit_discoveries().expect("commit discoveries") {
+                        self.committed_entries = committed_entries(&self.opts.state_dir);
+                    }
+                    Ok(())
+                }
+            }
         }
 
         fn new_gen_at_path(&mut self, s: usize) {
@@ -1650,6 +1769,7 @@ mod model {
         }
 
         fn poll(&mut self) -> Result<(), TestCaseError> {
+            self.written.clear();
             let t = self.tailer.as_mut().expect("tailer");
             // Renamed into `rotated_dirs` while not open (the tailer stopped, or closed it for
             // the open-file budget): found again if the tailer saved a position in it, by its
@@ -1747,6 +1867,7 @@ mod model {
                     let g = self.cur[s];
                     self.gens[g].partial.push_str(&text);
                     self.gens[g].write(text.as_bytes());
+                    self.note_written(g);
                 }
                 Op::WriteOld { s, n } => {
                     if let Some(g) = self.last_rotated[s] {
@@ -1854,6 +1975,7 @@ mod model {
                     self.new_gen_at_path(s);
                 }
                 Op::Poll => self.poll()?,
+                Op::LightPoll => self.light_poll()?,
                 Op::Commit => {
                     self.tailer
                         .as_mut()

@@ -5,16 +5,79 @@
 //! for file systems without notification (NFS).
 //!
 //! Writes to files nobody reads (other services' logs in a shared `/var/log`, say) must not
-//! wake it: each wake re-scans the globs, and a busy neighbour would keep the daemon spinning.
-//! So data events (modify, close-after-write) wake only when [`RelevantPath`] accepts one of
-//! their paths; creations, removals, renames and errors always wake.
+//! wake it: a busy neighbour would keep the daemon spinning. So data events (modify,
+//! close-after-write) wake only when [`RelevantPath`] accepts one of their paths; creations,
+//! removals, renames and errors always wake.
+//!
+//! A wake also says what happened, in a [`ChangeLog`]: which logs were written to, or that
+//! something else happened. Only the latter needs the tailer's full poll (a re-scan of the
+//! globs and a stat of every open file, milliseconds with thousands of files); appends to
+//! open logs need only those files read on.
 
-use super::discovery::{Exclude, WatchSpec};
+use super::discovery::{Exclude, WatchSpec, OPTIONS};
 use super::TailError;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What file-system events said since the daemon last took them ([`ChangeLog::take`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Logs written to (data events on paths the input globs name).
+    pub written: HashSet<PathBuf>,
+    /// Anything else that may concern the logs: a creation, removal or rename, an event
+    /// without a filter to judge it, an error (an inotify queue overflow loses events).
+    pub other: bool,
+}
+
+/// Past this many written paths, the changes count as `other`: one full poll is then
+/// cheaper than looking each path up.
+const MAX_WRITTEN: usize = 1024;
+
+/// The changes the watcher notes and the daemon takes, shared between them.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeLog(Arc<Mutex<Changes>>);
+
+impl ChangeLog {
+    /// Notes a write to a log.
+    pub fn written(&self, path: &Path) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if c.other {
+            return;
+        }
+        if c.written.len() >= MAX_WRITTEN {
+            c.written.clear();
+            c.other = true;
+        } else if !c.written.contains(path) {
+            c.written.insert(path.to_path_buf());
+        }
+    }
+
+    /// Notes an event that needs a full poll.
+    pub fn other(&self) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.written.clear();
+        c.other = true;
+    }
+
+    /// What was noted since the last call, leaving nothing behind.
+    pub fn take(&self) -> Changes {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// What a path is to the daemon ([`RelevantPath::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// Named by an input glob's last component and not excluded: possibly a log.
+    Log,
+    /// Directly inside one of the extra directories (the spool), and not a log.
+    Extra,
+    /// Neither.
+    Other,
+}
 
 /// Which paths' data events are worth a wake: a file whose name matches the last component
 /// of an input glob and that `input.exclude` does not leave out (logrotate compressing a
@@ -26,6 +89,8 @@ pub struct RelevantPath(Arc<RwLock<Relevance>>);
 
 #[derive(Debug, Default)]
 struct Relevance {
+    /// The input globs whole, and their last components.
+    patterns: Vec<glob::Pattern>,
     names: Vec<glob::Pattern>,
     exclude: Exclude,
     dirs: Vec<PathBuf>,
@@ -52,8 +117,13 @@ impl RelevantPath {
             .cloned()
             .collect();
         let exclude = Exclude::new(&valid).unwrap_or_default();
+        let whole = patterns
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
         if let Ok(mut r) = self.0.write() {
             *r = Relevance {
+                patterns: whole,
                 names,
                 exclude,
                 dirs: dirs.to_vec(),
@@ -63,12 +133,34 @@ impl RelevantPath {
 
     /// Whether a data event on `path` may concern the daemon.
     pub fn accepts(&self, path: &Path) -> bool {
-        let Ok(r) = self.0.read() else { return true };
+        self.kind(path) != PathKind::Other
+    }
+
+    /// What `path` is to the daemon. A file in an extra directory is a log only if an input
+    /// glob matches its whole path: spool files are often named like logs (`*.jsonl`).
+    pub fn kind(&self, path: &Path) -> PathKind {
+        let Ok(r) = self.0.read() else {
+            return PathKind::Log;
+        };
+        let in_extra = path
+            .parent()
+            .is_some_and(|parent| r.dirs.iter().any(|d| same_dir(d, parent)));
+        if in_extra
+            && !r
+                .patterns
+                .iter()
+                .any(|p| p.matches_path_with(path, OPTIONS))
+        {
+            return PathKind::Extra;
+        }
         let name = path.file_name().and_then(|n| n.to_str());
-        (name.is_some_and(|n| r.names.iter().any(|p| p.matches(n))) && !r.exclude.matches(path))
-            || path
-                .parent()
-                .is_some_and(|parent| r.dirs.iter().any(|d| same_dir(d, parent)))
+        if name.is_some_and(|n| r.names.iter().any(|p| p.matches(n))) && !r.exclude.matches(path) {
+            PathKind::Log
+        } else if in_extra {
+            PathKind::Extra
+        } else {
+            PathKind::Other
+        }
     }
 }
 
@@ -117,7 +209,7 @@ impl FsWatcher {
         specs: &[WatchSpec],
         wake: impl Fn() + Send + 'static,
     ) -> Result<FsWatcher, TailError> {
-        FsWatcher::filtered(specs, None, wake)
+        FsWatcher::filtered(specs, None, ChangeLog::default(), wake)
     }
 
     /// Like [`FsWatcher::from_specs`], with data events on paths `relevant` does not accept
@@ -125,26 +217,51 @@ impl FsWatcher {
     pub fn filtered(
         specs: &[WatchSpec],
         relevant: Option<RelevantPath>,
+        changes: ChangeLog,
         wake: impl Fn() + Send + 'static,
     ) -> Result<FsWatcher, TailError> {
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(ev) = &res else {
+                    changes.other();
+                    wake();
+                    return;
+                };
                 // Opening or reading a file or directory changes nothing, and the daemon's
                 // own scans (opendir of the spool and log dirs) cause exactly those events:
-                // waking on them made an idle daemon spin. Errors still wake.
-                if let Ok(ev) = &res {
-                    let data = match ev.kind {
-                        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                        EventKind::Access(_) => return,
-                        EventKind::Modify(ModifyKind::Name(_)) => false,
-                        EventKind::Modify(_) => true,
-                        _ => false,
-                    };
-                    if data {
-                        if let Some(r) = &relevant {
-                            if !ev.paths.iter().any(|p| r.accepts(p)) {
-                                return;
+                // waking on them made an idle daemon spin.
+                let data = match ev.kind {
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                    EventKind::Access(_) => return,
+                    EventKind::Modify(ModifyKind::Name(_)) => false,
+                    EventKind::Modify(_) => true,
+                    _ => false,
+                };
+                match &relevant {
+                    None => changes.other(),
+                    Some(r) if data => {
+                        let mut any = false;
+                        for p in &ev.paths {
+                            match r.kind(p) {
+                                PathKind::Log => {
+                                    changes.written(p);
+                                    any = true;
+                                }
+                                PathKind::Extra => any = true,
+                                PathKind::Other => {}
                             }
+                        }
+                        if !any {
+                            return;
+                        }
+                    }
+                    // Spool files come and go without concerning the logs (the spool is
+                    // read on every wake).
+                    Some(r) => {
+                        if ev.paths.is_empty()
+                            || ev.paths.iter().any(|p| r.kind(p) != PathKind::Extra)
+                        {
+                            changes.other();
                         }
                     }
                 }
@@ -194,6 +311,73 @@ mod tests {
         assert_eq!(w.watched().len(), 1);
     }
 
+    /// The change log names the logs written to; a new file is "something else"; the spool's
+    /// comings and goings wake without either.
+    #[test]
+    fn the_change_log_names_written_logs_and_flags_everything_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        let spool = dir.path().join("spool");
+        for d in [&logs, &spool] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        for f in ["app.jsonl", "other.jsonl", "syslog"] {
+            std::fs::write(logs.join(f), b"x\n").expect("write");
+        }
+        let relevant = RelevantPath::new(
+            &[logs.join("*.jsonl").display().to_string()],
+            &[],
+            std::slice::from_ref(&spool),
+        );
+        let specs: Vec<WatchSpec> = [&logs, &spool]
+            .iter()
+            .map(|d| WatchSpec {
+                dir: d.to_path_buf(),
+                recursive: false,
+            })
+            .collect();
+        let changes = ChangeLog::default();
+        let (tx, rx) = mpsc::channel();
+        let _w = FsWatcher::filtered(&specs, Some(relevant), changes.clone(), move || {
+            let _ = tx.send(());
+        })
+        .expect("watcher");
+        let append = |p: &Path| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .expect("open");
+            f.write_all(b"more\n").expect("append");
+        };
+        // Waits for the wake, lets the rest of the events arrive, and takes the changes.
+        let changes_after = |what: &str| {
+            assert!(
+                rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+                "{what} must wake"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+            while rx.try_recv().is_ok() {}
+            changes.take()
+        };
+        append(&logs.join("app.jsonl"));
+        append(&logs.join("other.jsonl"));
+        let c = changes_after("appends to logs");
+        let want: HashSet<PathBuf> = [logs.join("app.jsonl"), logs.join("other.jsonl")].into();
+        assert_eq!(c.written, want);
+        assert!(!c.other);
+        std::fs::write(spool.join("fb.jsonl"), b"{}\n").expect("spool file");
+        std::fs::remove_file(spool.join("fb.jsonl")).expect("retire it");
+        assert_eq!(changes_after("a spool file"), Changes::default());
+        std::fs::write(logs.join("new.jsonl"), b"x\n").expect("create");
+        let c = changes_after("a new log");
+        assert!(c.other, "a creation needs a full poll");
+        assert!(c.written.is_empty(), "{c:?}");
+        append(&logs.join("syslog"));
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(changes.take(), Changes::default());
+    }
+
     /// Appends to a neighbour's log do not wake; appends to a watched log, files in the
     /// spool, and new files of any name do.
     #[test]
@@ -221,9 +405,14 @@ mod tests {
             })
             .collect();
         let (tx, rx) = mpsc::channel();
-        let _w = FsWatcher::filtered(&specs, Some(relevant.clone()), move || {
-            let _ = tx.send(());
-        })
+        let _w = FsWatcher::filtered(
+            &specs,
+            Some(relevant.clone()),
+            ChangeLog::default(),
+            move || {
+                let _ = tx.send(());
+            },
+        )
         .expect("watcher");
         let append = |p: &Path| {
             use std::io::Write;
