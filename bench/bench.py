@@ -3,7 +3,7 @@
 
 usage: bench/bench.py [--sizes 100000,1000000] [--bin target/release/training-collector]
                       [--work target/bench] [--latency-seconds 20] [--idle-seconds 10]
-                      [--skip-seed] [--only ingest,export,idle,latency]
+                      [--skip-seed] [--only ingest,export,idle,latency,manyfiles] [--many-files 10000]
                       [--repeat 3] [--seed-repeat 1] [--json FILE]
 
 Normally run through bench/run.sh, which builds the release binary first. Logs are made by
@@ -23,6 +23,9 @@ Measured, in one run:
  4. latency: lines appended at a steady 1,000 lines/s to a fresh log, default config; for
     each line the time until /metrics counts it (buffered), until it is in the open
     segment (written), and until its checkpoint covers it (fsynced + checkpointed).
+ 5. many files: the daemon (default config) on 10,000 one-line files under a `**` glob, once
+    all are read: its CPU over N seconds idle, then over N seconds while 1,000 lines/s are
+    appended to 10 of them, with the full and light polls each phase made.
 """
 import argparse
 import bisect
@@ -298,6 +301,80 @@ def metrics_value(port, name):
     return None
 
 
+MANY_LINE = ('{"event": "interaction", "prompt": "What is the minimum seam overlap for a TPO roof?", '
+             '"response": "Most TPO manufacturers require a 2 inch minimum heat-welded seam overlap."}\n')
+
+
+def bench_many_files(binary, work, files, seconds, rate=1000, writers=10):
+    """CPU of the daemon tailing `files` matching files under a `**` glob (default config:
+    rescan_interval 1 s): idle over `seconds`, then while `rate` lines/s are appended to
+    `writers` of them. Also the polls each phase made (metrics)."""
+    d = os.path.join(work, f"many_{files}")
+    logs = os.path.join(d, "logs")
+    if not os.path.isdir(logs):
+        tmp = logs + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for i in range(files):
+            sub = os.path.join(tmp, f"svc{i // 100:03d}")
+            os.makedirs(sub, exist_ok=True)
+            with open(os.path.join(sub, f"app{i % 100:02d}.jsonl"), "w") as f:
+                f.write(MANY_LINE)
+        os.rename(tmp, logs)
+    for sub in ("data", "spool"):
+        shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
+    port = free_port()
+    cfg = write_config(d, [os.path.join(logs, "**", "*.jsonl")], f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    # Appends grow the files from one run to the next: count what this run reads.
+    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(logs) for f in fs)
+    want_lines = total // len(MANY_LINE)
+    p = subprocess.Popen([binary, "--config", cfg, "run"])
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if metrics_value(port, "training_collector_lines_read_total") == want_lines:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(p)
+            raise SystemExit("many files: the daemon did not read every file in 120 s")
+        time.sleep(0.1)
+    time.sleep(2.0)
+    polls = lambda: (metrics_value(port, "training_collector_full_polls_total") or 0,
+                     metrics_value(port, "training_collector_light_polls_total") or 0)
+    res = {"files": files}
+    (f0, l0), c0, t0 = polls(), task_cpu_ns(p.pid), time.monotonic()
+    time.sleep(seconds)
+    (f1, l1), c1, t1 = polls(), task_cpu_ns(p.pid), time.monotonic()
+    res["idle"] = {"cpu_ns": c1 - c0, "secs": t1 - t0, "full_polls": f1 - f0, "light_polls": l1 - l0}
+    outs = [open(os.path.join(logs, f"svc{i:03d}", "app00.jsonl"), "a") for i in range(writers)]
+    per_tick = max(1, rate // 100)
+    written = 0
+    (f0, l0), c0, t0 = polls(), task_cpu_ns(p.pid), time.monotonic()
+    next_tick = t0
+    while time.monotonic() - t0 < seconds:
+        for _ in range(per_tick):
+            w = outs[written % writers]
+            w.write(MANY_LINE)
+            w.flush()
+            written += 1
+        next_tick += 0.01
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    (f1, l1), c1, t1 = polls(), task_cpu_ns(p.pid), time.monotonic()
+    for w in outs:
+        w.close()
+    res["writing"] = {"cpu_ns": c1 - c0, "secs": t1 - t0, "full_polls": f1 - f0, "light_polls": l1 - l0,
+                      "rate": written / (t1 - t0)}
+    deadline = time.monotonic() + 60
+    while metrics_value(port, "training_collector_lines_read_total") != want_lines + written:
+        if time.monotonic() > deadline:
+            stop(p)
+            raise SystemExit("many files: appended lines were not all read")
+        time.sleep(0.1)
+    stop(p)
+    return res
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -440,7 +517,9 @@ def main():
                     help="ingest and export runs per size; the medians are reported")
     ap.add_argument("--seed-repeat", type=int, default=1,
                     help="seed runs per size; the median capture and export times are reported")
-    ap.add_argument("--only", default="ingest,export,idle,latency")
+    ap.add_argument("--only", default="ingest,export,idle,latency,manyfiles")
+    ap.add_argument("--many-files", type=int, default=10000,
+                    help="matching files for the many-files measurement")
     ap.add_argument("--json", help="also write all results to this file")
     a = ap.parse_args()
     work = os.path.abspath(a.work)
@@ -532,6 +611,15 @@ def main():
                     rows.append([f"latency {label} p50 / p99",
                                  f"{v['p50'] * 1e3:.1f} / {v['p99'] * 1e3:.1f} ms", "", f"n={v['n']}"])
             rows.append(["latency: achieved append rate", f"{lat['rate']:.0f} lines/s", "", ""])
+        if n == sizes[0] and "manyfiles" in only:
+            log(f"{a.many_files:,} matching files: idle, then 1,000 lines/s into 10 of them ...")
+            many = results["many_files"] = bench_many_files(a.bin, work, a.many_files, a.idle_seconds)
+            for key, label in (("idle", "idle"), ("writing", "1,000 lines/s into 10")):
+                v = many[key]
+                cpu_ms = v["cpu_ns"] / 1e6
+                rows.append([f"{a.many_files:,} files, {label}: CPU over {v['secs']:.0f} s",
+                             f"{cpu_ms:.0f} ms ({100 * cpu_ms / 1000 / v['secs']:.1f}% of a core)", "",
+                             f"{v['full_polls']} full / {v['light_polls']} light polls"])
     head = ["measure", "training-collector", "seed", "ratio"]
     widths = [max(len(str(r[i])) if i < len(r) else 0 for r in rows + [head]) for i in range(4)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
