@@ -68,6 +68,9 @@ pub fn validate(patterns: &[String]) -> Result<(), (String, glob::PatternError)>
 /// the file name alone, so `*.gz` excludes compressed files in every directory.
 #[derive(Clone, Debug, Default)]
 pub struct Exclude {
+    /// Name patterns that are `*` and a literal (`*.gz`): a suffix compare, not a glob
+    /// match (every scan matches every file against every pattern).
+    name_suffixes: Vec<String>,
     by_name: Vec<Pattern>,
     by_path: Vec<Pattern>,
 }
@@ -80,6 +83,8 @@ impl Exclude {
             let pattern = Pattern::new(p).map_err(|e| (p.clone(), e))?;
             if p.contains('/') {
                 ex.by_path.push(pattern);
+            } else if let Some(suffix) = p.strip_prefix('*').filter(|rest| !has_meta(rest)) {
+                ex.name_suffixes.push(suffix.to_string());
             } else {
                 ex.by_name.push(pattern);
             }
@@ -89,11 +94,21 @@ impl Exclude {
 
     /// Whether `path` is excluded.
     pub fn matches(&self, path: &Path) -> bool {
-        let name = path.file_name().map(Path::new);
-        self.by_path
+        use std::os::unix::ffi::OsStrExt;
+        let name = path.file_name();
+        name.is_some_and(|n| {
+            self.name_suffixes
+                .iter()
+                .any(|s| n.as_bytes().ends_with(s.as_bytes()))
+        }) || self
+            .by_path
             .iter()
             .any(|p| p.matches_path_with(path, OPTIONS))
-            || name.is_some_and(|n| self.by_name.iter().any(|p| p.matches_path_with(n, OPTIONS)))
+            || name.is_some_and(|n| {
+                self.by_name
+                    .iter()
+                    .any(|p| p.matches_path_with(Path::new(n), OPTIONS))
+            })
     }
 }
 
@@ -218,6 +233,48 @@ mod tests {
         assert_eq!(literal_dir("/var/log/**/*.log"), (p("/var/log"), true));
         assert_eq!(literal_dir("x.log"), (p("."), false));
         assert_eq!(literal_dir("*.log"), (p("."), false));
+    }
+
+    /// The suffix compare that stands in for `*<literal>` name patterns decides as the glob
+    /// does, on names that end, or nearly end, with the literal.
+    #[test]
+    fn exclude_suffix_patterns_match_as_the_glob_does() {
+        let patterns = ["*.gz", "*.jsonl.1", "*", "*x", "*.Z", "*-old"];
+        let names = [
+            "a.gz",
+            ".gz",
+            "gz",
+            "a.gz.1",
+            "a.GZ",
+            "app.jsonl.1",
+            "app.jsonl.10",
+            "x",
+            "",
+            "box",
+            "a.Z",
+            "a.z",
+            "f-old",
+            "-old",
+            "f-olds",
+            "日本.gz",
+            "a.g",
+        ];
+        for p in patterns {
+            let fast = Exclude::new(&[p.to_string()]).unwrap();
+            assert_eq!(fast.name_suffixes.len(), 1, "{p} takes the suffix path");
+            let glob = Pattern::new(p).unwrap();
+            for n in names {
+                let path = PathBuf::from("/var/log").join(n);
+                let want = path
+                    .file_name()
+                    .is_some_and(|f| glob.matches_path_with(Path::new(f), OPTIONS));
+                assert_eq!(fast.matches(&path), want, "{p} on {n:?}");
+            }
+        }
+        // Patterns with other wildcards still go through the glob.
+        let ex = Exclude::new(&["*.[gx]z".into(), "*.log.?".into()]).unwrap();
+        assert!(ex.name_suffixes.is_empty());
+        assert!(ex.matches(Path::new("/x/a.xz")) && ex.matches(Path::new("/x/a.log.1")));
     }
 
     #[test]
