@@ -949,7 +949,9 @@ impl Tailer {
                     discovered: &mut self.discovered,
                     poll: self.polls,
                 },
-                false,
+                // As careful as a full poll with the files it reads: a rewrite to the same
+                // size within one mtime tick is told by the bytes before the position.
+                true,
                 sink,
             ) {
                 Ok((items, more)) => {
