@@ -842,28 +842,10 @@ impl Tailer {
         }
         self.decide_awaiting(rescan);
         let stale_before = self.stale_saved.len();
-        for t in &mut self.files {
-            match service(
-                t,
-                &self.opts,
-                &mut self.buf,
-                &mut self.counters,
-                Noted {
-                    lost: &mut self.stale_saved,
-                    discovered: &mut self.discovered,
-                    poll: self.polls,
-                },
-                rescan,
-                sink,
-            ) {
-                Ok((items, more)) => {
-                    out.items += items;
-                    out.more_pending |= more;
-                }
-                Err(e) => {
-                    self.counters.read_errors += 1;
-                    tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
-                }
+        for i in 0..self.files.len() {
+            if let Some((items, more)) = self.read_file(i, rescan, sink) {
+                out.items += items;
+                out.more_pending |= more;
             }
         }
         if self.stale_saved.len() > stale_before {
@@ -938,32 +920,15 @@ impl Tailer {
         // In file order, as a full poll hands items out.
         chosen.sort_unstable();
         for i in chosen {
-            let t = &mut self.files[i];
-            match service(
-                t,
-                &self.opts,
-                &mut self.buf,
-                &mut self.counters,
-                Noted {
-                    lost: &mut self.stale_saved,
-                    discovered: &mut self.discovered,
-                    poll: self.polls,
-                },
-                // As careful as a full poll with the files it reads: a rewrite to the same
-                // size within one mtime tick is told by the bytes before the position.
-                true,
-                sink,
-            ) {
-                Ok((items, more)) => {
+            // As careful as a full poll with the files it reads: a rewrite to the same size
+            // within one mtime tick is told by the bytes before the position.
+            match self.read_file(i, true, sink) {
+                Some((items, more)) => {
                     out.items += items;
                     out.more_pending |= more;
                 }
-                Err(e) => {
-                    self.counters.read_errors += 1;
-                    tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
-                    // Retried by the next full poll, at once.
-                    out.more_pending = true;
-                }
+                // Retried by the next poll, a full one, at once.
+                None => out.more_pending = true,
             }
         }
         if self.stale_saved.len() > stale_before {
@@ -972,6 +937,38 @@ impl Tailer {
         // `last_more_pending` stays as the last full poll left it: the full poll a light one
         // asks for (a truncation, the read budget) re-scans the globs as any other would.
         Ok(Some(out))
+    }
+
+    /// One pass over `files[i]` ([`service`]): `(items, more bytes pending)`, or `None` when
+    /// reading failed (logged and counted; the file is retried by the next poll).
+    fn read_file(
+        &mut self,
+        i: usize,
+        full_check: bool,
+        sink: &mut dyn FnMut(TailItem<'_>),
+    ) -> Option<(usize, bool)> {
+        let t = &mut self.files[i];
+        let noted = Noted {
+            lost: &mut self.stale_saved,
+            discovered: &mut self.discovered,
+            poll: self.polls,
+        };
+        match service(
+            t,
+            &self.opts,
+            &mut self.buf,
+            &mut self.counters,
+            noted,
+            full_check,
+            sink,
+        ) {
+            Ok(read) => Some(read),
+            Err(e) => {
+                self.counters.read_errors += 1;
+                tracing::warn!(path = %t.path.display(), error = %e, "read failed; will retry");
+                None
+            }
+        }
     }
 
     /// The open file under `path` that still matches the globs, from [`Tailer::path_index`]
