@@ -311,31 +311,37 @@ mod tests {
         assert_eq!(w.watched().len(), 1);
     }
 
-    /// The change log names the logs written to; a new file is "something else"; the spool's
-    /// comings and goings wake without either.
-    #[test]
-    fn the_change_log_names_written_logs_and_flags_everything_else() {
+    /// A `logs/` folder holding `files` and an empty `spool/`, and specs watching both.
+    fn logs_and_spool(files: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf, Vec<WatchSpec>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
         let spool = dir.path().join("spool");
         for d in [&logs, &spool] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
-        for f in ["app.jsonl", "other.jsonl", "syslog"] {
+        for f in files {
             std::fs::write(logs.join(f), b"x\n").expect("write");
         }
-        let relevant = RelevantPath::new(
-            &[logs.join("*.jsonl").display().to_string()],
-            &[],
-            std::slice::from_ref(&spool),
-        );
-        let specs: Vec<WatchSpec> = [&logs, &spool]
+        let specs = [&logs, &spool]
             .iter()
             .map(|d| WatchSpec {
                 dir: d.to_path_buf(),
                 recursive: false,
             })
             .collect();
+        (dir, logs, spool, specs)
+    }
+
+    /// The change log names the logs written to; a new file is "something else"; the spool's
+    /// comings and goings wake without either.
+    #[test]
+    fn the_change_log_names_written_logs_and_flags_everything_else() {
+        let (_dir, logs, spool, specs) = logs_and_spool(&["app.jsonl", "other.jsonl", "syslog"]);
+        let relevant = RelevantPath::new(
+            &[logs.join("*.jsonl").display().to_string()],
+            &[],
+            std::slice::from_ref(&spool),
+        );
         let changes = ChangeLog::default();
         let (tx, rx) = mpsc::channel();
         let _w = FsWatcher::filtered(&specs, Some(relevant), changes.clone(), move || {
@@ -382,28 +388,13 @@ mod tests {
     /// spool, and new files of any name do.
     #[test]
     fn data_events_wake_only_for_relevant_paths() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let logs = dir.path().join("logs");
-        let spool = dir.path().join("spool");
-        for d in [&logs, &spool] {
-            std::fs::create_dir_all(d).expect("mkdir");
-        }
-        for f in ["app.jsonl", "syslog", "old.jsonl.gz"] {
-            std::fs::write(logs.join(f), b"x\n").expect("write");
-        }
+        let (_dir, logs, spool, specs) = logs_and_spool(&["app.jsonl", "syslog", "old.jsonl.gz"]);
         std::fs::write(spool.join("fb.jsonl"), b"x\n").expect("write");
         let relevant = RelevantPath::new(
             &[logs.join("*.jsonl*").display().to_string()],
             &["*.gz".to_string()],
             std::slice::from_ref(&spool),
         );
-        let specs: Vec<WatchSpec> = [&logs, &spool]
-            .iter()
-            .map(|d| WatchSpec {
-                dir: d.to_path_buf(),
-                recursive: false,
-            })
-            .collect();
         let (tx, rx) = mpsc::channel();
         let _w = FsWatcher::filtered(
             &specs,
