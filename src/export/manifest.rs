@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 /// How much [`AtomicFile::write_lines`] writes between writeback hints.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// A file being written atomically, hashing what goes through it.
+/// A file being written atomically, hashing what goes through it (or, once its hasher is
+/// detached, leaving that to the caller).
 pub(crate) struct AtomicFile {
     dest: PathBuf,
     out: BufWriter<tempfile::NamedTempFile>,
-    hasher: Sha256,
+    /// `None` once [`AtomicFile::detach_hasher`] took it.
+    hasher: Option<Sha256>,
     pub(crate) lines: u64,
     /// Bytes written, and how many of them have been handed to the kernel's writeback.
     written: u64,
@@ -48,7 +50,7 @@ impl AtomicFile {
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             out: BufWriter::with_capacity(256 << 10, tmp),
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             lines: 0,
             written: 0,
             flushed: 0,
@@ -64,9 +66,12 @@ impl AtomicFile {
 
     /// Writes `line` and a newline.
     pub(crate) fn write_line(&mut self, line: &[u8]) -> Result<(), ExportError> {
-        self.hasher.update(line);
-        self.hasher.update(b"\n");
+        if let Some(h) = &mut self.hasher {
+            h.update(line);
+            h.update(b"\n");
+        }
         self.lines += 1;
+        self.written += line.len() as u64 + 1;
         let r = self
             .out
             .write_all(line)
@@ -74,9 +79,21 @@ impl AtomicFile {
         r.map_err(|e| self.err(e))
     }
 
+    /// Takes the file's hasher: from here on the caller hashes exactly the bytes it writes,
+    /// in order (on a thread of its own, beside the one writing), and commits with
+    /// [`AtomicFile::commit_detached`].
+    pub(crate) fn detach_hasher(&mut self) -> OutputHasher {
+        OutputHasher {
+            hasher: self.hasher.take().unwrap_or_default(),
+            bytes: self.written,
+        }
+    }
+
     /// Writes `n` lines at once (`batch` is those lines, each with its newline).
     pub(crate) fn write_lines(&mut self, batch: &[u8], n: u64) -> Result<(), ExportError> {
-        self.hasher.update(batch);
+        if let Some(h) = &mut self.hasher {
+            h.update(batch);
+        }
         self.lines += n;
         let r = self.out.write_all(batch);
         r.map_err(|e| self.err(e))?;
@@ -113,7 +130,29 @@ impl AtomicFile {
     }
 
     /// Flushes, fsyncs and renames into place; returns the file's record.
-    pub(crate) fn commit(self) -> Result<OutputFile, ExportError> {
+    pub(crate) fn commit(mut self) -> Result<OutputFile, ExportError> {
+        let hasher = self
+            .hasher
+            .take()
+            .ok_or_else(|| ExportError::Internal("output hasher detached".into()))?;
+        self.finish(hasher)
+    }
+
+    /// [`AtomicFile::commit`] with the hasher [`AtomicFile::detach_hasher`] gave out, which
+    /// must have seen every byte written.
+    pub(crate) fn commit_detached(self, h: OutputHasher) -> Result<OutputFile, ExportError> {
+        if self.hasher.is_some() || h.bytes != self.written {
+            return Err(ExportError::Internal(format!(
+                "{}: the output hasher saw {} bytes of {}",
+                self.dest.display(),
+                h.bytes,
+                self.written
+            )));
+        }
+        self.finish(h.hasher)
+    }
+
+    fn finish(self, hasher: Sha256) -> Result<OutputFile, ExportError> {
         let dest = self.dest;
         let err = |e: std::io::Error| ExportError::Output {
             path: dest.clone(),
@@ -130,9 +169,24 @@ impl AtomicFile {
         }
         Ok(OutputFile {
             path: dest.display().to_string(),
-            sha256: super::pii::hex(&self.hasher.finalize()),
+            sha256: super::pii::hex(&hasher.finalize()),
             lines: self.lines,
         })
+    }
+}
+
+/// The SHA-256 of an output file, computed apart from its writes
+/// ([`AtomicFile::detach_hasher`]).
+pub(crate) struct OutputHasher {
+    hasher: Sha256,
+    /// Bytes hashed, checked against the bytes written at commit.
+    bytes: u64,
+}
+
+impl OutputHasher {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
     }
 }
 

@@ -707,11 +707,15 @@ pub(crate) fn run(
 
     phase("writing");
     let val_path = (opts.val_fraction > 0.0).then(|| split::validation_path(output));
-    let train = manifest::AtomicFile::create(output)?;
-    let val = match &val_path {
+    let mut train = manifest::AtomicFile::create(output)?;
+    let mut val = match &val_path {
         Some(p) => Some(manifest::AtomicFile::create(p)?),
         None => None,
     };
+    let hashers = [
+        Some(train.detach_hasher()),
+        val.as_mut().map(manifest::AtomicFile::detach_hasher),
+    ];
     // Line for line with the train and validation files: the id each line was made from.
     let ids_for = |out: Option<&Path>| {
         out.filter(|_| opts.ids_file)
@@ -721,10 +725,14 @@ pub(crate) fn run(
     let mut ids = [ids_for(Some(output))?, ids_for(val_path.as_deref())?];
     let mut labels = Labels::default();
     let mut fetcher = prepare::Fetcher::new(example_files);
-    // Lines are rendered here in batches; a writer thread hashes and writes them (the
-    // SHA-256 of the output and the copies into the files took a core of their own).
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>, u64)>(4);
-    let (written, rendered) = std::thread::scope(|scope| {
+    // Lines are rendered here in batches; a writer thread writes them and a hasher thread
+    // hashes them, side by side (one thread doing both, the SHA-256 of the output and its
+    // copy into the page cache, was the slowest of the writing phase: 100% busy while the
+    // renderer waited half the time).
+    type Batch = std::sync::Arc<Vec<u8>>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Batch, u64)>(4);
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(4);
+    let (written, hashed, rendered) = std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<_, ExportError> {
             let mut files = [Some(train), val];
             for (i, batch, n) in rx {
@@ -734,11 +742,24 @@ pub(crate) fn run(
             }
             Ok(files)
         });
+        let hasher = scope.spawn(move || {
+            let mut hashers = hashers;
+            for (i, batch) in hash_rx {
+                if let Some(h) = &mut hashers[i] {
+                    h.update(&batch);
+                }
+            }
+            hashers
+        });
         let rendered = (|| -> Result<(), ExportError> {
             const BATCH: usize = 1 << 20;
             let mut batches = [Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
             let mut lines = [0u64; 2];
             let send = |i: usize, batch: Vec<u8>, n: u64| {
+                let batch = Batch::new(batch);
+                hash_tx
+                    .send((i, Batch::clone(&batch)))
+                    .map_err(|_| ExportError::Internal("the output hasher stopped".into()))?;
                 tx.send((i, batch, n))
                     .map_err(|_| ExportError::Internal("the output writer stopped".into()))
             };
@@ -801,24 +822,29 @@ pub(crate) fn run(
             }
             Ok(())
         })();
-        // Closing the channel ends the writer.
-        drop(tx);
+        // Closing the channels ends the writer and the hasher.
+        drop((tx, hash_tx));
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(ExportError::Internal("the output writer panicked".into())));
-        (written, rendered)
+        let hashed = hasher
+            .join()
+            .map_err(|_| ExportError::Internal("the output hasher panicked".into()));
+        (written, hashed, rendered)
     });
     // A write error stops the writer, which the renderer then sees as a closed channel:
     // report the write error.
     let [train, val] = written?;
+    let [train_hash, val_hash] = hashed?;
     rendered?;
     phase("syncing");
+    let lost = || ExportError::Internal("training output lost".into());
     let train_file = train
-        .ok_or_else(|| ExportError::Internal("training output lost".into()))?
-        .commit()?;
-    let val_file = match val {
-        Some(v) => Some(v.commit()?),
-        None => None,
+        .ok_or_else(lost)?
+        .commit_detached(train_hash.ok_or_else(lost)?)?;
+    let val_file = match (val, val_hash) {
+        (Some(v), Some(h)) => Some(v.commit_detached(h)?),
+        _ => None,
     };
     let [train_ids, val_ids] = ids;
     let train_ids = train_ids.map(manifest::AtomicFile::commit).transpose()?;

@@ -1006,6 +1006,46 @@ fn export_generated_at_scale() {
     assert_eq!(st.total_examples, n as u64);
 }
 
+/// The manifest's SHA-256 of each output file is the digest of the file's bytes, over many
+/// batches (the digests are computed on a thread of their own, beside the writes).
+#[test]
+fn export_manifest_digests_are_those_of_the_files_written() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = generate(dir.path(), 4000);
+    let o = ExportOptions {
+        temp_dir: dir.path().join("tmp"),
+        val_fraction: 0.2,
+        ids_file: true,
+        // A long system prompt in every line makes megabytes of a few thousand examples.
+        format: Format::Messages,
+        system_prompt: Some("Answer as a careful roofing estimator. ".repeat(60)),
+        ..Default::default()
+    };
+    let rep = export(&inputs, &o, &dir.path().join("out.jsonl")).unwrap();
+    let m: Value = serde_json::from_str(&fs::read_to_string(&rep.manifest_path).unwrap()).unwrap();
+    let digest = |p: &str| pii::hex(&Sha256::digest(fs::read(p).unwrap()));
+    let train = fs::read(&rep.output_path).unwrap();
+    // Several of the renderer's 1 MiB batches, in both files.
+    assert!(train.len() > 3 << 20, "{} bytes", train.len());
+    assert_eq!(rep.output_sha256, digest(&rep.output_path));
+    for key in ["output", "validation", "output_ids", "validation_ids"] {
+        let f = &m[key];
+        let path = f["path"].as_str().unwrap_or_else(|| panic!("{key}: {m}"));
+        assert_eq!(f["sha256"], Value::from(digest(path)), "{key}");
+        let lines = fs::read(path)
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        assert_eq!(f["lines"], Value::from(lines), "{key}");
+    }
+    assert!(
+        rep.validation_count > 200 && rep.train_count > 1000,
+        "{rep:?}"
+    );
+}
+
 #[test]
 fn export_feedback_ties_by_file_order_and_id_linked_corrections() {
     let dir = tempfile::tempdir().unwrap();
