@@ -505,6 +505,24 @@ def fmt_rss(b):
     return f"{b / MIB:.1f} MiB" if b else "n/a"
 
 
+def machine():
+    """CPU model, cores and the vector extensions the binary's fast paths choose between
+    (rounds have run on hosts with and without AVX-512; their figures differ)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    simd = [x for x in ("avx512f", "avx512bw", "avx2", "bmi2", "sha_ni") if x in flags]
+    return {"cpu": model, "cores": os.cpu_count(), "simd": simd}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000")
@@ -620,6 +638,8 @@ def main():
                 rows.append([f"{a.many_files:,} files, {label}: CPU over {v['secs']:.0f} s",
                              f"{cpu_ms:.0f} ms ({100 * cpu_ms / 1000 / v['secs']:.1f}% of a core)", "",
                              f"{v['full_polls']} full / {v['light_polls']} light polls"])
+    m = results["machine"] = machine()
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {' '.join(m['simd']) or 'no AVX2/AVX-512'}")
     head = ["measure", "training-collector", "seed", "ratio"]
     widths = [max(len(str(r[i])) if i < len(r) else 0 for r in rows + [head]) for i in range(4)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
