@@ -226,7 +226,14 @@ fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
         unsafe { ascii_words_avx2(b, room, out) };
         return;
     }
-    ascii_words_generic(b, room, out, word_mask, bit_positions, hash_words)
+    ascii_words_generic(
+        b,
+        room,
+        out,
+        word_mask,
+        bit_positions_by_eight,
+        hash_words_two_chunks,
+    )
 }
 
 /// [`ascii_words_generic`] with AVX2 (where there is no AVX-512, as on some of the machines
@@ -241,10 +248,10 @@ unsafe fn ascii_words_avx2(b: &[u8], room: usize, out: &mut Vec<u64>) {
         b,
         room,
         out,
-        // SAFETY: this function only runs where AVX2 is supported.
+        // SAFETY (both): this function only runs where AVX2 is supported.
         |block| unsafe { word_mask_avx2(block) },
         bit_positions_by_eight,
-        hash_words_two_chunks,
+        |b, starts, ends, take, out| unsafe { hash_words_avx2(b, starts, ends, take, out) },
     )
 }
 
@@ -333,8 +340,9 @@ const POSITIONS: usize = 64 + 16;
 
 type Positions = [u32; POSITIONS];
 
-/// Appends the [`hash_word`]s of the first `take` (start, end) pairs.
-#[inline(always)]
+/// Appends the [`hash_word`]s of the first `take` (start, end) pairs: the plain form, the
+/// tests' reference for the others.
+#[cfg(test)]
 fn hash_words(b: &[u8], starts: &Positions, ends: &Positions, take: usize, out: &mut Vec<u64>) {
     out.extend((0..take).map(|k| hash_word(b, starts[k] as usize, ends[k] as usize)));
 }
@@ -380,6 +388,91 @@ fn hash_words_two_chunks(
             _ => hash_word(b, start, end),
         }
     }));
+}
+
+/// [`hash_words`] four words at a time with AVX2, as [`hash_words_avx512`] does eight: each
+/// word's two 8-byte chunks loaded, masked to its length and folded in, for words of at most
+/// 16 bytes (longer ones are hashed again one by one; words whose chunks would reach past the
+/// text go one by one). AVX2 has no 64-bit multiply, so each one is three 32-bit ones; still
+/// about half the instructions of a word hashed on its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hash_words_avx2(
+    b: &[u8],
+    starts: &Positions,
+    ends: &Positions,
+    take: usize,
+    out: &mut Vec<u64>,
+) {
+    use std::arch::x86_64::*;
+    const K: u64 = 0x9fb2_1c65_1e98_df25;
+    const LEN_K: u64 = 0x6a09_e667_f3bc_c909;
+    // `a * k` mod 2^64 from 32-bit halves: lo*lo + ((hi*lo + lo*hi) << 32).
+    let mul = |a: __m256i, k: u64| {
+        let k_lo = _mm256_set1_epi64x((k & 0xffff_ffff) as i64);
+        let k_hi = _mm256_set1_epi64x((k >> 32) as i64);
+        let cross = _mm256_add_epi64(
+            _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), k_lo),
+            _mm256_mul_epu32(a, k_hi),
+        );
+        _mm256_add_epi64(_mm256_mul_epu32(a, k_lo), _mm256_slli_epi64::<32>(cross))
+    };
+    let step = |h: __m256i, v: __m256i| {
+        let x = mul(_mm256_xor_si256(h, v), K);
+        _mm256_or_si256(_mm256_slli_epi64::<29>(x), _mm256_srli_epi64::<35>(x))
+    };
+    let or = _mm256_set1_epi64x(0x2020_2020_2020_2020);
+    let ones = _mm256_set1_epi64x(-1);
+    let chunk = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")) as i64;
+    out.reserve(take);
+    let mut k = 0;
+    // Every lane reads 16 bytes from its start; starts ascend, so the last lane's bounds it.
+    while k + 4 <= take && starts[k + 3] as usize + 16 <= b.len() {
+        let s: [usize; 4] = std::array::from_fn(|i| starts[k + i] as usize);
+        let c0 = _mm256_setr_epi64x(chunk(s[0]), chunk(s[1]), chunk(s[2]), chunk(s[3]));
+        let c1 = _mm256_setr_epi64x(
+            chunk(s[0] + 8),
+            chunk(s[1] + 8),
+            chunk(s[2] + 8),
+            chunk(s[3] + 8),
+        );
+        // SAFETY: `k + 4 <= take <= POSITIONS` keeps both 4-lane loads in the arrays.
+        let st = unsafe { _mm_loadu_si128(starts.as_ptr().add(k).cast()) };
+        let en = unsafe { _mm_loadu_si128(ends.as_ptr().add(k).cast()) };
+        let len32 = _mm_sub_epi32(en, st);
+        let len = _mm256_cvtepu32_epi64(len32);
+        // Bits of each chunk outside the word, shifted off the top: 64 - 8 * len and
+        // 128 - 8 * len, at least 0 (lanes of at most 8 bytes use only the first chunk,
+        // lanes past 16 bytes are hashed again below).
+        let len8 = _mm_slli_epi32::<3>(len32);
+        let zero = _mm_setzero_si128();
+        let cut0 = _mm_max_epi32(_mm_sub_epi32(_mm_set1_epi32(64), len8), zero);
+        let cut1 = _mm_max_epi32(_mm_sub_epi32(_mm_set1_epi32(128), len8), zero);
+        let m0 = _mm256_srlv_epi64(ones, _mm256_cvtepu32_epi64(cut0));
+        let m1 = _mm256_srlv_epi64(ones, _mm256_cvtepu32_epi64(cut1));
+        let h0 = mul(len, LEN_K);
+        let h1 = step(h0, _mm256_and_si256(_mm256_or_si256(c0, or), m0));
+        let h2 = step(h1, _mm256_and_si256(_mm256_or_si256(c1, or), m1));
+        let two_chunks = _mm256_cmpgt_epi64(len, _mm256_set1_epi64x(8));
+        let h = _mm256_blendv_epi8(h1, h2, two_chunks);
+        let at = out.len();
+        // SAFETY: room for `take` more was reserved, and at most `take` are written.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), h);
+            out.set_len(at + 4);
+        }
+        let long = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(
+            len,
+            _mm256_set1_epi64x(16),
+        )));
+        for i in 0..4 {
+            if long & (1 << i) != 0 {
+                out[at + i] = hash_lower_ascii(b, s[i], ends[k + i] as usize);
+            }
+        }
+        k += 4;
+    }
+    out.extend((k..take).map(|k| hash_word(b, starts[k] as usize, ends[k] as usize)));
 }
 
 /// [`hash_words`] eight words at a time: each word's first two 8-byte chunks gathered, masked
@@ -457,8 +550,8 @@ unsafe fn hash_words_avx512(
 }
 
 /// Writes `base +` the position of every set bit of `bits` (lowest first) to `out` and
-/// returns how many.
-#[inline(always)]
+/// returns how many: the plain form, the tests' reference for the others.
+#[cfg(test)]
 fn bit_positions(mut bits: u64, base: u32, out: &mut [u32; POSITIONS]) -> usize {
     let mut n = 0;
     while bits != 0 {
@@ -982,6 +1075,13 @@ mod tests {
             let mut got = vec![7];
             hash_words_two_chunks(&text, &starts, &ends, words.len(), &mut got);
             proptest::prop_assert_eq!(&got[1..], &want[..], "two chunks");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = vec![7];
+                // SAFETY: the CPU supports the enabled target features.
+                unsafe { hash_words_avx2(&text, &starts, &ends, words.len(), &mut got) };
+                proptest::prop_assert_eq!(&got[1..], &want[..], "avx2");
+            }
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512dq")
