@@ -83,9 +83,18 @@ impl AtomicFile {
     /// in order (on a thread of its own, beside the one writing), and commits with
     /// [`AtomicFile::commit_detached`].
     pub(crate) fn detach_hasher(&mut self) -> OutputHasher {
-        OutputHasher {
-            hasher: self.hasher.take().unwrap_or_default(),
-            bytes: self.written,
+        match self.hasher.take() {
+            // It has seen every byte written so far.
+            Some(hasher) => OutputHasher {
+                hasher,
+                bytes: self.written,
+            },
+            // Taken before: a fresh one has seen nothing, which `commit_detached` reports
+            // unless nothing was written.
+            None => OutputHasher {
+                hasher: Sha256::new(),
+                bytes: 0,
+            },
         }
     }
 
@@ -286,4 +295,56 @@ pub(crate) fn write_manifest(path: &Path, m: &Manifest) -> Result<(), ExportErro
     f.write_line(text.as_bytes())?;
     f.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        super::super::pii::hex(&Sha256::digest(bytes))
+    }
+
+    /// A detached hasher fed the bytes written gives the file's digest; one that missed
+    /// bytes, or a second one taken after writes, is refused at commit and the destination is
+    /// never created; `commit` after a detach is refused too.
+    #[test]
+    fn export_detached_hasher_must_see_every_byte_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.jsonl");
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_line(b"{\"x\":1}").unwrap();
+        let mut h = f.detach_hasher();
+        f.write_lines(b"{\"x\":2}\n{\"x\":3}\n", 2).unwrap();
+        h.update(b"{\"x\":2}\n{\"x\":3}\n");
+        let out = f.commit_detached(h).unwrap();
+        let bytes = std::fs::read(&dest).unwrap();
+        assert_eq!(bytes, b"{\"x\":1}\n{\"x\":2}\n{\"x\":3}\n");
+        assert_eq!(out.sha256, sha(&bytes));
+        assert_eq!(out.lines, 3);
+
+        let missed = dir.path().join("b.jsonl");
+        let mut f = AtomicFile::create(&missed).unwrap();
+        let mut h = f.detach_hasher();
+        f.write_lines(b"one\ntwo\n", 2).unwrap();
+        h.update(b"one\n");
+        assert!(f.commit_detached(h).is_err());
+        assert!(!missed.exists());
+
+        let twice = dir.path().join("c.jsonl");
+        let mut f = AtomicFile::create(&twice).unwrap();
+        let _first = f.detach_hasher();
+        f.write_lines(b"one\n", 1).unwrap();
+        let mut second = f.detach_hasher();
+        f.write_lines(b"two\n", 1).unwrap();
+        second.update(b"two\n");
+        assert!(f.commit_detached(second).is_err());
+        assert!(!twice.exists());
+
+        let inline = dir.path().join("d.jsonl");
+        let mut f = AtomicFile::create(&inline).unwrap();
+        let _h = f.detach_hasher();
+        assert!(f.commit().is_err());
+        assert!(!inline.exists());
+    }
 }
