@@ -239,8 +239,8 @@ fn ascii_words(b: &[u8], room: usize, out: &mut Vec<u64>) {
 /// [`ascii_words_generic`] with AVX2 (where there is no AVX-512, as on some of the machines
 /// this runs on): the 64-byte mask is two compares per half and a byte-mask move (the
 /// generic loop, even compiled for AVX2, built it from 64 shifted lanes: a fifth of the
-/// word finding), positions eight bits at a time without a branch per bit, and words of up
-/// to 16 bytes hashed without a branch on their length.
+/// word finding), positions eight bits at a time without a branch per bit, and words hashed
+/// four at a time ([`hash_words_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,popcnt,bmi1")]
 unsafe fn ascii_words_avx2(b: &[u8], room: usize, out: &mut Vec<u64>) {

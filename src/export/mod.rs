@@ -844,7 +844,12 @@ pub(crate) fn run(
         .commit_detached(train_hash.ok_or_else(lost)?)?;
     let val_file = match (val, val_hash) {
         (Some(v), Some(h)) => Some(v.commit_detached(h)?),
-        _ => None,
+        (None, None) => None,
+        _ => {
+            return Err(ExportError::Internal(
+                "validation output without its hasher".into(),
+            ))
+        }
     };
     let [train_ids, val_ids] = ids;
     let train_ids = train_ids.map(manifest::AtomicFile::commit).transpose()?;
