@@ -139,6 +139,13 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The word hash's constants, shared by every variant of it below (scalar, branch-free, AVX2,
+/// AVX-512), which must agree to the bit: the multiplier per 8-byte chunk, the length's
+/// multiplier (the seed), and the bits that lowercase ASCII letters (and leave digits).
+const WORD_K: u64 = 0x9fb2_1c65_1e98_df25;
+const WORD_LEN_K: u64 = 0x6a09_e667_f3bc_c909;
+const LOWERCASE: u64 = 0x2020_2020_2020_2020;
+
 /// A word's hash: its bytes eight at a time, one multiply and rotation each. Not mixed at the
 /// end: [`shingle_hash`] mixes, and among the words of one length up to 8 bytes the hash is
 /// one to one (an odd multiply and a rotation are bijections), so those never collide.
@@ -151,7 +158,7 @@ fn hash_bytes(b: &[u8]) -> u64 {
 /// [`hash_bytes`] of `text[start..end]` lowercased, for words of ASCII letters and digits
 /// only: setting bit 5 of every byte lowercases the letters and leaves the digits as they are.
 fn hash_lower_ascii(text: &[u8], start: usize, end: usize) -> u64 {
-    hash_span(text, start, end, 0x2020_2020_2020_2020)
+    hash_span(text, start, end, LOWERCASE)
 }
 
 /// [`hash_bytes`] of `text[start..end]` with `or` applied to every byte. The last partial
@@ -159,10 +166,9 @@ fn hash_lower_ascii(text: &[u8], start: usize, end: usize) -> u64 {
 /// a variable-length copy per word.
 #[inline(always)]
 fn hash_span(text: &[u8], start: usize, end: usize, or: u64) -> u64 {
-    const K: u64 = 0x9fb2_1c65_1e98_df25;
-    let step = |h: u64, v: u64| (h ^ v).wrapping_mul(K).rotate_left(29);
+    let step = |h: u64, v: u64| (h ^ v).wrapping_mul(WORD_K).rotate_left(29);
     // The length goes in first, so zero padding cannot make two words alike.
-    let mut h = ((end - start) as u64).wrapping_mul(0x6a09_e667_f3bc_c909);
+    let mut h = ((end - start) as u64).wrapping_mul(WORD_LEN_K);
     let (chunks, rest) = text[start..end].as_chunks::<8>();
     for c in chunks {
         h = step(h, u64::from_le_bytes(*c) | or);
@@ -189,12 +195,11 @@ fn hash_span(text: &[u8], start: usize, end: usize, or: u64) -> u64 {
 fn hash_word(text: &[u8], start: usize, end: usize) -> u64 {
     let len = end - start;
     if let Some(chunk) = text[start..].first_chunk::<8>().filter(|_| len <= 8) {
-        const K: u64 = 0x9fb2_1c65_1e98_df25;
         // `len` is 1..=8 here, so the shift is 0..=56.
         let mask = u64::MAX >> (8 * (8 - len));
-        let v = (u64::from_le_bytes(*chunk) | 0x2020_2020_2020_2020) & mask;
-        let h = (len as u64).wrapping_mul(0x6a09_e667_f3bc_c909);
-        return (h ^ v).wrapping_mul(K).rotate_left(29);
+        let v = (u64::from_le_bytes(*chunk) | LOWERCASE) & mask;
+        let h = (len as u64).wrapping_mul(WORD_LEN_K);
+        return (h ^ v).wrapping_mul(WORD_K).rotate_left(29);
     }
     hash_lower_ascii(text, start, end)
 }
@@ -359,9 +364,7 @@ fn hash_words_two_chunks(
     take: usize,
     out: &mut Vec<u64>,
 ) {
-    const K: u64 = 0x9fb2_1c65_1e98_df25;
-    const OR: u64 = 0x2020_2020_2020_2020;
-    let step = |h: u64, v: u64| (h ^ v).wrapping_mul(K).rotate_left(29);
+    let step = |h: u64, v: u64| (h ^ v).wrapping_mul(WORD_K).rotate_left(29);
     out.extend((0..take).map(|k| {
         let (start, end) = (starts[k] as usize, ends[k] as usize);
         let len = end - start;
@@ -374,11 +377,8 @@ fn hash_words_two_chunks(
                 // the word is longer than 8 bytes, so its shift stays below 64 there).
                 let m0 = u64::MAX >> (8 * (8 - len.min(8)));
                 let m1 = u64::MAX >> ((8 * (16 - len)) & 63);
-                let h1 = step(
-                    (len as u64).wrapping_mul(0x6a09_e667_f3bc_c909),
-                    (c0 | OR) & m0,
-                );
-                let h2 = step(h1, (c1 | OR) & m1);
+                let h1 = step((len as u64).wrapping_mul(WORD_LEN_K), (c0 | LOWERCASE) & m0);
+                let h2 = step(h1, (c1 | LOWERCASE) & m1);
                 if len > 8 {
                     h2
                 } else {
@@ -405,8 +405,6 @@ unsafe fn hash_words_avx2(
     out: &mut Vec<u64>,
 ) {
     use std::arch::x86_64::*;
-    const K: u64 = 0x9fb2_1c65_1e98_df25;
-    const LEN_K: u64 = 0x6a09_e667_f3bc_c909;
     // `a * k` mod 2^64 from 32-bit halves: lo*lo + ((hi*lo + lo*hi) << 32).
     let mul = |a: __m256i, k: u64| {
         let k_lo = _mm256_set1_epi64x((k & 0xffff_ffff) as i64);
@@ -418,10 +416,10 @@ unsafe fn hash_words_avx2(
         _mm256_add_epi64(_mm256_mul_epu32(a, k_lo), _mm256_slli_epi64::<32>(cross))
     };
     let step = |h: __m256i, v: __m256i| {
-        let x = mul(_mm256_xor_si256(h, v), K);
+        let x = mul(_mm256_xor_si256(h, v), WORD_K);
         _mm256_or_si256(_mm256_slli_epi64::<29>(x), _mm256_srli_epi64::<35>(x))
     };
-    let or = _mm256_set1_epi64x(0x2020_2020_2020_2020);
+    let or = _mm256_set1_epi64x(LOWERCASE as i64);
     let ones = _mm256_set1_epi64x(-1);
     let chunk = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")) as i64;
     out.reserve(take);
@@ -450,7 +448,7 @@ unsafe fn hash_words_avx2(
         let cut1 = _mm_max_epi32(_mm_sub_epi32(_mm_set1_epi32(128), len8), zero);
         let m0 = _mm256_srlv_epi64(ones, _mm256_cvtepu32_epi64(cut0));
         let m1 = _mm256_srlv_epi64(ones, _mm256_cvtepu32_epi64(cut1));
-        let h0 = mul(len, LEN_K);
+        let h0 = mul(len, WORD_LEN_K);
         let h1 = step(h0, _mm256_and_si256(_mm256_or_si256(c0, or), m0));
         let h2 = step(h1, _mm256_and_si256(_mm256_or_si256(c1, or), m1));
         let two_chunks = _mm256_cmpgt_epi64(len, _mm256_set1_epi64x(8));
@@ -490,9 +488,9 @@ unsafe fn hash_words_avx512(
     out: &mut Vec<u64>,
 ) {
     use std::arch::x86_64::*;
-    const K: i64 = 0x9fb2_1c65_1e98_df25_u64 as i64;
-    const LEN_K: i64 = 0x6a09_e667_f3bc_c909;
-    let or = _mm512_set1_epi64(0x2020_2020_2020_2020);
+    const K: i64 = WORD_K as i64;
+    const LEN_K: i64 = WORD_LEN_K as i64;
+    let or = _mm512_set1_epi64(LOWERCASE as i64);
     let ones = _mm512_set1_epi64(-1);
     let step = |h: __m512i, v: __m512i| {
         _mm512_rol_epi64::<29>(_mm512_mullo_epi64(
