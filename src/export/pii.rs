@@ -408,7 +408,9 @@ mod tests {
                 }
             }
             assert!(runs > 1000 && phones > 20, "{runs} runs, {phones} phones");
-            // Straddling the first two windows (bytes 56..64 are in both), and at the very end.
+            // Runs across the windows' edges (AVX-512: bytes 56..64 are in the first two
+            // windows; AVX2: the 32-byte blocks and the zero-padded last one), and at the very
+            // end of the text.
             for at in 40..80 {
                 let t = format!("{}555-9876{}", "x".repeat(at), "x".repeat(at % 3));
                 assert!(precheck(t.as_bytes()), "{name}: at {at}");
