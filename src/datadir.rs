@@ -55,6 +55,8 @@ pub struct ExportRequest {
     pub val_fraction: Option<f64>,
     /// `--ids`: write the ids files whatever `export.ids_file` says.
     pub ids: bool,
+    /// `--no-cache`: leave the prepared cache alone (neither read nor write it).
+    pub no_cache: bool,
     /// `--decontaminate`: evaluation sets besides `export.decontaminate`.
     pub decontaminate: Vec<PathBuf>,
     /// `--since`, `--until`: the time window, in microseconds since the epoch (see
@@ -128,6 +130,7 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
         since,
         until,
         split_by,
+        cache_dir: (!req.no_cache).then(|| cfg.state_dir().join(export::prepared_cache::DIR_NAME)),
     })
 }
 

@@ -110,6 +110,10 @@ enum Command {
         /// example (or correction) line N was made from.
         #[arg(long)]
         ids: bool,
+        /// Neither read nor write the prepared cache (state/export-cache): prepare every
+        /// segment afresh, as the first export does.
+        #[arg(long)]
+        no_cache: bool,
         /// Leave out examples that share a run of export.decontaminate_ngram words (12) with
         /// a text of this evaluation set (JSON lines, any shape; repeatable; besides
         /// export.decontaminate).
@@ -258,6 +262,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             val_fraction,
             split_by,
             ids,
+            no_cache,
             decontaminate,
             since,
             until,
@@ -273,6 +278,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
                 output,
                 val_fraction,
                 ids,
+                no_cache,
                 decontaminate,
                 since,
                 until,

@@ -202,6 +202,75 @@ fn ready_and_train_check_run_the_hooks_only_when_ready() {
     );
 }
 
+/// The second export reads every sealed segment's facts from the prepared cache under
+/// `state/export-cache` and writes the same bytes; `--no-cache` neither reads nor writes it;
+/// a segment sealed after the first export is prepared and cached by the next.
+#[test]
+fn export_reuses_the_prepared_cache_of_sealed_segments_through_the_cli() {
+    let sb = captured(30, "");
+    let out = sb.path("out.jsonl");
+    let export = |extra: &[&str]| {
+        let mut a = vec!["export", "--output", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        let (rc, o, e) = sb.cli(&a);
+        assert_eq!(rc, 0, "{o}{e}");
+        let v: Value = serde_json::from_str(&o).unwrap();
+        (v, std::fs::read(&out).unwrap())
+    };
+    let sealed_segments = || {
+        std::fs::read_dir(sb.path("data"))
+            .unwrap()
+            .filter(|e| {
+                let n = e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                n.starts_with("examples_") && n.ends_with(".jsonl")
+            })
+            .count() as u64
+    };
+    let sealed = sealed_segments();
+    assert!(sealed >= 1);
+    let (cold, cold_bytes) = export(&[]);
+    assert_eq!(cold["prepared_cache"]["written"], sealed, "{cold}");
+    assert_eq!(cold["prepared_cache"]["reused"], 0, "{cold}");
+    let entries = std::fs::read_dir(sb.path("data/state/export-cache"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum::<usize>();
+    assert_eq!(entries as u64, sealed);
+    let (warm, warm_bytes) = export(&[]);
+    assert_eq!(warm["prepared_cache"]["reused"], sealed, "{warm}");
+    assert_eq!(warm["prepared_cache"]["written"], 0, "{warm}");
+    assert_eq!(warm_bytes, cold_bytes);
+    assert_eq!(warm["output_sha256"], cold["output_sha256"]);
+    let (plain, plain_bytes) = export(&["--no-cache"]);
+    assert!(plain.get("prepared_cache").is_none(), "{plain}");
+    assert_eq!(plain_bytes, cold_bytes);
+    assert_eq!(plain["dropped"], warm["dropped"]);
+
+    // More traffic, sealed at shutdown: one more segment, prepared once.
+    append_lines(
+        &sb.path("logs/app.log"),
+        &(30..40).map(distinct_line).collect::<Vec<_>>(),
+    );
+    let d = sb.start();
+    wait_until(T, "all examples", || sb.examples().len() == 40);
+    d.stop();
+    let now_sealed = sealed_segments();
+    assert!(now_sealed > sealed);
+    let (next, _) = export(&[]);
+    assert_eq!(next["prepared_cache"]["reused"], sealed, "{next}");
+    assert_eq!(
+        next["prepared_cache"]["written"],
+        now_sealed - sealed,
+        "{next}"
+    );
+    assert_eq!(next["after_filtering"], 40, "{next}");
+}
+
 #[test]
 fn export_formats_pii_split_and_determinism_through_the_cli() {
     let sb = captured(40, "");

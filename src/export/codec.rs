@@ -42,6 +42,11 @@ impl Enc<'_> {
         self.0.extend_from_slice(v.as_bytes());
         self
     }
+    /// Raw bytes, no length (the reader knows how many).
+    pub(crate) fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(v);
+        self
+    }
     pub(crate) fn opt_str(&mut self, v: Option<&str>) -> &mut Self {
         match v {
             None => self.u8(0),
@@ -79,6 +84,15 @@ impl<'a> Dec<'a> {
             .ok_or("truncated spill frame")?;
         self.buf = rest;
         Ok(*head)
+    }
+    /// `n` raw bytes ([`Enc::bytes`]).
+    pub(crate) fn take_bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.buf.len() < n {
+            return Err("truncated frame".into());
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
     }
     pub(crate) fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take::<1>()?[0])

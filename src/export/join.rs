@@ -53,6 +53,46 @@ pub(crate) struct Ex {
     pub group: Option<u64>,
 }
 
+impl Ex {
+    /// Field by field, for the spill files and the prepared cache
+    /// ([`super::prepared_cache`]).
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        e.i64(self.ts)
+            .bool(self.verified_correction)
+            .opt_bool(self.in_feedback)
+            .bool(self.was_corrected)
+            .f64(self.auto_score);
+        self.loc.encode(e);
+        e.u8(self.static_drop).opt_u64(self.group);
+        match &self.prepared {
+            None => {
+                e.u8(0);
+            }
+            Some(p) => {
+                e.u8(1);
+                p.encode(e);
+            }
+        }
+    }
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
+        Ok(Ex {
+            ts: d.i64()?,
+            verified_correction: d.bool()?,
+            in_feedback: d.opt_bool()?,
+            was_corrected: d.bool()?,
+            auto_score: d.f64()?,
+            loc: Loc::decode(d)?,
+            static_drop: d.u8()?,
+            group: d.opt_u64()?,
+            prepared: match d.u8()? {
+                0 => None,
+                1 => Some(Prepared::decode(d)?),
+                t => return Err(format!("bad prepared tag {t}")),
+            },
+        })
+    }
+}
+
 /// The parts of a correction record export needs.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Corr {
@@ -135,23 +175,8 @@ impl SpillItem for Row {
         encode_order(self.order, e);
         match &self.payload {
             Payload::Example(x) => {
-                e.u8(0)
-                    .i64(x.ts)
-                    .bool(x.verified_correction)
-                    .opt_bool(x.in_feedback)
-                    .bool(x.was_corrected)
-                    .f64(x.auto_score);
-                x.loc.encode(e);
-                e.u8(x.static_drop).opt_u64(x.group);
-                match &x.prepared {
-                    None => {
-                        e.u8(0);
-                    }
-                    Some(p) => {
-                        e.u8(1);
-                        p.encode(e);
-                    }
-                }
+                e.u8(0);
+                x.encode(e);
             }
             Payload::Correction(c) => {
                 e.u8(1)
@@ -170,21 +195,7 @@ impl SpillItem for Row {
         let id = d.str()?;
         let order = decode_order(d)?;
         let payload = match d.u8()? {
-            0 => Payload::Example(Ex {
-                ts: d.i64()?,
-                verified_correction: d.bool()?,
-                in_feedback: d.opt_bool()?,
-                was_corrected: d.bool()?,
-                auto_score: d.f64()?,
-                loc: Loc::decode(d)?,
-                static_drop: d.u8()?,
-                group: d.opt_u64()?,
-                prepared: match d.u8()? {
-                    0 => None,
-                    1 => Some(Prepared::decode(d)?),
-                    t => return Err(format!("bad prepared tag {t}")),
-                },
-            }),
+            0 => Payload::Example(Ex::decode(d)?),
             1 => Payload::Correction(Corr {
                 ts: d.i64()?,
                 prompt: d.str()?,

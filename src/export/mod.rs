@@ -41,10 +41,12 @@ mod line_layout;
 pub mod manifest;
 pub mod pii;
 mod prepare;
+pub mod prepared_cache;
 mod spill;
 pub mod split;
 
 pub use format::{Format, Kind};
+pub use prepared_cache::CacheStats;
 
 /// The join key export gives a (prompt, answer) pair, for the daemon's tests to check that
 /// its link from a correction to its original agrees with export's.
@@ -148,6 +150,9 @@ pub struct ExportOptions {
     pub until: Option<i64>,
     /// What keeps lines together on one side of the train/validation split.
     pub split_by: SplitBy,
+    /// Where the prepared cache lives ([`prepared_cache`]; the CLI uses
+    /// `state/export-cache`); `None`: every segment is prepared afresh and nothing is kept.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ExportOptions {
@@ -227,6 +232,7 @@ impl Default for ExportOptions {
             since: None,
             until: None,
             split_by: SplitBy::Prompt,
+            cache_dir: None,
         }
     }
 }
@@ -274,6 +280,9 @@ pub struct ExportReport {
     /// With `--ids`: the training set's ids file (the validation set's is beside it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids_path: Option<String>,
+    /// What the prepared cache did (absent when it was off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_cache: Option<CacheStats>,
 }
 
 /// Builds the training set described by `opts` from `inputs` into `output`.
@@ -378,6 +387,10 @@ pub(crate) fn run(
     let eval = (!opts.decontaminate.is_empty())
         .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
         .transpose()?;
+    let mut cache = opts.cache_dir.as_ref().and_then(|root| {
+        prepared_cache::fingerprint(opts)
+            .and_then(|fp| prepared_cache::PreparedCache::open(root, fp))
+    });
     let mut counts = Counts {
         dropped: BTreeMap::new(),
         total_raw: 0,
@@ -509,44 +522,46 @@ pub(crate) fn run(
         corrected_prompts: &corrected_prompts,
         targets: &targets,
         eval: eval.as_ref(),
+        prepare_outside_window: cache.is_some(),
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
     let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
     let mut example_files = Vec::with_capacity(inputs.examples.len());
+    let mut filing = Filing {
+        opts,
+        paths: &inputs.examples,
+        targets: &targets,
+        counts: &mut counts,
+        joins: &mut joins,
+        rows: &mut rows,
+        band_store: &mut band_store,
+    };
+    // Entries of the prepared cache being written, by file index, with the file's summary
+    // once it has been read; each is finished when the last of its lines has been filed.
+    let mut writers = EntryWriters::new();
+    let written = std::cell::Cell::new(0u64);
+    let finish_before = |writers: &mut EntryWriters, fi: u32| {
+        written.set(written.get() + prepared_cache::finish_entries_before(writers, fi));
+    };
     // Lines are prepared on worker threads; this thread reads the files and files the
     // results, in line order.
-    let mut consume = |(fi, lines): prepare::PreparedChunk| -> Result<(), ExportError> {
+    let consume = |(fi, lines): prepare::PreparedChunk,
+                   filing: &mut Filing<'_>,
+                   writers: &mut EntryWriters|
+     -> Result<(), ExportError> {
+        finish_before(writers, fi);
         for (line_no, read) in lines {
-            counts.total_raw += 1;
-            let mut r = match read {
-                Ok(r) => r,
-                Err(e) => {
-                    let file = inputs.examples[fi as usize].display();
-                    tracing::warn!(file = %file, line = line_no, error = %e, "unreadable example line");
-                    counts.drop("unreadable_line");
-                    continue;
-                }
+            let (facts, pr_key) = match read {
+                Ok(r) => (Ok(r.facts), r.pr_key),
+                Err(e) => (Err(e.to_string()), None),
             };
-            // The references the join needs (the workers picked them).
-            let mut refs = Vec::new();
-            if r.id_ref {
-                refs.push(JoinKey::Id(r.id.clone()));
+            if let Some((w, _)) = writers.get_mut(&fi) {
+                if let Err(e) = w.push(line_no, &facts) {
+                    tracing::warn!(error = %e, "export cache: cannot write an entry");
+                    writers.remove(&fi);
+                }
             }
-            refs.extend(r.request_id.take().map(JoinKey::Id));
-            refs.extend(r.pr_key.map(JoinKey::Pair));
-            for key in refs {
-                joins.push(JoinItem {
-                    key,
-                    kind: join::KIND_REF,
-                    fb: None,
-                    ex_id: r.id.clone(),
-                    group: r.ex.group,
-                })?;
-            }
-            if let Some(p) = &mut r.ex.prepared {
-                p.band_ix = band_store.append(&r.bands)?;
-            }
-            rows.push(Row::new(r.id, (0, fi, line_no), Payload::Example(r.ex)))?;
+            filing.file(fi, line_no, facts, pr_key)?;
         }
         Ok(())
     };
@@ -554,23 +569,74 @@ pub(crate) fn run(
         let mut pool = prepare::Pool::start(scope, &ctx);
         for (fi, path) in inputs.examples.iter().enumerate() {
             let fi = fi as u32;
+            let sealed = !input::is_open_segment(path);
+            if let Some(cache) = cache.as_mut().filter(|_| sealed) {
+                let file = std::fs::File::open(path).map_err(|e| ExportError::Input {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                if let Some(mut seg) = cache.read(path, &file) {
+                    // Lines are filed in input order: the lines still being prepared first.
+                    while let Some(done) = pool.next()? {
+                        consume(done, &mut filing, &mut writers)?;
+                    }
+                    finish_before(&mut writers, fi);
+                    let s = seg.summary(path);
+                    pb.inc(s.bytes);
+                    let bad = |e: String| {
+                        ExportError::Internal(format!(
+                            "prepared cache entry of {}: {e}",
+                            path.display()
+                        ))
+                    };
+                    while let Some((line_no, facts)) = seg.next(fi).map_err(bad)? {
+                        let pr_key = match &facts {
+                            Ok(f) if corrected_prompts.contains(&f.prompt_key) => {
+                                filing.pr_key_of(&file, &f.ex.loc)?
+                            }
+                            _ => None,
+                        };
+                        filing.file(fi, line_no, facts, pr_key)?;
+                    }
+                    example_files.push((file, path.clone()));
+                    example_summaries.push(s);
+                    continue;
+                }
+                if let Some(w) = cache.writer(path, &file) {
+                    writers.insert(fi, (w, None));
+                }
+            }
             let (s, file) = input::for_each_chunk(
                 path,
                 "examples",
                 |n| pb.inc(n),
                 |chunk| match pool.submit(fi, chunk)? {
-                    Some(done) => consume(done),
+                    Some(done) => consume(done, &mut filing, &mut writers),
                     None => Ok(()),
                 },
             )?;
+            if let Some((_, summary)) = writers.get_mut(&fi) {
+                *summary = Some(s.clone());
+            }
             example_files.push((file, PathBuf::from(&s.path)));
             example_summaries.push(s);
         }
         while let Some(done) = pool.next()? {
-            consume(done)?;
+            consume(done, &mut filing, &mut writers)?;
         }
+        finish_before(&mut writers, u32::MAX);
         Ok(())
     })?;
+    if let Some(c) = &mut cache {
+        c.stats.written = written.get();
+        let sealed: Vec<PathBuf> = inputs
+            .examples
+            .iter()
+            .filter(|p| !input::is_open_segment(p))
+            .cloned()
+            .collect();
+        c.prune(&sealed);
+    }
     let mut summaries = example_summaries;
     summaries.append(&mut other_summaries);
 
@@ -916,6 +982,7 @@ pub(crate) fn run(
         ids_path: train_ids.map(|f| f.path),
         unreadable_lines: counts.unreadable,
         labels: (opts.format.kind() == Kind::Binary).then_some(labels),
+        prepared_cache: cache.map(|c| c.stats),
     })
 }
 
@@ -939,6 +1006,98 @@ macro_rules! packed_spill_item {
             }
         }
     };
+}
+
+/// The cache entries being written, by example file index, each with its file's summary
+/// once the file has been read.
+type EntryWriters = BTreeMap<u32, (prepared_cache::EntryWriter, Option<input::InputSummary>)>;
+
+/// Where the reading thread files each example line's facts: the join's references, the
+/// band store, the rows.
+struct Filing<'a> {
+    opts: &'a ExportOptions,
+    /// The example inputs, for warnings.
+    paths: &'a [PathBuf],
+    targets: &'a join::KeyFilter,
+    counts: &'a mut Counts,
+    joins: &'a mut Sorter<JoinItem>,
+    rows: &'a mut Sorter<Row>,
+    band_store: &'a mut band_store::BandStore,
+}
+
+impl Filing<'_> {
+    /// Files line `line_no` of example file `fi`: its facts (or why it is unreadable) and its
+    /// (prompt, answer) key if a correction may name it.
+    fn file(
+        &mut self,
+        fi: u32,
+        line_no: u64,
+        facts: Result<prepare::LineFacts, String>,
+        pr_key: Option<u128>,
+    ) -> Result<(), ExportError> {
+        self.counts.total_raw += 1;
+        let mut f = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                let file = self.paths[fi as usize].display();
+                tracing::warn!(file = %file, line = line_no, error = %e, "unreadable example line");
+                self.counts.drop("unreadable_line");
+                return Ok(());
+            }
+        };
+        f.apply_time_window(self.opts);
+        // The references the join needs: the keys feedback and corrections name.
+        let mut refs = Vec::new();
+        if self.targets.may_contain(join::KeyRef::Id(&f.id)) {
+            refs.push(JoinKey::Id(f.id.clone()));
+        }
+        refs.extend(
+            f.request_id
+                .take()
+                .filter(|r| self.targets.may_contain(join::KeyRef::Id(r)))
+                .map(JoinKey::Id),
+        );
+        refs.extend(pr_key.map(JoinKey::Pair));
+        for key in refs {
+            self.joins.push(JoinItem {
+                key,
+                kind: join::KIND_REF,
+                fb: None,
+                ex_id: f.id.clone(),
+                group: f.ex.group,
+            })?;
+        }
+        if let Some(p) = &mut f.ex.prepared {
+            p.band_ix = self.band_store.append(&f.bands)?;
+        }
+        self.rows
+            .push(Row::new(f.id, (0, fi, line_no), Payload::Example(f.ex)))
+    }
+
+    /// The (prompt, answer) key of the cached line at `loc` of `file`, if a correction may
+    /// name it: read from the segment again (it is needed only for lines whose prompt a
+    /// correction names).
+    fn pr_key_of(
+        &self,
+        file: &std::fs::File,
+        loc: &prepare::Loc,
+    ) -> Result<Option<u128>, ExportError> {
+        use std::os::unix::fs::FileExt;
+        let path = &self.paths[loc.file as usize];
+        let mut line = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut line, loc.off)
+            .map_err(|e| ExportError::Input {
+                path: path.clone(),
+                source: e,
+            })?;
+        let key = prepare::pr_key_of_line(&line).ok_or_else(|| {
+            ExportError::Internal(format!(
+                "{} changed: a line cached as readable no longer is",
+                path.display()
+            ))
+        })?;
+        Ok(Some(key).filter(|&k| self.targets.may_contain(join::KeyRef::Pair(k))))
+    }
 }
 
 fn set_bit(bits: &mut [u64], i: u32) {

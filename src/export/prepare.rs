@@ -176,19 +176,42 @@ pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bo
     opts.format.kind() != Kind::Preference && (!verified_correction || opts.include_corrections)
 }
 
-/// One example line, read.
-pub(crate) struct ExRead {
+/// What one example line gives export, from the line and the options alone (not from the
+/// feedback and corrections read before it): what [`super::prepared_cache`] keeps of a
+/// sealed segment. The time window is not applied yet ([`LineFacts::apply_time_window`]),
+/// so one cache serves every `--since` and `--until`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LineFacts {
     pub id: String,
-    /// The keys of this example that feedback or a correction may name ([`Ctx::targets`]),
-    /// for the join: its id (`true`), its request id, its (prompt, answer) key ([`pr_key`]).
-    /// Decided here, on the workers, so the reading thread only files them.
-    pub id_ref: bool,
+    /// Its request id, when it has one that is not empty and not its id.
     pub request_id: Option<String>,
-    pub pr_key: Option<u128>,
+    /// [`prompt_key`] of its (unscrubbed) prompt: only an example whose prompt a correction
+    /// names needs its (prompt, answer) key ([`pr_key`]).
+    pub prompt_key: u128,
     pub ex: Ex,
     /// The unsalted band keys of the prepared texts, for the reading thread to store (empty
     /// when there are none).
     pub bands: Vec<u64>,
+}
+
+impl LineFacts {
+    /// Drops the example as `outside_time_range` (the first static filter, so it overrides
+    /// any other) when its timestamp is outside the options' window.
+    pub(crate) fn apply_time_window(&mut self, opts: &ExportOptions) {
+        if !opts.in_time_window(self.ex.ts) {
+            self.ex.static_drop = 1;
+            self.ex.prepared = None;
+            self.bands.clear();
+        }
+    }
+}
+
+/// One example line, read.
+pub(crate) struct ExRead {
+    pub facts: LineFacts,
+    /// Its (prompt, answer) key, when a correction may name the pair ([`Ctx::targets`]).
+    /// Decided here, on the workers: it needs the texts.
+    pub pr_key: Option<u128>,
 }
 
 /// What preparing needs besides the line.
@@ -204,6 +227,9 @@ pub(crate) struct Ctx<'a> {
     pub targets: &'a super::join::KeyFilter,
     /// The evaluation sets' word runs, when export decontaminates.
     pub eval: Option<&'a EvalIndex>,
+    /// Prepare the texts of lines outside the time window too: the facts go into the
+    /// prepared cache, which serves every window.
+    pub prepare_outside_window: bool,
 }
 
 /// Per-thread buffers and tables.
@@ -265,9 +291,8 @@ pub(crate) fn example(
     let opts = ctx.opts;
     let q = &x.quality;
     let ts = super::input::ts_micros(&x.timestamp);
-    let reason = if !opts.in_time_window(ts) {
-        Some("outside_time_range")
-    } else if !x.include_in_training {
+    // The time window is applied later ([`LineFacts::apply_time_window`]).
+    let reason = if !x.include_in_training {
         Some("not_included")
     } else if q.domain_relevance < opts.min_quality {
         Some("low_relevance")
@@ -297,7 +322,10 @@ pub(crate) fn example(
         .contains(&prompt_key)
         .then(|| pr_key_normalized(buf, &x.response))
         .filter(|&k| ctx.targets.may_contain(KeyRef::Pair(k)));
-    let (prepared, bands) = if static_drop == 0 && text_needed(verified_correction, opts) {
+    let (prepared, bands) = if static_drop == 0
+        && text_needed(verified_correction, opts)
+        && (ctx.prepare_outside_window || opts.in_time_window(ts))
+    {
         let (p, bands) = prepare(&x, line, ctx, prompt_key, scratch);
         (Some(p), bands)
     } else {
@@ -311,39 +339,45 @@ pub(crate) fn example(
     };
     Ok(ExRead {
         pr_key,
-        id_ref: ctx.targets.may_contain(KeyRef::Id(&x.id)),
-        request_id: match x.metadata.request_id {
-            Some(ReqId::Str(r))
-                if !r.is_empty() && r != x.id && ctx.targets.may_contain(KeyRef::Id(&r)) =>
-            {
-                Some(r.into_owned())
-            }
-            _ => None,
-        },
-        ex: Ex {
-            ts,
-            verified_correction,
-            in_feedback: q
-                .user_feedback
-                .map(|f| f == crate::record::Feedback::Positive),
-            was_corrected: q.was_corrected,
-            auto_score: q.auto_score,
-            loc,
-            static_drop,
-            prepared,
-            group: match opts.split_by {
-                super::SplitBy::User => x
-                    .metadata
-                    .user_id
-                    .as_deref()
-                    .filter(|u| !u.is_empty())
-                    .map(super::split::user_group),
-                super::SplitBy::Prompt => None,
+        facts: LineFacts {
+            request_id: match x.metadata.request_id {
+                Some(ReqId::Str(r)) if !r.is_empty() && r != x.id => Some(r.into_owned()),
+                _ => None,
             },
+            prompt_key,
+            ex: Ex {
+                ts,
+                verified_correction,
+                in_feedback: q
+                    .user_feedback
+                    .map(|f| f == crate::record::Feedback::Positive),
+                was_corrected: q.was_corrected,
+                auto_score: q.auto_score,
+                loc,
+                static_drop,
+                prepared,
+                group: match opts.split_by {
+                    super::SplitBy::User => x
+                        .metadata
+                        .user_id
+                        .as_deref()
+                        .filter(|u| !u.is_empty())
+                        .map(super::split::user_group),
+                    super::SplitBy::Prompt => None,
+                },
+            },
+            id: x.id.into_owned(),
+            bands,
         },
-        id: x.id.into_owned(),
-        bands,
     })
+}
+
+/// The (prompt, answer) key of an example line read before ([`pr_key`]), for a line whose
+/// facts came from the prepared cache and whose prompt a correction names. `None` if the
+/// line no longer parses (it did when it was cached, and sealed segments do not change).
+pub(crate) fn pr_key_of_line(bytes: &[u8]) -> Option<u128> {
+    let x = parse_example(bytes, false).ok()?;
+    Some(pr_key(&x.prompt, &x.response, &mut String::new()))
 }
 
 /// Whether `s` has at least `n` chars, counting them only when its length in bytes does not

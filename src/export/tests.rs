@@ -6,6 +6,74 @@ use serde_json::Value;
 use std::fs;
 use std::io::Write;
 
+/// [`super::run`] three ways: without the prepared cache, then twice with it (kept under the
+/// options' `temp_dir` for the whole test, so a test's later exports read what its earlier
+/// ones cached, under other options too). All three must give the same report and the same
+/// bytes in every file; the second cached run must read every sealed segment from the cache.
+/// Every export test in this file goes through it.
+fn run(
+    inputs: &ExportInputs,
+    o: &ExportOptions,
+    out: &Path,
+    budget: usize,
+) -> Result<ExportReport, ExportError> {
+    let plain = super::run(inputs, o, out, budget)?;
+    assert!(plain.prepared_cache.is_none());
+    let files = output_files(out);
+    let sealed = inputs
+        .examples
+        .iter()
+        .filter(|p| !input::is_open_segment(p))
+        .count() as u64;
+    let cached = ExportOptions {
+        cache_dir: Some(o.temp_dir.with_extension("prepared-cache")),
+        ..o.clone()
+    };
+    for pass in ["first", "second"] {
+        let rep = super::run(inputs, &cached, out, budget).expect("cached run");
+        let stats = rep.prepared_cache.expect("cache on");
+        assert_eq!(
+            stats.reused + stats.written,
+            sealed,
+            "{pass} cached run: {stats:?}"
+        );
+        if pass == "second" {
+            assert_eq!(stats.reused, sealed, "second cached run: {stats:?}");
+        }
+        assert_eq!(
+            report_sans_cache(&rep),
+            report_sans_cache(&plain),
+            "{pass} cached run"
+        );
+        assert!(
+            output_files(out) == files,
+            "{pass} cached run wrote other bytes"
+        );
+    }
+    Ok(plain)
+}
+
+fn report_sans_cache(r: &ExportReport) -> Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("prepared_cache");
+    v
+}
+
+/// The bytes of every file an export to `out` may write.
+fn output_files(out: &Path) -> Vec<Option<Vec<u8>>> {
+    let val = split::validation_path(out);
+    [
+        out.to_path_buf(),
+        split::ids_path(out),
+        split::ids_path(&val),
+        manifest::manifest_path(out),
+        val,
+    ]
+    .iter()
+    .map(|p| fs::read(p).ok())
+    .collect()
+}
+
 pub(crate) struct Ex<'a> {
     pub id: &'a str,
     pub ts: &'a str,
@@ -2063,4 +2131,359 @@ fn export_max_examples_keeps_the_best_lines() {
     let (rep, got, _) = export(100, 0.0);
     assert_eq!(got.len(), 8);
     assert!(!rep.dropped.contains_key("over_max_examples"));
+}
+
+/// Examples for the prepared cache's tests: four distinct ones, two with request ids.
+fn cache_examples(d: &Path) -> PathBuf {
+    let seg = d.join("examples_20261101_0001.jsonl");
+    let mut lines = Vec::new();
+    for (i, (p, r)) in [
+        (P_CORR, R_WRONG),
+        (P_PLAIN_CORR, R_PLAIN_WRONG),
+        (NEAR_A, NEAR_RESP),
+        (
+            "How do I contact support about a leak?",
+            "Write to help@example.com or call 555-123-4567.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("ex_{i}");
+        let req = format!("req_{i}");
+        let mut e = Ex::new(&id, "2026-11-01T10:00:00", p, r);
+        if i % 2 == 0 {
+            e.request_id = Some(&req);
+        }
+        lines.push(e.line());
+    }
+    write(&seg, &lines, None);
+    seg
+}
+
+/// An export of `inputs` with the cache under `root`; its report and output bytes.
+fn cached_export(inputs: &ExportInputs, o: &ExportOptions, root: &Path) -> (ExportReport, Vec<u8>) {
+    let out = o.temp_dir.with_file_name("cached.jsonl");
+    let c = ExportOptions {
+        cache_dir: Some(root.to_path_buf()),
+        ..o.clone()
+    };
+    let rep = super::run(inputs, &c, &out, 1 << 20).unwrap();
+    (rep, fs::read(&out).unwrap())
+}
+
+fn plain_export(inputs: &ExportInputs, o: &ExportOptions) -> (ExportReport, Vec<u8>) {
+    let out = o.temp_dir.with_file_name("plain.jsonl");
+    let rep = super::run(inputs, o, &out, 1 << 20).unwrap();
+    (rep, fs::read(&out).unwrap())
+}
+
+fn cache_stats(r: &ExportReport) -> (u64, u64) {
+    let s = r.prepared_cache.unwrap();
+    (s.reused, s.written)
+}
+
+/// Feedback and corrections that arrive after a segment was cached reach its examples: by
+/// id, by request id, and by (prompt, answer), which a cached line must be read again for.
+#[test]
+fn export_prepared_cache_serves_feedback_and_corrections_that_arrive_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("cache");
+    let seg = cache_examples(d);
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let only = ExportInputs {
+        examples: vec![seg.clone()],
+        ..Default::default()
+    };
+    let (first, _) = cached_export(&only, &o, &root);
+    assert_eq!(cache_stats(&first), (0, 1));
+    assert_eq!(first.after_filtering, 4, "{first:?}");
+
+    let feedback = d.join("feedback_20261102_0001.jsonl");
+    write(
+        &feedback,
+        &[
+            fb("fb_1", "2026-11-02T10:00:00", "ex_1", Feedback::Negative),
+            fb("fb_2", "2026-11-02T10:00:00", "req_2", Feedback::Negative),
+        ],
+        None,
+    );
+    let corrections = d.join("corrections_20261102_0001.jsonl");
+    let by_pair = Corr {
+        id: "corr_pair",
+        ts: "2026-11-02T11:00:00",
+        prompt: P_CORR,
+        original: R_WRONG,
+        corrected: R_RIGHT,
+        orig_id: None,
+        orig_req: None,
+        example_id: None,
+    };
+    write(&corrections, &[by_pair.line()], None);
+    let all = ExportInputs {
+        examples: vec![seg],
+        feedback: vec![feedback],
+        corrections: vec![corrections],
+    };
+    let (warm, warm_bytes) = cached_export(&all, &o, &root);
+    assert_eq!(cache_stats(&warm), (1, 0));
+    let (plain, plain_bytes) = plain_export(&all, &o);
+    assert_eq!(
+        report_sans_cache(&warm)["dropped"],
+        report_sans_cache(&plain)["dropped"]
+    );
+    assert_eq!(warm_bytes, plain_bytes);
+    // And the late records did take effect.
+    assert_eq!(warm.dropped.get("negative_feedback"), Some(&2), "{warm:?}");
+    assert_eq!(warm.dropped.get("corrected_original"), Some(&1), "{warm:?}");
+    let text = String::from_utf8(warm_bytes).unwrap();
+    assert!(text.contains(R_RIGHT) && !text.contains(R_WRONG), "{text}");
+}
+
+/// The time window is applied after the cache: one entry serves every window, whichever
+/// window built it.
+#[test]
+fn export_prepared_cache_serves_every_time_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let seg = d.join("examples_20261101_0001.jsonl");
+    let prompts: Vec<String> = (1..=6)
+        .map(|n| format!("How many squares of TPO for roof number {n} today?"))
+        .collect();
+    let answer = "About twelve squares with ten percent waste for the laps.";
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            let id = format!("ex_{i}");
+            let ts = format!("2026-11-0{}T12:00:00", i + 1);
+            Ex::new(&id, &ts, &prompts[i], answer).line()
+        })
+        .collect();
+    write(&seg, &lines, None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        ..Default::default()
+    };
+    let window = |since: Option<&str>, until: Option<&str>| ExportOptions {
+        temp_dir: d.join("tmp"),
+        since: since.map(|s| input::time_bound_micros(s).unwrap()),
+        until: until.map(|s| input::time_bound_micros(s).unwrap()),
+        ..Default::default()
+    };
+    let windows = [
+        (Some("2026-11-03"), None, 4),
+        (None, None, 6),
+        (None, Some("2026-11-02"), 1),
+        (Some("2026-11-02"), Some("2026-11-05"), 3),
+    ];
+    // Built by a windowed export, then read by the others.
+    let root = d.join("cache");
+    for (i, (since, until, n)) in windows.into_iter().enumerate() {
+        let o = window(since, until);
+        let (rep, bytes) = cached_export(&inputs, &o, &root);
+        assert_eq!(cache_stats(&rep), if i == 0 { (0, 1) } else { (1, 0) });
+        assert_eq!(rep.after_filtering, n, "{since:?}..{until:?}");
+        let (plain, plain_bytes) = plain_export(&inputs, &o);
+        assert_eq!(report_sans_cache(&rep), {
+            let mut v = report_sans_cache(&plain);
+            v["output_path"] = report_sans_cache(&rep)["output_path"].clone();
+            v["manifest_path"] = report_sans_cache(&rep)["manifest_path"].clone();
+            v
+        });
+        assert_eq!(bytes, plain_bytes, "{since:?}..{until:?}");
+    }
+}
+
+/// An entry is used only for the options, program and segment it was made for, and only
+/// when it is whole: anything else is a miss, prepared afresh (and written again), with the
+/// same output as without a cache.
+#[test]
+fn export_prepared_cache_entry_is_not_used_for_other_options_segments_or_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("cache");
+    let seg = cache_examples(d);
+    let inputs = ExportInputs {
+        examples: vec![seg.clone()],
+        ..Default::default()
+    };
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let check = |o: &ExportOptions, want: (u64, u64), what: &str| {
+        let (rep, bytes) = cached_export(&inputs, o, &root);
+        assert_eq!(cache_stats(&rep), want, "{what}");
+        let (plain, plain_bytes) = plain_export(&inputs, o);
+        assert_eq!(rep.dropped, plain.dropped, "{what}");
+        assert_eq!(bytes, plain_bytes, "{what}");
+        bytes
+    };
+    check(&o, (0, 1), "first");
+    check(&o, (1, 0), "again");
+    let entry = || {
+        let dirs: Vec<PathBuf> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        dirs[0].join("examples_20261101_0001.jsonl.prep")
+    };
+    assert!(entry().is_file());
+
+    // Another PII pattern: another fingerprint, its own directory.
+    let o2 = ExportOptions {
+        pii_patterns: vec![regex::Regex::new("squares").unwrap()],
+        ..o.clone()
+    };
+    let scrubbed = check(&o2, (0, 1), "other options");
+    assert!(String::from_utf8(scrubbed).unwrap().contains("[REDACTED]"));
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
+    check(&o2, (1, 0), "other options again");
+    fs::remove_dir_all(&root).unwrap();
+    check(&o, (0, 1), "rebuilt");
+
+    // A damaged entry: a byte flipped in the middle, or cut short.
+    let good = fs::read(entry()).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x20;
+    fs::write(entry(), &flipped).unwrap();
+    check(&o, (0, 1), "flipped byte");
+    assert_eq!(
+        fs::read(entry()).unwrap(),
+        good,
+        "the entry is written again"
+    );
+    fs::write(entry(), &good[..good.len() - 9]).unwrap();
+    check(&o, (0, 1), "cut short");
+    fs::write(entry(), b"").unwrap();
+    check(&o, (0, 1), "empty");
+    check(&o, (1, 0), "mended");
+
+    // Another segment under the same name, the same size and modification time: told apart
+    // by its content.
+    let meta = fs::metadata(&seg).unwrap();
+    let text = fs::read_to_string(&seg).unwrap().replace("ex_0", "ex_9");
+    assert_eq!(text.len() as u64, meta.len());
+    fs::write(&seg, &text).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&seg).unwrap().modified().unwrap(),
+        meta.modified().unwrap()
+    );
+    check(&o, (0, 1), "replaced segment");
+    let ids = {
+        let c = ExportOptions {
+            cache_dir: Some(root.clone()),
+            ids_file: true,
+            ..o.clone()
+        };
+        let out = d.join("ids.jsonl");
+        super::run(&inputs, &c, &out, 1 << 20).unwrap();
+        fs::read_to_string(split::ids_path(&out)).unwrap()
+    };
+    assert!(ids.contains("ex_9") && !ids.contains("ex_0"), "{ids}");
+}
+
+/// Entries of deleted segments go, open segments are never cached, and only the few most
+/// recently used fingerprints' directories are kept.
+#[test]
+fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("cache");
+    let seg = cache_examples(d);
+    let second = d.join("examples_20261102_0001.jsonl");
+    write(
+        &second,
+        &[Ex::new("ex_s", "2026-11-02T10:00:00", P_PLAIN_CORR, R_PLAIN_RIGHT).line()],
+        None,
+    );
+    let open = d.join("examples_20261102_0002.jsonl.open");
+    write(
+        &open,
+        &[Ex::new("ex_o", "2026-11-02T11:00:00", NEAR_B, NEAR_RESP).line()],
+        Some("{\"id\": \"torn"),
+    );
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let mut inputs = ExportInputs {
+        examples: vec![seg, second.clone(), open],
+        ..Default::default()
+    };
+    let (rep, _) = cached_export(&inputs, &o, &root);
+    assert_eq!(cache_stats(&rep), (0, 2));
+    let fp_dir = fs::read_dir(&root).unwrap().next().unwrap().unwrap().path();
+    let entries = || {
+        let mut names: Vec<String> = fs::read_dir(&fp_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        entries(),
+        [
+            "examples_20261101_0001.jsonl.prep",
+            "examples_20261102_0001.jsonl.prep"
+        ]
+    );
+    let (rep, _) = cached_export(&inputs, &o, &root);
+    assert_eq!(cache_stats(&rep), (2, 0));
+    // The second segment is deleted (retention): its entry goes with the next export.
+    fs::remove_file(&second).unwrap();
+    inputs.examples.remove(1);
+    let (rep, _) = cached_export(&inputs, &o, &root);
+    assert_eq!(cache_stats(&rep), (1, 0));
+    assert_eq!(entries(), ["examples_20261101_0001.jsonl.prep"]);
+    // A temporary entry left by a process killed while writing: removed once it is old.
+    let left = fp_dir.join(".tmp-killed");
+    fs::write(&left, b"half an entry").unwrap();
+    cached_export(&inputs, &o, &root);
+    assert!(
+        left.exists(),
+        "a fresh temporary entry may be another export's"
+    );
+    fs::File::options()
+        .write(true)
+        .open(&left)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    cached_export(&inputs, &o, &root);
+    assert!(!left.exists());
+
+    // Six different options, one after another: the four most recent are kept. (A pause
+    // between them: the file system's clock, which says when a directory was last used, has
+    // a coarse tick.)
+    let mut dirs = Vec::new();
+    for i in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let oi = ExportOptions {
+            min_prompt_chars: 11 + i,
+            ..o.clone()
+        };
+        let (rep, _) = cached_export(&inputs, &oi, &root);
+        assert_eq!(cache_stats(&rep), (0, 1));
+        dirs.push(root.join(prepared_cache::fingerprint(&oi).unwrap()));
+    }
+    let mut kept: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    kept.sort();
+    let mut want = dirs[2..].to_vec();
+    want.sort();
+    assert_eq!(kept, want);
 }

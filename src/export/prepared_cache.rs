@@ -1,0 +1,564 @@
+//! The prepared cache: what export's read-time work found in each sealed example segment (one
+//! [`LineFacts`] per line: the static filters' verdict, where the scrubbed texts are, the
+//! exact-dedup key, the MinHash band keys), kept under `state/export-cache/`, so that the next
+//! export reads ~250 bytes per example instead of parsing, scrubbing and MinHashing every line
+//! of every segment again. `ready` runs a whole export each time it is asked, and exports
+//! are run again and again as data accumulates, while most segments never change.
+//!
+//! An entry is used only when all of these hold, and is a miss otherwise (the segment is read
+//! as without a cache and its entry written anew):
+//! - its fingerprint is this export's: the options that decide the facts (every filter but
+//!   the time window, which is applied after the cache; the PII patterns and pseudonym key;
+//!   the MinHash parameters; the evaluation sets' contents; the split), the cache format and
+//!   the program itself (version, size and modification time of the executable), so a new
+//!   binary or a changed option never reads facts another one made. Each fingerprint has its
+//!   own directory; the few most recently used are kept.
+//! - the segment is the one the entry was made from: sealed segments never change (DESIGN.md),
+//!   and the entry records the segment's size, modification time and hashes of its first and
+//!   last 4 KiB, so a segment replaced under the same name is not mistaken for the old one.
+//! - its checksum is right. Entries are renamed into place whole but not fsynced (a cache is
+//!   not worth the disk's time): one torn by a crash reads as a miss.
+//!
+//! A cache that cannot be read or written (read-only state directory, full disk) costs only
+//! speed: a warning, and the export goes on without it. Open segments are never cached.
+
+use super::codec::{Dec, Enc};
+use super::input::InputSummary;
+use super::join::Ex;
+use super::prepare::LineFacts;
+use super::ExportOptions;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::Xxh3;
+
+/// The cache's directory under the state directory.
+pub const DIR_NAME: &str = "export-cache";
+/// First bytes of an entry; the last digit is the format's version (also in the fingerprint).
+const MAGIC: &[u8; 8] = b"TCPREP01";
+/// How many fingerprints' directories are kept (an export with other options, `ready` with
+/// the config's): the most recently used.
+const KEEP_FINGERPRINTS: usize = 4;
+/// Bytes hashed at each end of a segment for its identity.
+const EDGE_BYTES: u64 = 4096;
+/// A record length that marks the trailer.
+const END: u32 = u32::MAX;
+/// A temporary entry older than this was left by a process that died; it is removed.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What the cache did in one export, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Sealed example segments whose facts came from the cache.
+    pub reused: u64,
+    /// Sealed example segments read and prepared, whose entries were written.
+    pub written: u64,
+}
+
+/// The fingerprint of everything besides a segment's bytes that decides its facts, as hex
+/// (the name of its directory). `None` (no cache) when the program's own file or an
+/// evaluation set cannot be read.
+pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
+    // Every field is named, so a new option cannot be left out by mistake: it is either in
+    // the fingerprint or listed as not deciding any line's facts.
+    let ExportOptions {
+        format,
+        min_quality,
+        include_corrections,
+        min_prompt_chars,
+        min_response_chars,
+        max_prompt_chars,
+        max_response_chars,
+        min_score,
+        max_examples: _,
+        tags,
+        exclude_tags,
+        val_fraction: _,
+        system_prompt: _,
+        pii_patterns,
+        pseudonym_key,
+        near_dup_threshold,
+        temp_dir: _,
+        progress: _,
+        config_digest: _,
+        ids_file: _,
+        decontaminate,
+        decontaminate_ngram,
+        // Applied to the facts after the cache (`LineFacts::apply_time_window`).
+        since: _,
+        until: _,
+        split_by,
+        cache_dir: _,
+    } = opts;
+    let exe = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map_err(
+            |e| tracing::warn!(error = %e, "export cache off: cannot read the program's own file"),
+        )
+        .ok()?;
+    let mut eval_sets = Vec::new();
+    for p in decontaminate {
+        match std::fs::read(p) {
+            Ok(bytes) => eval_sets.push(hex(&Sha256::digest(&bytes))),
+            Err(e) => {
+                tracing::warn!(file = %p.display(), error = %e, "export cache off: cannot read an evaluation set");
+                return None;
+            }
+        }
+    }
+    let (bands, rows) = super::dedup::lsh_params(near_dup_threshold.max(f64::MIN_POSITIVE));
+    let described = serde_json::json!({
+        "magic": String::from_utf8_lossy(MAGIC),
+        "version": env!("CARGO_PKG_VERSION"),
+        "exe": [exe.len(), exe.mtime(), exe.mtime_nsec()],
+        "preference": format.kind() == super::Kind::Preference,
+        "min_quality": format!("{min_quality:?}"),
+        "include_corrections": include_corrections,
+        "chars": [min_prompt_chars, min_response_chars, max_prompt_chars, max_response_chars],
+        "min_score": min_score.to_bits(),
+        "tags": tags,
+        "exclude_tags": exclude_tags,
+        "pii_patterns": pii_patterns.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "pseudonym_key": hex(&Sha256::digest(pseudonym_key)),
+        "lsh": (*near_dup_threshold > 0.0).then_some([bands, rows]),
+        "eval_sets": eval_sets,
+        "ngram": decontaminate_ngram,
+        "split_by": format!("{split_by:?}"),
+    });
+    Some(hex(&Sha256::digest(described.to_string().as_bytes()))[..32].to_string())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Which segment an entry was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    size: u64,
+    mtime_ns: i128,
+    head: u64,
+    tail: u64,
+}
+
+impl Identity {
+    fn of(file: &File) -> std::io::Result<Identity> {
+        let m = file.metadata()?;
+        let size = m.len();
+        let edge = |off: u64| -> std::io::Result<u64> {
+            let mut buf = vec![0u8; EDGE_BYTES.min(size) as usize];
+            file.read_exact_at(&mut buf, off)?;
+            Ok(xxhash_rust::xxh3::xxh3_64(&buf))
+        };
+        Ok(Identity {
+            size,
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            head: edge(0)?,
+            tail: edge(size.saturating_sub(EDGE_BYTES))?,
+        })
+    }
+    fn encode(&self, e: &mut Enc<'_>) {
+        e.u64(self.size)
+            .u128(self.mtime_ns as u128)
+            .u64(self.head)
+            .u64(self.tail);
+    }
+    fn decode(d: &mut Dec<'_>) -> Result<Self, String> {
+        Ok(Identity {
+            size: d.u64()?,
+            mtime_ns: d.u128()? as i128,
+            head: d.u64()?,
+            tail: d.u64()?,
+        })
+    }
+}
+
+/// One fingerprint's directory of entries, one per sealed example segment.
+pub(crate) struct PreparedCache {
+    dir: PathBuf,
+    fingerprint: String,
+    pub(crate) stats: CacheStats,
+}
+
+impl PreparedCache {
+    /// The directory for `fingerprint` under `root`, made if need be and marked as just used;
+    /// the least recently used other fingerprints' directories beyond the few kept are removed.
+    /// `None` (with a warning) if it cannot be made.
+    pub(crate) fn open(root: &Path, fingerprint: String) -> Option<Self> {
+        let dir = root.join(&fingerprint);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "export cache off: cannot make its directory");
+            return None;
+        }
+        // Its modification time says when it was last used.
+        let _ = File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+        remove_old_fingerprints(root, &fingerprint);
+        Some(PreparedCache {
+            dir,
+            fingerprint,
+            stats: CacheStats::default(),
+        })
+    }
+
+    fn entry_path(&self, segment: &Path) -> Option<PathBuf> {
+        let name = segment.file_name()?;
+        let mut n = name.to_os_string();
+        n.push(".prep");
+        Some(self.dir.join(n))
+    }
+
+    /// The cached facts of the sealed segment `segment`, open as `file`, if its entry is there
+    /// and sound; `None` is a miss.
+    pub(crate) fn read(&mut self, segment: &Path, file: &File) -> Option<CachedSegment> {
+        let path = self.entry_path(segment)?;
+        let entry = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(entry = %path.display(), error = %e, "export cache: unreadable entry, preparing the segment again");
+                return None;
+            }
+        };
+        match self.check(entry, file) {
+            Ok(Some(seg)) => {
+                self.stats.reused += 1;
+                Some(seg)
+            }
+            Ok(None) => None,
+            Err(reason) => {
+                tracing::warn!(entry = %path.display(), reason = %reason, "export cache: damaged entry, preparing the segment again");
+                None
+            }
+        }
+    }
+
+    /// `Ok(None)`: a sound entry, but made from another segment of that name (or with
+    /// another fingerprint).
+    fn check(&self, entry: File, segment: &File) -> Result<Option<CachedSegment>, String> {
+        let io = |e: std::io::Error| e.to_string();
+        // The header: magic, fingerprint, the segment's identity.
+        let head = read_frame(&mut BufReader::new(&entry))?.ok_or("no header")?;
+        let d = &mut Dec::new(&head);
+        if d.take_bytes(MAGIC.len())? != MAGIC {
+            return Err("not a prepared cache entry".into());
+        }
+        if d.str()? != self.fingerprint {
+            return Ok(None);
+        }
+        let made_from = Identity::decode(d)?;
+        d.end()?;
+        if Identity::of(segment).map_err(io)? != made_from {
+            return Ok(None);
+        }
+        // The checksum, over everything before it.
+        let len = entry.metadata().map_err(io)?.len();
+        let body = len
+            .checked_sub(8)
+            .filter(|&b| b >= 4 + head.len() as u64 + 28)
+            .ok_or("too short")?;
+        (&entry).seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut r = BufReader::with_capacity(256 << 10, &entry);
+        let mut h = Xxh3::new();
+        let mut left = body;
+        let mut buf = vec![0u8; 256 << 10];
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            r.read_exact(&mut buf[..n]).map_err(io)?;
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let mut sum = [0u8; 8];
+        r.read_exact(&mut sum).map_err(io)?;
+        if u64::from_le_bytes(sum) != h.digest() {
+            return Err("checksum mismatch".into());
+        }
+        // The trailer: the end marker, then lines, bytes and records.
+        let mut trailer = [0u8; 28];
+        entry.read_exact_at(&mut trailer, body - 28).map_err(io)?;
+        let t = &mut Dec::new(&trailer);
+        if t.u32()? != END {
+            return Err("no trailer".into());
+        }
+        let (lines, bytes, records) = (t.u64()?, t.u64()?, t.u64()?);
+        (&entry)
+            .seek(SeekFrom::Start(4 + head.len() as u64))
+            .map_err(io)?;
+        Ok(Some(CachedSegment {
+            reader: BufReader::with_capacity(256 << 10, entry),
+            buf: Vec::new(),
+            lines,
+            bytes,
+            records_left: records,
+        }))
+    }
+
+    /// A writer for the entry of the sealed segment `segment`, open as `file`; `None` (with
+    /// a warning) if it cannot be made.
+    pub(crate) fn writer(&self, segment: &Path, file: &File) -> Option<EntryWriter> {
+        let path = self.entry_path(segment)?;
+        let made = (|| -> std::io::Result<EntryWriter> {
+            let identity = Identity::of(file)?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            let out = BufWriter::with_capacity(256 << 10, tmp.reopen()?);
+            let mut w = EntryWriter {
+                tmp,
+                out,
+                path,
+                hasher: Xxh3::new(),
+                records: 0,
+                frame: Vec::new(),
+            };
+            let mut head = Vec::new();
+            let e = &mut Enc(&mut head);
+            e.bytes(MAGIC).str(&self.fingerprint);
+            identity.encode(e);
+            w.write_frame(&head)?;
+            Ok(w)
+        })();
+        made.map_err(|e| tracing::warn!(dir = %self.dir.display(), error = %e, "export cache: cannot write an entry"))
+            .ok()
+    }
+
+    /// Removes the entries of segments not in `live` (the sealed example segments this export
+    /// read: the others were deleted since) and temporary entries left by a process that died.
+    pub(crate) fn prune(&self, live: &[PathBuf]) {
+        let keep: std::collections::HashSet<PathBuf> =
+            live.iter().filter_map(|s| self.entry_path(s)).collect();
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for ent in dir.flatten() {
+            let path = ent.path();
+            let name = ent.file_name();
+            let stale = if name.to_string_lossy().starts_with(".tmp-") {
+                ent.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TEMP)
+            } else {
+                !keep.contains(&path)
+            };
+            if stale {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Removes the directories of fingerprints other than `current` beyond the
+/// [`KEEP_FINGERPRINTS`] - 1 most recently used.
+fn remove_old_fingerprints(root: &Path, current: &str) {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .flatten()
+        .filter(|e| e.file_name() != current && e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let used = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (used, e.path())
+        })
+        .collect();
+    others.sort_by_key(|o| std::cmp::Reverse(o.0));
+    for (_, old) in others.into_iter().skip(KEEP_FINGERPRINTS - 1) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+/// Finishes (writes and puts in place) the entries of files before `fi`, whose lines have
+/// all been filed; returns how many were written. An entry whose file's summary is not known
+/// is dropped (its file was not read to the end).
+pub(crate) fn finish_entries_before(
+    writers: &mut std::collections::BTreeMap<u32, (EntryWriter, Option<InputSummary>)>,
+    fi: u32,
+) -> u64 {
+    let mut written = 0;
+    while let Some(e) = writers.first_entry().filter(|e| *e.key() < fi) {
+        let (w, summary) = e.remove();
+        match summary.map(|s| w.finish(&s)) {
+            Some(Ok(())) => written += 1,
+            Some(Err(e)) => tracing::warn!(error = %e, "export cache: cannot write an entry"),
+            None => {}
+        }
+    }
+    written
+}
+
+/// Reads one length-prefixed frame; `None` at the trailer's marker.
+fn read_frame(r: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(r, &mut buf)?.then_some(buf))
+}
+
+fn read_frame_into(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool, String> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let len = u32::from_le_bytes(len);
+    if len == END {
+        return Ok(false);
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    r.read_exact(buf).map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// One line's record in an entry: its facts, or why it could not be read.
+fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8>) {
+    let e = &mut Enc(out);
+    e.u64(line_no);
+    match facts {
+        Ok(f) => {
+            e.u8(0)
+                .str(&f.id)
+                .opt_str(f.request_id.as_deref())
+                .u128(f.prompt_key);
+            f.ex.encode(e);
+            e.u32(f.bands.len() as u32);
+            for &b in &f.bands {
+                e.u64(b);
+            }
+        }
+        Err(reason) => {
+            e.u8(1).str(reason);
+        }
+    }
+}
+
+fn decode_line(buf: &[u8], file: u32) -> Result<(u64, Result<LineFacts, String>), String> {
+    let d = &mut Dec::new(buf);
+    let line_no = d.u64()?;
+    let facts = match d.u8()? {
+        0 => {
+            let id = d.str()?;
+            let request_id = d.opt_str()?;
+            let prompt_key = d.u128()?;
+            let mut ex = Ex::decode(d)?;
+            ex.loc.file = file;
+            let n = d.u32()? as usize;
+            let mut bands = Vec::with_capacity(n.min(super::dedup::MAX_HASHES));
+            for _ in 0..n {
+                bands.push(d.u64()?);
+            }
+            Ok(LineFacts {
+                id,
+                request_id,
+                prompt_key,
+                ex,
+                bands,
+            })
+        }
+        1 => Err(d.str()?),
+        t => return Err(format!("bad line tag {t}")),
+    };
+    d.end()?;
+    Ok((line_no, facts))
+}
+
+/// A sound entry, read line by line.
+pub(crate) struct CachedSegment {
+    reader: BufReader<File>,
+    buf: Vec<u8>,
+    /// What the segment's [`InputSummary`] says (non-blank lines, bytes).
+    lines: u64,
+    bytes: u64,
+    records_left: u64,
+}
+
+impl CachedSegment {
+    /// The summary reading the segment would give.
+    pub(crate) fn summary(&self, path: &Path) -> InputSummary {
+        InputSummary {
+            path: path.display().to_string(),
+            kind: "examples",
+            bytes: self.bytes,
+            lines: self.lines,
+            torn_tail_skipped: false,
+        }
+    }
+
+    /// The next line's (line number, facts or why it was unreadable), with its location's
+    /// file index set to `file`; `None` after the last. An error here is an entry that passed
+    /// its checksum yet does not decode: a bug, not a torn file.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn next(
+        &mut self,
+        file: u32,
+    ) -> Result<Option<(u64, Result<LineFacts, String>)>, String> {
+        if self.records_left == 0 {
+            return Ok(None);
+        }
+        if !read_frame_into(&mut self.reader, &mut self.buf)? {
+            return Err("entry ends before its last record".into());
+        }
+        self.records_left -= 1;
+        decode_line(&self.buf, file).map(Some)
+    }
+}
+
+/// Writes one segment's entry as its lines are prepared; [`EntryWriter::finish`] puts it in
+/// place. Dropped unfinished, it leaves nothing.
+pub(crate) struct EntryWriter {
+    tmp: tempfile::NamedTempFile,
+    out: BufWriter<File>,
+    path: PathBuf,
+    hasher: Xxh3,
+    records: u64,
+    frame: Vec<u8>,
+}
+
+impl EntryWriter {
+    fn write_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(b);
+        self.out.write_all(b)
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let len = u32::try_from(frame.len())
+            .ok()
+            .filter(|&l| l != END)
+            .ok_or_else(|| std::io::Error::other("cache record over 4 GiB"))?;
+        self.write_raw(&len.to_le_bytes())?;
+        self.write_raw(frame)
+    }
+
+    /// Adds a line's record (`facts` before the time window is applied, with any band index).
+    pub(crate) fn push(
+        &mut self,
+        line_no: u64,
+        facts: &Result<LineFacts, String>,
+    ) -> std::io::Result<()> {
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        encode_line(line_no, facts, &mut frame);
+        let r = self.write_frame(&frame);
+        self.frame = frame;
+        self.records += 1;
+        r
+    }
+
+    /// Writes the trailer and renames the entry into place. `summary` is what reading the
+    /// segment gave.
+    pub(crate) fn finish(mut self, summary: &InputSummary) -> std::io::Result<()> {
+        self.write_raw(&END.to_le_bytes())?;
+        let mut t = Vec::new();
+        Enc(&mut t)
+            .u64(summary.lines)
+            .u64(summary.bytes)
+            .u64(self.records);
+        self.write_raw(&t)?;
+        let sum = self.hasher.digest();
+        self.out.write_all(&sum.to_le_bytes())?;
+        self.out.flush()?;
+        self.tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
