@@ -16,8 +16,11 @@ Measured, in one run:
  2. export: `training-collector export` on the ingested data dir, into a fresh output
     directory each run as the seed's (wall time of the process, peak RSS from wait4) against the seed's export_for_training in seed_baseline.py
     (export_s; peak RSS of the export phase, VmHWM reset with /proc/self/clear_refs).
-    Then the same with near-duplicate detection off (export.near_dup_threshold = 0), the
-    work the seed's export does (it has no near-duplicate detection).
+    First exports (state/export-cache removed before each run, so each prepares every
+    segment and builds the cache), then exports again with the prepared cache of the run
+    before (same bytes out, checked), then first exports with near-duplicate detection off
+    (export.near_dup_threshold = 0), the work the seed's export does (it has no
+    near-duplicate detection).
  3. idle CPU: the daemon on a fully read log, CPU time of all its threads over N seconds
     (/proc/<pid>/task/*/schedstat, nanoseconds).
  4. latency: lines appended at a steady 1,000 lines/s to a fresh log, default config; for
@@ -222,10 +225,14 @@ def no_near_dup_config(ing):
     return cfg
 
 
-def bench_export(binary, ing, cfg=None):
+def bench_export(binary, ing, cfg=None, cached=False):
     # Into a fresh directory, as the seed's export writes into a fresh one: replacing the last
     # run's 100 MB output would add the freeing of its blocks (15-30 ms in the rename on this
     # VM, whose ext4 is mounted with `discard`) to every run but the first.
+    # Not `cached`: the prepared cache is removed first, so the run is a first export (which
+    # builds the cache); `cached`: the previous run's cache is read.
+    if not cached:
+        shutil.rmtree(os.path.join(ing["dir"], "data", "state", "export-cache"), ignore_errors=True)
     out = os.path.join(ing["dir"], "bench_export")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
@@ -589,13 +596,31 @@ def main():
             ex = r["export"] = exports[len(exports) // 2]  # the median run
             r["export_all_secs"] = [round(x["secs"], 3) for x in exports]
             log(f"[{n}] export runs: {r['export_all_secs']} s")
-            line = [f"export {n:,}: time (median of {a.repeat})", f"{ex['secs']:.3f} s"]
+            line = [f"export {n:,}: first export, time (median of {a.repeat})", f"{ex['secs']:.3f} s"]
             if seed:
                 line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / ex['secs']:.1f}x"]
             rows.append(line)
-            line = [f"export {n:,}: peak RSS", fmt_rss(ex["rss"])]
+            line = [f"export {n:,}: first export, peak RSS", fmt_rss(ex["rss"])]
             if seed:
                 line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / ex['rss']:.1f}x less"]
+            rows.append(line)
+            log(f"[{n}] export again, prepared cache read (training-collector) x{a.repeat} ...")
+            again = sorted((bench_export(a.bin, ing, cached=True) for _ in range(a.repeat)), key=lambda x: x["secs"])
+            cx = r["export_cached"] = again[len(again) // 2]
+            r["export_cached_all_secs"] = [round(x["secs"], 3) for x in again]
+            log(f"[{n}] export runs, prepared cache read: {r['export_cached_all_secs']} s")
+            if cx["report"].get("after_filtering") != ex["report"].get("after_filtering") or \
+                    cx["report"].get("output_sha256") != ex["report"].get("output_sha256"):
+                raise SystemExit("the export with the prepared cache wrote other bytes")
+            stats = cx["report"].get("prepared_cache", {})
+            line = [f"export {n:,}: again, prepared cache read ({stats.get('reused', 0)} segments), time",
+                    f"{cx['secs']:.3f} s"]
+            if seed:
+                line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / cx['secs']:.1f}x"]
+            rows.append(line)
+            line = [f"export {n:,}: again, peak RSS", fmt_rss(cx["rss"])]
+            if seed:
+                line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / cx['rss']:.1f}x less"]
             rows.append(line)
             rep = ex["report"]
             line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]
@@ -608,7 +633,7 @@ def main():
             px = r["export_no_near_dup"] = plain[len(plain) // 2]
             r["export_no_near_dup_all_secs"] = [round(x["secs"], 3) for x in plain]
             log(f"[{n}] export runs, near duplicates off: {r['export_no_near_dup_all_secs']} s")
-            line = [f"export {n:,}, near dups off (the seed's work): time",
+            line = [f"export {n:,}, near dups off (the seed's work), first export: time",
                     f"{px['secs']:.3f} s ({px['report'].get('after_filtering', '?')} out)"]
             if seed:
                 line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / px['secs']:.1f}x"]
