@@ -575,7 +575,7 @@ pub(crate) fn run(
                     path: path.clone(),
                     source: e,
                 })?;
-                if let Some(mut seg) = cache.read(path, &file) {
+                if let Some(seg) = cache.read(path, &file) {
                     // Lines are filed in input order: the lines still being prepared first.
                     while let Some(done) = pool.next()? {
                         consume(done, &mut filing, &mut writers)?;
@@ -589,14 +589,16 @@ pub(crate) fn run(
                             path.display()
                         ))
                     };
-                    while let Some((line_no, facts)) = seg.next(fi).map_err(bad)? {
-                        let pr_key = match &facts {
-                            Ok(f) if corrected_prompts.contains(&f.prompt_key) => {
-                                filing.pr_key_of(&file, &f.ex.loc)?
-                            }
-                            _ => None,
-                        };
-                        filing.file(fi, line_no, facts, pr_key)?;
+                    for batch in seg.decode_on(scope, fi) {
+                        for (line_no, facts) in batch.map_err(bad)? {
+                            let pr_key = match &facts {
+                                Ok(f) if corrected_prompts.contains(&f.prompt_key) => {
+                                    filing.pr_key_of(&file, &f.ex.loc)?
+                                }
+                                _ => None,
+                            };
+                            filing.file(fi, line_no, facts, pr_key)?;
+                        }
                     }
                     example_files.push((file, path.clone()));
                     example_summaries.push(s);
