@@ -4,7 +4,10 @@
 //! The pipeline (each arrow that needs grouping is an external sort, see [`spill`]):
 //!
 //! 1. Read every example, feedback and correction segment (sealed `*.jsonl` and open
-//!    `*.jsonl.open`, whose torn last line is skipped) once, in the order given.
+//!    `*.jsonl.open`, whose torn last line is skipped) once, in the order given. What an
+//!    example line gives ([`prepare`]: filters, where its scrubbed texts are, dedup keys)
+//!    depends on the line and the options alone, so for a sealed segment it is kept in the
+//!    [`prepared_cache`] and read from there by the next export.
 //! 2. [`join`]: replayed ids are dropped (`duplicate_id`, first copy read is kept); feedback
 //!    (from the feedback stream and already inside examples; latest timestamp wins, ties by
 //!    file order) and corrections (by original example id, request id, or normalized original
