@@ -2487,3 +2487,214 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
     want.sort();
     assert_eq!(kept, want);
 }
+
+/// One step of the prepared cache's model-based test.
+#[derive(Debug, Clone)]
+enum CacheOp {
+    /// A new sealed segment of `n` examples drawn from `seed` (a few prompts and answers, so
+    /// exact and near duplicates, replays and PII occur).
+    Seal { n: usize, seed: u64 },
+    /// The open segment, rewritten with `n` examples and a torn last line.
+    Open { n: usize, seed: u64 },
+    /// Feedback on the `k`-th example written so far, by its id or its request id.
+    Feedback {
+        k: usize,
+        positive: bool,
+        by_request: bool,
+    },
+    /// A correction of the `k`-th example, naming its id or only its (prompt, answer).
+    Correct { k: usize, by_pair: bool },
+    /// The `k`-th sealed segment is deleted (retention).
+    Delete { k: usize },
+    /// A byte of the `k`-th cache entry on disk is flipped.
+    Damage { k: usize, at: usize },
+    /// An export with options variant `v`: with the cache, and without it.
+    Export { v: u8 },
+}
+
+fn cache_op() -> impl proptest::strategy::Strategy<Value = CacheOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1usize..12, any::<u64>()).prop_map(|(n, seed)| CacheOp::Seal { n, seed }),
+        1 => (1usize..6, any::<u64>()).prop_map(|(n, seed)| CacheOp::Open { n, seed }),
+        2 => (any::<usize>(), any::<bool>(), any::<bool>())
+            .prop_map(|(k, positive, by_request)| CacheOp::Feedback { k, positive, by_request }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(k, by_pair)| CacheOp::Correct { k, by_pair }),
+        1 => any::<usize>().prop_map(|k| CacheOp::Delete { k }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(k, at)| CacheOp::Damage { k, at }),
+        4 => (0u8..5).prop_map(|v| CacheOp::Export { v }),
+    ]
+}
+
+/// An example the model wrote: (id, request id, prompt, answer).
+type ModelEx = (String, Option<String>, String, String);
+
+fn model_examples(tag: &str, n: usize, seed: u64) -> (Vec<String>, Vec<ModelEx>) {
+    const PROMPTS: [&str; 4] = [
+        NEAR_A,
+        NEAR_B,
+        "How long does EPDM adhesive need to flash off before mating the sheets?",
+        "What is the fastener spacing for TPO in the corner zone of a tall building?",
+    ];
+    const ANSWERS: [&str; 3] = [
+        NEAR_RESP,
+        "Until it is dry to the touch, usually 10 to 20 minutes; ask dana.roofer@example.com.",
+        "Six inches on center in corners, per the manufacturer's wind uplift table.",
+    ];
+    let mut lines = Vec::new();
+    let mut exs = Vec::new();
+    for i in 0..n {
+        let r = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(i as u64 * 1442695040888963407);
+        let id = format!("ex_{tag}_{i}");
+        let req = r.is_multiple_of(3).then(|| format!("req_{tag}_{i}"));
+        let prompt = format!(
+            "{} {}",
+            PROMPTS[(r >> 8) as usize % 4],
+            ["", "Thanks."][(r >> 12) as usize % 2]
+        );
+        let answer = ANSWERS[(r >> 16) as usize % 3].to_string();
+        let ts = format!(
+            "2026-11-{:02}T{:02}:00:00",
+            1 + (r >> 20) % 28,
+            (r >> 28) % 24
+        );
+        let mut e = Ex::new(&id, &ts, &prompt, &answer);
+        e.request_id = req.as_deref();
+        e.rel = [Relevance::High, Relevance::Medium, Relevance::Low][(r >> 32) as usize % 3];
+        e.score = ((r >> 36) % 100) as f64 / 100.0;
+        let line = e.line();
+        if r.is_multiple_of(7) {
+            lines.push(line.clone()); // a replay
+        }
+        lines.push(line);
+        exs.push((id, req, prompt, answer));
+    }
+    (lines, exs)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Model-based: segments are sealed, opened, deleted; feedback and corrections arrive;
+    /// cache entries get damaged; and every export with the cache (kept across the steps, so
+    /// it holds entries of earlier options, deleted segments and damaged bytes) writes the
+    /// same report and bytes as one without, and accounts for every sealed segment.
+    #[test]
+    fn export_prepared_cache_agrees_with_no_cache_through_any_history(
+        ops in proptest::collection::vec(cache_op(), 1..14)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let root = d.join("cache");
+        let mut sealed: Vec<PathBuf> = Vec::new();
+        let mut written: Vec<ModelEx> = Vec::new();
+        let (mut feedback, mut corrections) = (Vec::new(), Vec::new());
+        let open = d.join("examples_29991231_0001.jsonl.open");
+        let thanks = regex::Regex::new("Thanks").unwrap();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                CacheOp::Seal { n, seed } => {
+                    let (lines, exs) = model_examples(&format!("s{step}"), n, seed);
+                    let p = d.join(format!("examples_20261101_{step:04}.jsonl"));
+                    write(&p, &lines, None);
+                    sealed.push(p);
+                    written.extend(exs);
+                }
+                CacheOp::Open { n, seed } => {
+                    let (lines, exs) = model_examples(&format!("o{step}"), n, seed);
+                    write(&open, &lines, Some("{\"id\": \"torn"));
+                    written.extend(exs);
+                }
+                CacheOp::Feedback { k, positive, by_request } => {
+                    if let Some((id, req, _, _)) = written.get(k % written.len().max(1)) {
+                        let target = if by_request { req.as_deref().unwrap_or(id) } else { id };
+                        let f = if positive { Feedback::Positive } else { Feedback::Negative };
+                        feedback.push(fb(&format!("fb_{step}"), "2026-12-01T00:00:00", target, f));
+                    }
+                }
+                CacheOp::Correct { k, by_pair } => {
+                    if let Some((id, _, prompt, answer)) = written.get(k % written.len().max(1)) {
+                        corrections.push(
+                            Corr {
+                                id: &format!("corr_{step}"),
+                                ts: "2026-11-15T00:00:00",
+                                prompt,
+                                original: answer,
+                                corrected: "Measure on site first; the corner zone takes six inches on center.",
+                                orig_id: (!by_pair).then_some(id.as_str()),
+                                orig_req: None,
+                                example_id: None,
+                            }
+                            .line(),
+                        );
+                    }
+                }
+                CacheOp::Delete { k } => {
+                    if !sealed.is_empty() {
+                        let p = sealed.remove(k % sealed.len());
+                        fs::remove_file(p).unwrap();
+                    }
+                }
+                CacheOp::Damage { k, at } => {
+                    let mut entries: Vec<PathBuf> = fs::read_dir(&root)
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|fp| fs::read_dir(fp.unwrap().path()).unwrap())
+                        .map(|e| e.unwrap().path())
+                        .collect();
+                    entries.sort();
+                    if !entries.is_empty() {
+                        let p = &entries[k % entries.len()];
+                        let mut b = fs::read(p).unwrap();
+                        if !b.is_empty() {
+                            let i = at % b.len();
+                            b[i] ^= 0x41;
+                            fs::write(p, b).unwrap();
+                        }
+                    }
+                }
+                CacheOp::Export { v } => {
+                    let fpath = d.join("feedback_20261201_0001.jsonl");
+                    write(&fpath, &feedback, None);
+                    let cpath = d.join("corrections_20261201_0001.jsonl");
+                    write(&cpath, &corrections, None);
+                    let mut examples = sealed.clone();
+                    if open.exists() {
+                        examples.push(open.clone());
+                    }
+                    let inputs = ExportInputs {
+                        examples,
+                        feedback: vec![fpath],
+                        corrections: vec![cpath],
+                    };
+                    let mut o = ExportOptions {
+                        temp_dir: d.join("tmp"),
+                        pii_patterns: vec![thanks.clone()],
+                        ..Default::default()
+                    };
+                    match v {
+                        0 => {}
+                        1 => o.since = Some(input::time_bound_micros("2026-11-10").unwrap()),
+                        2 => o.min_quality = Relevance::High,
+                        3 => o.near_dup_threshold = 0.0,
+                        _ => o.format = Format::Kto,
+                    }
+                    let (plain, plain_bytes) = plain_export(&inputs, &o);
+                    let (cached, cached_bytes) = cached_export(&inputs, &o, &root);
+                    let (reused, made) = cache_stats(&cached);
+                    proptest::prop_assert_eq!(reused + made, sealed.len() as u64);
+                    let mut want = report_sans_cache(&plain);
+                    let got = report_sans_cache(&cached);
+                    // The two outputs are in different files; everything else must agree.
+                    for k in ["output_path", "manifest_path"] {
+                        want[k] = got[k].clone();
+                    }
+                    proptest::prop_assert_eq!(got, want);
+                    proptest::prop_assert!(cached_bytes == plain_bytes, "step {}: other bytes", step);
+                }
+            }
+        }
+    }
+}
