@@ -12,7 +12,7 @@
 //!   the MinHash parameters; the evaluation sets' contents; the split), the cache format and
 //!   the program itself (version, size and modification time of the executable), so a new
 //!   binary or a changed option never reads facts another one made. Each fingerprint has its
-//!   own directory; the few most recently used are kept.
+//!   own directory; the four most recently used are kept, unless unused for a week.
 //! - the segment is the one the entry was made from: sealed segments never change (DESIGN.md),
 //!   and the entry records the segment's size, modification time and hashes of its first and
 //!   last 4 KiB, so a segment replaced under the same name is not mistaken for the old one.
@@ -45,6 +45,9 @@ const KEEP_FINGERPRINTS: usize = 4;
 const EDGE_BYTES: u64 = 4096;
 /// A record length that marks the trailer.
 const END: u32 = u32::MAX;
+/// Another fingerprint's directory unused for this long is removed (an upgrade leaves the
+/// old program's behind for good).
+const UNUSED_FINGERPRINT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// A temporary entry older than this was left by a process that died; it is removed.
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -351,7 +354,7 @@ impl PreparedCache {
 }
 
 /// Removes the directories of fingerprints other than `current` beyond the
-/// [`KEEP_FINGERPRINTS`] - 1 most recently used.
+/// [`KEEP_FINGERPRINTS`] - 1 most recently used, and those unused for [`UNUSED_FINGERPRINT`].
 fn remove_old_fingerprints(root: &Path, current: &str) {
     let Ok(dir) = std::fs::read_dir(root) else {
         return;
@@ -368,8 +371,11 @@ fn remove_old_fingerprints(root: &Path, current: &str) {
         })
         .collect();
     others.sort_by_key(|o| std::cmp::Reverse(o.0));
-    for (_, old) in others.into_iter().skip(KEEP_FINGERPRINTS - 1) {
-        let _ = std::fs::remove_dir_all(old);
+    for (i, (used, old)) in others.into_iter().enumerate() {
+        let unused = used.elapsed().is_ok_and(|age| age > UNUSED_FINGERPRINT);
+        if i + 1 >= KEEP_FINGERPRINTS || unused {
+            let _ = std::fs::remove_dir_all(old);
+        }
     }
 }
 

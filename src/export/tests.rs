@@ -2486,6 +2486,23 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
     let mut want = dirs[2..].to_vec();
     want.sort();
     assert_eq!(kept, want);
+    // One unused for over a week (an older program's, say) goes even among the four.
+    fs::File::open(&dirs[2])
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86400))
+        .unwrap();
+    let last = ExportOptions {
+        min_prompt_chars: 16,
+        ..o.clone()
+    };
+    let (rep, _) = cached_export(&inputs, &last, &root);
+    assert_eq!(
+        cache_stats(&rep),
+        (1, 0),
+        "the newest fingerprint's own entry"
+    );
+    assert!(!dirs[2].exists());
+    assert!(dirs[3].exists() && dirs[4].exists() && dirs[5].exists());
 }
 
 /// One step of the prepared cache's model-based test.
