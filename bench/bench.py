@@ -248,6 +248,18 @@ def bench_export(binary, ing, cfg=None, cached=False):
     return {"secs": secs, "rss": ru.ru_maxrss * 1024, "report": json.loads(out)}
 
 
+def export_rows(rows, label, time_label, run, seed):
+    """An export's time and peak RSS rows, each beside the seed's export when there is one."""
+    line = [f"{label}, {time_label}", f"{run['secs']:.3f} s"]
+    if seed:
+        line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / run['secs']:.1f}x"]
+    rows.append(line)
+    line = [f"{label}, peak RSS", fmt_rss(run["rss"])]
+    if seed:
+        line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / run['rss']:.1f}x less"]
+    rows.append(line)
+
+
 def process_cpu_s(pid):
     # utime + stime of the whole process, threads that have exited included (the per-task
     # schedstat below misses those), at clock-tick resolution.
@@ -596,14 +608,7 @@ def main():
             ex = r["export"] = exports[len(exports) // 2]  # the median run
             r["export_all_secs"] = [round(x["secs"], 3) for x in exports]
             log(f"[{n}] export runs: {r['export_all_secs']} s")
-            line = [f"export {n:,}: first export, time (median of {a.repeat})", f"{ex['secs']:.3f} s"]
-            if seed:
-                line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / ex['secs']:.1f}x"]
-            rows.append(line)
-            line = [f"export {n:,}: first export, peak RSS", fmt_rss(ex["rss"])]
-            if seed:
-                line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / ex['rss']:.1f}x less"]
-            rows.append(line)
+            export_rows(rows, f"export {n:,}: first export", f"time (median of {a.repeat})", ex, seed)
             log(f"[{n}] export again, prepared cache read (training-collector) x{a.repeat} ...")
             again = sorted((bench_export(a.bin, ing, cached=True) for _ in range(a.repeat)), key=lambda x: x["secs"])
             cx = r["export_cached"] = again[len(again) // 2]
@@ -613,15 +618,8 @@ def main():
                     cx["report"].get("output_sha256") != ex["report"].get("output_sha256"):
                 raise SystemExit("the export with the prepared cache wrote other bytes")
             stats = cx["report"].get("prepared_cache", {})
-            line = [f"export {n:,}: again, prepared cache read ({stats.get('reused', 0)} segments), time",
-                    f"{cx['secs']:.3f} s"]
-            if seed:
-                line += [f"{seed['export_s']:.3f} s", f"{seed['export_s'] / cx['secs']:.1f}x"]
-            rows.append(line)
-            line = [f"export {n:,}: again, peak RSS", fmt_rss(cx["rss"])]
-            if seed:
-                line += [fmt_rss(seed["export_rss"]), f"{seed['export_rss'] / cx['rss']:.1f}x less"]
-            rows.append(line)
+            export_rows(rows, f"export {n:,}: again",
+                        f"prepared cache read ({stats.get('reused', 0)} segments), time", cx, seed)
             rep = ex["report"]
             line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]
             if seed:
