@@ -1,7 +1,7 @@
 //! The prepared cache: what export's read-time work found in each sealed example segment (one
 //! [`LineFacts`] per line: the static filters' verdict, where the scrubbed texts are, the
 //! exact-dedup key, the MinHash band keys), kept under `state/export-cache/`, so that the next
-//! export reads ~250 bytes per example instead of parsing, scrubbing and MinHashing every line
+//! export reads ~230 bytes per example instead of parsing, scrubbing and MinHashing every line
 //! of every segment again. `ready` runs a whole export each time it is asked, and exports
 //! are run again and again as data accumulates, while most segments never change.
 //!
@@ -25,6 +25,7 @@
 use super::codec::{Dec, Enc};
 use super::input::InputSummary;
 use super::join::Ex;
+use super::pii::hex;
 use super::prepare::LineFacts;
 use super::ExportOptions;
 use sha2::{Digest, Sha256};
@@ -131,10 +132,6 @@ pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
         "split_by": format!("{split_by:?}"),
     });
     Some(hex(&Sha256::digest(described.to_string().as_bytes()))[..32].to_string())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Which segment an entry was made from.
@@ -412,8 +409,20 @@ fn read_frame_into(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool, String>
         return Ok(false);
     }
     buf.clear();
-    buf.resize(len as usize, 0);
-    r.read_exact(buf).map_err(|e| e.to_string())?;
+    if len <= 1 << 20 {
+        buf.resize(len as usize, 0);
+        r.read_exact(buf).map_err(|e| e.to_string())?;
+        return Ok(true);
+    }
+    // A long frame is read as the bytes come rather than into a buffer of the stated length:
+    // a damaged length (the header is read before the checksum is checked) must not allocate
+    // gigabytes.
+    r.take(u64::from(len))
+        .read_to_end(buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() != len as usize {
+        return Err("frame cut short".into());
+    }
     Ok(true)
 }
 
@@ -614,6 +623,17 @@ impl EntryWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A damaged header length (read before the checksum) is an error, not a huge buffer.
+    #[test]
+    fn export_prepared_cache_damaged_frame_length_reads_only_what_is_there() {
+        let mut bytes = (u32::MAX - 1).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"TCPREP01 and little else");
+        let mut buf = Vec::new();
+        let err = read_frame_into(&mut &bytes[..], &mut buf).unwrap_err();
+        assert_eq!(err, "frame cut short");
+        assert!(buf.capacity() < 1 << 20, "{}", buf.capacity());
+    }
 
     /// An entry whose checksum is right but whose record does not decode (which only a bug
     /// could write) is read as a hit, and its decoding thread reports the error (which stops
