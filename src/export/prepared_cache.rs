@@ -134,7 +134,10 @@ pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
     Some(hex(&Sha256::digest(described.to_string().as_bytes()))[..32].to_string())
 }
 
-/// Which segment an entry was made from.
+/// Which segment an entry was made from. Not the tailer's `tail::identity::FileId` (device,
+/// inode and first line), which names a file that is still growing: a sealed segment is
+/// complete, so its size, mtime and both ends say more, and a data directory copied
+/// elsewhere (new inodes, `cp -a` keeps mtimes) keeps its cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {
     size: u64,
