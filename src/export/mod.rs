@@ -391,7 +391,7 @@ pub(crate) fn run(
         .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
         .transpose()?;
     let mut cache = opts.cache_dir.as_ref().and_then(|root| {
-        prepared_cache::fingerprint(opts)
+        prepared_cache::fingerprint(opts, eval.as_ref())
             .and_then(|fp| prepared_cache::PreparedCache::open(root, fp))
     });
     let mut counts = Counts {
@@ -539,31 +539,21 @@ pub(crate) fn run(
         rows: &mut rows,
         band_store: &mut band_store,
     };
-    // Entries of the prepared cache being written, by file index, with the file's summary
-    // once it has been read; each is finished when the last of its lines has been filed.
-    let mut writers = EntryWriters::new();
-    let written = std::cell::Cell::new(0u64);
-    let finish_before = |writers: &mut EntryWriters, fi: u32| {
-        written.set(written.get() + prepared_cache::finish_entries_before(writers, fi));
-    };
+    // Entries of the prepared cache being written for the segments read afresh.
+    let mut pending = prepared_cache::PendingEntries::default();
     // Lines are prepared on worker threads; this thread reads the files and files the
     // results, in line order.
     let consume = |(fi, lines): prepare::PreparedChunk,
                    filing: &mut Filing<'_>,
-                   writers: &mut EntryWriters|
+                   pending: &mut prepared_cache::PendingEntries|
      -> Result<(), ExportError> {
-        finish_before(writers, fi);
+        pending.finish_before(fi);
         for (line_no, read) in lines {
             let (facts, pr_key) = match read {
                 Ok(r) => (Ok(r.facts), r.pr_key),
                 Err(e) => (Err(e.to_string()), None),
             };
-            if let Some((w, _)) = writers.get_mut(&fi) {
-                if let Err(e) = w.push(line_no, &facts) {
-                    tracing::warn!(error = %e, "export cache: cannot write an entry");
-                    writers.remove(&fi);
-                }
-            }
+            pending.push(fi, line_no, &facts);
             filing.file(fi, line_no, facts, pr_key)?;
         }
         Ok(())
@@ -581,9 +571,9 @@ pub(crate) fn run(
                 if let Some(seg) = cache.read(path, &file) {
                     // Lines are filed in input order: the lines still being prepared first.
                     while let Some(done) = pool.next()? {
-                        consume(done, &mut filing, &mut writers)?;
+                        consume(done, &mut filing, &mut pending)?;
                     }
-                    finish_before(&mut writers, fi);
+                    pending.finish_before(fi);
                     let s = seg.summary(path);
                     pb.inc(s.bytes);
                     let bad = |e: String| {
@@ -608,7 +598,7 @@ pub(crate) fn run(
                     continue;
                 }
                 if let Some(w) = cache.writer(path, &file) {
-                    writers.insert(fi, (w, None));
+                    pending.start(fi, w);
                 }
             }
             let (s, file) = input::for_each_chunk(
@@ -616,24 +606,22 @@ pub(crate) fn run(
                 "examples",
                 |n| pb.inc(n),
                 |chunk| match pool.submit(fi, chunk)? {
-                    Some(done) => consume(done, &mut filing, &mut writers),
+                    Some(done) => consume(done, &mut filing, &mut pending),
                     None => Ok(()),
                 },
             )?;
-            if let Some((_, summary)) = writers.get_mut(&fi) {
-                *summary = Some(s.clone());
-            }
+            pending.read_whole(fi, &s);
             example_files.push((file, PathBuf::from(&s.path)));
             example_summaries.push(s);
         }
         while let Some(done) = pool.next()? {
-            consume(done, &mut filing, &mut writers)?;
+            consume(done, &mut filing, &mut pending)?;
         }
-        finish_before(&mut writers, u32::MAX);
+        pending.finish_before(u32::MAX);
         Ok(())
     })?;
     if let Some(c) = &mut cache {
-        c.stats.written = written.get();
+        c.stats.written = pending.written;
         let sealed: Vec<PathBuf> = inputs
             .examples
             .iter()
@@ -1012,10 +1000,6 @@ macro_rules! packed_spill_item {
         }
     };
 }
-
-/// The cache entries being written, by example file index, each with its file's summary
-/// once the file has been read.
-type EntryWriters = BTreeMap<u32, (prepared_cache::EntryWriter, Option<input::InputSummary>)>;
 
 /// Where the reading thread files each example line's facts: the join's references, the
 /// band store, the rows.

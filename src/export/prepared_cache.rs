@@ -62,9 +62,13 @@ pub struct CacheStats {
 }
 
 /// The fingerprint of everything besides a segment's bytes that decides its facts, as hex
-/// (the name of its directory). `None` (no cache) when the program's own file or an
-/// evaluation set cannot be read.
-pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
+/// (the name of its directory). `eval` is the evaluation sets' index when export
+/// decontaminates (its files' digests, taken as it read them). `None` (no cache) when the
+/// program's own file cannot be read.
+pub(crate) fn fingerprint(
+    opts: &ExportOptions,
+    eval: Option<&super::decontaminate::EvalIndex>,
+) -> Option<String> {
     // Every field is named, so a new option cannot be left out by mistake: it is either in
     // the fingerprint or listed as not deciding any line's facts.
     let ExportOptions {
@@ -88,7 +92,8 @@ pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
         progress: _,
         config_digest: _,
         ids_file: _,
-        decontaminate,
+        // Through `eval`, which read them.
+        decontaminate: _,
         decontaminate_ngram,
         // Applied to the facts after the cache (`LineFacts::apply_time_window`).
         since: _,
@@ -102,16 +107,10 @@ pub(crate) fn fingerprint(opts: &ExportOptions) -> Option<String> {
             |e| tracing::warn!(error = %e, "export cache off: cannot read the program's own file"),
         )
         .ok()?;
-    let mut eval_sets = Vec::new();
-    for p in decontaminate {
-        match std::fs::read(p) {
-            Ok(bytes) => eval_sets.push(hex(&Sha256::digest(&bytes))),
-            Err(e) => {
-                tracing::warn!(file = %p.display(), error = %e, "export cache off: cannot read an evaluation set");
-                return None;
-            }
-        }
-    }
+    let eval_sets: Vec<&str> = eval
+        .iter()
+        .flat_map(|ix| ix.summaries.iter().map(|s| s.sha256.as_str()))
+        .collect();
     let (bands, rows) = super::dedup::lsh_params(near_dup_threshold.max(f64::MIN_POSITIVE));
     let described = serde_json::json!({
         "magic": String::from_utf8_lossy(MAGIC),
@@ -379,23 +378,49 @@ fn remove_old_fingerprints(root: &Path, current: &str) {
     }
 }
 
-/// Finishes (writes and puts in place) the entries of files before `fi`, whose lines have
-/// all been filed; returns how many were written. An entry whose file's summary is not known
-/// is dropped (its file was not read to the end).
-pub(crate) fn finish_entries_before(
-    writers: &mut std::collections::BTreeMap<u32, (EntryWriter, Option<InputSummary>)>,
-    fi: u32,
-) -> u64 {
-    let mut written = 0;
-    while let Some(e) = writers.first_entry().filter(|e| *e.key() < fi) {
-        let (w, summary) = e.remove();
-        match summary.map(|s| w.finish(&s)) {
-            Some(Ok(())) => written += 1,
-            Some(Err(e)) => tracing::warn!(error = %e, "export cache: cannot write an entry"),
-            None => {}
+/// The entries being written, by example file index, each with its file's summary once the
+/// file has been read to its end; and how many have been put in place.
+#[derive(Default)]
+pub(crate) struct PendingEntries {
+    open: std::collections::BTreeMap<u32, (EntryWriter, Option<InputSummary>)>,
+    pub(crate) written: u64,
+}
+
+impl PendingEntries {
+    pub(crate) fn start(&mut self, file: u32, w: EntryWriter) {
+        self.open.insert(file, (w, None));
+    }
+
+    /// File `file` was read to its end: this is what reading it gave.
+    pub(crate) fn read_whole(&mut self, file: u32, summary: &InputSummary) {
+        if let Some((_, s)) = self.open.get_mut(&file) {
+            *s = Some(summary.clone());
         }
     }
-    written
+
+    /// Adds a line's record to file `file`'s entry, if one is being written; an entry that
+    /// cannot be written is given up (a warning: the cache only costs speed).
+    pub(crate) fn push(&mut self, file: u32, line_no: u64, facts: &Result<LineFacts, String>) {
+        if let Some((w, _)) = self.open.get_mut(&file) {
+            if let Err(e) = w.push(line_no, facts) {
+                tracing::warn!(error = %e, "export cache: cannot write an entry");
+                self.open.remove(&file);
+            }
+        }
+    }
+
+    /// Finishes (writes and puts in place) the entries of files before `file`, whose lines
+    /// have all been filed. An entry whose file was not read to its end is dropped.
+    pub(crate) fn finish_before(&mut self, file: u32) {
+        while let Some(e) = self.open.first_entry().filter(|e| *e.key() < file) {
+            let (w, summary) = e.remove();
+            match summary.map(|s| w.finish(&s)) {
+                Some(Ok(())) => self.written += 1,
+                Some(Err(e)) => tracing::warn!(error = %e, "export cache: cannot write an entry"),
+                None => {}
+            }
+        }
+    }
 }
 
 /// Reads one length-prefixed frame; `None` at the trailer's marker.

@@ -2343,6 +2343,23 @@ fn export_prepared_cache_entry_is_not_used_for_other_options_segments_or_damaged
     assert!(String::from_utf8(scrubbed).unwrap().contains("[REDACTED]"));
     assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
     check(&o2, (1, 0), "other options again");
+    // The same evaluation set path with other contents: another fingerprint.
+    let eval = d.join("eval.jsonl");
+    fs::write(
+        &eval,
+        "{\"question\": \"What is the capital of France?\"}\n",
+    )
+    .unwrap();
+    let o3 = ExportOptions {
+        decontaminate: vec![eval.clone()],
+        ..o.clone()
+    };
+    check(&o3, (0, 1), "an evaluation set");
+    check(&o3, (1, 0), "an evaluation set again");
+    fs::write(&eval, format!("{{\"question\": \"{P_PLAIN_CORR}\"}}\n")).unwrap();
+    let (rep, _) = plain_export(&inputs, &o3);
+    assert_eq!(rep.dropped.get("eval_contamination"), Some(&1), "{rep:?}");
+    check(&o3, (0, 1), "the evaluation set changed");
     fs::remove_dir_all(&root).unwrap();
     check(&o, (0, 1), "rebuilt");
 
@@ -2476,7 +2493,7 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
         };
         let (rep, _) = cached_export(&inputs, &oi, &root);
         assert_eq!(cache_stats(&rep), (0, 1));
-        dirs.push(root.join(prepared_cache::fingerprint(&oi).unwrap()));
+        dirs.push(root.join(prepared_cache::fingerprint(&oi, None).unwrap()));
     }
     let mut kept: Vec<PathBuf> = fs::read_dir(&root)
         .unwrap()
