@@ -7,7 +7,8 @@
 //!    `*.jsonl.open`, whose torn last line is skipped) once, in the order given. What an
 //!    example line gives ([`prepare`]: filters, where its scrubbed texts are, dedup keys)
 //!    depends on the line and the options alone, so for a sealed segment it is kept in the
-//!    [`prepared_cache`] and read from there by the next export.
+//!    [`prepared_cache`] and read from there by the next export (the daemon writes those
+//!    entries ahead, as it seals segments: [`prepare_ahead`]).
 //! 2. [`join`]: replayed ids are dropped (`duplicate_id`, first copy read is kept); feedback
 //!    (from the feedback stream and already inside examples; latest timestamp wins, ties by
 //!    file order) and corrections (by original example id, request id, or normalized original
@@ -44,6 +45,7 @@ mod line_layout;
 pub mod manifest;
 pub mod pii;
 mod prepare;
+pub mod prepare_ahead;
 pub mod prepared_cache;
 mod spill;
 pub mod split;

@@ -49,6 +49,9 @@ const END: u32 = u32::MAX;
 /// Another fingerprint's directory unused for this long is removed (an upgrade leaves the
 /// old program's behind for good).
 const UNUSED_FINGERPRINT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// An entry younger than this is kept even when its segment is not among an export's inputs:
+/// it may be of a segment sealed (and prepared by the daemon) while that export ran.
+const FRESH_ENTRY: std::time::Duration = std::time::Duration::from_secs(600);
 /// A temporary entry older than this was left by a process that died; it is removed.
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -236,6 +239,30 @@ impl PreparedCache {
         }
     }
 
+    /// Whether `segment` (open as `file`) has an entry of this fingerprint made from it: its
+    /// header only, not the checksum over the whole entry (what the daemon asks before
+    /// preparing a segment ahead; an export still checks everything and rewrites a damaged
+    /// entry).
+    pub(crate) fn has_entry(&self, segment: &Path, file: &File) -> bool {
+        let Some(path) = self.entry_path(segment) else {
+            return false;
+        };
+        let Ok(entry) = File::open(&path) else {
+            return false;
+        };
+        let header = || -> Result<bool, String> {
+            let head =
+                read_frame(&mut BufReader::with_capacity(512, &entry))?.ok_or("no header")?;
+            let d = &mut Dec::new(&head);
+            if d.take_bytes(MAGIC.len())? != MAGIC || d.str()? != self.fingerprint {
+                return Ok(false);
+            }
+            let made_from = Identity::decode(d)?;
+            Ok(Identity::of(file).map_err(|e| e.to_string())? == made_from)
+        };
+        header().unwrap_or(false)
+    }
+
     /// `Ok(None)`: a sound entry, but made from another segment of that name (or with
     /// another fingerprint).
     fn check(&self, entry: File, segment: &File) -> Result<Option<CachedSegment>, String> {
@@ -326,7 +353,8 @@ impl PreparedCache {
     }
 
     /// Removes the entries of segments not in `live` (the sealed example segments this export
-    /// read: the others were deleted since) and temporary entries left by a process that died.
+    /// read: the others were deleted since) unless just written, and temporary entries left
+    /// by a process that died.
     pub(crate) fn prune(&self, live: &[PathBuf]) {
         let keep: std::collections::HashSet<PathBuf> =
             live.iter().filter_map(|s| self.entry_path(s)).collect();
@@ -336,14 +364,19 @@ impl PreparedCache {
         for ent in dir.flatten() {
             let path = ent.path();
             let name = ent.file_name();
-            let stale = if name.to_string_lossy().starts_with(".tmp-") {
+            let older_than = |limit| {
                 ent.metadata()
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE_TEMP)
+                    .is_some_and(|age| age > limit)
+            };
+            let stale = if name.to_string_lossy().starts_with(".tmp-") {
+                older_than(STALE_TEMP)
             } else {
-                !keep.contains(&path)
+                // A fresh entry may be of a segment sealed after this export listed its
+                // inputs (the daemon prepares segments as it seals them).
+                !keep.contains(&path) && older_than(FRESH_ENTRY)
             };
             if stale {
                 let _ = std::fs::remove_file(&path);

@@ -2244,6 +2244,167 @@ fn export_prepared_cache_serves_feedback_and_corrections_that_arrive_after_it() 
     assert!(text.contains(R_RIGHT) && !text.contains(R_WRONG), "{text}");
 }
 
+/// What the daemon prepares ahead ([`prepare_ahead`]) is what an export reuses: with every
+/// sealed segment prepared, an export reads all of them from the cache, prepares none, and
+/// writes what an export without a cache writes, with feedback, corrections, an evaluation
+/// set and a time window.
+#[test]
+fn export_prepare_ahead_writes_the_entries_an_export_reuses() {
+    use prepare_ahead::{AheadPreparer, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("cache");
+    let seg = cache_examples(d);
+    let second = d.join("examples_20261102_0001.jsonl");
+    write(
+        &second,
+        &[
+            Ex::new("ex_s", "2026-11-02T10:00:00", P_PLAIN_CORR, R_PLAIN_RIGHT).line(),
+            Ex::new("ex_n", "2026-11-02T10:30:00", NEAR_B, NEAR_RESP).line(),
+            "not json".to_string(),
+        ],
+        None,
+    );
+    let open = d.join("examples_20261103_0001.jsonl.open");
+    write(
+        &open,
+        &[Ex::new("ex_o", "2026-11-03T11:00:00", P_CORR, R_RIGHT).line()],
+        Some("{\"id\": \"torn"),
+    );
+    let feedback = d.join("feedback_20261104_0001.jsonl");
+    write(
+        &feedback,
+        &[fb(
+            "fb_1",
+            "2026-11-04T10:00:00",
+            "ex_1",
+            Feedback::Negative,
+        )],
+        None,
+    );
+    let corrections = d.join("corrections_20261104_0001.jsonl");
+    let by_pair = Corr {
+        id: "corr_pair",
+        ts: "2026-11-04T11:00:00",
+        prompt: P_CORR,
+        original: R_WRONG,
+        corrected: R_RIGHT,
+        orig_id: None,
+        orig_req: None,
+        example_id: None,
+    };
+    write(&corrections, &[by_pair.line()], None);
+    let eval = d.join("eval.jsonl");
+    fs::write(&eval, format!("{{\"question\": \"{P_PLAIN_CORR}\"}}\n")).unwrap();
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        decontaminate: vec![eval],
+        pii_patterns: vec![regex::Regex::new("squares").unwrap()],
+        ..Default::default()
+    };
+    let mut ahead = AheadPreparer::new(ExportOptions {
+        cache_dir: Some(root.clone()),
+        ..o.clone()
+    })
+    .unwrap()
+    .expect("a cache");
+    let go = std::sync::atomic::AtomicBool::new(false);
+    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::Written);
+    assert_eq!(ahead.prepare(&second, &go).unwrap(), Outcome::Written);
+    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::AlreadyCached);
+    assert_eq!(ahead.prepare(&open, &go).unwrap(), Outcome::NotSealed);
+    let gone = d.join("examples_20261101_0009.jsonl");
+    assert_eq!(ahead.prepare(&gone, &go).unwrap(), Outcome::NotSealed);
+    assert!(!ahead.is_stale());
+
+    let all = ExportInputs {
+        examples: vec![seg, second, open],
+        feedback: vec![feedback],
+        corrections: vec![corrections],
+    };
+    for window in [
+        (None, None),
+        (
+            None,
+            Some(input::time_bound_micros("2026-11-02T00:00:00").unwrap()),
+        ),
+    ] {
+        let o = ExportOptions {
+            since: window.0,
+            until: window.1,
+            ..o.clone()
+        };
+        let (warm, warm_bytes) = cached_export(&all, &o, &root);
+        assert_eq!(cache_stats(&warm), (2, 0), "{window:?}");
+        let (plain, plain_bytes) = plain_export(&all, &o);
+        let counts = |r: &ExportReport| {
+            let mut v = report_sans_cache(r);
+            for path in ["output_path", "manifest_path"] {
+                v.as_object_mut().unwrap().remove(path);
+            }
+            v
+        };
+        assert_eq!(counts(&warm), counts(&plain));
+        assert_eq!(warm_bytes, plain_bytes, "{window:?}");
+        assert!(warm.after_filtering > 0, "{warm:?}");
+        if window.1.is_none() {
+            assert!(warm.dropped.contains_key("eval_contamination"), "{warm:?}");
+        }
+    }
+}
+
+/// A raised stop leaves nothing behind (the daemon is shutting down), and a preparer knows
+/// when an evaluation set it read has changed (its entries would be of no use).
+#[test]
+fn export_prepare_ahead_stops_cleanly_and_notices_a_changed_evaluation_set() {
+    use prepare_ahead::{AheadPreparer, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("cache");
+    let seg = cache_examples(d);
+    let eval = d.join("eval.jsonl");
+    fs::write(&eval, "{\"q\": \"What is the capital of France today?\"}\n").unwrap();
+    let o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        decontaminate: vec![eval.clone()],
+        cache_dir: Some(root.clone()),
+        ..Default::default()
+    };
+    let mut ahead = AheadPreparer::new(o.clone()).unwrap().expect("a cache");
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    assert_eq!(ahead.prepare(&seg, &stop).unwrap(), Outcome::Stopped);
+    let left: Vec<_> = walk(&root);
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+    assert!(!ahead.is_stale());
+    fs::write(
+        &eval,
+        "{\"q\": \"What is the capital of Spain, these days?\"}\n",
+    )
+    .unwrap();
+    assert!(ahead.is_stale());
+    // Without a cache directory there is nothing to prepare into.
+    let none = AheadPreparer::new(ExportOptions {
+        cache_dir: None,
+        ..o
+    })
+    .unwrap();
+    assert!(none.is_none());
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The time window is applied after the cache: one entry serves every window, whichever
 /// window built it.
 #[test]
@@ -2458,9 +2619,23 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
     );
     let (rep, _) = cached_export(&inputs, &o, &root);
     assert_eq!(cache_stats(&rep), (2, 0));
-    // The second segment is deleted (retention): its entry goes with the next export.
+    // The second segment is deleted (retention): its entry goes with the next export, once
+    // it is not fresh (a fresh one may be of a segment the daemon sealed and prepared while
+    // the export ran, after it listed its inputs).
     fs::remove_file(&second).unwrap();
     inputs.examples.remove(1);
+    let (rep, _) = cached_export(&inputs, &o, &root);
+    assert_eq!(cache_stats(&rep), (1, 0));
+    assert_eq!(entries().len(), 2, "a fresh entry is kept");
+    let age = |p: &Path, secs: u64| {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap()
+    };
+    age(&fp_dir.join("examples_20261102_0001.jsonl.prep"), 700);
     let (rep, _) = cached_export(&inputs, &o, &root);
     assert_eq!(cache_stats(&rep), (1, 0));
     assert_eq!(entries(), ["examples_20261101_0001.jsonl.prep"]);
@@ -2472,12 +2647,7 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
         left.exists(),
         "a fresh temporary entry may be another export's"
     );
-    fs::File::options()
-        .write(true)
-        .open(&left)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-        .unwrap();
+    age(&left, 7200);
     cached_export(&inputs, &o, &root);
     assert!(!left.exists());
 
