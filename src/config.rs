@@ -528,6 +528,10 @@ pub struct ExportConfig {
     /// `decontaminate_ngram` words with one of their texts are left out.
     pub decontaminate: Vec<PathBuf>,
     pub decontaminate_ngram: usize,
+    /// The daemon prepares each example segment it seals for export with these options (at
+    /// idle CPU priority), so an export without flags, `ready` and `train-check` find the
+    /// prepared cache instead of doing that work themselves.
+    pub prepare_ahead: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -845,6 +849,7 @@ impl Default for ExportConfig {
             pii_patterns: Vec::new(),
             near_dup_threshold: 0.8,
             output: PathBuf::from("training_export.jsonl"),
+            prepare_ahead: true,
         }
     }
 }

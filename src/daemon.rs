@@ -21,6 +21,7 @@
 //! The library entry point is [`run`] with a [`Control`] channel, so tests drive flushes,
 //! reloads and shutdown exactly as the signal handlers do.
 
+use crate::cache_warmer::CacheWarmer;
 use crate::capture::{self, Identity, Interaction};
 use crate::clock;
 use crate::config::{Config, ConfigSource, OpenFiles, StartAt};
@@ -666,6 +667,10 @@ struct Daemon {
     /// When `spool/tmp/` was last looked at for abandoned files, and those already reported.
     stale_tmp_checked: Option<Instant>,
     stale_tmp_reported: HashSet<PathBuf>,
+    /// Prepares sealed example segments for export in the background.
+    warmer: CacheWarmer,
+    /// The examples writer's sealed count the warmer was last told of.
+    examples_sealed_told: u64,
 }
 
 /// The read positions whose items are all applied: what the next durable point may
@@ -722,6 +727,7 @@ pub fn run(
         let _ = wake.send(Control::Wake);
     })
     .map_err(DaemonError::Workers)?;
+    let warmer = CacheWarmer::start(&config, metrics.clone()).map_err(DaemonError::Workers)?;
     let mut daemon = Daemon {
         tailer,
         relevant,
@@ -752,6 +758,8 @@ pub fn run(
         watchdog: watchdog_interval(),
         stale_tmp_checked: None,
         stale_tmp_reported: HashSet::new(),
+        warmer,
+        examples_sealed_told: 0,
     };
     for r in &recoveries {
         for torn in r.torn_lines() {
@@ -778,6 +786,8 @@ pub fn run(
         "training-collector running"
     );
     let result = daemon.main_loop(&control.receiver);
+    // Segments sealed by the shutdown are prepared after the next start.
+    daemon.warmer.stop();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }
@@ -857,6 +867,7 @@ impl Daemon {
             };
             self.maybe_durable();
             self.seal_due();
+            self.tell_warmer_of_seals();
             self.feed_watchdog();
             self.report_stale_spool_tmp();
             wait = if more {
@@ -1100,6 +1111,16 @@ impl Daemon {
         self.retry = Some((Instant::now() + backoff, backoff));
     }
 
+    /// Tells the cache warmer when an example segment was sealed (by a flush, by age, or by
+    /// a new day), so it prepares the segment for export.
+    fn tell_warmer_of_seals(&mut self) {
+        let sealed = self.intake.segments.examples.sealed_total();
+        if sealed != self.examples_sealed_told {
+            self.examples_sealed_told = sealed;
+            self.warmer.sealed();
+        }
+    }
+
     fn seal_due(&mut self) {
         if self.retry.is_some() {
             return;
@@ -1201,6 +1222,7 @@ impl Daemon {
                 self.tailer.reconfigure(tail_options(&new));
                 set_watch_relevance(&self.relevant, &new);
                 self.last_full_poll = None;
+                self.warmer.reconfigure(&new);
                 self.intake.cfg = new;
                 tracing::info!("config reloaded from {}", path.display());
                 for warning in crate::preflight::warnings(&self.intake.cfg) {

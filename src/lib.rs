@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses arguments and dispatches; everything else lives in
 //! these modules, each with one job.
 
+pub mod cache_warmer;
 pub mod capture;
 pub mod clock;
 pub mod config;

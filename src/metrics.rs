@@ -38,6 +38,10 @@ pub struct Metrics {
     pub idle_files_closed: AtomicU64,
     pub files_waiting: AtomicU64,
     pub spool_stale_tmp_files: AtomicU64,
+    /// Sealed example segments prepared for export in the background (`export.prepare_ahead`).
+    pub segments_prepared_ahead: AtomicU64,
+    /// Sealed example segments left for the exports to prepare (an error, or none to be had).
+    pub segments_not_prepared_ahead: AtomicU64,
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
@@ -214,6 +218,18 @@ impl Metrics {
             "gauge",
             "Files in spool/tmp/ unchanged for an hour: writers that died before renaming them into the spool.",
             g(&self.spool_stale_tmp_files),
+        );
+        metric(
+            "segments_prepared_ahead_total",
+            "counter",
+            "Sealed example segments prepared for export in the background (export.prepare_ahead): their cache entries written.",
+            g(&self.segments_prepared_ahead),
+        );
+        metric(
+            "segments_not_prepared_ahead_total",
+            "counter",
+            "Sealed example segments the background preparation could not prepare (see the log); exports prepare them.",
+            g(&self.segments_not_prepared_ahead),
         );
         metric(
             "backpressure",

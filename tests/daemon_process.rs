@@ -702,3 +702,148 @@ fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     got.dedup();
     assert_eq!(got, ids("l", 0..3));
 }
+
+/// Sealed example segments (names), and the prepared cache's entries by fingerprint directory.
+fn sealed_examples(sb: &Sandbox) -> Vec<String> {
+    segment_names(sb, "examples_")
+        .into_iter()
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect()
+}
+
+fn cache_entries(sb: &Sandbox) -> Vec<Vec<String>> {
+    let root = sb.path("data/state/export-cache");
+    let mut dirs: Vec<Vec<String>> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| {
+            let mut names: Vec<String> = std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".prep"))
+                .collect();
+            names.sort();
+            names
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The scheduling policy of the daemon's thread named `name` (field 41 of its stat file).
+fn thread_policy(pid: i32, name: &str) -> Option<u32> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the parenthesised name start at field 3.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            return rest.split(' ').nth(41 - 3)?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The daemon prepares each example segment it seals for export, in the background at idle
+/// CPU priority: an export run meanwhile (same config, no flags) reads every sealed segment
+/// from the prepared cache, prepares none, and writes what an export without the cache
+/// writes; a reload with other export options prepares them for those; segments sealed by
+/// the shutdown are prepared after the next start; `export.prepare_ahead = false` stops it.
+#[test]
+fn prepares_sealed_segments_for_export_in_the_background() {
+    let cfg = base_config(&["[output]\nmax_file_bytes = \"8KiB\""]);
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    append_lines(
+        &log,
+        &(0..150)
+            .map(|i| interaction_line("w", i))
+            .collect::<Vec<_>>(),
+    );
+    let d = sb.start();
+    wait_until(T, "150 examples", || sb.examples().len() == 150);
+    let sealed = sealed_examples(&sb);
+    assert!(sealed.len() >= 3, "{sealed:?}");
+    let with_prep =
+        |names: &[String]| -> Vec<String> { names.iter().map(|n| format!("{n}.prep")).collect() };
+    wait_until(T, "every sealed segment prepared", || {
+        cache_entries(&sb) == vec![with_prep(&sealed)]
+    });
+    assert_eq!(
+        thread_policy(d.pid(), training_collector::cache_warmer::THREAD_NAME),
+        Some(libc::SCHED_IDLE as u32),
+        "the preparing thread runs at idle priority"
+    );
+
+    let out = sb.path("out.jsonl");
+    let export = |extra: &[&str]| {
+        let mut a = vec!["export", "--output", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        let (rc, o, e) = sb.cli(&a);
+        assert_eq!(rc, 0, "{o}{e}");
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        (v, std::fs::read(&out).unwrap())
+    };
+    let (warm, warm_bytes) = export(&[]);
+    assert_eq!(warm["prepared_cache"]["reused"], sealed.len(), "{warm}");
+    assert_eq!(warm["prepared_cache"]["written"], 0, "{warm}");
+    let (plain, plain_bytes) = export(&["--no-cache"]);
+    assert_eq!(plain_bytes, warm_bytes);
+    assert_eq!(plain["dropped"], warm["dropped"]);
+    assert_eq!(plain["total_raw"], 150);
+
+    // Other export options: the reload prepares every sealed segment for them too.
+    let other = cfg.clone() + "[export]\nmin_prompt_chars = 11\n";
+    std::fs::write(sb.config_path(), &other).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the segments prepared for the new options", || {
+        cache_entries(&sb) == vec![with_prep(&sealed), with_prep(&sealed)]
+    });
+    let (again, again_bytes) = export(&[]);
+    assert_eq!(again["prepared_cache"]["reused"], sealed.len(), "{again}");
+    assert_eq!(again["prepared_cache"]["written"], 0, "{again}");
+    assert_eq!(
+        again_bytes, warm_bytes,
+        "11 chars drops none of these prompts"
+    );
+
+    // The shutdown seals the open segment; the next start prepares it.
+    d.stop();
+    let sealed = sealed_examples(&sb);
+    let d = sb.start();
+    wait_until(T, "the segment sealed by the shutdown prepared", || {
+        cache_entries(&sb).contains(&with_prep(&sealed))
+    });
+
+    // Turned off: segments sealed from then on are left to the exports.
+    std::fs::write(
+        sb.config_path(),
+        other.replace("[export]\n", "[export]\nprepare_ahead = false\n"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().matches("config reloaded").count() == 2
+    });
+    append_lines(
+        &log,
+        &(150..250)
+            .map(|i| interaction_line("w", i))
+            .collect::<Vec<_>>(),
+    );
+    wait_until(T, "250 examples", || sb.examples().len() == 250);
+    let more = sealed_examples(&sb);
+    assert!(more.len() > sealed.len(), "{more:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cache_entries(&sb).iter().all(|d| d.len() <= sealed.len()),
+        "nothing prepared with prepare_ahead = false: {:?}",
+        cache_entries(&sb)
+    );
+    d.stop();
+}

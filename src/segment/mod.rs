@@ -232,6 +232,8 @@ pub struct SegmentWriter {
     /// even if a consumer deletes sealed files.
     last_number: Option<(NaiveDate, u32)>,
     bytes_written_total: u64,
+    /// Segments this writer has sealed.
+    sealed_total: u64,
     /// Lines were written by `write_at` and not fsynced yet.
     unsynced: bool,
     faults: Option<Box<dyn FaultHook>>,
@@ -279,6 +281,7 @@ impl SegmentWriter {
             current: None,
             last_number: None,
             bytes_written_total: 0,
+            sealed_total: 0,
             unsynced: false,
             faults: None,
         };
@@ -487,6 +490,7 @@ impl SegmentWriter {
         };
         drop(seg);
         self.unsynced = false;
+        self.sealed_total += 1;
         tracing::debug!(stream = %self.stream, path = %sealed.display(), "sealed segment");
         if self.opts.fsync {
             // The file is sealed whatever happens here, so it is not put back on error; the
@@ -511,6 +515,12 @@ impl SegmentWriter {
     /// Bytes made durable by this writer since it was opened.
     pub fn bytes_written_total(&self) -> u64 {
         self.bytes_written_total
+    }
+
+    /// How many segments this writer has sealed (whoever asked it to: a full segment, a new
+    /// day, shutdown), so a caller can tell that one was sealed since it last looked.
+    pub fn sealed_total(&self) -> u64 {
+        self.sealed_total
     }
 
     /// The `.open` segment being written, if any.

@@ -196,6 +196,7 @@ fn seals_at_size() {
         .expect("32 bytes is full");
     assert_eq!(sealed, dir.join("examples_20260102_0001.jsonl"));
     assert_eq!(read(&sealed).len(), 32);
+    assert_eq!(w.sealed_total(), 1);
 
     // A flush that would overflow a non-empty segment seals it first.
     for n in 5..=7 {
@@ -206,6 +207,7 @@ fn seals_at_size() {
     w.append(&line(9)).expect("append");
     let stats = w.flush_at(now).expect("flush"); // 24 + 16 > 32
     assert_eq!(stats.sealed, vec![dir.join("examples_20260102_0002.jsonl")]);
+    assert_eq!(w.sealed_total(), 2, "sealed by a flush counts too");
     assert_eq!(
         stats.segment,
         Some(dir.join("examples_20260102_0003.jsonl.open"))

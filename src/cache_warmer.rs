@@ -1,0 +1,224 @@
+//! Keeps export's prepared cache warm: a thread of the daemon that prepares each example
+//! segment as it is sealed (and, at start, every sealed segment without an entry) with the
+//! config's export options ([`crate::export::prepare_ahead`]), so that `export` without
+//! flags, `ready` and `train-check` find that work done (`export.prepare_ahead`, on by
+//! default).
+//!
+//! It must cost the service next door nothing: the thread runs at idle CPU and I/O priority
+//! (`SCHED_IDLE`, `IOPRIO_CLASS_IDLE`), so it only takes what the service and the collector's
+//! own intake leave unused; it prepares one segment at a time, on this one thread (memory: a
+//! 2 MiB chunk and the entry's write buffer); and it sleeps on a channel, not a timer, when
+//! there is nothing to prepare (no CPU while idle). The daemon tells it when a segment was
+//! sealed and when the config was reloaded (new options make a new cache; an evaluation set
+//! changed on disk is noticed before each round). Nothing here is needed for correctness: a
+//! segment it did not get to is prepared by the next export, as without it.
+
+use crate::config::Config;
+use crate::datadir::{self, ExportRequest};
+use crate::export::prepare_ahead::{AheadPreparer, Outcome};
+use crate::metrics::Metrics;
+use crate::segment::Stream;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The thread's name (what `top -H` and `/proc/<pid>/task/*/comm` show).
+pub const THREAD_NAME: &str = "prepare-ahead";
+/// How long shutdown waits for the thread to notice it should stop. It checks between
+/// chunks, but at idle priority on a busy machine it may get little CPU; the process exits
+/// anyway, and a half-written entry is a temporary file an export removes later.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+enum Msg {
+    /// A segment was sealed: look for segments without an entry.
+    Sealed,
+    /// The config was reloaded.
+    Config(Box<Config>),
+}
+
+/// The handle the daemon keeps.
+pub struct CacheWarmer {
+    tx: Option<Sender<Msg>>,
+    stop: Arc<AtomicBool>,
+    finished: Receiver<()>,
+}
+
+impl CacheWarmer {
+    /// Starts the thread, which first looks for sealed segments without an entry. With
+    /// `export.prepare_ahead` off it only waits for a reload that turns it on.
+    pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> std::io::Result<CacheWarmer> {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, finished) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            cfg: cfg.clone(),
+            preparer: None,
+            rebuild: true,
+            done: HashSet::new(),
+            stop: stop.clone(),
+            metrics,
+        };
+        std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || {
+                lower_priority();
+                worker.run(rx);
+                let _ = done_tx.send(());
+            })?;
+        // The first round: segments sealed before this start.
+        let _ = tx.send(Msg::Sealed);
+        Ok(CacheWarmer {
+            tx: Some(tx),
+            stop,
+            finished,
+        })
+    }
+
+    /// A segment of the examples stream was sealed.
+    pub fn sealed(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Sealed);
+        }
+    }
+
+    /// The config was reloaded.
+    pub fn reconfigure(&self, cfg: &Config) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Config(Box::new(cfg.clone())));
+        }
+    }
+
+    /// Stops the thread: at once if it is waiting, after the chunk at hand if it is
+    /// preparing; waits for it at most [`STOP_WAIT`].
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.tx.take().is_some() && self.finished.recv_timeout(STOP_WAIT).is_err() {
+            tracing::debug!("the background export preparation did not stop in time; leaving it");
+        }
+    }
+}
+
+impl Drop for CacheWarmer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Idle CPU and I/O scheduling for the calling thread (Linux; elsewhere, or if refused, it
+/// runs at normal priority, which only matters on a machine with no idle time).
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on the calling thread (pid 0) with a valid parameter block.
+    let cpu = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if cpu != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set idle CPU priority for the background export preparation");
+    }
+    // ioprio_set(IOPRIO_WHO_PROCESS, 0 = this thread, IOPRIO_CLASS_IDLE << 13).
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3 << 13;
+    // SAFETY: as above.
+    let io = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            IOPRIO_CLASS_IDLE,
+        )
+    };
+    if io != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set idle I/O priority for the background export preparation");
+    }
+}
+
+struct Worker {
+    cfg: Config,
+    preparer: Option<AheadPreparer>,
+    /// The preparer must be made (again) from `cfg`.
+    rebuild: bool,
+    /// Sealed segments already prepared, or given up, with this preparer.
+    done: HashSet<PathBuf>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Msg>) {
+        // Ends when the daemon drops its sender.
+        while let Ok(first) = rx.recv() {
+            // Whatever else is queued is folded into one round.
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                if let Msg::Config(cfg) = msg {
+                    self.cfg = *cfg;
+                    self.rebuild = true;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) || !self.round() {
+                return;
+            }
+        }
+    }
+
+    /// Prepares every sealed example segment not done yet; false when stopped.
+    fn round(&mut self) -> bool {
+        if !self.cfg.export.prepare_ahead {
+            self.preparer = None;
+            self.rebuild = true;
+            return true;
+        }
+        if self.rebuild || self.preparer.as_ref().is_some_and(AheadPreparer::is_stale) {
+            self.rebuild = false;
+            self.done.clear();
+            self.preparer = match datadir::export_options(&self.cfg, &ExportRequest::default())
+                .map_err(|e| e.to_string())
+                .and_then(|o| AheadPreparer::new(o).map_err(|e| e.to_string()))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "export.prepare_ahead: cannot prepare segments for export; exports will");
+                    None
+                }
+            };
+        }
+        let Some(preparer) = self.preparer.as_mut() else {
+            return true;
+        };
+        let segments = match crate::segment::list(&self.cfg.data_dir, Stream::Examples) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "export.prepare_ahead: cannot list the example segments");
+                return true;
+            }
+        };
+        // Segments deleted since (retention) are forgotten.
+        let listed: HashSet<&PathBuf> = segments.iter().collect();
+        self.done.retain(|p| listed.contains(p));
+        for seg in &segments {
+            if self.done.contains(seg) || crate::export::input::is_open_segment(seg) {
+                continue;
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            match preparer.prepare(seg, &self.stop) {
+                Ok(Outcome::Stopped) => return false,
+                Ok(Outcome::Written) => {
+                    Metrics::add(&self.metrics.segments_prepared_ahead, 1);
+                    tracing::debug!(segment = %seg.display(), "prepared for export");
+                }
+                Ok(Outcome::AlreadyCached | Outcome::NotSealed) => {}
+                Ok(Outcome::NotWritten) => {
+                    Metrics::add(&self.metrics.segments_not_prepared_ahead, 1);
+                }
+                Err(e) => {
+                    Metrics::add(&self.metrics.segments_not_prepared_ahead, 1);
+                    tracing::warn!(segment = %seg.display(), error = %e, "export.prepare_ahead: cannot prepare a segment; exports will");
+                }
+            }
+            self.done.insert(seg.clone());
+        }
+        true
+    }
+}
