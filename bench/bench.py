@@ -18,7 +18,10 @@ Measured, in one run:
     (export_s; peak RSS of the export phase, VmHWM reset with /proc/self/clear_refs).
     First exports (state/export-cache removed before each run, so each prepares every
     segment and builds the cache), then exports again with the prepared cache of the run
-    before (same bytes out, checked), then first exports with near-duplicate detection off
+    before (same bytes out, checked), then exports after the daemon prepared the sealed
+    segments ahead (export.prepare_ahead: the daemon started with no cache, until its
+    background thread has an entry for every sealed segment; its time and CPU are a row too),
+    then first exports with near-duplicate detection off
     (export.near_dup_threshold = 0), the work the seed's export does (it has no
     near-duplicate detection).
  3. idle CPU: the daemon on a fully read log, CPU time of all its threads over N seconds
@@ -246,6 +249,32 @@ def bench_export(binary, ing, cfg=None, cached=False):
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("export failed")
     return {"secs": secs, "rss": ru.ru_maxrss * 1024, "report": json.loads(out)}
+
+
+def bench_prepare_ahead(binary, ing):
+    """The daemon started on the ingested data dir with no prepared cache (as after an upgrade,
+    or segments sealed by its last shutdown): how long until its background thread has an
+    entry for every sealed example segment, and the daemon's CPU time meanwhile."""
+    data = os.path.join(ing["dir"], "data")
+    cache = os.path.join(data, "state", "export-cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    sealed = {f for f in os.listdir(data) if f.startswith("examples_") and f.endswith(".jsonl")}
+    os.sync()
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, "--config", ing["cfg"], "run"])
+    while True:
+        entries = set()
+        for d in os.listdir(cache) if os.path.isdir(cache) else []:
+            entries |= {e[:-len(".prep")] for e in os.listdir(os.path.join(cache, d)) if e.endswith(".prep")}
+        if sealed <= entries:
+            break
+        if p.poll() is not None:
+            raise SystemExit(f"daemon exited early with {p.returncode}")
+        time.sleep(0.005)
+    secs = time.monotonic() - t0
+    cpu = process_cpu_s(p.pid)
+    stop(p)
+    return {"secs": secs, "cpu": cpu, "segments": len(sealed)}
 
 
 def export_rows(rows, label, time_label, run, seed):
@@ -620,6 +649,24 @@ def main():
             stats = cx["report"].get("prepared_cache", {})
             export_rows(rows, f"export {n:,}: again",
                         f"prepared cache read ({stats.get('reused', 0)} segments), time", cx, seed)
+            log(f"[{n}] the daemon prepares the sealed segments ahead, then export x{a.repeat} ...")
+            pairs = []
+            for _ in range(a.repeat):
+                pa = bench_prepare_ahead(a.bin, ing)
+                pairs.append((bench_export(a.bin, ing, cached=True), pa))
+            pairs.sort(key=lambda x: x[0]["secs"])
+            ax, pa = pairs[len(pairs) // 2]
+            r["export_prepared_ahead"], r["prepare_ahead"] = ax, pa
+            r["export_prepared_ahead_all_secs"] = [round(x[0]["secs"], 3) for x in pairs]
+            log(f"[{n}] export runs after the daemon prepared ahead: {r['export_prepared_ahead_all_secs']} s")
+            stats = ax["report"].get("prepared_cache", {})
+            if stats.get("written") != 0 or stats.get("reused") != pa["segments"] or \
+                    ax["report"].get("output_sha256") != ex["report"].get("output_sha256"):
+                raise SystemExit(f"the export after the daemon prepared ahead: {stats}, other bytes?")
+            export_rows(rows, f"export {n:,}: prepared ahead by the daemon",
+                        f"all {pa['segments']} segments read from the cache, time", ax, seed)
+            rows.append([f"daemon {n:,}: preparing {pa['segments']} segments ahead (idle priority)",
+                         f"{pa['secs']:.2f} s after start, CPU {pa['cpu']:.2f} s", "", ""])
             rep = ex["report"]
             line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]
             if seed:
