@@ -219,6 +219,11 @@ impl Worker {
             }
             self.done.insert(seg.clone());
         }
+        let sealed: Vec<PathBuf> = segments
+            .into_iter()
+            .filter(|s| !crate::export::input::is_open_segment(s))
+            .collect();
+        preparer.prune(&sealed);
         true
     }
 }

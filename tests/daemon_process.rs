@@ -820,30 +820,75 @@ fn prepares_sealed_segments_for_export_in_the_background() {
         cache_entries(&sb).contains(&with_prep(&sealed))
     });
 
+    // A consumer deletes a sealed segment: the daemon removes its entry (once not fresh) at
+    // its next round, though no export runs.
+    let gone = format!("{}.prep", sealed[0]);
+    let deleted = std::fs::read_to_string(sb.data().join(&sealed[0]))
+        .unwrap()
+        .lines()
+        .count();
+    std::fs::remove_file(sb.data().join(&sealed[0])).unwrap();
+    let holding = || {
+        std::fs::read_dir(sb.path("data/state/export-cache"))
+            .unwrap()
+            .flatten()
+            .map(|d| d.path().join(&gone))
+            .filter(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    for entry in holding() {
+        std::fs::File::options()
+            .write(true)
+            .open(entry)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(700))
+            .unwrap();
+    }
+    assert_eq!(holding().len(), 2);
+    append_lines(
+        &log,
+        &(150..210)
+            .map(|i| interaction_line("w", i))
+            .collect::<Vec<_>>(),
+    );
+    wait_until(T, "60 more examples", || {
+        sb.examples().len() == 210 - deleted
+    });
+    wait_until(T, "the deleted segment's entry removed", || {
+        holding().len() == 1
+    });
+
     // Turned off: segments sealed from then on are left to the exports.
     std::fs::write(
         sb.config_path(),
         other.replace("[export]\n", "[export]\nprepare_ahead = false\n"),
     )
     .unwrap();
+    let sealed = sealed_examples(&sb);
+    wait_until(T, "the segments sealed so far prepared", || {
+        cache_entries(&sb).contains(&with_prep(&sealed))
+    });
     d.signal(libc::SIGHUP);
     wait_until(T, "the reload", || {
         sb.daemon_log().matches("config reloaded").count() == 2
     });
+    let before = cache_entries(&sb);
     append_lines(
         &log,
-        &(150..250)
+        &(210..310)
             .map(|i| interaction_line("w", i))
             .collect::<Vec<_>>(),
     );
-    wait_until(T, "250 examples", || sb.examples().len() == 250);
+    wait_until(T, "100 more examples", || {
+        sb.examples().len() == 310 - deleted
+    });
     let more = sealed_examples(&sb);
     assert!(more.len() > sealed.len(), "{more:?}");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        cache_entries(&sb).iter().all(|d| d.len() <= sealed.len()),
-        "nothing prepared with prepare_ahead = false: {:?}",
-        cache_entries(&sb)
+    assert_eq!(
+        cache_entries(&sb),
+        before,
+        "nothing prepared with prepare_ahead = false"
     );
     d.stop();
 }

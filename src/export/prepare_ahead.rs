@@ -98,6 +98,14 @@ impl AheadPreparer {
         eval_stamp(&self.opts.decontaminate) != self.eval_stamp
     }
 
+    /// Removes the entries of sealed segments not in `live` (deleted since; an entry written
+    /// in the last minutes is kept) and temporary entries left by a process that died: a
+    /// daemon whose data is never exported would otherwise keep the entries of every segment
+    /// a consumer deleted.
+    pub fn prune(&self, live: &[PathBuf]) {
+        self.cache.prune(live);
+    }
+
     /// Writes the cache entry of the sealed segment `segment` unless it has one made from it.
     /// Reading stops early, leaving nothing, once `stop` is raised.
     pub fn prepare(&mut self, segment: &Path, stop: &AtomicBool) -> Result<Outcome, ExportError> {

@@ -3,7 +3,9 @@
 //! exact-dedup key, the MinHash band keys), kept under `state/export-cache/`, so that the next
 //! export reads ~230 bytes per example instead of parsing, scrubbing and MinHashing every line
 //! of every segment again. `ready` runs a whole export each time it is asked, and exports
-//! are run again and again as data accumulates, while most segments never change.
+//! are run again and again as data accumulates, while most segments never change. The daemon
+//! writes the entries for the config's options ahead, as it seals segments
+//! ([`super::prepare_ahead`]), so even a user's first export finds them.
 //!
 //! An entry is used only when all of these hold, and is a miss otherwise (the segment is read
 //! as without a cache and its entry written anew):
@@ -329,6 +331,9 @@ impl PreparedCache {
         let path = self.entry_path(segment)?;
         let made = (|| -> std::io::Result<EntryWriter> {
             let identity = Identity::of(file)?;
+            // A long-running writer (the daemon's) may find its directory removed as one of
+            // the least recently used by exports with other options meanwhile.
+            std::fs::create_dir_all(&self.dir)?;
             let tmp = tempfile::Builder::new()
                 .prefix(".tmp-")
                 .tempfile_in(&self.dir)?;

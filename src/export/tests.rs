@@ -2382,6 +2382,12 @@ fn export_prepare_ahead_stops_cleanly_and_notices_a_changed_evaluation_set() {
     )
     .unwrap();
     assert!(ahead.is_stale());
+    // Its directory removed meanwhile (exports with other options evict the least recently
+    // used): it is made again.
+    fs::remove_dir_all(&root).unwrap();
+    let go = std::sync::atomic::AtomicBool::new(false);
+    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::Written);
+    assert_eq!(walk(&root).len(), 1, "{:?}", walk(&root));
     // Without a cache directory there is nothing to prepare into.
     let none = AheadPreparer::new(ExportOptions {
         cache_dir: None,
