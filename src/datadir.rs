@@ -183,21 +183,20 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(io)?;
-    let tmp = state_dir.join("pseudonym.key.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&key).map_err(io)?;
-        f.sync_all().map_err(io)?;
+    // Written whole under a name of its own (mode 0600, as tempfile makes it), then linked
+    // into place, which fails if another process (the daemon preparing segments ahead, an
+    // export) made the key first: then that key is the one, so every process uses the same.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pseudonym.key.")
+        .tempfile_in(state_dir)
+        .map_err(io)?;
+    tmp.write_all(&key).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    match std::fs::hard_link(tmp.path(), &path) {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(io),
+        Err(e) => Err(io(e)),
     }
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(key)
 }
 
 /// `stats`: the counts over every segment, plus the running daemon's buffer.
@@ -216,4 +215,46 @@ fn live_buffer_count(cfg: &Config) -> Option<u64> {
     let body = crate::metrics::http_get(addr, "/healthz", Duration::from_millis(500)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     v.get("buffer_count")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The key is made once (mode 0600) and read back after; many processes making it at the
+    /// same moment (the daemon at start, an export) all end up with the one that was kept.
+    #[test]
+    fn pseudonym_key_is_made_once_and_shared_by_racing_makers() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let barrier = std::sync::Barrier::new(8);
+            let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let makers: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            pseudonym_key(&state).unwrap()
+                        })
+                    })
+                    .collect();
+                makers.into_iter().map(|m| m.join().unwrap()).collect()
+            });
+            let kept = std::fs::read(state.join("pseudonym.key")).unwrap();
+            assert_eq!(kept.len(), 32);
+            assert!(
+                keys.iter().all(|k| *k == kept),
+                "round {round}: keys differ"
+            );
+            let mode = std::fs::metadata(state.join("pseudonym.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(pseudonym_key(&state).unwrap(), kept);
+            let left: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+            assert_eq!(left.len(), 1, "no temporary files left: {left:?}");
+        }
+    }
 }
