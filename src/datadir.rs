@@ -183,8 +183,8 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(io)?;
-    // Written whole under a name of its own (mode 0600, as tempfile makes it), then linked
-    // into place, which fails if another process (the daemon preparing segments ahead, an
+    // Written whole under a name of its own (mode 0600, as tempfile makes it), then put in
+    // place without replacing anything, which fails if another process (the daemon preparing segments ahead, an
     // export) made the key first: then that key is the one, so every process uses the same.
     let mut tmp = tempfile::Builder::new()
         .prefix(".pseudonym.key.")
@@ -192,10 +192,12 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
         .map_err(io)?;
     tmp.write_all(&key).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
-    match std::fs::hard_link(tmp.path(), &path) {
-        Ok(()) => Ok(key),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(io),
-        Err(e) => Err(io(e)),
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => Ok(key),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(&path).map_err(io)
+        }
+        Err(e) => Err(io(e.error)),
     }
 }
 
