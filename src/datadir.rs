@@ -184,8 +184,9 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(io)?;
     // Written whole under a name of its own (mode 0600, as tempfile makes it), then put in
-    // place without replacing anything, which fails if another process (the daemon preparing segments ahead, an
-    // export) made the key first: then that key is the one, so every process uses the same.
+    // place without replacing anything, which fails if another process (the daemon
+    // preparing segments ahead, an export) made the key first: then that key is the one, so
+    // every process uses the same.
     let mut tmp = tempfile::Builder::new()
         .prefix(".pseudonym.key.")
         .tempfile_in(state_dir)
