@@ -57,12 +57,19 @@ impl Ex {
     /// Field by field, for the spill files and the prepared cache
     /// ([`super::prepared_cache`]).
     pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        self.encode_in_file(self.loc.file, e)
+    }
+
+    /// [`Ex::encode`] with `file` as its location's file index: the prepared cache stores 0
+    /// (its reader puts in the index the segment has in that export), so a segment's entry is
+    /// the same bytes whoever wrote it.
+    pub(crate) fn encode_in_file(&self, file: u32, e: &mut Enc<'_>) {
         e.i64(self.ts)
             .bool(self.verified_correction)
             .opt_bool(self.in_feedback)
             .bool(self.was_corrected)
             .f64(self.auto_score);
-        self.loc.encode(e);
+        Loc { file, ..self.loc }.encode(e);
         e.u8(self.static_drop).opt_u64(self.group);
         match &self.prepared {
             None => {

@@ -502,7 +502,7 @@ fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8
                 .str(&f.id)
                 .opt_str(f.request_id.as_deref())
                 .u128(f.prompt_key);
-            f.ex.encode(e);
+            f.ex.encode_in_file(0, e);
             e.u32(f.bands.len() as u32);
             for &b in &f.bands {
                 e.u64(b);

@@ -2316,6 +2316,31 @@ fn export_prepare_ahead_writes_the_entries_an_export_reuses() {
     let gone = d.join("examples_20261101_0009.jsonl");
     assert_eq!(ahead.prepare(&gone, &go).unwrap(), Outcome::NotSealed);
     assert!(!ahead.is_stale());
+    // The very entries an export writes (whose inputs list the segments in another order).
+    let exported = d.join("cache-of-an-export");
+    cached_export(
+        &ExportInputs {
+            examples: vec![open.clone(), second.clone(), seg.clone()],
+            ..Default::default()
+        },
+        &o,
+        &exported,
+    );
+    let entries = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = walk(root)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries(&root).len(), 2);
+    assert!(entries(&root) == entries(&exported), "entries differ");
 
     let all = ExportInputs {
         examples: vec![seg, second, open],
