@@ -665,7 +665,7 @@ def main():
                 raise SystemExit(f"the export after the daemon prepared ahead: {stats}, other bytes?")
             export_rows(rows, f"export {n:,}: prepared ahead by the daemon",
                         f"all {pa['segments']} segments read from the cache, time", ax, seed)
-            rows.append([f"daemon {n:,}: preparing {pa['segments']} segments ahead (idle priority)",
+            rows.append([f"daemon {n:,}: preparing {pa['segments']} segments ahead (nice 19)",
                          f"{pa['secs']:.2f} s after start, CPU {pa['cpu']:.2f} s", "", ""])
             rep = ex["report"]
             line = [f"export {n:,}: examples out", str(rep.get("after_filtering", "?"))]

@@ -529,7 +529,7 @@ pub struct ExportConfig {
     pub decontaminate: Vec<PathBuf>,
     pub decontaminate_ngram: usize,
     /// The daemon prepares each example segment it seals for export with these options (at
-    /// idle CPU priority), so an export without flags, `ready` and `train-check` find the
+    /// lowest CPU priority), so an export without flags, `ready` and `train-check` find the
     /// prepared cache instead of doing that work themselves.
     pub prepare_ahead: bool,
 }

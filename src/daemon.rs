@@ -787,7 +787,7 @@ pub fn run(
     );
     let result = daemon.main_loop(&control.receiver);
     // Segments sealed by the shutdown are prepared after the next start.
-    daemon.warmer.stop();
+    let _ = daemon.warmer.stop();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }
@@ -865,6 +865,10 @@ impl Daemon {
                 self.last_full_poll = None;
                 false
             };
+            // A backlog: bytes left unread, lines on the workers, or writes failing.
+            self.warmer.set_intake_catching_up(
+                self.tail_more || !self.pool.is_empty() || self.retry.is_some(),
+            );
             self.maybe_durable();
             self.seal_due();
             self.tell_warmer_of_seals();

@@ -732,8 +732,8 @@ fn cache_entries(sb: &Sandbox) -> Vec<Vec<String>> {
     dirs
 }
 
-/// The scheduling policy of the daemon's thread named `name` (field 41 of its stat file).
-fn thread_policy(pid: i32, name: &str) -> Option<u32> {
+/// The nice value of the daemon's thread named `name` (field 19 of its stat file).
+fn thread_nice(pid: i32, name: &str) -> Option<i32> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
@@ -743,14 +743,14 @@ fn thread_policy(pid: i32, name: &str) -> Option<u32> {
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             // Fields after the parenthesised name start at field 3.
             let rest = &stat[stat.rfind(')')? + 2..];
-            return rest.split(' ').nth(41 - 3)?.parse().ok();
+            return rest.split(' ').nth(19 - 3)?.parse().ok();
         }
     }
     None
 }
 
-/// The daemon prepares each example segment it seals for export, in the background at idle
-/// CPU priority: an export run meanwhile (same config, no flags) reads every sealed segment
+/// The daemon prepares each example segment it seals for export, in the background at the
+/// lowest CPU priority: an export run meanwhile (same config, no flags) reads every sealed segment
 /// from the prepared cache, prepares none, and writes what an export without the cache
 /// writes; a reload with other export options prepares them for those; segments sealed by
 /// the shutdown are prepared after the next start; `export.prepare_ahead = false` stops it.
@@ -775,9 +775,9 @@ fn prepares_sealed_segments_for_export_in_the_background() {
         cache_entries(&sb) == vec![with_prep(&sealed)]
     });
     assert_eq!(
-        thread_policy(d.pid(), training_collector::cache_warmer::THREAD_NAME),
-        Some(libc::SCHED_IDLE as u32),
-        "the preparing thread runs at idle priority"
+        thread_nice(d.pid(), training_collector::cache_warmer::THREAD_NAME),
+        Some(19),
+        "the preparing thread runs at the lowest priority"
     );
 
     let out = sb.path("out.jsonl");

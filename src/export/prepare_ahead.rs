@@ -19,7 +19,6 @@ use super::prepared_cache::PreparedCache;
 use super::{ExportError, ExportOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What [`AheadPreparer::prepare`] did with a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub enum Outcome {
     /// The entry could not be written (a warning says why); the next export prepares the
     /// segment itself.
     NotWritten,
-    /// `stop` was raised while it was being read; nothing was left behind.
+    /// Its caller said to stop while it was being read; nothing was left behind.
     Stopped,
 }
 
@@ -107,8 +106,14 @@ impl AheadPreparer {
     }
 
     /// Writes the cache entry of the sealed segment `segment` unless it has one made from it.
-    /// Reading stops early, leaving nothing, once `stop` is raised.
-    pub fn prepare(&mut self, segment: &Path, stop: &AtomicBool) -> Result<Outcome, ExportError> {
+    /// `go_on` is asked before each chunk of the segment (about 2 MiB) is prepared: it may
+    /// wait (the daemon holds the work back while its intake catches up), and false stops
+    /// the reading, leaving nothing behind.
+    pub fn prepare(
+        &mut self,
+        segment: &Path,
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<Outcome, ExportError> {
         if input::is_open_segment(segment) {
             return Ok(Outcome::NotSealed);
         }
@@ -149,7 +154,7 @@ impl AheadPreparer {
             "examples",
             |_| {},
             |chunk| {
-                if stop.load(Ordering::Relaxed) {
+                if !go_on() {
                     stopped = true;
                     return Err(ExportError::Internal("stopped".into()));
                 }

@@ -2308,13 +2308,13 @@ fn export_prepare_ahead_writes_the_entries_an_export_reuses() {
     })
     .unwrap()
     .expect("a cache");
-    let go = std::sync::atomic::AtomicBool::new(false);
-    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::Written);
-    assert_eq!(ahead.prepare(&second, &go).unwrap(), Outcome::Written);
-    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::AlreadyCached);
-    assert_eq!(ahead.prepare(&open, &go).unwrap(), Outcome::NotSealed);
+    let go = &mut || true;
+    assert_eq!(ahead.prepare(&seg, go).unwrap(), Outcome::Written);
+    assert_eq!(ahead.prepare(&second, go).unwrap(), Outcome::Written);
+    assert_eq!(ahead.prepare(&seg, go).unwrap(), Outcome::AlreadyCached);
+    assert_eq!(ahead.prepare(&open, go).unwrap(), Outcome::NotSealed);
     let gone = d.join("examples_20261101_0009.jsonl");
-    assert_eq!(ahead.prepare(&gone, &go).unwrap(), Outcome::NotSealed);
+    assert_eq!(ahead.prepare(&gone, go).unwrap(), Outcome::NotSealed);
     assert!(!ahead.is_stale());
     // The very entries an export writes (whose inputs list the segments in another order).
     let exported = d.join("cache-of-an-export");
@@ -2396,8 +2396,17 @@ fn export_prepare_ahead_stops_cleanly_and_notices_a_changed_evaluation_set() {
         ..Default::default()
     };
     let mut ahead = AheadPreparer::new(o.clone()).unwrap().expect("a cache");
-    let stop = std::sync::atomic::AtomicBool::new(true);
-    assert_eq!(ahead.prepare(&seg, &stop).unwrap(), Outcome::Stopped);
+    let mut asked = 0;
+    assert_eq!(
+        ahead
+            .prepare(&seg, &mut || {
+                asked += 1;
+                false
+            })
+            .unwrap(),
+        Outcome::Stopped
+    );
+    assert_eq!(asked, 1, "asked before the first chunk");
     let left: Vec<_> = walk(&root);
     assert!(left.is_empty(), "nothing left behind: {left:?}");
     assert!(!ahead.is_stale());
@@ -2410,8 +2419,7 @@ fn export_prepare_ahead_stops_cleanly_and_notices_a_changed_evaluation_set() {
     // Its directory removed meanwhile (exports with other options evict the least recently
     // used): it is made again.
     fs::remove_dir_all(&root).unwrap();
-    let go = std::sync::atomic::AtomicBool::new(false);
-    assert_eq!(ahead.prepare(&seg, &go).unwrap(), Outcome::Written);
+    assert_eq!(ahead.prepare(&seg, &mut || true).unwrap(), Outcome::Written);
     assert_eq!(walk(&root).len(), 1, "{:?}", walk(&root));
     // Without a cache directory there is nothing to prepare into.
     let none = AheadPreparer::new(ExportOptions {
