@@ -208,15 +208,7 @@ fn ready_and_train_check_run_the_hooks_only_when_ready() {
 #[test]
 fn export_reuses_the_prepared_cache_of_sealed_segments_through_the_cli() {
     let sb = captured(30, "");
-    let out = sb.path("out.jsonl");
-    let export = |extra: &[&str]| {
-        let mut a = vec!["export", "--output", out.to_str().unwrap()];
-        a.extend_from_slice(extra);
-        let (rc, o, e) = sb.cli(&a);
-        assert_eq!(rc, 0, "{o}{e}");
-        let v: Value = serde_json::from_str(&o).unwrap();
-        (v, std::fs::read(&out).unwrap())
-    };
+    let export = |extra: &[&str]| sb.export_to_out(extra);
     let sealed_segments = || {
         std::fs::read_dir(sb.path("data"))
             .unwrap()

@@ -780,15 +780,7 @@ fn prepares_sealed_segments_for_export_in_the_background() {
         "the preparing thread runs at the lowest priority"
     );
 
-    let out = sb.path("out.jsonl");
-    let export = |extra: &[&str]| {
-        let mut a = vec!["export", "--output", out.to_str().unwrap()];
-        a.extend_from_slice(extra);
-        let (rc, o, e) = sb.cli(&a);
-        assert_eq!(rc, 0, "{o}{e}");
-        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
-        (v, std::fs::read(&out).unwrap())
-    };
+    let export = |extra: &[&str]| sb.export_to_out(extra);
     let (warm, warm_bytes) = export(&[]);
     assert_eq!(warm["prepared_cache"]["reused"], sealed.len(), "{warm}");
     assert_eq!(warm["prepared_cache"]["written"], 0, "{warm}");

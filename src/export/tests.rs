@@ -2183,6 +2183,36 @@ fn cache_stats(r: &ExportReport) -> (u64, u64) {
     (s.reused, s.written)
 }
 
+/// Thumbs down for `ex_1` (by id) and `req_2` (by request id), and a correction of the
+/// ([`P_CORR`], [`R_WRONG`]) pair (by pair, to [`R_RIGHT`]), in segments of day `day`
+/// (YYYYMMDD) under `d`: what [`cache_examples`]' lines receive after they were cached.
+fn late_feedback_and_correction(d: &Path, day: &str) -> (PathBuf, PathBuf) {
+    let ts = |t: &str| format!("{}-{}-{}T{t}", &day[..4], &day[4..6], &day[6..]);
+    let feedback = d.join(format!("feedback_{day}_0001.jsonl"));
+    write(
+        &feedback,
+        &[
+            fb("fb_1", &ts("10:00:00"), "ex_1", Feedback::Negative),
+            fb("fb_2", &ts("10:00:00"), "req_2", Feedback::Negative),
+        ],
+        None,
+    );
+    let corrections = d.join(format!("corrections_{day}_0001.jsonl"));
+    let at = ts("11:00:00");
+    let by_pair = Corr {
+        id: "corr_pair",
+        ts: &at,
+        prompt: P_CORR,
+        original: R_WRONG,
+        corrected: R_RIGHT,
+        orig_id: None,
+        orig_req: None,
+        example_id: None,
+    };
+    write(&corrections, &[by_pair.line()], None);
+    (feedback, corrections)
+}
+
 /// Feedback and corrections that arrive after a segment was cached reach its examples: by
 /// id, by request id, and by (prompt, answer), which a cached line must be read again for.
 #[test]
@@ -2203,27 +2233,7 @@ fn export_prepared_cache_serves_feedback_and_corrections_that_arrive_after_it() 
     assert_eq!(cache_stats(&first), (0, 1));
     assert_eq!(first.after_filtering, 4, "{first:?}");
 
-    let feedback = d.join("feedback_20261102_0001.jsonl");
-    write(
-        &feedback,
-        &[
-            fb("fb_1", "2026-11-02T10:00:00", "ex_1", Feedback::Negative),
-            fb("fb_2", "2026-11-02T10:00:00", "req_2", Feedback::Negative),
-        ],
-        None,
-    );
-    let corrections = d.join("corrections_20261102_0001.jsonl");
-    let by_pair = Corr {
-        id: "corr_pair",
-        ts: "2026-11-02T11:00:00",
-        prompt: P_CORR,
-        original: R_WRONG,
-        corrected: R_RIGHT,
-        orig_id: None,
-        orig_req: None,
-        example_id: None,
-    };
-    write(&corrections, &[by_pair.line()], None);
+    let (feedback, corrections) = late_feedback_and_correction(d, "20261102");
     let all = ExportInputs {
         examples: vec![seg],
         feedback: vec![feedback],
@@ -2271,29 +2281,7 @@ fn export_prepare_ahead_writes_the_entries_an_export_reuses() {
         &[Ex::new("ex_o", "2026-11-03T11:00:00", P_CORR, R_RIGHT).line()],
         Some("{\"id\": \"torn"),
     );
-    let feedback = d.join("feedback_20261104_0001.jsonl");
-    write(
-        &feedback,
-        &[fb(
-            "fb_1",
-            "2026-11-04T10:00:00",
-            "ex_1",
-            Feedback::Negative,
-        )],
-        None,
-    );
-    let corrections = d.join("corrections_20261104_0001.jsonl");
-    let by_pair = Corr {
-        id: "corr_pair",
-        ts: "2026-11-04T11:00:00",
-        prompt: P_CORR,
-        original: R_WRONG,
-        corrected: R_RIGHT,
-        orig_id: None,
-        orig_req: None,
-        example_id: None,
-    };
-    write(&corrections, &[by_pair.line()], None);
+    let (feedback, corrections) = late_feedback_and_correction(d, "20261104");
     let eval = d.join("eval.jsonl");
     fs::write(&eval, format!("{{\"question\": \"{P_PLAIN_CORR}\"}}\n")).unwrap();
     let o = ExportOptions {

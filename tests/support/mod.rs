@@ -170,6 +170,18 @@ impl Sandbox {
         )
     }
 
+    /// `export --output out.jsonl` plus `extra` arguments, which must succeed: its report
+    /// and the bytes of the training file.
+    pub fn export_to_out(&self, extra: &[&str]) -> (Value, Vec<u8>) {
+        let out = self.path("out.jsonl");
+        let mut a = vec!["export", "--output", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        let (rc, o, e) = self.cli(&a);
+        assert_eq!(rc, 0, "{o}{e}");
+        let report: Value = serde_json::from_str(&o).unwrap();
+        (report, std::fs::read(&out).unwrap())
+    }
+
     /// Every example record in data/, sealed and open segments (a torn last line of an
     /// open segment is not a record yet).
     pub fn examples(&self) -> Vec<Value> {
