@@ -246,31 +246,15 @@ impl PreparedCache {
     /// preparing a segment ahead; an export still checks everything and rewrites a damaged
     /// entry).
     pub(crate) fn has_entry(&self, segment: &Path, file: &File) -> bool {
-        let Some(path) = self.entry_path(segment) else {
-            return false;
-        };
-        let Ok(entry) = File::open(&path) else {
-            return false;
-        };
-        let header = || -> Result<bool, String> {
-            let head =
-                read_frame(&mut BufReader::with_capacity(512, &entry))?.ok_or("no header")?;
-            let d = &mut Dec::new(&head);
-            if d.take_bytes(MAGIC.len())? != MAGIC || d.str()? != self.fingerprint {
-                return Ok(false);
-            }
-            let made_from = Identity::decode(d)?;
-            Ok(Identity::of(file).map_err(|e| e.to_string())? == made_from)
-        };
-        header().unwrap_or(false)
+        let entry = self.entry_path(segment).and_then(|p| File::open(p).ok());
+        entry.is_some_and(|e| matches!(self.header(&e, file), Ok(Some(_))))
     }
 
-    /// `Ok(None)`: a sound entry, but made from another segment of that name (or with
-    /// another fingerprint).
-    fn check(&self, entry: File, segment: &File) -> Result<Option<CachedSegment>, String> {
-        let io = |e: std::io::Error| e.to_string();
-        // The header: magic, fingerprint, the segment's identity.
-        let head = read_frame(&mut BufReader::new(&entry))?.ok_or("no header")?;
+    /// Reads an entry's header: `Ok(Some(its length))` when it names this fingerprint and the
+    /// segment open as `segment` as it is now, `Ok(None)` when it names another fingerprint or
+    /// another segment of that name.
+    fn header(&self, entry: &File, segment: &File) -> Result<Option<usize>, String> {
+        let head = read_frame(&mut BufReader::with_capacity(512, entry))?.ok_or("no header")?;
         let d = &mut Dec::new(&head);
         if d.take_bytes(MAGIC.len())? != MAGIC {
             return Err("not a prepared cache entry".into());
@@ -280,14 +264,23 @@ impl PreparedCache {
         }
         let made_from = Identity::decode(d)?;
         d.end()?;
-        if Identity::of(segment).map_err(io)? != made_from {
+        let now = Identity::of(segment).map_err(|e| e.to_string())?;
+        Ok((now == made_from).then_some(head.len()))
+    }
+
+    /// `Ok(None)`: a sound entry, but made from another segment of that name (or with
+    /// another fingerprint).
+    fn check(&self, entry: File, segment: &File) -> Result<Option<CachedSegment>, String> {
+        let io = |e: std::io::Error| e.to_string();
+        // The header: magic, fingerprint, the segment's identity.
+        let Some(head_len) = self.header(&entry, segment)? else {
             return Ok(None);
-        }
+        };
         // The checksum, over everything before it.
         let len = entry.metadata().map_err(io)?.len();
         let body = len
             .checked_sub(8)
-            .filter(|&b| b >= 4 + head.len() as u64 + 28)
+            .filter(|&b| b >= 4 + head_len as u64 + 28)
             .ok_or("too short")?;
         (&entry).seek(SeekFrom::Start(0)).map_err(io)?;
         let mut r = BufReader::with_capacity(256 << 10, &entry);
@@ -314,7 +307,7 @@ impl PreparedCache {
         }
         let (lines, bytes, records) = (t.u64()?, t.u64()?, t.u64()?);
         (&entry)
-            .seek(SeekFrom::Start(4 + head.len() as u64))
+            .seek(SeekFrom::Start(4 + head_len as u64))
             .map_err(io)?;
         Ok(Some(CachedSegment {
             reader: BufReader::with_capacity(256 << 10, entry),
