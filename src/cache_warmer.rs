@@ -203,7 +203,9 @@ impl Worker {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "export.prepare_ahead: cannot prepare segments for export; exports will");
+                    // Tried again at the next round (an evaluation set made later, say).
+                    self.rebuild = true;
+                    tracing::warn!(error = %e, "export.prepare_ahead: cannot prepare segments for export now; exports will");
                     None
                 }
             };
@@ -292,6 +294,34 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Options that cannot be prepared for now (an evaluation set not there yet) are tried
+    /// again at the next round, so the cache fills once the set exists, without a reload.
+    #[test]
+    fn options_that_fail_are_tried_again_at_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let eval = dir.path().join("eval.jsonl");
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        cfg.export.decontaminate = vec![eval.clone()];
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let seg = cfg.data_dir.join("examples_20261129_0001.jsonl");
+        std::fs::write(&seg, "{\"not\": \"an example\"}\n".repeat(10)).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut warmer = CacheWarmer::start(&cfg, metrics.clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(entries(&cfg).is_empty(), "{:?}", entries(&cfg));
+        std::fs::write(
+            &eval,
+            "{\"q\": \"What is the capital of France these days?\"}\n",
+        )
+        .unwrap();
+        warmer.sealed();
+        wait_for("the entry", || entries(&cfg).len() == 1);
+        assert!(warmer.stop());
     }
 
     /// While the intake catches up nothing is prepared; once it has, the segment sealed
