@@ -163,11 +163,14 @@ fn create_dir(p: &Path) -> Result<(), DataDirError> {
     })
 }
 
+/// The pseudonym key's file in the state directory.
+const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
+
 /// The key for pseudonymizing user ids: 32 random bytes made on first use and kept in
 /// `state/pseudonym.key` (mode 0600), so the same user maps to the same pseudonym in every
 /// export of this installation and to none elsewhere.
 pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
-    let path = state_dir.join("pseudonym.key");
+    let path = state_dir.join(PSEUDONYM_KEY_FILE);
     let io = |source| DataDirError::Io {
         path: path.clone(),
         source,
@@ -209,7 +212,33 @@ pub fn stats(cfg: &Config) -> Result<Stats, DataDirError> {
     let mut s = stats::collect(&inputs, &rejected)?;
     s.buffer_count = live_buffer_count(cfg).unwrap_or(0);
     s.total_examples += s.buffer_count;
+    s.prepared_for_export = prepared_for_export(cfg, &inputs.examples);
     Ok(s)
+}
+
+/// How many of the sealed example segments among `examples` are in the prepared cache for
+/// the config's export options; `None` when that cannot be told (an evaluation set missing,
+/// say: `stats` does not fail for it).
+fn prepared_for_export(cfg: &Config, examples: &[PathBuf]) -> Option<stats::PreparedForExport> {
+    let sealed: Vec<PathBuf> = examples
+        .iter()
+        .filter(|p| !export::input::is_open_segment(p))
+        .cloned()
+        .collect();
+    let n = sealed.len() as u64;
+    // No key yet: nothing was prepared, and looking must not make one.
+    if !cfg.state_dir().join(PSEUDONYM_KEY_FILE).exists() {
+        return Some(stats::PreparedForExport {
+            prepared: 0,
+            sealed: n,
+        });
+    }
+    let opts = export_options(cfg, &ExportRequest::default()).ok()?;
+    let prepared = export::prepare_ahead::prepared_count(&opts, &sealed).ok()??;
+    Some(stats::PreparedForExport {
+        prepared,
+        sealed: n,
+    })
 }
 
 /// The running daemon's buffered example count, asked of its `/healthz` endpoint.
@@ -224,6 +253,58 @@ fn live_buffer_count(cfg: &Config) -> Option<u64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// `stats` tells how many sealed example segments are prepared for the config's export
+    /// options, without making anything (no key, no cache directory) to find out.
+    #[test]
+    fn stats_counts_the_sealed_segments_prepared_for_export() {
+        let f = crate::export::tests::fixture();
+        let cfg = Config {
+            data_dir: f.dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let sealed = segment::list(&cfg.data_dir, Stream::Examples)
+            .unwrap()
+            .iter()
+            .filter(|p| !export::input::is_open_segment(p))
+            .count() as u64;
+        assert!(sealed >= 1);
+        let before = stats(&cfg).unwrap().prepared_for_export;
+        assert_eq!(
+            before,
+            Some(stats::PreparedForExport {
+                prepared: 0,
+                sealed
+            })
+        );
+        assert!(!cfg.state_dir().exists(), "stats made the state directory");
+        let out = f.dir.path().join("out.jsonl");
+        export(
+            &cfg,
+            &ExportRequest {
+                output: Some(out.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let after = stats(&cfg).unwrap().prepared_for_export.unwrap();
+        assert_eq!((after.prepared, after.sealed), (sealed, sealed));
+        // Other options are another cache: an export with them does not count.
+        let other = Config {
+            export: crate::config::ExportConfig {
+                min_prompt_chars: 11,
+                ..cfg.export.clone()
+            },
+            ..cfg.clone()
+        };
+        let theirs = stats(&other).unwrap().prepared_for_export.unwrap();
+        assert_eq!(theirs.prepared, 0);
+        assert!(
+            stats::render_table(&stats(&cfg).unwrap()).contains(&format!(
+                "prepared for export: {sealed} of {sealed} sealed segments"
+            ))
+        );
+    }
 
     /// The key is made once (mode 0600) and read back after; many processes making it at the
     /// same moment (the daemon at start, an export) all end up with the one that was kept.

@@ -29,6 +29,14 @@ pub struct FeedbackStats {
     pub orphaned: u64,
 }
 
+/// How many sealed example segments the prepared cache holds for the config's export options
+/// (`export::prepare_ahead`): an export without flags reads those from the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PreparedForExport {
+    pub prepared: u64,
+    pub sealed: u64,
+}
+
 /// The `stats` output.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -42,6 +50,9 @@ pub struct Stats {
     pub rejected: BTreeMap<String, u64>,
     /// Lines in the inputs that could not be parsed at all.
     pub unreadable_lines: u64,
+    /// Left out when it cannot be told (no cache, an evaluation set missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_for_export: Option<PreparedForExport>,
 }
 
 fn h16(kind: u8, s: &str) -> [u8; 16] {
@@ -218,6 +229,13 @@ pub fn render_table(st: &Stats) -> String {
     section(&mut out, "by source", &st.by_source);
     section(&mut out, "by tag", &st.by_tag);
     section(&mut out, "rejected", &st.rejected);
+    if let Some(p) = st.prepared_for_export {
+        let _ = writeln!(
+            out,
+            "prepared for export: {} of {} sealed segments",
+            p.prepared, p.sealed
+        );
+    }
     out
 }
 

@@ -363,6 +363,12 @@ fn stats_counts_match_the_capture() {
     wait_until(T, "the rejected line", || {
         !sb.records("rejected_").is_empty()
     });
+    // The segment the first run's shutdown sealed is prepared for export after this start.
+    wait_until(T, "stats to count it prepared for export", || {
+        let (_, out, _) = sb.cli(&["stats", "--json"]);
+        let s: Value = serde_json::from_str(&out).unwrap();
+        s["prepared_for_export"] == serde_json::json!({"prepared": 1, "sealed": 1})
+    });
     d.stop();
     let (rc, out, _) = sb.cli(&["stats", "--json"]);
     assert_eq!(rc, 0);

@@ -36,6 +36,31 @@ pub enum Outcome {
     Stopped,
 }
 
+/// How many of the sealed segments `sealed` have an entry made from them with `opts` (for
+/// `stats`; nothing is made or removed); `None` when these options have no cache.
+pub fn prepared_count(
+    opts: &ExportOptions,
+    sealed: &[PathBuf],
+) -> Result<Option<u64>, ExportError> {
+    let Some(root) = &opts.cache_dir else {
+        return Ok(None);
+    };
+    let eval = (!opts.decontaminate.is_empty())
+        .then(|| EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
+        .transpose()?;
+    let Some(fingerprint) = super::prepared_cache::fingerprint(opts, eval.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(cache) = PreparedCache::existing(root, fingerprint) else {
+        return Ok(Some(0));
+    };
+    let prepared = sealed
+        .iter()
+        .filter(|seg| std::fs::File::open(seg).is_ok_and(|file| cache.has_entry(seg, &file)))
+        .count();
+    Ok(Some(prepared as u64))
+}
+
 /// Size and modification time of each evaluation set, as they were when the index was read.
 type EvalStamp = Vec<Option<(u64, i64, i64)>>;
 

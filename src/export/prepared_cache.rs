@@ -209,6 +209,17 @@ impl PreparedCache {
         })
     }
 
+    /// The directory for `fingerprint` under `root` if it exists, for looking only: nothing
+    /// is made, marked or removed.
+    pub(crate) fn existing(root: &Path, fingerprint: String) -> Option<Self> {
+        let dir = root.join(&fingerprint);
+        dir.is_dir().then_some(PreparedCache {
+            dir,
+            fingerprint,
+            stats: CacheStats::default(),
+        })
+    }
+
     fn entry_path(&self, segment: &Path) -> Option<PathBuf> {
         let name = segment.file_name()?;
         let mut n = name.to_os_string();
