@@ -177,7 +177,11 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
     };
     match std::fs::read(&path) {
         Ok(k) if k.len() >= 16 => return Ok(k),
-        Ok(_) => {}
+        // Cut short (a crash of an older version while writing it): made anew. Another
+        // process doing the same meanwhile is fine: only one new key is put in place.
+        Ok(_) => {
+            let _ = std::fs::remove_file(&path);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
@@ -340,5 +344,14 @@ mod tests {
             let left: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
             assert_eq!(left.len(), 1, "no temporary files left: {left:?}");
         }
+        // A key cut short is made anew, not used.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PSEUDONYM_KEY_FILE), b"short").unwrap();
+        let key = pseudonym_key(dir.path()).unwrap();
+        assert_eq!(key.len(), 32);
+        assert_eq!(
+            std::fs::read(dir.path().join(PSEUDONYM_KEY_FILE)).unwrap(),
+            key
+        );
     }
 }
