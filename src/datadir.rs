@@ -303,6 +303,38 @@ mod tests {
         };
         let theirs = stats(&other).unwrap().prepared_for_export.unwrap();
         assert_eq!(theirs.prepared, 0);
+        // With an evaluation set, whose digest (not its index) `stats` takes.
+        let eval = f.dir.path().join("eval.jsonl");
+        std::fs::write(
+            &eval,
+            "{\"q\": \"What is the capital of France these days?\"}\n",
+        )
+        .unwrap();
+        let decontaminated = Config {
+            export: crate::config::ExportConfig {
+                decontaminate: vec![eval],
+                ..cfg.export.clone()
+            },
+            ..cfg.clone()
+        };
+        assert_eq!(
+            stats(&decontaminated)
+                .unwrap()
+                .prepared_for_export
+                .unwrap()
+                .prepared,
+            0
+        );
+        export(
+            &decontaminated,
+            &ExportRequest {
+                output: Some(out.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let after = stats(&decontaminated).unwrap().prepared_for_export.unwrap();
+        assert_eq!((after.prepared, after.sealed), (sealed, sealed));
         assert!(
             stats::render_table(&stats(&cfg).unwrap()).contains(&format!(
                 "prepared for export: {sealed} of {sealed} sealed segments"

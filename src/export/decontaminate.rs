@@ -256,6 +256,18 @@ fn collect_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
 
 /// A reader that hashes what passes through it (the manifest's sha256 of an evaluation file
 /// is of the bytes that were read, not of a second read that may see another version).
+/// The SHA-256 of an evaluation set's bytes, as [`EvalIndex::load`] records it, without
+/// reading its texts.
+pub(crate) fn file_digest(path: &Path) -> Result<String, ExportError> {
+    let err = |source: std::io::Error| ExportError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).map_err(err)?, &mut hasher).map_err(err)?;
+    Ok(super::pii::hex(&hasher.finalize()))
+}
+
 struct Hashing<R> {
     inner: R,
     hasher: Sha256,

@@ -45,10 +45,14 @@ pub fn prepared_count(
     let Some(root) = &opts.cache_dir else {
         return Ok(None);
     };
-    let eval = (!opts.decontaminate.is_empty())
-        .then(|| EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
-        .transpose()?;
-    let Some(fingerprint) = super::prepared_cache::fingerprint(opts, eval.as_ref()) else {
+    // The sets' digests, not their index: building that is an export's work.
+    let digests = opts
+        .decontaminate
+        .iter()
+        .map(|p| super::decontaminate::file_digest(p))
+        .collect::<Result<Vec<String>, _>>()?;
+    let digests: Vec<&str> = digests.iter().map(String::as_str).collect();
+    let Some(fingerprint) = super::prepared_cache::fingerprint_with(opts, &digests) else {
         return Ok(None);
     };
     let Some(cache) = PreparedCache::existing(root, fingerprint) else {

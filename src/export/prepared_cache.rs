@@ -74,6 +74,16 @@ pub(crate) fn fingerprint(
     opts: &ExportOptions,
     eval: Option<&super::decontaminate::EvalIndex>,
 ) -> Option<String> {
+    let digests: Vec<&str> = eval
+        .iter()
+        .flat_map(|ix| ix.summaries.iter().map(|s| s.sha256.as_str()))
+        .collect();
+    fingerprint_with(opts, &digests)
+}
+
+/// [`fingerprint`] from the evaluation sets' SHA-256 digests alone (for looking at the cache
+/// without building the sets' index: `stats`).
+pub(crate) fn fingerprint_with(opts: &ExportOptions, eval_sets: &[&str]) -> Option<String> {
     // Every field is named, so a new option cannot be left out by mistake: it is either in
     // the fingerprint or listed as not deciding any line's facts.
     let ExportOptions {
@@ -112,10 +122,6 @@ pub(crate) fn fingerprint(
             |e| tracing::warn!(error = %e, "export cache off: cannot read the program's own file"),
         )
         .ok()?;
-    let eval_sets: Vec<&str> = eval
-        .iter()
-        .flat_map(|ix| ix.summaries.iter().map(|s| s.sha256.as_str()))
-        .collect();
     let (bands, rows) = super::dedup::lsh_params(near_dup_threshold.max(f64::MIN_POSITIVE));
     let described = serde_json::json!({
         "magic": String::from_utf8_lossy(MAGIC),
