@@ -213,15 +213,15 @@ impl Worker {
         let Some(preparer) = self.preparer.as_mut() else {
             return true;
         };
-        let segments = match crate::segment::list(&self.cfg.data_dir, Stream::Examples) {
-            Ok(s) => s,
+        let sealed = match crate::segment::list(&self.cfg.data_dir, Stream::Examples) {
+            Ok(s) => crate::export::input::sealed_segments(&s),
             Err(e) => {
                 tracing::warn!(error = %e, "export.prepare_ahead: cannot list the example segments");
                 return true;
             }
         };
         // Segments deleted since (retention) are forgotten.
-        let listed: HashSet<&PathBuf> = segments.iter().collect();
+        let listed: HashSet<&PathBuf> = sealed.iter().collect();
         self.done.retain(|p| listed.contains(p));
         let (stop, catching_up) = (&self.stop, &self.catching_up);
         // Before each chunk: wait while the intake catches up; false once stopping.
@@ -234,8 +234,8 @@ impl Worker {
             }
             std::thread::sleep(CATCHING_UP_RECHECK);
         };
-        for seg in &segments {
-            if self.done.contains(seg) || crate::export::input::is_open_segment(seg) {
+        for seg in &sealed {
+            if self.done.contains(seg) {
                 continue;
             }
             if stop.load(Ordering::Relaxed) {
@@ -258,10 +258,6 @@ impl Worker {
             }
             self.done.insert(seg.clone());
         }
-        let sealed: Vec<PathBuf> = segments
-            .into_iter()
-            .filter(|s| !crate::export::input::is_open_segment(s))
-            .collect();
         preparer.prune(&sealed);
         true
     }

@@ -224,11 +224,7 @@ pub fn stats(cfg: &Config) -> Result<Stats, DataDirError> {
 /// the config's export options; `None` when that cannot be told (an evaluation set missing,
 /// say: `stats` does not fail for it).
 fn prepared_for_export(cfg: &Config, examples: &[PathBuf]) -> Option<stats::PreparedForExport> {
-    let sealed: Vec<PathBuf> = examples
-        .iter()
-        .filter(|p| !export::input::is_open_segment(p))
-        .cloned()
-        .collect();
+    let sealed = export::input::sealed_segments(examples);
     let n = sealed.len() as u64;
     // No key yet: nothing was prepared, and looking must not make one.
     if !cfg.state_dir().join(PSEUDONYM_KEY_FILE).exists() {

@@ -43,6 +43,15 @@ pub fn is_open_segment(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "open")
 }
 
+/// The sealed segments among `paths` (the ones the prepared cache may hold), in their order.
+pub fn sealed_segments(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    paths
+        .iter()
+        .filter(|p| !is_open_segment(p))
+        .cloned()
+        .collect()
+}
+
 /// Calls `f(line_number, line)` for every complete, non-blank line of `path` (1-based line
 /// numbers, line without its newline). `on_bytes` is told how many bytes each line took, for
 /// progress reporting.

@@ -624,13 +624,7 @@ pub(crate) fn run(
     })?;
     if let Some(c) = &mut cache {
         c.stats.written = pending.written;
-        let sealed: Vec<PathBuf> = inputs
-            .examples
-            .iter()
-            .filter(|p| !input::is_open_segment(p))
-            .cloned()
-            .collect();
-        c.prune(&sealed);
+        c.prune(&input::sealed_segments(&inputs.examples));
     }
     let mut summaries = example_summaries;
     summaries.append(&mut other_summaries);
