@@ -289,10 +289,22 @@ mod tests {
         .unwrap();
         let after = stats(&cfg).unwrap().prepared_for_export.unwrap();
         assert_eq!((after.prepared, after.sealed), (sealed, sealed));
-        // Other options are another cache: an export with them does not count.
-        let other = Config {
+        // Other filters read the same entries; options that decide the facts (near-duplicate
+        // detection off) are another cache, which the export did not write.
+        let filtered = Config {
             export: crate::config::ExportConfig {
                 min_prompt_chars: 11,
+                min_score: 0.9,
+                tags: vec!["tpo".into()],
+                ..cfg.export.clone()
+            },
+            ..cfg.clone()
+        };
+        let theirs = stats(&filtered).unwrap().prepared_for_export.unwrap();
+        assert_eq!((theirs.prepared, theirs.sealed), (sealed, sealed));
+        let other = Config {
+            export: crate::config::ExportConfig {
+                near_dup_threshold: 0.0,
                 ..cfg.export.clone()
             },
             ..cfg.clone()

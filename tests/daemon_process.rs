@@ -789,8 +789,9 @@ fn prepares_sealed_segments_for_export_in_the_background() {
     assert_eq!(plain["dropped"], warm["dropped"]);
     assert_eq!(plain["total_raw"], 150);
 
-    // Other export options: the reload prepares every sealed segment for them too.
-    let other = cfg.clone() + "[export]\nmin_prompt_chars = 11\n";
+    // Export options that change what is prepared (a filter would not: the entries serve
+    // every filter): the reload prepares every sealed segment for them too.
+    let other = cfg.clone() + "[export]\npii_patterns = [\"no-such-text\"]\n";
     std::fs::write(sb.config_path(), &other).unwrap();
     d.signal(libc::SIGHUP);
     wait_until(T, "the segments prepared for the new options", || {
@@ -801,7 +802,7 @@ fn prepares_sealed_segments_for_export_in_the_background() {
     assert_eq!(again["prepared_cache"]["written"], 0, "{again}");
     assert_eq!(
         again_bytes, warm_bytes,
-        "11 chars drops none of these prompts"
+        "the pattern matches none of these texts"
     );
 
     // The shutdown seals the open segment; the next start prepares it.

@@ -128,6 +128,11 @@ impl<'a> Dec<'a> {
         self.buf = rest;
         String::from_utf8(s.to_vec()).map_err(|e| e.to_string())
     }
+    /// Skips a string written by [`Enc::str`].
+    pub(crate) fn skip_str(&mut self) -> Result<(), String> {
+        let n = self.u32()? as usize;
+        self.take_bytes(n).map(drop)
+    }
     pub(crate) fn opt_str(&mut self) -> Result<Option<String>, String> {
         match self.u8()? {
             0 => Ok(None),

@@ -190,21 +190,46 @@ impl ExportOptions {
     /// rejected answer is trained on too) except the minimum, which applies to the first,
     /// the one kept.
     pub(crate) fn length_drop(&self, prompt: &str, answers: &[&str]) -> Option<&'static str> {
-        let too_long = |s: &str, max: usize| max > 0 && prepare::has_chars(s, max + 1);
-        if !prepare::has_chars(prompt, self.min_prompt_chars) {
+        let (prompt_cap, answer_cap) = self.length_caps();
+        let answers: Vec<u32> = answers
+            .iter()
+            .map(|a| prepare::chars_up_to(a, answer_cap))
+            .collect();
+        self.length_drop_counted(prepare::chars_up_to(prompt, prompt_cap), &answers)
+    }
+
+    /// [`ExportOptions::length_drop`] from the texts' characters, each counted up to at least
+    /// its cap in [`ExportOptions::length_caps`] (the prepared cache keeps them).
+    pub(crate) fn length_drop_counted(&self, prompt: u32, answers: &[u32]) -> Option<&'static str> {
+        let has = |chars: u32, n: usize| chars as usize >= n;
+        let too_long = |chars: u32, max: usize| max > 0 && has(chars, max + 1);
+        if !has(prompt, self.min_prompt_chars) {
             Some("short_prompt")
         } else if too_long(prompt, self.max_prompt_chars) {
             Some("long_prompt")
         } else if !answers
             .first()
-            .is_none_or(|a| prepare::has_chars(a, self.min_response_chars))
+            .is_none_or(|&a| has(a, self.min_response_chars))
         {
             Some("short_response")
-        } else if answers.iter().any(|a| too_long(a, self.max_response_chars)) {
+        } else if answers
+            .iter()
+            .any(|&a| too_long(a, self.max_response_chars))
+        {
             Some("long_response")
         } else {
             None
         }
+    }
+
+    /// How far the length filters need a prompt's and an answer's characters counted: to
+    /// their largest bound (a text with more is as long as that, to them).
+    pub(crate) fn length_caps(&self) -> (usize, usize) {
+        let cap = |min: usize, max: usize| min.max(max.saturating_add(1));
+        (
+            cap(self.min_prompt_chars, self.max_prompt_chars),
+            cap(self.min_response_chars, self.max_response_chars),
+        )
     }
 }
 
@@ -527,7 +552,7 @@ pub(crate) fn run(
         corrected_prompts: &corrected_prompts,
         targets: &targets,
         eval: eval.as_ref(),
-        prepare_outside_window: cache.is_some(),
+        for_cache: cache.is_some(),
     };
     // About one text per kilobyte of input (the generated logs have 1.8 KB lines).
     let mut band_store = band_store::BandStore::new(dir, bands, example_bytes / 1024 + 1)?;
@@ -584,7 +609,7 @@ pub(crate) fn run(
                             path.display()
                         ))
                     };
-                    for batch in seg.decode_on(scope, fi) {
+                    for batch in seg.decode_on(scope, fi, opts.filters_tags()) {
                         for (line_no, facts) in batch.map_err(bad)? {
                             let pr_key = match &facts {
                                 Ok(f) if corrected_prompts.contains(&f.prompt_key) => {
@@ -1030,7 +1055,7 @@ impl Filing<'_> {
                 return Ok(());
             }
         };
-        f.apply_time_window(self.opts);
+        f.apply_options(self.opts);
         // The references the join needs: the keys feedback and corrections name.
         let mut refs = Vec::new();
         if self.targets.may_contain(join::KeyRef::Id(&f.id)) {

@@ -21,7 +21,7 @@ use super::input::{Chunk, Line};
 use super::join::{Ex, KeyRef};
 use super::pii::Scrubber;
 use super::{ExportError, ExportOptions, Kind};
-use crate::record::Quality;
+use crate::record::{Quality, Relevance};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -176,10 +176,10 @@ pub(crate) fn text_needed(verified_correction: bool, opts: &ExportOptions) -> bo
     opts.format.kind() != Kind::Preference && (!verified_correction || opts.include_corrections)
 }
 
-/// What one example line gives export, from the line and the options alone (not from the
-/// feedback and corrections read before it): what [`super::prepared_cache`] keeps of a
-/// sealed segment. The time window is not applied yet ([`LineFacts::apply_time_window`]),
-/// so one cache serves every `--since` and `--until`.
+/// What one example line gives export, from the line alone (not from the options' filters,
+/// nor from the feedback and corrections read before it): what [`super::prepared_cache`]
+/// keeps of a sealed segment, so one entry serves every filter, time window and split. The
+/// options are applied by [`LineFacts::apply_options`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LineFacts {
     pub id: String,
@@ -188,21 +188,107 @@ pub(crate) struct LineFacts {
     /// [`prompt_key`] of its (unscrubbed) prompt: only an example whose prompt a correction
     /// names needs its (prompt, answer) key ([`pr_key`]).
     pub prompt_key: u128,
+    /// Its [`Ex::static_drop`] is one of the filters no option decides (`not_included`,
+    /// `eval_contamination`: the evaluation sets are part of the cache's fingerprint) or 0;
+    /// its `group` is its user's, whatever the split.
     pub ex: Ex,
+    /// What the option filters read.
+    pub filters: FilterInputs,
     /// The unsalted band keys of the prepared texts, for the reading thread to store (empty
     /// when there are none).
     pub bands: Vec<u64>,
 }
 
+/// What the option filters read of an example besides its timestamp and `auto_score` (which
+/// are in [`Ex`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FilterInputs {
+    pub relevance: Relevance,
+    /// Its tags; empty when they were not read (no tag filter, no cache entry written).
+    pub tags: Vec<String>,
+    /// The characters of its prompt and answer, counted up to at least the options'
+    /// [`ExportOptions::length_caps`] (in full for the cache).
+    pub prompt_chars: u32,
+    pub response_chars: u32,
+}
+
+impl FilterInputs {
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        e.u8(self.relevance as u8)
+            .u32(self.prompt_chars)
+            .u32(self.response_chars)
+            .u32(self.tags.len() as u32);
+        for t in &self.tags {
+            e.str(t);
+        }
+    }
+    /// `with_tags`: keep the tags (else they are skipped: no tag filter reads them).
+    pub(crate) fn decode(d: &mut Dec<'_>, with_tags: bool) -> Result<Self, String> {
+        let relevance = match d.u8()? {
+            0 => Relevance::Low,
+            1 => Relevance::Medium,
+            2 => Relevance::High,
+            r => return Err(format!("bad relevance {r}")),
+        };
+        let prompt_chars = d.u32()?;
+        let response_chars = d.u32()?;
+        let n = d.u32()? as usize;
+        let mut tags = Vec::with_capacity(if with_tags { n.min(64) } else { 0 });
+        for _ in 0..n {
+            if with_tags {
+                tags.push(d.str()?);
+            } else {
+                d.skip_str()?;
+            }
+        }
+        Ok(FilterInputs {
+            relevance,
+            tags,
+            prompt_chars,
+            response_chars,
+        })
+    }
+}
+
 impl LineFacts {
-    /// Drops the example as `outside_time_range` (the first static filter, so it overrides
-    /// any other) when its timestamp is outside the options' window.
-    pub(crate) fn apply_time_window(&mut self, opts: &ExportOptions) {
-        if !opts.in_time_window(self.ex.ts) {
-            self.ex.static_drop = 1;
+    /// Applies the options' filters, time window first: sets [`Ex::static_drop`] to the first
+    /// static filter that drops the example (the order of [`STATIC_REASONS`]), drops the
+    /// texts of an example that cannot be written, and the user group when the split goes by
+    /// prompt.
+    pub(crate) fn apply_options(&mut self, opts: &ExportOptions) {
+        let fixed = self.ex.static_drop;
+        let reason = if !opts.in_time_window(self.ex.ts) {
+            Some("outside_time_range")
+        } else if fixed == static_drop_code(Some("not_included")) {
+            Some("not_included")
+        } else {
+            option_drop(&self.filters, self.ex.auto_score, opts).or_else(|| {
+                (fixed == static_drop_code(Some("eval_contamination")))
+                    .then_some("eval_contamination")
+            })
+        };
+        self.ex.static_drop = static_drop_code(reason);
+        if reason.is_some() || !text_needed(self.ex.verified_correction, opts) {
             self.ex.prepared = None;
             self.bands.clear();
         }
+        if opts.split_by == super::SplitBy::Prompt {
+            self.ex.group = None;
+        }
+    }
+}
+
+/// The first of the filters the options decide (`low_relevance` ... `long_response`, in the
+/// order of [`STATIC_REASONS`]) that drops an example.
+fn option_drop(f: &FilterInputs, auto_score: f64, opts: &ExportOptions) -> Option<&'static str> {
+    if f.relevance < opts.min_quality {
+        Some("low_relevance")
+    } else if let Some(r) = opts.tag_drop(&f.tags) {
+        Some(r)
+    } else if auto_score < opts.min_score {
+        Some("low_score")
+    } else {
+        opts.length_drop_counted(f.prompt_chars, &[f.response_chars])
     }
 }
 
@@ -227,9 +313,10 @@ pub(crate) struct Ctx<'a> {
     pub targets: &'a super::join::KeyFilter,
     /// The evaluation sets' word runs, when export decontaminates.
     pub eval: Option<&'a EvalIndex>,
-    /// Prepare the texts of lines outside the time window too: the facts go into the
-    /// prepared cache, which serves every window.
-    pub prepare_outside_window: bool,
+    /// The facts go into the prepared cache, which serves every filter and time window: the
+    /// texts of every example the fixed filters keep are prepared, its tags read and its
+    /// characters counted in full, whatever the options' filters say.
+    pub for_cache: bool,
 }
 
 /// Per-thread buffers and tables.
@@ -287,30 +374,40 @@ pub(crate) fn example(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,
 ) -> Result<ExRead, serde_json::Error> {
-    let x = parse_example(line.bytes, ctx.opts.filters_tags())?;
     let opts = ctx.opts;
+    let for_cache = ctx.for_cache;
+    let x = parse_example(line.bytes, for_cache || opts.filters_tags())?;
     let q = &x.quality;
     let ts = super::input::ts_micros(&x.timestamp);
-    // The time window is applied later ([`LineFacts::apply_time_window`]).
-    let reason = if !x.include_in_training {
-        Some("not_included")
-    } else if q.domain_relevance < opts.min_quality {
-        Some("low_relevance")
-    } else if let Some(r) = opts.tag_drop(&x.tags) {
-        Some(r)
-    } else if q.auto_score < opts.min_score {
-        Some("low_score")
-    } else if let Some(r) = opts.length_drop(&x.prompt, &[&x.response]) {
-        Some(r)
-    } else if ctx
-        .eval
-        .is_some_and(|ix| ix.contaminated(&[&x.prompt, &x.response], &mut scratch.words))
-    {
-        Some("eval_contamination")
+    let (prompt_cap, response_cap) = if for_cache {
+        (usize::MAX, usize::MAX)
     } else {
-        None
+        opts.length_caps()
     };
-    let static_drop = static_drop_code(reason);
+    let filters = FilterInputs {
+        relevance: q.domain_relevance,
+        tags: if for_cache || opts.filters_tags() {
+            x.tags.iter().map(|t| t.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        prompt_chars: chars_up_to(&x.prompt, prompt_cap),
+        response_chars: chars_up_to(&x.response, response_cap),
+    };
+    // Whether the options' filters keep it (the time window aside): an example they drop
+    // needs no more work, unless the facts are for the cache.
+    let kept = for_cache || option_drop(&filters, q.auto_score, opts).is_none();
+    let static_drop = if !x.include_in_training {
+        static_drop_code(Some("not_included"))
+    } else if kept
+        && ctx
+            .eval
+            .is_some_and(|ix| ix.contaminated(&[&x.prompt, &x.response], &mut scratch.words))
+    {
+        static_drop_code(Some("eval_contamination"))
+    } else {
+        0
+    };
     let verified_correction = x.source == "verified_correction";
     // `pr_key`, sharing the normalized prompt with the exact-dedup key, and only where a
     // correction may name the pair: normalizing every answer for it was a twentieth of the
@@ -322,10 +419,15 @@ pub(crate) fn example(
         .contains(&prompt_key)
         .then(|| pr_key_normalized(buf, &x.response))
         .filter(|&k| ctx.targets.may_contain(KeyRef::Pair(k)));
-    let (prepared, bands) = if static_drop == 0
-        && text_needed(verified_correction, opts)
-        && (ctx.prepare_outside_window || opts.in_time_window(ts))
-    {
+    // The texts can be written unless a filter drops the example; the cache's facts serve
+    // every filter and window (and corrections on or off: only the format's kind is part
+    // of its fingerprint).
+    let text_may_be_needed = if for_cache {
+        opts.format.kind() != Kind::Preference
+    } else {
+        kept && opts.in_time_window(ts) && text_needed(verified_correction, opts)
+    };
+    let (prepared, bands) = if static_drop == 0 && text_may_be_needed {
         let (p, bands) = prepare(&x, line, ctx, prompt_key, scratch);
         (Some(p), bands)
     } else {
@@ -356,17 +458,18 @@ pub(crate) fn example(
                 loc,
                 static_drop,
                 prepared,
-                group: match opts.split_by {
-                    super::SplitBy::User => x
-                        .metadata
+                group: if for_cache || opts.split_by == super::SplitBy::User {
+                    x.metadata
                         .user_id
                         .as_deref()
                         .filter(|u| !u.is_empty())
-                        .map(super::split::user_group),
-                    super::SplitBy::Prompt => None,
+                        .map(super::split::user_group)
+                } else {
+                    None
                 },
             },
             id: x.id.into_owned(),
+            filters,
             bands,
         },
     })
@@ -380,15 +483,16 @@ pub(crate) fn pr_key_of_line(bytes: &[u8]) -> Option<u128> {
     Some(pr_key(&x.prompt, &x.response, &mut String::new()))
 }
 
-/// Whether `s` has at least `n` chars, counting them only when its length in bytes does not
-/// decide it (a char is 1 to 4 bytes): most texts are far longer than the minimums.
-pub(crate) fn has_chars(s: &str, n: usize) -> bool {
-    if s.len() < n {
-        false
-    } else if s.len() / 4 >= n {
-        true
+/// The characters of `s`, or `cap` when it has at least that many: the length filters ask
+/// only whether a text has at least n of them, for n up to their largest bound. Counted only
+/// when its length in bytes does not decide it (a char is 1 to 4 bytes): most texts are far
+/// longer than the bounds.
+pub(crate) fn chars_up_to(s: &str, cap: usize) -> u32 {
+    let cap = cap.min(u32::MAX as usize);
+    if s.len() / 4 >= cap {
+        cap as u32
     } else {
-        s.chars().count() >= n
+        s.chars().count().min(cap) as u32
     }
 }
 
@@ -958,8 +1062,10 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn export_has_chars_counts_like_chars(s in "[aé€😀]{0,12}", n in 0usize..20) {
-            proptest::prop_assert_eq!(has_chars(&s, n), s.chars().count() >= n);
+        fn export_chars_up_to_counts_like_chars(s in "[aé€😀]{0,12}", cap in 0usize..20) {
+            let n = s.chars().count();
+            proptest::prop_assert_eq!(chars_up_to(&s, cap) as usize, n.min(cap));
+            proptest::prop_assert_eq!(chars_up_to(&s, usize::MAX) as usize, n);
         }
     }
 }

@@ -173,7 +173,7 @@ impl AheadPreparer {
             corrected_prompts: &no_prompts,
             targets: &no_targets,
             eval: self.eval.as_ref(),
-            prepare_outside_window: true,
+            for_cache: true,
         };
         let mut scratch = Scratch::new(self.lsh);
         let mut stopped = false;

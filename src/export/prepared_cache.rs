@@ -1,5 +1,5 @@
 //! The prepared cache: what export's read-time work found in each sealed example segment (one
-//! [`LineFacts`] per line: the static filters' verdict, where the scrubbed texts are, the
+//! [`LineFacts`] per line: what the filters read, where the scrubbed texts are, the
 //! exact-dedup key, the MinHash band keys), kept under `state/export-cache/`, so that the next
 //! export reads ~230 bytes per example instead of parsing, scrubbing and MinHashing every line
 //! of every segment again. `ready` runs a whole export each time it is asked, and exports
@@ -7,11 +7,17 @@
 //! writes the entries for the config's options ahead, as it seals segments
 //! ([`super::prepare_ahead`]), so even a user's first export finds them.
 //!
+//! An entry does not depend on the export's filters: it keeps what they read of each line
+//! (relevance, tags, score, characters, timestamp, user) and the prepared texts of every
+//! example that only an option filter could drop, and the reader applies the options
+//! ([`LineFacts::apply_options`]). So an export with `--tag`, `--min-score`, `--since`,
+//! `--split-by` or `--no-corrections` reads the entries the daemon wrote for the config.
+//!
 //! An entry is used only when all of these hold, and is a miss otherwise (the segment is read
 //! as without a cache and its entry written anew):
-//! - its fingerprint is this export's: the options that decide the facts (every filter but
-//!   the time window, which is applied after the cache; the PII patterns and pseudonym key;
-//!   the MinHash parameters; the evaluation sets' contents; the split), the cache format and
+//! - its fingerprint is this export's: the options that decide the facts (the PII patterns
+//!   and pseudonym key; the MinHash parameters; the evaluation sets' contents; whether the
+//!   format is a preference one, which reads no example's texts), the cache format and
 //!   the program itself (version, size and modification time of the executable), so a new
 //!   binary or a changed option never reads facts another one made. Each fingerprint has its
 //!   own directory; the four most recently used are kept, unless unused for a week.
@@ -28,7 +34,7 @@ use super::codec::{Dec, Enc};
 use super::input::InputSummary;
 use super::join::Ex;
 use super::pii::hex;
-use super::prepare::LineFacts;
+use super::prepare::{FilterInputs, LineFacts};
 use super::ExportOptions;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -40,7 +46,7 @@ use xxhash_rust::xxh3::Xxh3;
 /// The cache's directory under the state directory.
 pub const DIR_NAME: &str = "export-cache";
 /// First bytes of an entry; the last digit is the format's version (also in the fingerprint).
-const MAGIC: &[u8; 8] = b"TCPREP01";
+const MAGIC: &[u8; 8] = b"TCPREP02";
 /// How many fingerprints' directories are kept (an export with other options, `ready` with
 /// the config's): the most recently used.
 const KEEP_FINGERPRINTS: usize = 4;
@@ -88,16 +94,21 @@ pub(crate) fn fingerprint_with(opts: &ExportOptions, eval_sets: &[&str]) -> Opti
     // the fingerprint or listed as not deciding any line's facts.
     let ExportOptions {
         format,
-        min_quality,
-        include_corrections,
-        min_prompt_chars,
-        min_response_chars,
-        max_prompt_chars,
-        max_response_chars,
-        min_score,
+        // The option filters, the time window and the split are applied to the facts after
+        // the cache (`LineFacts::apply_options`): entries keep what they read.
+        min_quality: _,
+        include_corrections: _,
+        min_prompt_chars: _,
+        min_response_chars: _,
+        max_prompt_chars: _,
+        max_response_chars: _,
+        min_score: _,
+        tags: _,
+        exclude_tags: _,
+        since: _,
+        until: _,
+        split_by: _,
         max_examples: _,
-        tags,
-        exclude_tags,
         val_fraction: _,
         system_prompt: _,
         pii_patterns,
@@ -110,10 +121,6 @@ pub(crate) fn fingerprint_with(opts: &ExportOptions, eval_sets: &[&str]) -> Opti
         // Through `eval`, which read them.
         decontaminate: _,
         decontaminate_ngram,
-        // Applied to the facts after the cache (`LineFacts::apply_time_window`).
-        since: _,
-        until: _,
-        split_by,
         cache_dir: _,
     } = opts;
     let exe = std::env::current_exe()
@@ -128,18 +135,11 @@ pub(crate) fn fingerprint_with(opts: &ExportOptions, eval_sets: &[&str]) -> Opti
         "version": env!("CARGO_PKG_VERSION"),
         "exe": [exe.len(), exe.mtime(), exe.mtime_nsec()],
         "preference": format.kind() == super::Kind::Preference,
-        "min_quality": format!("{min_quality:?}"),
-        "include_corrections": include_corrections,
-        "chars": [min_prompt_chars, min_response_chars, max_prompt_chars, max_response_chars],
-        "min_score": min_score.to_bits(),
-        "tags": tags,
-        "exclude_tags": exclude_tags,
         "pii_patterns": pii_patterns.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "pseudonym_key": hex(&Sha256::digest(pseudonym_key)),
         "lsh": (*near_dup_threshold > 0.0).then_some([bands, rows]),
         "eval_sets": eval_sets,
         "ngram": decontaminate_ngram,
-        "split_by": format!("{split_by:?}"),
     });
     Some(hex(&Sha256::digest(described.to_string().as_bytes()))[..32].to_string())
 }
@@ -513,6 +513,7 @@ fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8
                 .opt_str(f.request_id.as_deref())
                 .u128(f.prompt_key);
             f.ex.encode_in_file(0, e);
+            f.filters.encode(e);
             e.u32(f.bands.len() as u32);
             for &b in &f.bands {
                 e.u64(b);
@@ -524,7 +525,12 @@ fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8
     }
 }
 
-fn decode_line(buf: &[u8], file: u32) -> Result<(u64, Result<LineFacts, String>), String> {
+/// `with_tags`: see [`FilterInputs::decode`].
+fn decode_line(
+    buf: &[u8],
+    file: u32,
+    with_tags: bool,
+) -> Result<(u64, Result<LineFacts, String>), String> {
     let d = &mut Dec::new(buf);
     let line_no = d.u64()?;
     let facts = match d.u8()? {
@@ -534,6 +540,7 @@ fn decode_line(buf: &[u8], file: u32) -> Result<(u64, Result<LineFacts, String>)
             let prompt_key = d.u128()?;
             let mut ex = Ex::decode(d)?;
             ex.loc.file = file;
+            let filters = FilterInputs::decode(d, with_tags)?;
             let n = d.u32()? as usize;
             let mut bands = Vec::with_capacity(n.min(super::dedup::MAX_HASHES));
             for _ in 0..n {
@@ -544,6 +551,7 @@ fn decode_line(buf: &[u8], file: u32) -> Result<(u64, Result<LineFacts, String>)
                 request_id,
                 prompt_key,
                 ex,
+                filters,
                 bands,
             })
         }
@@ -577,9 +585,14 @@ impl CachedSegment {
     }
 
     /// The next line's (line number, facts or why it was unreadable), with its location's
-    /// file index set to `file`; `None` after the last. An error here is an entry that passed
-    /// its checksum yet does not decode: a bug, not a torn file.
-    pub(crate) fn next(&mut self, file: u32) -> Result<Option<CachedLine>, String> {
+    /// file index set to `file` (its tags kept if `with_tags`); `None` after the last. An
+    /// error here is an entry that passed its checksum yet does not decode: a bug, not a torn
+    /// file.
+    pub(crate) fn next(
+        &mut self,
+        file: u32,
+        with_tags: bool,
+    ) -> Result<Option<CachedLine>, String> {
         if self.records_left == 0 {
             return Ok(None);
         }
@@ -587,7 +600,7 @@ impl CachedSegment {
             return Err("entry ends before its last record".into());
         }
         self.records_left -= 1;
-        decode_line(&self.buf, file).map(Some)
+        decode_line(&self.buf, file, with_tags).map(Some)
     }
 }
 
@@ -606,12 +619,13 @@ impl CachedSegment {
         mut self,
         scope: &'scope std::thread::Scope<'scope, '_>,
         file: u32,
+        with_tags: bool,
     ) -> std::sync::mpsc::Receiver<Result<Vec<CachedLine>, String>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(DECODE_BATCH);
             loop {
-                match self.next(file) {
+                match self.next(file, with_tags) {
                     Ok(Some(line)) => {
                         batch.push(line);
                         if batch.len() == DECODE_BATCH {
@@ -663,7 +677,7 @@ impl EntryWriter {
         self.write_raw(frame)
     }
 
-    /// Adds a line's record (`facts` before the time window is applied, with any band index).
+    /// Adds a line's record (`facts` before the options are applied, with any band index).
     pub(crate) fn push(
         &mut self,
         line_no: u64,
@@ -704,7 +718,7 @@ mod tests {
     #[test]
     fn export_prepared_cache_damaged_frame_length_reads_only_what_is_there() {
         let mut bytes = (u32::MAX - 1).to_le_bytes().to_vec();
-        bytes.extend_from_slice(b"TCPREP01 and little else");
+        bytes.extend_from_slice(b"TCPREP02 and little else");
         let mut buf = Vec::new();
         let err = read_frame_into(&mut &bytes[..], &mut buf).unwrap_err();
         assert_eq!(err, "frame cut short");
@@ -736,7 +750,8 @@ mod tests {
         w.finish(&summary).unwrap();
         let got = cache.read(&seg, &file).expect("a sound entry");
         assert_eq!(got.summary(&seg).lines, 2);
-        let batches: Vec<_> = std::thread::scope(|s| got.decode_on(s, 0).into_iter().collect());
+        let batches: Vec<_> =
+            std::thread::scope(|s| got.decode_on(s, 0, false).into_iter().collect());
         assert_eq!(batches.len(), 1, "{batches:?}");
         let err = batches[0].as_ref().unwrap_err();
         assert!(err.contains("bad line tag 7"), "{err}");

@@ -2169,13 +2169,25 @@ fn cached_export(inputs: &ExportInputs, o: &ExportOptions, root: &Path) -> (Expo
         ..o.clone()
     };
     let rep = super::run(inputs, &c, &out, 1 << 20).unwrap();
-    (rep, fs::read(&out).unwrap())
+    let bytes = train_and_validation_bytes(&rep, &out);
+    (rep, bytes)
 }
 
 fn plain_export(inputs: &ExportInputs, o: &ExportOptions) -> (ExportReport, Vec<u8>) {
     let out = o.temp_dir.with_file_name("plain.jsonl");
     let rep = super::run(inputs, o, &out, 1 << 20).unwrap();
-    (rep, fs::read(&out).unwrap())
+    let bytes = train_and_validation_bytes(&rep, &out);
+    (rep, bytes)
+}
+
+/// The training file's bytes, then the validation file's when the export wrote one.
+fn train_and_validation_bytes(rep: &ExportReport, out: &Path) -> Vec<u8> {
+    let mut bytes = fs::read(out).unwrap();
+    if rep.validation_count > 0 {
+        bytes.extend(b"--- validation ---\n");
+        bytes.extend(fs::read(split::validation_path(out)).unwrap());
+    }
+    bytes
 }
 
 fn cache_stats(r: &ExportReport) -> (u64, u64) {
@@ -2485,6 +2497,229 @@ fn export_prepared_cache_serves_every_time_window() {
     }
 }
 
+/// `n` example lines that differ in everything the filters read (relevance, score, tags,
+/// user, inclusion, lengths) and are far from duplicates of each other (words drawn from a
+/// vocabulary).
+fn varied_examples(n: usize) -> Vec<String> {
+    const WORDS: [&str; 24] = [
+        "flashing",
+        "membrane",
+        "ridge",
+        "valley",
+        "gutter",
+        "shingle",
+        "underlayment",
+        "decking",
+        "fascia",
+        "soffit",
+        "parapet",
+        "scupper",
+        "drip",
+        "edge",
+        "sealant",
+        "fastener",
+        "batten",
+        "purlin",
+        "truss",
+        "vent",
+        "chimney",
+        "skylight",
+        "ice",
+        "dam",
+    ];
+    let mut r: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        r
+    };
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let mut text = |words: u64| -> String {
+            (0..words)
+                .map(|_| WORDS[next() as usize % WORDS.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let prompt_words = 2 + i as u64 % 14;
+        let prompt = format!("{}?", text(prompt_words));
+        let answer = format!("{}.", text(3 + (i as u64 * 7) % 20));
+        let id = format!("ex_v{i}");
+        let ts = format!("2026-11-{:02}T10:00:00", 1 + i % 28);
+        let mut e = Ex::new(&id, &ts, &prompt, &answer);
+        let x = next();
+        e.rel = [Relevance::High, Relevance::Medium, Relevance::Low][x as usize % 3];
+        e.score = ((x >> 8) % 100) as f64 / 100.0;
+        const TAGS: [&[&str]; 4] = [&["tpo"], &["epdm", "pricing"], &[], &["pricing"]];
+        e.tags = TAGS[(x >> 16) as usize % 4];
+        e.user = [Some("u_ann"), Some("u_bo"), Some("u_cy"), None][(x >> 24) as usize % 4];
+        e.include = (x >> 32) % 9 != 0;
+        if (x >> 40) % 13 == 0 {
+            e.source = "verified_correction";
+        }
+        lines.push(e.line());
+    }
+    lines
+}
+
+/// An entry does not depend on the export's filters: made by an export with the defaults (as
+/// the daemon makes them for the config), it serves exports with any filter, split or
+/// corrections setting, which write what they would write without a cache.
+#[test]
+fn export_prepared_cache_serves_every_option_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The lines the late feedback and correction name, and varied ones.
+    let seg = cache_examples(d);
+    let mut lines: Vec<String> = fs::read_to_string(&seg)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.extend(varied_examples(80));
+    write(&seg, &lines, None);
+    let (feedback, corrections) = late_feedback_and_correction(d, "20261102");
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        feedback: vec![feedback],
+        corrections: vec![corrections],
+    };
+    // An evaluation set with the texts of every fourth varied line (whatever the filters
+    // say of it): with it, the entries must say which lines it contaminates, also of those
+    // the writing export's filters dropped.
+    let eval = d.join("eval.jsonl");
+    let eval_lines: Vec<String> = lines[4..]
+        .iter()
+        .step_by(4)
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            serde_json::json!({"question": v["prompt"], "answer": v["response"]}).to_string()
+        })
+        .collect();
+    write(&eval, &eval_lines, None);
+    let plain_o = ExportOptions {
+        temp_dir: d.join("tmp"),
+        ..Default::default()
+    };
+    let eval_o = ExportOptions {
+        decontaminate: vec![eval.clone()],
+        decontaminate_ngram: 3,
+        ..plain_o.clone()
+    };
+    for (o, root) in [(plain_o, d.join("cache")), (eval_o, d.join("cache-eval"))] {
+        let (first, _) = cached_export(&inputs, &o, &root);
+        assert_eq!(cache_stats(&first), (0, 1));
+        let variants: Vec<(&str, ExportOptions)> = vec![
+            (
+                "min_quality high",
+                ExportOptions {
+                    min_quality: Relevance::High,
+                    ..o.clone()
+                },
+            ),
+            (
+                "min_quality low",
+                ExportOptions {
+                    min_quality: Relevance::Low,
+                    ..o.clone()
+                },
+            ),
+            (
+                "a tag",
+                ExportOptions {
+                    tags: vec!["pricing".into()],
+                    ..o.clone()
+                },
+            ),
+            (
+                "an excluded tag",
+                ExportOptions {
+                    exclude_tags: vec!["tpo".into()],
+                    ..o.clone()
+                },
+            ),
+            (
+                "min_score",
+                ExportOptions {
+                    min_score: 0.5,
+                    ..o.clone()
+                },
+            ),
+            (
+                "short prompts only",
+                ExportOptions {
+                    max_prompt_chars: 75,
+                    ..o.clone()
+                },
+            ),
+            (
+                "long answers only",
+                ExportOptions {
+                    min_response_chars: 70,
+                    ..o.clone()
+                },
+            ),
+            (
+                "no minimums",
+                ExportOptions {
+                    min_prompt_chars: 0,
+                    min_response_chars: 0,
+                    ..o.clone()
+                },
+            ),
+            (
+                "no corrections",
+                ExportOptions {
+                    include_corrections: false,
+                    ..o.clone()
+                },
+            ),
+            (
+                "by prompt",
+                ExportOptions {
+                    val_fraction: 0.5,
+                    ..o.clone()
+                },
+            ),
+            (
+                "by user",
+                ExportOptions {
+                    split_by: SplitBy::User,
+                    val_fraction: 0.5,
+                    ..o.clone()
+                },
+            ),
+            (
+                "kto",
+                ExportOptions {
+                    format: Format::Kto,
+                    ..o.clone()
+                },
+            ),
+        ];
+        let mut outputs = std::collections::HashSet::new();
+        for (what, v) in &variants {
+            let (rep, bytes) = cached_export(&inputs, v, &root);
+            assert_eq!(cache_stats(&rep), (1, 0), "{what}");
+            let (plain, plain_bytes) = plain_export(&inputs, v);
+            assert_eq!(rep.dropped, plain.dropped, "{what}");
+            assert_eq!(rep.validation_count, plain.validation_count, "{what}");
+            assert!(
+                bytes == plain_bytes,
+                "{what}: other bytes than without the cache"
+            );
+            outputs.insert(bytes);
+        }
+        // Each filter changed the output: none of them was ignored.
+        assert_eq!(
+            outputs.len(),
+            variants.len(),
+            "two variants wrote the same set"
+        );
+    }
+}
+
 /// An entry is used only for the options, program and segment it was made for, and only
 /// when it is whole: anything else is a miss, prepared afresh (and written again), with the
 /// same output as without a cache.
@@ -2685,7 +2920,7 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
     for i in 0..6 {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let oi = ExportOptions {
-            min_prompt_chars: 11 + i,
+            pii_patterns: vec![regex::Regex::new(&format!("no-such-text-{i}")).unwrap()],
             ..o.clone()
         };
         let (rep, _) = cached_export(&inputs, &oi, &root);
@@ -2706,7 +2941,7 @@ fn export_prepared_cache_keeps_only_live_sealed_segments_and_recent_fingerprints
         .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86400))
         .unwrap();
     let last = ExportOptions {
-        min_prompt_chars: 16,
+        pii_patterns: vec![regex::Regex::new("no-such-text-5").unwrap()],
         ..o.clone()
     };
     let (rep, _) = cached_export(&inputs, &last, &root);
@@ -2753,7 +2988,7 @@ fn cache_op() -> impl proptest::strategy::Strategy<Value = CacheOp> {
         2 => (any::<usize>(), any::<bool>()).prop_map(|(k, by_pair)| CacheOp::Correct { k, by_pair }),
         1 => any::<usize>().prop_map(|k| CacheOp::Delete { k }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(k, at)| CacheOp::Damage { k, at }),
-        4 => (0u8..5).prop_map(|v| CacheOp::Export { v }),
+        4 => (0u8..10).prop_map(|v| CacheOp::Export { v }),
     ]
 }
 
@@ -2795,6 +3030,10 @@ fn model_examples(tag: &str, n: usize, seed: u64) -> (Vec<String>, Vec<ModelEx>)
         e.request_id = req.as_deref();
         e.rel = [Relevance::High, Relevance::Medium, Relevance::Low][(r >> 32) as usize % 3];
         e.score = ((r >> 36) % 100) as f64 / 100.0;
+        const TAGS: [&[&str]; 4] = [&["tpo"], &["epdm", "pricing"], &[], &["pricing"]];
+        e.tags = TAGS[(r >> 44) as usize % 4];
+        e.user = [Some("u_ann"), Some("u_bo"), None][(r >> 48) as usize % 3];
+        e.include = !r.is_multiple_of(11);
         let line = e.line();
         if r.is_multiple_of(7) {
             lines.push(line.clone()); // a replay
@@ -2910,7 +3149,21 @@ proptest::proptest! {
                         1 => o.since = Some(input::time_bound_micros("2026-11-10").unwrap()),
                         2 => o.min_quality = Relevance::High,
                         3 => o.near_dup_threshold = 0.0,
-                        _ => o.format = Format::Kto,
+                        4 => o.format = Format::Kto,
+                        5 => o.tags = vec!["pricing".into()],
+                        6 => {
+                            o.exclude_tags = vec!["epdm".into()];
+                            o.min_score = 0.4;
+                        }
+                        7 => {
+                            o.max_prompt_chars = 80;
+                            o.min_response_chars = 70;
+                        }
+                        8 => o.include_corrections = false,
+                        _ => {
+                            o.split_by = SplitBy::User;
+                            o.val_fraction = 0.4;
+                        }
                     }
                     let (plain, plain_bytes) = plain_export(&inputs, &o);
                     let (cached, cached_bytes) = cached_export(&inputs, &o, &root);
@@ -2919,7 +3172,7 @@ proptest::proptest! {
                     let mut want = report_sans_cache(&plain);
                     let got = report_sans_cache(&cached);
                     // The two outputs are in different files; everything else must agree.
-                    for k in ["output_path", "manifest_path"] {
+                    for k in ["output_path", "manifest_path", "validation_path"] {
                         want[k] = got[k].clone();
                     }
                     proptest::prop_assert_eq!(got, want);
