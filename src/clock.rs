@@ -19,6 +19,12 @@ fn offset() -> Duration {
     })
 }
 
+/// A file's modification time on this clock (shifted as [`now`] is), and never later than
+/// [`now`]: a file stamped in the future (a clock set wrong) is taken as written now.
+pub fn file_time(modified: std::time::SystemTime) -> DateTime<Utc> {
+    (DateTime::<Utc>::from(modified) + offset()).min(now())
+}
+
 /// The current UTC time (shifted by the test offset, if any).
 pub fn now() -> DateTime<Utc> {
     Utc::now() + offset()

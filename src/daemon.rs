@@ -173,6 +173,8 @@ struct Intake {
     spool_awaiting: Vec<SpoolFile>,
     spool_paths: HashSet<PathBuf>,
     spool_settling: spool::Settling,
+    /// Spool files applied and durable that could not be retired.
+    spool_unretired: spool::Unretired,
     /// Something was read or written since the last durable point.
     dirty: bool,
     /// The last size-triggered write failed; the daemon backs off and retries.
@@ -347,15 +349,24 @@ impl Intake {
             let rec = RejectedRecord::new(&source, 0, format!("spool: {why}"), b"");
             self.push_rejected(rec);
         }
+        // When the file's writer wrote it: the time of its feedback that carries none, so
+        // the order of feedback is the order it was given in, not the order (or the time) the
+        // daemon read the files in, and reading a file again gives the same time.
+        let written = file.stamp.map(|s| clock::file_time(s.modified()));
         for item in &file.items {
-            self.on_spool_event(item.event.clone(), &item.identity);
+            self.on_spool_event(item.event.clone(), &item.identity, written);
         }
         self.spool_paths.insert(file.path.clone());
         self.spool_awaiting.push(file);
         self.dirty = true;
     }
 
-    fn on_spool_event(&mut self, event: SpoolEvent, identity: &str) {
+    fn on_spool_event(
+        &mut self,
+        event: SpoolEvent,
+        identity: &str,
+        written: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         let ident = Identity::Event(identity.to_string());
         let ts = |t: &Option<String>| {
             t.as_ref()
@@ -382,7 +393,7 @@ impl Intake {
                         feedback: fb,
                         comment,
                         user,
-                        timestamp: ts(&timestamp),
+                        timestamp: ts(&timestamp).or(written),
                     };
                     self.on_feedback(f, identity);
                 }
@@ -746,6 +757,7 @@ pub fn run(
             spool_awaiting: Vec::new(),
             spool_paths: HashSet::new(),
             spool_settling: spool::Settling::default(),
+            spool_unretired: spool::Unretired::default(),
             dirty: false,
             write_error: None,
             cfg: config,
@@ -904,6 +916,7 @@ impl Daemon {
             SPOOL_FILES_PER_PASS,
             &self.intake.spool_paths,
             &mut self.intake.spool_settling,
+            &mut self.intake.spool_unretired,
         ) {
             Ok(f) => f,
             Err(e) => {
@@ -1055,7 +1068,15 @@ impl Daemon {
                 Metrics::add(&self.intake.metrics.checkpoints_written, 1);
             }
         }
-        for file in std::mem::take(&mut self.intake.spool_awaiting) {
+        // Files applied since the last durable point, and those that could not be retired
+        // before (tried again, never applied again).
+        let held_back = self.intake.spool_unretired.take();
+        let awaiting = std::mem::take(&mut self.intake.spool_awaiting);
+        for (file, first_try) in awaiting
+            .into_iter()
+            .map(|f| (f, true))
+            .chain(held_back.into_iter().map(|f| (f, false)))
+        {
             self.intake.spool_paths.remove(&file.path);
             match spool::retire(
                 &self.intake.cfg.spool.dir,
@@ -1078,12 +1099,28 @@ impl Daemon {
                         &self.intake.metrics.spool_files_processed
                     };
                     Metrics::add(counter, 1);
+                    if !first_try {
+                        tracing::info!("spool file {} retired at last", file.path.display());
+                    }
                 }
-                // Its events are durable; if it stays, the next pass re-reads it and the
-                // deterministic ids make the repeat harmless.
-                Err(e) => tracing::warn!("cannot retire spool file: {e}"),
+                // Its events are durable: it is held (not read, so not applied, again) and
+                // retried at each durable point; reported once.
+                Err(e) => {
+                    if first_try {
+                        tracing::warn!(
+                            "cannot retire spool file: {e}; its events are applied and it is \
+                             not read again while it is unchanged (let the daemon's user \
+                             remove it, or remove it yourself)"
+                        );
+                    }
+                    self.intake.spool_unretired.insert(file);
+                }
             }
         }
+        self.intake
+            .metrics
+            .spool_files_unretired
+            .store(self.intake.spool_unretired.len() as u64, Ordering::Relaxed);
         self.intake.dirty = false;
         self.flush_requested = false;
         self.last_durable = Instant::now();

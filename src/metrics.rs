@@ -38,6 +38,8 @@ pub struct Metrics {
     pub idle_files_closed: AtomicU64,
     pub files_waiting: AtomicU64,
     pub spool_stale_tmp_files: AtomicU64,
+    /// Spool files applied but not retired (see `spool::Unretired`).
+    pub spool_files_unretired: AtomicU64,
     /// Sealed example segments prepared for export in the background (`export.prepare_ahead`).
     pub segments_prepared_ahead: AtomicU64,
     /// Sealed example segments left for the exports to prepare (an error, or none to be had).
@@ -218,6 +220,12 @@ impl Metrics {
             "gauge",
             "Files in spool/tmp/ unchanged for an hour: writers that died before renaming them into the spool.",
             g(&self.spool_stale_tmp_files),
+        );
+        metric(
+            "spool_files_unretired",
+            "gauge",
+            "Spool files whose events are applied but which could not be removed or moved (permissions): not read again while unchanged.",
+            g(&self.spool_files_unretired),
         );
         metric(
             "segments_prepared_ahead_total",

@@ -177,6 +177,18 @@ impl SpoolEvent {
             | SpoolEvent::Document { event_id, .. } => event_id.as_deref(),
         }
     }
+
+    /// The event's own `timestamp`, when it has one.
+    pub fn timestamp(&self) -> Option<&str> {
+        match self {
+            SpoolEvent::Feedback { timestamp, .. }
+            | SpoolEvent::Correction { timestamp, .. }
+            | SpoolEvent::Calculation { timestamp, .. }
+            | SpoolEvent::SpecQa { timestamp, .. }
+            | SpoolEvent::Document { timestamp, .. } => timestamp.as_deref(),
+            SpoolEvent::Capture { common, .. } => common.timestamp.as_deref(),
+        }
+    }
 }
 
 /// A parsed event with its identity and where it came from.
@@ -211,6 +223,12 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
+    /// When the file was last written: for a file renamed into the spool, when its writer
+    /// wrote it.
+    pub fn modified(&self) -> SystemTime {
+        self.modified
+    }
+
     pub fn of(meta: &fs::Metadata) -> FileStamp {
         FileStamp {
             dev: meta.dev(),
@@ -228,6 +246,54 @@ impl FileStamp {
 #[derive(Debug, Default)]
 pub struct Settling {
     young: HashMap<PathBuf, (FileStamp, Instant)>,
+    /// Files whose metadata could not be read, already reported.
+    unstatable: HashSet<PathBuf>,
+}
+
+/// Spool files whose events are durable but which could not be retired (a sticky spool
+/// directory and another user's file, a read-only file system): while a file is unchanged
+/// it is not read again, since each read would apply its events again at every durable
+/// point (its captures written once more, its feedback given again); the daemon tries to
+/// retire it again at each durable point. Kept in memory: after a restart such a file is
+/// read once more, a repeat its events' deterministic ids make the export and `stats` count
+/// once.
+#[derive(Debug, Default)]
+pub struct Unretired {
+    files: HashMap<PathBuf, SpoolFile>,
+}
+
+impl Unretired {
+    /// Holds `file`, whose events are applied; true the first time (to report it).
+    pub fn insert(&mut self, file: SpoolFile) -> bool {
+        self.files.insert(file.path.clone(), file).is_none()
+    }
+
+    /// Takes every file held, to try to retire them again.
+    pub fn take(&mut self) -> Vec<SpoolFile> {
+        self.files.drain().map(|(_, f)| f).collect()
+    }
+
+    /// Whether `path` is a held file still as it was read (else it is forgotten, and read
+    /// again as new).
+    fn unchanged(&mut self, path: &Path, stamp: FileStamp) -> bool {
+        match self.files.get(path) {
+            Some(f) if f.stamp == Some(stamp) => true,
+            Some(_) => {
+                self.files.remove(path);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// How many files are held.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 impl Settling {
@@ -258,6 +324,7 @@ pub fn scan(
     limit: usize,
     skip: &HashSet<PathBuf>,
     settling: &mut Settling,
+    unretired: &mut Unretired,
 ) -> Result<Vec<SpoolFile>, SpoolError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -269,14 +336,24 @@ pub fn scan(
         .map(|e| e.path())
         .filter(|p| !skip.contains(p))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.') && !n.ends_with(".error"))
+            // Dot-files are writers' temporaries; `.error` files are reports. A name that is
+            // not UTF-8 is a spool file like any other.
+            use std::os::unix::ffi::OsStrExt;
+            p.file_name().is_some_and(|n| {
+                let n = n.as_bytes();
+                !n.starts_with(b".") && !n.ends_with(b".error")
+            })
         })
         .collect();
     names.sort();
     // Forget files that are gone (retired, or renamed away by their writer).
     settling.young.retain(|p, _| names.binary_search(p).is_ok());
+    settling
+        .unstatable
+        .retain(|p| names.binary_search(p).is_ok());
+    unretired
+        .files
+        .retain(|p, _| names.binary_search(p).is_ok());
     let mut out = Vec::new();
     for path in names {
         if out.len() >= limit {
@@ -285,13 +362,24 @@ pub fn scan(
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) => {
+                // One file that cannot be looked at must not hold up the others: it is
+                // skipped (and reported once) until it can be.
+                if settling.unstatable.insert(path.clone()) {
+                    tracing::warn!("spool file {} skipped: {e}", path.display());
+                }
+                continue;
+            }
         };
+        settling.unstatable.remove(&path);
         if meta.is_dir() {
             // tmp/, done/, rejected/ and any other folder are not spool files.
             continue;
         }
         let stamp = FileStamp::of(&meta);
+        if unretired.unchanged(&path, stamp) {
+            continue;
+        }
         if !settling.settled(&path, stamp, min_age, Instant::now()) {
             continue;
         }
@@ -319,7 +407,16 @@ pub fn scan(
             )));
             continue;
         }
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Unreadable (another user's file, mode 0600): refused whole, so it goes to
+            // rejected/ with the reason rather than stopping every other file behind it.
+            Err(e) => {
+                out.push(refuse(format!("refused: cannot read it: {e}")));
+                continue;
+            }
+        };
         let mut file = parse_file(path, &bytes);
         // A stamp taken before the read: a write racing the read shows as a change.
         file.stamp = Some(stamp);
@@ -432,6 +529,15 @@ pub fn parse_line(text: &str) -> Result<SpoolEvent, String> {
         }
         crate::mapping::parse_feedback(feedback)?;
     }
+    // A time that cannot be read is an error, not "now": feedback is ranked by its time (the
+    // latest wins), and a silently replaced one could outrank feedback given after it.
+    if let Some(t) = event.timestamp() {
+        if crate::mapping::parse_timestamp(&Value::String(t.to_string())).is_none() {
+            return Err(format!(
+                "invalid {kind} event: timestamp {t:?} is not a date and time (RFC 3339, e.g. \"2026-11-29T13:40:00Z\")"
+            ));
+        }
+    }
     Ok(event)
 }
 
@@ -480,9 +586,13 @@ pub fn retire(
         for (line, reason, _) in &file.bad_lines {
             report.push_str(&format!("{}:{line}: {reason}\n", name.display()));
         }
-        let error_path = rejected.join(format!("{}.error", name.display()));
-        write_durably(&error_path, report.as_bytes())?;
+        // The report is named after the file's own place in rejected/ (`x.jsonl.1.error` for
+        // a second `x.jsonl`), so a later file of the same name cannot overwrite it.
         let target = unique(&rejected.join(&name));
+        let mut error_path = target.clone().into_os_string();
+        error_path.push(".error");
+        let error_path = PathBuf::from(error_path);
+        write_durably(&error_path, report.as_bytes())?;
         fs::rename(&file.path, &target).map_err(io(&file.path))?;
         sync_dir(&rejected)?;
     } else if keep_processed {
@@ -500,12 +610,21 @@ pub fn retire(
 
 /// A path that does not exist yet: `name`, else `name.1`, `name.2`, ...
 fn unique(path: &Path) -> PathBuf {
-    if !path.exists() {
+    let with_suffix = |suffix: &str| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    if !path.exists() && !with_suffix(".error").exists() {
         return path.to_path_buf();
     }
     (1..)
-        .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
-        .find(|p| !p.exists())
+        .map(|i| with_suffix(&format!(".{i}")))
+        .find(|p| {
+            let mut report = p.as_os_str().to_os_string();
+            report.push(".error");
+            !p.exists() && !Path::new(&report).exists()
+        })
         .unwrap_or_else(|| path.to_path_buf())
 }
 
@@ -587,6 +706,7 @@ mod tests {
             100,
             &Default::default(),
             &mut Settling::default(),
+            &mut Unretired::default(),
         )
         .unwrap();
         assert_eq!(files.len(), 1);
@@ -599,7 +719,8 @@ mod tests {
             Duration::ZERO,
             100,
             &Default::default(),
-            &mut Settling::default()
+            &mut Settling::default(),
+            &mut Unretired::default()
         )
         .unwrap()
         .is_empty());
@@ -686,7 +807,16 @@ mod tests {
     }
 
     fn scan_with(dir: &Path, min_age: Duration, settling: &mut Settling) -> Vec<SpoolFile> {
-        scan(dir, 1 << 20, min_age, 100, &HashSet::new(), settling).unwrap()
+        scan(
+            dir,
+            1 << 20,
+            min_age,
+            100,
+            &HashSet::new(),
+            settling,
+            &mut Unretired::default(),
+        )
+        .unwrap()
     }
 
     const LINE: &str = "{\"type\":\"feedback\",\"id\":\"r\",\"feedback\":\"positive\"}\n";
@@ -774,6 +904,89 @@ mod tests {
         assert!(dir.path().join("done/a.jsonl").exists());
     }
 
+    /// A time that cannot be read is a bad line (it would otherwise become "now" and could
+    /// outrank feedback given after it), for every kind of event that carries one.
+    #[test]
+    fn an_unreadable_timestamp_is_a_bad_line() {
+        let good = r#"{"type":"feedback","id":"r","feedback":"negative","timestamp":"2026-11-29T13:52:00Z"}"#;
+        assert!(parse_line(good).is_ok());
+        for bad in [
+            r#"{"type":"feedback","id":"r","feedback":"positive","timestamp":"29/11/2026 13:40"}"#,
+            r#"{"type":"capture","prompt":"p","response":"r","timestamp":"yesterday"}"#,
+            r#"{"type":"correction","original_prompt":"p","original_response":"r","corrected_response":"c","timestamp":"soon"}"#,
+        ] {
+            let err = parse_line(bad).unwrap_err();
+            assert!(err.contains("is not a date and time"), "{err}");
+        }
+    }
+
+    /// Each rejected file keeps its own report: a second rejected file of the same name
+    /// gets `x.jsonl.1` and `x.jsonl.1.error`, and the first report is not overwritten.
+    #[test]
+    fn rejected_files_of_the_same_name_keep_their_own_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        for body in [
+            "garbage-one\n",
+            "{\"type\":\"feedback\",\"id\":\"r\",\"feedback\":\"up\"}\ngarbage-two\n",
+        ] {
+            fs::write(dir.path().join("dup.jsonl"), body).unwrap();
+            let files = scan_with(dir.path(), Duration::ZERO, &mut Settling::default());
+            assert_eq!(files.len(), 1);
+            retire(dir.path(), &files[0], false).unwrap();
+        }
+        let rejected = dir.path().join("rejected");
+        let first = fs::read_to_string(rejected.join("dup.jsonl.error")).unwrap();
+        assert_eq!(
+            first,
+            "dup.jsonl:1: not valid JSON: expected value at line 1 column 1\n"
+        );
+        let second = fs::read_to_string(rejected.join("dup.jsonl.1.error")).unwrap();
+        assert!(
+            second.starts_with("dup.jsonl:2: not valid JSON"),
+            "{second}"
+        );
+        assert_eq!(
+            fs::read_to_string(rejected.join("dup.jsonl")).unwrap(),
+            "garbage-one\n"
+        );
+        assert!(fs::read_to_string(rejected.join("dup.jsonl.1"))
+            .unwrap()
+            .ends_with("garbage-two\n"));
+    }
+
+    /// A file whose events were applied but which could not be retired is not read again
+    /// while it is unchanged (its events would be applied once more at every durable
+    /// point), and is read again once it changes.
+    #[test]
+    fn an_unretired_file_is_not_read_again_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        fs::write(&path, LINE).unwrap();
+        let (mut settling, mut unretired) = (Settling::default(), Unretired::default());
+        let mut scan_now = |unretired: &mut Unretired| {
+            scan(
+                dir.path(),
+                1 << 20,
+                Duration::ZERO,
+                100,
+                &HashSet::new(),
+                &mut settling,
+                unretired,
+            )
+            .unwrap()
+        };
+        let files = scan_now(&mut unretired);
+        assert_eq!(files.len(), 1);
+        assert!(unretired.insert(files[0].clone()));
+        assert!(!unretired.insert(files[0].clone()), "reported once");
+        let again = scan_now(&mut unretired);
+        assert!(again.is_empty(), "{again:?}");
+        fs::write(&path, format!("{LINE}{LINE}")).unwrap();
+        let changed = scan_now(&mut unretired);
+        assert_eq!(changed.len(), 1);
+        assert!(unretired.is_empty());
+    }
+
     #[test]
     fn symlinks_and_oversized_files_are_refused_and_moved_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -790,6 +1003,7 @@ mod tests {
             100,
             &Default::default(),
             &mut Settling::default(),
+            &mut Unretired::default(),
         )
         .unwrap();
         assert_eq!(files.len(), 2);

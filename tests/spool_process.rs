@@ -650,3 +650,246 @@ fn a_spool_file_abandoned_in_tmp_is_reported_and_kept() {
     assert!(abandoned.exists());
     assert!(sb.examples().is_empty(), "nothing in tmp/ is delivered");
 }
+
+/// Puts `body` into the spool as `name`, the safe way (written aside, renamed in).
+fn put(sb: &Sandbox, name: &str, body: &str) {
+    let tmp = sb.path(&format!("spool/.{name}.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, sb.path(&format!("spool/{name}"))).unwrap();
+}
+
+/// The kto export's label of the one example, and the prompt-response export's drop reasons.
+fn kto_label_and_drops(sb: &Sandbox) -> (Value, Value) {
+    let kto = sb.path("kto.jsonl");
+    let (rc, _, err) = sb.cli(&[
+        "export",
+        "--format",
+        "kto",
+        "--min-quality",
+        "low",
+        "--output",
+        kto.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let lines: Vec<Value> = std::fs::read_to_string(&kto)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (rc, report, err) = sb.cli(&[
+        "export",
+        "--min-quality",
+        "low",
+        "--output",
+        sb.path("pr.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let report: Value = serde_json::from_str(&report).unwrap();
+    (lines[0]["label"].clone(), report["dropped"].clone())
+}
+
+/// README: an `event_id` makes re-delivery safe. A feedback event delivered again after
+/// later feedback counts once, at the time it first came, so the later feedback still wins.
+#[test]
+fn a_redelivered_feedback_event_does_not_outrank_later_feedback() {
+    let sb = sandbox("");
+    append(&sb.path("logs/app.log"), &(interaction_line("r", 2) + "\n"));
+    let d = sb.start();
+    let up = "{\"type\":\"feedback\",\"event_id\":\"e1\",\"id\":\"r-000002\",\"feedback\":\"positive\"}\n";
+    let down = "{\"type\":\"feedback\",\"event_id\":\"e2\",\"id\":\"r-000002\",\"feedback\":\"negative\"}\n";
+    put(&sb, "b1.jsonl", up);
+    drain(&sb, &d);
+    std::thread::sleep(Duration::from_millis(50));
+    put(&sb, "b2.jsonl", down);
+    drain(&sb, &d);
+    std::thread::sleep(Duration::from_millis(50));
+    put(&sb, "b1-again.jsonl", up);
+    drain(&sb, &d);
+    d.stop();
+    let (label, dropped) = kto_label_and_drops(&sb);
+    assert_eq!(label, false, "the thumbs down came last");
+    assert_eq!(dropped["negative_feedback"], 1, "{dropped}");
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["feedback"]["positive"], 1, "{stats}");
+    assert_eq!(stats["feedback"]["negative"], 1, "{stats}");
+}
+
+/// Feedback without a time, queued while the daemon was down, keeps the order its files
+/// were written in (their modification times), whatever their names.
+#[test]
+fn feedback_queued_while_the_daemon_is_down_keeps_the_order_it_was_given_in() {
+    let sb = sandbox("");
+    append(&sb.path("logs/app.log"), &(interaction_line("q", 1) + "\n"));
+    let now = std::time::SystemTime::now();
+    for (name, value, ago) in [
+        ("z-first.jsonl", "positive", 10),
+        ("a-second.jsonl", "negative", 5),
+    ] {
+        put(
+            &sb,
+            name,
+            &format!("{{\"type\":\"feedback\",\"id\":\"q-000001\",\"feedback\":\"{value}\"}}\n"),
+        );
+        std::fs::File::options()
+            .write(true)
+            .open(sb.path(&format!("spool/{name}")))
+            .unwrap()
+            .set_modified(now - Duration::from_secs(ago))
+            .unwrap();
+    }
+    let d = sb.start();
+    drain(&sb, &d);
+    d.stop();
+    let (label, _) = kto_label_and_drops(&sb);
+    assert_eq!(label, false, "the thumbs down was written last");
+}
+
+/// Feedback applied to a buffered example is ranked by when it was given, not by the
+/// example's own timestamp: a service whose clock (or time zone) runs ahead must not pin
+/// the first feedback against later feedback.
+#[test]
+fn feedback_on_a_buffered_example_with_a_timestamp_ahead_does_not_pin_it() {
+    // Spool files read at once, so the first feedback finds its example still buffered.
+    let sb2 = Sandbox::with_config(&spool_config("min_age = \"0s\"\n"));
+    let line = interaction_line("f", 1).replace("2026-11-27T08:00:00Z", "2031-01-01T00:00:00Z");
+    let d = sb2.start();
+    append(&sb2.path("logs/app.log"), &(line + "\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (rc, _, err) = sb2.cli(&["feedback", "f-000001", "positive"]);
+    assert_eq!(rc, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    drain(&sb2, &d);
+    let (rc, _, err) = sb2.cli(&["feedback", "f-000001", "negative"]);
+    assert_eq!(rc, 0, "{err}");
+    drain(&sb2, &d);
+    d.stop();
+    let ex = sb2.examples();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(
+        ex[0]["quality"]["user_feedback"], "positive",
+        "applied while buffered"
+    );
+    let (label, _) = kto_label_and_drops(&sb2);
+    assert_eq!(label, false, "the thumbs down came last");
+}
+
+/// Root only (CI runs as root): the daemon runs as `nobody` (uid 65534) over a sandbox it
+/// owns, so that files of another user can be unreadable or unremovable to it. `None`
+/// when not root (the permission cases cannot be made then).
+fn as_nobody(sb: &Sandbox, sticky_root_spool: bool) -> Option<std::process::Command> {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the daemon as another user");
+        return None;
+    }
+    let chown = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(
+            unsafe { libc::chown(c.as_ptr(), 65534, 65534) },
+            0,
+            "{}",
+            p.display()
+        );
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["", "logs", "data", "spool", "config.toml"] {
+        chown(&sb.path(d));
+    }
+    if sticky_root_spool {
+        // A spool every writer may drop files into, where each may remove only its own.
+        let c = std::ffi::CString::new(sb.path("spool").as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 0, 0) }, 0);
+        std::fs::set_permissions(sb.path("spool"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("run");
+    Some(cmd)
+}
+
+/// A spool file the daemon cannot read (another user's, mode 0600) is refused into
+/// `rejected/` with the reason, and does not hold up the files after it.
+#[test]
+fn an_unreadable_spool_file_is_refused_and_the_others_still_apply() {
+    let sb = Sandbox::with_config(&spool_config("min_age = \"0s\"\n"));
+    let Some(cmd) = as_nobody(&sb, false) else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let secret = sb.path("spool/a-unreadable.jsonl");
+    std::fs::write(
+        &secret,
+        "{\"type\":\"feedback\",\"id\":\"x\",\"feedback\":\"negative\"}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    put(&sb, "b-good.jsonl", &capture_line(1));
+    let d = sb.start_command(cmd);
+    drain(&sb, &d);
+    d.stop();
+    let report =
+        std::fs::read_to_string(sb.path("spool/rejected/a-unreadable.jsonl.error")).unwrap();
+    assert!(report.contains("refused: cannot read it"), "{report}");
+    assert!(sb.path("spool/rejected/a-unreadable.jsonl").exists());
+    let ex = sb.examples();
+    assert_eq!(ex.len(), 1, "the good file applied: {ex:?}");
+}
+
+/// A spool file the daemon cannot remove (a sticky spool, another user's file) has its
+/// events applied once, not again at every durable point; later feedback still wins.
+#[test]
+fn a_spool_file_that_cannot_be_removed_is_applied_once() {
+    let sb = Sandbox::with_config(&spool_config("min_age = \"0s\"\n"));
+    let Some(cmd) = as_nobody(&sb, true) else {
+        return;
+    };
+    let stuck = format!(
+        "{}{}",
+        capture_line(7).replace("\"event_id\":\"cap-7\",", "\"request_id\":\"cap-7\","),
+        "{\"type\":\"feedback\",\"id\":\"cap-7\",\"feedback\":\"positive\"}\n"
+    );
+    // Written by root: in the sticky spool, only root (or the file's owner) removes it.
+    put(&sb, "a.jsonl", &stuck);
+    let d = sb.start_command(cmd);
+    wait_until(T, "the stuck file's events applied", || {
+        flush(&d);
+        !sb.examples().is_empty()
+    });
+    for _ in 0..4 {
+        flush(&d);
+    }
+    put(
+        &sb,
+        "b.jsonl",
+        "{\"type\":\"feedback\",\"id\":\"cap-7\",\"feedback\":\"negative\"}\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..4 {
+        flush(&d);
+    }
+    d.stop();
+    assert!(
+        sb.path("spool/a.jsonl").exists(),
+        "not removable by the daemon"
+    );
+    let lines = |prefix: &str| -> usize {
+        std::fs::read_dir(sb.data())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+            .sum()
+    };
+    assert_eq!(lines("examples_"), 1, "the capture written once");
+    assert_eq!(lines("feedback_"), 2, "each feedback event written once");
+    let warned = sb.daemon_log().matches("cannot retire spool file").count();
+    assert_eq!(warned, 2, "one warning per file:\n{}", sb.daemon_log());
+    let (label, _) = kto_label_and_drops(&sb);
+    assert_eq!(label, false, "the thumbs down came last");
+}

@@ -312,7 +312,8 @@ pub(crate) struct JoinItem {
     /// Feedback: its rank and polarity (true = positive).
     pub fb: Option<(FbOrder, bool)>,
     /// Reference: the example id. Correction link, when the split goes by user: the
-    /// correction's id (it learns its original's user from the join).
+    /// correction's id (it learns its original's user from the join). Feedback: the event's
+    /// id (`fb_...`), by which a re-delivered event is known.
     pub ex_id: String,
     /// Reference, when the split goes by user: the example's split group.
     pub group: Option<u64>,
@@ -437,14 +438,24 @@ pub(crate) fn annotate(
     while let Some(first) = items.next_item()? {
         let key = first.key.clone();
         let mut fb = None;
+        // The feedback events seen in this group, by id.
+        let mut events: Vec<String> = Vec::new();
         let mut corrected = false;
         // Corrections (by id) still to learn the split group of the example they correct.
         let mut corrections: Vec<String> = Vec::new();
         let mut item = Some(first);
         while let Some(it) = item {
             match it.kind {
-                // Ascending order within the key: the last feedback seen is the latest.
-                KIND_FEEDBACK => fb = it.fb.or(fb),
+                // Ascending order within the key: the last feedback seen is the latest. An
+                // event seen before (delivered again: a re-sent spool file, one read again
+                // after a crash) counts once, at its first time: taken at a later time it
+                // would outrank feedback given after it.
+                KIND_FEEDBACK => {
+                    if it.ex_id.is_empty() || !events.contains(&it.ex_id) {
+                        fb = it.fb.or(fb);
+                        events.push(it.ex_id);
+                    }
+                }
                 KIND_CORRECTION => {
                     corrected = true;
                     if !it.ex_id.is_empty() {
@@ -501,7 +512,11 @@ pub(crate) fn resolve(
             if let Payload::Example(e) = &row.payload {
                 corrected |= e.was_corrected;
                 if let Some(p) = e.in_feedback {
-                    let cand = ((e.ts, 0u8, row.order.1, row.order.2), p);
+                    // Feedback applied while the example was buffered is also in the feedback
+                    // stream, with the time it was given; here it ranks below any feedback
+                    // event (the example's own timestamp, which the service's clock or time
+                    // zone may put ahead of later feedback, must not pin it).
+                    let cand = ((i64::MIN, 0u8, row.order.1, row.order.2), p);
                     if best_fb.is_none_or(|b| cand.0 > b.0) {
                         best_fb = Some(cand);
                     }

@@ -476,7 +476,7 @@ pub(crate) fn run(
                         (input::ts_micros(&ev.timestamp), 1, fi as u32, line_no),
                         ev.feedback == crate::record::Feedback::Positive,
                     )),
-                    ex_id: String::new(),
+                    ex_id: ev.id,
                     group: None,
                 })
             },
