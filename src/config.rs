@@ -154,19 +154,35 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
+        // A visitor rather than an untagged enum: a float or a bool then gets serde's
+        // "invalid type: ..., expected <what `expecting` says>" instead of the untagged
+        // enum's "did not match any variant".
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a whole number of bytes or a string like \"64MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                match u64::try_from(n) {
+                    Ok(b) => self.visit_u64(b),
+                    Err(_) => Err(E::custom(format!(
+                        "invalid size {n}: must be at least 1 byte"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                if n >= 1 {
+                    Ok(ByteSize(n))
+                } else {
+                    Err(E::custom("invalid size 0: must be at least 1 byte"))
+                }
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) if n >= 1 => Ok(ByteSize(n as u64)),
-            Raw::Int(n) => Err(de::Error::custom(format!(
-                "invalid size {n}: must be at least 1 byte"
-            ))),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -1291,6 +1307,25 @@ mod tests {
         let (line, _, msg) = invalid("[input.fields]\nprompt = [\"prompt\"]\n");
         assert_eq!(line, 2);
         assert!(msg.contains("JSON Pointer"), "{msg}");
+    }
+
+    #[test]
+    fn a_size_of_the_wrong_type_says_what_a_size_is() {
+        for bad in ["1.5", "true"] {
+            let (line, col, msg) = invalid(&format!("[input]\nmax_line_bytes = {bad}\n"));
+            assert_eq!((line, col), (2, 18), "{bad}");
+            assert!(
+                msg.contains("expected a size: a whole number of bytes or a string like \"64MiB\""),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains("untagged"), "{bad}: {msg}");
+        }
+        let (_, _, msg) = invalid("[spool]\nmax_file_bytes = 0\n");
+        assert!(msg.contains("at least 1 byte"), "{msg}");
+        let (_, _, msg) = invalid("[spool]\nmax_file_bytes = -4\n");
+        assert!(msg.contains("invalid size -4: must be at least 1 byte"), "{msg}");
+        let cfg = parse("[input]\nread_budget = 4096\n").unwrap();
+        assert_eq!(cfg.input.read_budget, ByteSize(4096));
     }
 
     #[test]
