@@ -1060,6 +1060,22 @@ impl Config {
                 ),
             ));
         }
+        // A pattern that matches "" matches between every two characters, so the scrub would
+        // put a marker around every character of every exported text.
+        if let Some(i) = self
+            .export
+            .pii_patterns
+            .iter()
+            .position(|p| p.0.is_match(""))
+        {
+            let p = self.export.pii_patterns[i].0.as_str();
+            return Err(err(
+                &["export", "pii_patterns", &i.to_string()],
+                format!(
+                    "export.pii_patterns[{i}] {p:?} matches the empty string: it would redact between every two characters of every text (use + instead of *, or drop the pattern)"
+                ),
+            ));
+        }
         for (key, list) in [("high", &self.domain.high), ("medium", &self.domain.medium)] {
             if list.iter().any(|k| k.trim().is_empty()) {
                 return Err(err(
@@ -1420,6 +1436,21 @@ mod tests {
         let cfg =
             parse("[export]\nmax_prompt_chars = 10\nmax_response_chars = 0\nmin_score = 1.0\n");
         assert_eq!(cfg.unwrap().export.max_prompt_chars, 10);
+    }
+
+    #[test]
+    fn a_pii_pattern_that_matches_nothing_at_all_is_refused_at_its_position() {
+        for bad in ["x*", "", "(foo)?"] {
+            let (line, col, msg) =
+                invalid(&format!("[export]\npii_patterns = [\"ssn-\\\\d+\", {bad:?}]\n"));
+            assert_eq!((line, col), (2, 29), "{bad}: {msg}");
+            assert!(
+                msg.contains(&format!("export.pii_patterns[1] {bad:?} matches the empty string")),
+                "{bad}: {msg}"
+            );
+        }
+        let cfg = parse("[export]\npii_patterns = [\"x+\"]\n").unwrap();
+        assert_eq!(cfg.export.pii_patterns.len(), 1);
     }
 
     #[test]
