@@ -242,6 +242,39 @@ impl<'de> Deserialize<'de> for Pointer {
     }
 }
 
+/// The levels `log_level` names, for messages.
+const LOG_LEVELS: &str = "trace, debug, info, warn, error or off";
+
+/// `log_level`: a filter in tracing-subscriber's `EnvFilter` syntax, which is what the
+/// binary hands it to. Each comma-separated directive must be a level or `target=level`:
+/// `EnvFilter` reads a bare word that is not a level as a target name and logs only that
+/// target, so a misspelt level ("warning", "verbose") would silence every event, errors
+/// included. (A bare target loses nothing: `name=trace` says the same.)
+fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom(format!(
+            "log_level is empty: expected {LOG_LEVELS}, or directives like \"training_collector=debug,info\""
+        )));
+    }
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = directive
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        if !is_level && !directive.contains('=') && !directive.contains('[') {
+            return Err(de::Error::custom(format!(
+                "invalid log_level {s:?}: {directive:?} is not a level: expected {LOG_LEVELS}, or target=level like \"training_collector=debug\""
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&s).map_err(|e| {
+        de::Error::custom(format!(
+            "invalid log_level {s:?} ({e}): expected {LOG_LEVELS}, or directives like \"training_collector=debug,info\""
+        ))
+    })?;
+    Ok(s)
+}
+
 /// A regular expression compiled at load time.
 #[derive(Debug, Clone)]
 pub struct Pattern(pub regex::Regex);
@@ -366,6 +399,7 @@ pub enum MatchMode {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "log_filter")]
     pub log_level: String,
     pub input: InputConfig,
     pub buffer: BufferConfig,
@@ -1451,6 +1485,33 @@ mod tests {
         }
         let cfg = parse("[export]\npii_patterns = [\"x+\"]\n").unwrap();
         assert_eq!(cfg.export.pii_patterns.len(), 1);
+    }
+
+    #[test]
+    fn log_level_is_a_level_or_a_directive_list_never_a_bare_word() {
+        for good in [
+            "trace",
+            "debug",
+            "info",
+            "warn",
+            "error",
+            "off",
+            "INFO",
+            "training_collector=debug,info",
+            "warn,training_collector::daemon=trace",
+        ] {
+            let cfg = parse(&format!("log_level = {good:?}\n"))
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(cfg.log_level, good);
+        }
+        for bad in ["warning", "verbose", "", " ", "info,warning", "training_collector=loud"] {
+            let (line, col, msg) = invalid(&format!("\nlog_level = {bad:?}\n"));
+            assert_eq!((line, col), (2, 13), "{bad}: {msg}");
+            assert!(
+                msg.contains("trace, debug, info, warn, error or off"),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]
