@@ -41,15 +41,16 @@ const DEFAULT_CONFIG: &str = "./config.toml";
 #[derive(Debug, Parser)]
 #[command(name = "training-collector", version, about, long_about)]
 struct Cli {
-    /// The config file. When the default ./config.toml does not exist, the bundled default
-    /// configuration is used.
+    /// The config file [default: ./config.toml]. Only when neither this option nor
+    /// TRAINING_COLLECTOR_CONFIG names one and ./config.toml does not exist is the bundled
+    /// default configuration used; a named file that is missing is an error.
     #[arg(
         long,
         global = true,
         env = "TRAINING_COLLECTOR_CONFIG",
-        default_value = DEFAULT_CONFIG
+        value_name = "PATH"
     )]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -176,9 +177,11 @@ fn score(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let explicit = cli.config.as_os_str() != DEFAULT_CONFIG;
-    let loaded = Config::load(&cli.config, explicit);
-    let (config, source) = match loaded {
+    // Whether the operator named the file (by option or environment), however it is spelt:
+    // only the unnamed default may fall back to the bundled config.
+    let explicit = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let (config, source) = match Config::load(&path, explicit) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

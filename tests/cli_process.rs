@@ -635,3 +635,39 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
         tags.len()
     );
 }
+
+/// Only an unnamed config falls back to the bundled default: a file named by `--config` or
+/// TRAINING_COLLECTOR_CONFIG that is missing is an error, even spelt like the default.
+#[test]
+fn a_named_config_that_is_missing_is_an_error_even_spelt_like_the_default() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.current_dir(empty.path())
+            .args(args)
+            .env_remove("TRAINING_COLLECTOR_CONFIG");
+        if let Some(v) = env {
+            cmd.env("TRAINING_COLLECTOR_CONFIG", v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    for (args, env) in [
+        (&["--config", "./config.toml", "check-config"][..], None),
+        (&["check-config"][..], Some("./config.toml")),
+        (&["check-config"][..], Some("config.toml")),
+    ] {
+        let (rc, err) = run(args, env);
+        assert_eq!(rc, Some(2), "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains("./config.toml: cannot read config")
+                || err.contains("config.toml: cannot read config"),
+            "{args:?} {env:?}: {err}"
+        );
+        assert!(!err.contains("embedded"), "{args:?} {env:?}: {err}");
+    }
+    let (rc, err) = run(&["check-config"], None);
+    assert_eq!(rc, Some(0), "{err}");
+    assert!(err.contains("config OK: <embedded config.toml>"), "{err}");
+}
