@@ -154,19 +154,35 @@ impl ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Str(String),
+        // A visitor rather than an untagged enum: a float or a bool then gets serde's
+        // "invalid type: ..., expected <what `expecting` says>" instead of the untagged
+        // enum's "did not match any variant".
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a whole number of bytes or a string like \"64MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                match u64::try_from(n) {
+                    Ok(b) => self.visit_u64(b),
+                    Err(_) => Err(E::custom(format!(
+                        "invalid size {n}: must be at least 1 byte"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                if n >= 1 {
+                    Ok(ByteSize(n))
+                } else {
+                    Err(E::custom("invalid size 0: must be at least 1 byte"))
+                }
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) if n >= 1 => Ok(ByteSize(n as u64)),
-            Raw::Int(n) => Err(de::Error::custom(format!(
-                "invalid size {n}: must be at least 1 byte"
-            ))),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -224,6 +240,39 @@ impl<'de> Deserialize<'de> for Pointer {
             )))
         }
     }
+}
+
+/// The levels `log_level` names, for messages.
+const LOG_LEVELS: &str = "trace, debug, info, warn, error or off";
+
+/// `log_level`: a filter in tracing-subscriber's `EnvFilter` syntax, which is what the
+/// binary hands it to. Each comma-separated directive must be a level or `target=level`:
+/// `EnvFilter` reads a bare word that is not a level as a target name and logs only that
+/// target, so a misspelt level ("warning", "verbose") would silence every event, errors
+/// included. (A bare target loses nothing: `name=trace` says the same.)
+fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(de::Error::custom(format!(
+            "log_level is empty: expected {LOG_LEVELS}, or directives like \"training_collector=debug,info\""
+        )));
+    }
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = directive
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        if !is_level && !directive.contains('=') && !directive.contains('[') {
+            return Err(de::Error::custom(format!(
+                "invalid log_level {s:?}: {directive:?} is not a level: expected {LOG_LEVELS}, or target=level like \"training_collector=debug\""
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&s).map_err(|e| {
+        de::Error::custom(format!(
+            "invalid log_level {s:?} ({e}): expected {LOG_LEVELS}, or directives like \"training_collector=debug,info\""
+        ))
+    })?;
+    Ok(s)
 }
 
 /// A regular expression compiled at load time.
@@ -350,6 +399,7 @@ pub enum MatchMode {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "log_filter")]
     pub log_level: String,
     pub input: InputConfig,
     pub buffer: BufferConfig,
@@ -918,6 +968,7 @@ impl Config {
         })?;
         cfg.validate(text, name)?;
         cfg.resolve_paths(base);
+        cfg.validate_places(text, name)?;
         Ok(cfg)
     }
 
@@ -931,6 +982,47 @@ impl Config {
                 &["input", "paths"],
                 "input.paths is empty: name at least one log file glob".into(),
             ));
+        }
+        // An empty path would resolve to the config file's own folder.
+        for (key_path, value, what) in [
+            (
+                &["data_dir"][..],
+                &self.data_dir,
+                "the folder of segments and state",
+            ),
+            (&["spool", "dir"][..], &self.spool.dir, "the spool folder"),
+            (
+                &["export", "output"][..],
+                &self.export.output,
+                "the export file",
+            ),
+        ] {
+            if value.as_os_str().is_empty() {
+                return Err(err(
+                    key_path,
+                    format!("{} is empty: name {what}", key_path.join(".")),
+                ));
+            }
+        }
+        if let Some(i) = self.input.paths.iter().position(|p| p.trim().is_empty()) {
+            return Err(err(
+                &["input", "paths", &i.to_string()],
+                format!("input.paths[{i}] is empty: name a log file glob"),
+            ));
+        }
+        for (key, argv) in [
+            ("sync_command", &self.training.sync_command),
+            ("train_command", &self.training.train_command),
+        ] {
+            if argv
+                .first()
+                .is_some_and(|program| program.trim().is_empty())
+            {
+                return Err(err(
+                    &["training", key, "0"],
+                    format!("training.{key} starts with an empty program name: name the program to run first, or leave the list empty"),
+                ));
+            }
         }
         for (key, globs) in [
             ("paths", &self.input.paths),
@@ -1044,6 +1136,22 @@ impl Config {
                 ),
             ));
         }
+        // A pattern that matches "" matches between every two characters, so the scrub would
+        // put a marker around every character of every exported text.
+        if let Some(i) = self
+            .export
+            .pii_patterns
+            .iter()
+            .position(|p| p.0.is_match(""))
+        {
+            let p = self.export.pii_patterns[i].0.as_str();
+            return Err(err(
+                &["export", "pii_patterns", &i.to_string()],
+                format!(
+                    "export.pii_patterns[{i}] {p:?} matches the empty string: it would redact between every two characters of every text (use + instead of *, or drop the pattern)"
+                ),
+            ));
+        }
         for (key, list) in [("high", &self.domain.high), ("medium", &self.domain.medium)] {
             if list.iter().any(|k| k.trim().is_empty()) {
                 return Err(err(
@@ -1057,6 +1165,56 @@ impl Config {
                 return Err(err(
                     &["domain", "tags", tag],
                     format!("domain.tags.{tag} needs at least one non-empty pattern"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks of where the resolved paths point. The daemon takes every file in the spool
+    /// folder away (deleted, or moved to `done/` or `rejected/`), so the spool folder must be
+    /// one nothing else uses: not the data folder (its segments), and not a folder the input
+    /// globs read logs from (a live log would be moved away from under the service).
+    /// Compared as written (after resolving), without following symlinks.
+    fn validate_places(&self, text: &str, name: &str) -> Result<(), ConfigError> {
+        // At spool.dir when the file sets it, else at the other key of the clash.
+        let at = |other: &[&str], message: String| {
+            let key_path = if is_set(text, &["spool", "dir"]) {
+                &["spool", "dir"][..]
+            } else {
+                other
+            };
+            ConfigError::at(name, text, locate(text, key_path), message)
+        };
+        let spool = &self.spool.dir;
+        let data = &self.data_dir;
+        let clash = if spool == data {
+            Some("is data_dir")
+        } else if spool.starts_with(data) {
+            Some("is inside data_dir")
+        } else if data.starts_with(spool) {
+            Some("contains data_dir")
+        } else {
+            None
+        };
+        if let Some(clash) = clash {
+            return Err(at(
+                &["data_dir"],
+                format!(
+                    "spool.dir {} {clash} ({}): the daemon takes away every file in the spool folder, so it needs a folder of its own",
+                    spool.display(),
+                    data.display()
+                ),
+            ));
+        }
+        for (i, glob) in self.input.paths.iter().enumerate() {
+            if glob_reads_in(glob, spool) {
+                return Err(at(
+                    &["input", "paths", &i.to_string()],
+                    format!(
+                        "spool.dir {} is a folder input.paths[{i}] ({glob:?}) reads logs from: the daemon takes away every file in the spool folder, so it needs a folder of its own",
+                        spool.display()
+                    ),
                 ));
             }
         }
@@ -1139,6 +1297,48 @@ fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether the input glob (resolved) reads logs in the folder `dir`: its fixed leading
+/// folder (before the first component with a wildcard) is `dir` or inside it, or `dir` is
+/// inside that folder and the glob's folder part matches `dir`, so that the glob matches
+/// files right in it (`logs/*/*.jsonl` or `logs/**/*.jsonl` with `dir` = `logs/spool`).
+fn glob_reads_in(glob: &str, dir: &Path) -> bool {
+    let components: Vec<_> = Path::new(glob).components().collect();
+    // The last component is the file-name pattern, never part of the folder.
+    let folder_len = components.len().saturating_sub(1);
+    let fixed_len = components[..folder_len]
+        .iter()
+        .position(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            c.contains(['*', '?', '['])
+        })
+        .unwrap_or(folder_len);
+    let fixed: PathBuf = components[..fixed_len].iter().collect();
+    if fixed.starts_with(dir) {
+        return true;
+    }
+    if !dir.starts_with(&fixed) {
+        return false;
+    }
+    let folder: PathBuf = components[..folder_len].iter().collect();
+    glob::Pattern::new(&folder.to_string_lossy())
+        .is_ok_and(|p| p.matches_path_with(dir, crate::tail::discovery::OPTIONS))
+}
+
+/// Whether the TOML text sets `key_path` itself (rather than leaving it to its default).
+fn is_set(text: &str, key_path: &[&str]) -> bool {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return false;
+    };
+    let mut item = doc.as_item();
+    for key in key_path {
+        match item.as_table_like().and_then(|t| t.get(key)) {
+            Some(next) => item = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Best-effort byte offset of `key_path` in the TOML text (for errors found after parsing).
@@ -1294,6 +1494,28 @@ mod tests {
     }
 
     #[test]
+    fn a_size_of_the_wrong_type_says_what_a_size_is() {
+        for bad in ["1.5", "true"] {
+            let (line, col, msg) = invalid(&format!("[input]\nmax_line_bytes = {bad}\n"));
+            assert_eq!((line, col), (2, 18), "{bad}");
+            assert!(
+                msg.contains("expected a size: a whole number of bytes or a string like \"64MiB\""),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains("untagged"), "{bad}: {msg}");
+        }
+        let (_, _, msg) = invalid("[spool]\nmax_file_bytes = 0\n");
+        assert!(msg.contains("at least 1 byte"), "{msg}");
+        let (_, _, msg) = invalid("[spool]\nmax_file_bytes = -4\n");
+        assert!(
+            msg.contains("invalid size -4: must be at least 1 byte"),
+            "{msg}"
+        );
+        let cfg = parse("[input]\nread_budget = 4096\n").unwrap();
+        assert_eq!(cfg.input.read_budget, ByteSize(4096));
+    }
+
+    #[test]
     fn ignore_older_is_off_unless_given_and_never_zero() {
         assert_eq!(Config::default().input.ignore_older, None);
         let cfg = parse("[input]\nignore_older = \"7d\"\n").expect("a duration");
@@ -1388,6 +1610,58 @@ mod tests {
     }
 
     #[test]
+    fn a_pii_pattern_that_matches_nothing_at_all_is_refused_at_its_position() {
+        for bad in ["x*", "", "(foo)?"] {
+            let (line, col, msg) = invalid(&format!(
+                "[export]\npii_patterns = [\"ssn-\\\\d+\", {bad:?}]\n"
+            ));
+            assert_eq!((line, col), (2, 29), "{bad}: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "export.pii_patterns[1] {bad:?} matches the empty string"
+                )),
+                "{bad}: {msg}"
+            );
+        }
+        let cfg = parse("[export]\npii_patterns = [\"x+\"]\n").unwrap();
+        assert_eq!(cfg.export.pii_patterns.len(), 1);
+    }
+
+    #[test]
+    fn log_level_is_a_level_or_a_directive_list_never_a_bare_word() {
+        for good in [
+            "trace",
+            "debug",
+            "info",
+            "warn",
+            "error",
+            "off",
+            "INFO",
+            "training_collector=debug,info",
+            "warn,training_collector::daemon=trace",
+        ] {
+            let cfg =
+                parse(&format!("log_level = {good:?}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(cfg.log_level, good);
+        }
+        for bad in [
+            "warning",
+            "verbose",
+            "",
+            " ",
+            "info,warning",
+            "training_collector=loud",
+        ] {
+            let (line, col, msg) = invalid(&format!("\nlog_level = {bad:?}\n"));
+            assert_eq!((line, col), (2, 13), "{bad}: {msg}");
+            assert!(
+                msg.contains("trace, debug, info, warn, error or off"),
+                "{bad}: {msg}"
+            );
+        }
+    }
+
+    #[test]
     fn near_dup_threshold_is_0_for_off_to_1() {
         for bad in ["-0.1", "1.5", "nan"] {
             let (line, col, msg) = invalid(&format!("[export]\nnear_dup_threshold = {bad}\n"));
@@ -1397,6 +1671,118 @@ mod tests {
         for good in [0.0, 0.5, 1.0] {
             let cfg = parse(&format!("[export]\nnear_dup_threshold = {good:?}\n")).unwrap();
             assert_eq!(cfg.export.near_dup_threshold, good);
+        }
+    }
+
+    #[test]
+    fn empty_paths_and_program_names_are_refused() {
+        for (text, key, pos) in [
+            ("data_dir = \"\"\n", "data_dir is empty", (1, 12)),
+            ("[spool]\ndir = \"\"\n", "spool.dir is empty", (2, 7)),
+            (
+                "[export]\noutput = \"\"\n",
+                "export.output is empty",
+                (2, 10),
+            ),
+            (
+                "[input]\npaths = [\"logs/*.jsonl\", \"\"]\n",
+                "input.paths[1] is empty",
+                (2, 26),
+            ),
+            (
+                "[training]\nsync_command = [\"\", \"x\"]\n",
+                "training.sync_command starts with an empty program name",
+                (2, 17),
+            ),
+            (
+                "[training]\ntrain_command = [\" \"]\n",
+                "training.train_command starts with an empty program name",
+                (2, 18),
+            ),
+        ] {
+            let (line, col, msg) = invalid(text);
+            assert!(msg.contains(key), "{text}: {msg}");
+            assert_eq!((line, col), pos, "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn the_spool_folder_is_neither_the_data_folder_nor_a_log_folder() {
+        let clash = [
+            // The data folder itself, inside it, around it.
+            (
+                "data_dir = \"d\"\n[spool]\ndir = \"d\"\n",
+                "is data_dir",
+                (3, 7),
+            ),
+            (
+                "data_dir = \"d\"\n[spool]\ndir = \"./d/spool\"\n",
+                "is inside data_dir",
+                (3, 7),
+            ),
+            (
+                "data_dir = \"d/data\"\n[spool]\ndir = \"d\"\n",
+                "contains data_dir",
+                (3, 7),
+            ),
+            // Not set in the file: the error is at the key that clashes with the default.
+            ("data_dir = \"spool\"\n", "is data_dir", (1, 12)),
+            // Log folders: the glob's folder, one above it, one its wildcards reach.
+            ("[spool]\ndir = \"logs\"\n", "input.paths[0]", (2, 7)),
+            (
+                "data_dir = \"/d\"\n[spool]\ndir = \"/base\"\n",
+                "input.paths[0]",
+                (3, 7),
+            ),
+            (
+                "[input]\npaths = [\"x/*.log\", \"spool/*.jsonl\"]\n",
+                "input.paths[1]",
+                (2, 21),
+            ),
+            (
+                "[input]\npaths = [\"*/*.jsonl\"]\n",
+                "input.paths[0]",
+                (2, 10),
+            ),
+            (
+                "[input]\npaths = [\"**/*.jsonl\"]\n",
+                "input.paths[0]",
+                (2, 10),
+            ),
+            (
+                "[input]\npaths = [\"/base/sp*/a.log\"]\n",
+                "input.paths[0]",
+                (2, 10),
+            ),
+            (
+                "[input]\npaths = [\"spool/in/*.log\"]\n",
+                "input.paths[0]",
+                (2, 10),
+            ),
+            // "" is the config's folder: refused as empty before anything else.
+            ("[spool]\ndir = \"\"\n", "spool.dir is empty", (2, 7)),
+        ];
+        for (text, what, pos) in clash {
+            let (line, col, msg) = invalid(text);
+            assert!(msg.contains(what), "{text}: {msg}");
+            assert!(msg.contains("spool.dir"), "{text}: {msg}");
+            assert_eq!((line, col), pos, "{text}: {msg}");
+        }
+        let (_, _, msg) = invalid("data_dir = \"d\"\n[spool]\ndir = \"d\"\n");
+        assert!(
+            msg.contains("spool.dir /base/d is data_dir (/base/d)"),
+            "{msg}"
+        );
+        // Neighbours, and globs whose wildcards cannot reach the spool folder.
+        for fine in [
+            "",
+            "[spool]\ndir = \"/var/spool/tc\"\n",
+            "[spool]\ndir = \"logs-spool\"\n",
+            "data_dir = \"spool-data\"\n",
+            "[input]\npaths = [\"logs/**/*.jsonl\", \"/base/*/app/*.log\", \"sp?ol\"]\n",
+            "[spool]\ndir = \"logs/.spool/x\"\n[input]\npaths = [\"logs/*/*.jsonl\"]\n",
+        ] {
+            parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
         }
     }
 

@@ -41,15 +41,16 @@ const DEFAULT_CONFIG: &str = "./config.toml";
 #[derive(Debug, Parser)]
 #[command(name = "training-collector", version, about, long_about)]
 struct Cli {
-    /// The config file. When the default ./config.toml does not exist, the bundled default
-    /// configuration is used.
+    /// The config file [default: ./config.toml]. Only when neither this option nor
+    /// TRAINING_COLLECTOR_CONFIG names one and ./config.toml does not exist is the bundled
+    /// default configuration used; a named file that is missing is an error.
     #[arg(
         long,
         global = true,
         env = "TRAINING_COLLECTOR_CONFIG",
-        default_value = DEFAULT_CONFIG
+        value_name = "PATH"
     )]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -176,14 +177,16 @@ fn score(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let explicit = cli.config.as_os_str() != DEFAULT_CONFIG;
-    let loaded = Config::load(&cli.config, explicit);
-    let (config, source) = match loaded {
+    // Whether the operator named the file (by option or environment), however it is spelt:
+    // only the unnamed default may fall back to the bundled config.
+    let explicit = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let (config, source) = match Config::load(&path, explicit) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            note(&format!("error: {e}"));
             if let ConfigError::Invalid { .. } = e {
-                eprintln!("(run `training-collector check-config` after fixing it)");
+                note("(run `training-collector check-config` after fixing it)");
             }
             return ExitCode::from(2);
         }
@@ -192,10 +195,36 @@ fn main() -> ExitCode {
     match dispatch(cli.command, config, source) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            note(&format!("error: {}", error_chain(&e)));
             ExitCode::from(1)
         }
     }
+}
+
+/// Writes a command's output to stdout. A reader that has gone away (`stats | head -1`:
+/// EPIPE) is not an error: what the command did stands (a feedback event is spooled, an
+/// export written), and so does its exit code, as for a reader that read it all.
+///
+/// SIGPIPE stays ignored (Rust's default), for every command: restoring its default action
+/// would let a closed stdout or stderr kill `run`, the daemon, whose log writes to a closed
+/// stderr are dropped instead. `println!` would panic on EPIPE (exit 101).
+fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("cannot write to stdout"),
+    }
+}
+
+/// A line for the operator on stderr; one that cannot be written is dropped (`eprintln!`
+/// would panic on a closed pipe and turn the exit code into 101).
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The error and its causes, each cause once: the library's errors already name their
@@ -220,25 +249,28 @@ fn init_tracing(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // The builder's default reports a failed write with `eprintln!` to the same stderr,
+        // which panics when that stderr is a closed pipe: the daemon would die of its log
+        // reader going away. A log line that cannot be written is dropped instead.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    out(&format!("{}\n", serde_json::to_string_pretty(v)?))
 }
 
 fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<ExitCode> {
     match command {
         Command::Run => run(config, source),
         Command::CheckConfig => {
-            eprintln!("config OK: {source}");
+            note(&format!("config OK: {source}"));
             for warning in training_collector::preflight::warnings(&config) {
-                eprintln!("warning: {warning}");
+                note(&format!("warning: {warning}"));
             }
-            print!("{}", config.to_toml());
+            out(&config.to_toml())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { json } => {
@@ -246,7 +278,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             if json {
                 print_json(&stats)?;
             } else {
-                print!("{}", training_collector::stats::render_table(&stats));
+                out(&training_collector::stats::render_table(&stats))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -300,6 +332,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
         }
         Command::TrainCheck => {
             let outcome = training::train_check(&config)?;
+            out(&outcome.report())?;
             Ok(outcome.exit_code())
         }
         Command::Feedback {

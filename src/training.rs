@@ -76,6 +76,19 @@ pub enum TrainCheck {
 }
 
 impl TrainCheck {
+    /// What `train-check` prints on stdout: the seed's line, then the outcome as JSON
+    /// (returned rather than printed so that the binary decides what a closed stdout means).
+    pub fn report(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        match self {
+            TrainCheck::NotReady { current, required } => {
+                format!("Need more data: {current}/{required}\n")
+            }
+            TrainCheck::Triggered { .. } => format!("Training triggered\n{json}\n"),
+            TrainCheck::CommandFailed { .. } => format!("{json}\n"),
+        }
+    }
+
     /// 0, or the failing command's status.
     pub fn exit_code(&self) -> ExitCode {
         match self {
@@ -94,7 +107,6 @@ pub fn train_check(cfg: &Config) -> Result<TrainCheck, TrainingError> {
     let count = report.after_filtering;
     let required = cfg.training.min_examples.0 as u64;
     if count < required {
-        println!("Need more data: {count}/{required}");
         return Ok(TrainCheck::NotReady {
             current: count,
             required,
@@ -121,7 +133,6 @@ pub fn train_check(cfg: &Config) -> Result<TrainCheck, TrainingError> {
                 status,
                 count,
             };
-            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
             return Ok(outcome);
         }
     }
@@ -130,8 +141,6 @@ pub fn train_check(cfg: &Config) -> Result<TrainCheck, TrainingError> {
         export_path,
         ran,
     };
-    println!("Training triggered");
-    println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     Ok(outcome)
 }
 

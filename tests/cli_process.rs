@@ -635,3 +635,117 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
         tags.len()
     );
 }
+
+/// Only an unnamed config falls back to the bundled default: a file named by `--config` or
+/// TRAINING_COLLECTOR_CONFIG that is missing is an error, even spelt like the default.
+#[test]
+fn a_named_config_that_is_missing_is_an_error_even_spelt_like_the_default() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.current_dir(empty.path())
+            .args(args)
+            .env_remove("TRAINING_COLLECTOR_CONFIG");
+        if let Some(v) = env {
+            cmd.env("TRAINING_COLLECTOR_CONFIG", v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    for (args, env) in [
+        (&["--config", "./config.toml", "check-config"][..], None),
+        (&["check-config"][..], Some("./config.toml")),
+        (&["check-config"][..], Some("config.toml")),
+    ] {
+        let (rc, err) = run(args, env);
+        assert_eq!(rc, Some(2), "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains("./config.toml: cannot read config")
+                || err.contains("config.toml: cannot read config"),
+            "{args:?} {env:?}: {err}"
+        );
+        assert!(!err.contains("embedded"), "{args:?} {env:?}: {err}");
+    }
+    let (rc, err) = run(&["check-config"], None);
+    assert_eq!(rc, Some(0), "{err}");
+    assert!(err.contains("config OK: <embedded config.toml>"), "{err}");
+}
+
+/// A pipe whose reader is gone: every write to it fails with EPIPE.
+fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
+}
+
+/// `stats --json | true`: a reader that goes away is not an error, and the command's work
+/// stands (a spooled feedback event is not retried into a duplicate by a caller that saw a
+/// failure).
+#[test]
+fn a_closed_stdout_ends_a_command_quietly_with_its_own_exit_code() {
+    let sb = Sandbox::new();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(sb.config_path())
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    for args in [
+        &["stats", "--json"][..],
+        &["stats"],
+        &["check-config"],
+        &["feedback", "req-1", "positive"],
+    ] {
+        let (rc, err) = run(args);
+        assert_eq!(rc, Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let spooled: Vec<_> = std::fs::read_dir(sb.path("spool"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert_eq!(spooled.len(), 1, "the feedback event, once");
+    // `ready` keeps its own answer (1: not ready) rather than one about the pipe.
+    let (rc, err) = run(&["ready"]);
+    assert_eq!(rc, Some(1), "{err}");
+}
+
+/// The daemon's log going nowhere (its stderr a pipe whose reader died) must not stop it:
+/// it keeps capturing and still shuts down cleanly.
+#[test]
+fn the_daemon_outlives_a_closed_stderr() {
+    let sb = Sandbox::new();
+    append_lines(
+        &sb.path("logs/app.log"),
+        &(0..3).map(distinct_line).collect::<Vec<_>>(),
+    );
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(sb.config_path())
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(closed_pipe());
+    let mut daemon = cmd.spawn().unwrap();
+    wait_until(T, "the examples", || {
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the daemon died: {:?}",
+            daemon.try_wait()
+        );
+        sb.examples().len() == 3
+    });
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) }, 0);
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

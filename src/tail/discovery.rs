@@ -48,7 +48,7 @@ impl Stat {
     }
 }
 
-pub(super) const OPTIONS: MatchOptions = MatchOptions {
+pub(crate) const OPTIONS: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
     require_literal_leading_dot: false,
