@@ -635,3 +635,95 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
         tags.len()
     );
 }
+
+/// The files an export to `out` may write, in a fixed order: training, its ids, validation,
+/// its ids, manifest.
+fn output_set(out: &std::path::Path) -> [std::path::PathBuf; 5] {
+    let val = out.with_file_name("out.val.jsonl");
+    [
+        out.to_path_buf(),
+        out.with_file_name("out.ids.txt"),
+        val.clone(),
+        val.with_file_name("out.val.ids.txt"),
+        out.with_file_name("out.jsonl.manifest.json"),
+    ]
+}
+
+/// Names in `dir` starting with `prefix`.
+fn names_starting(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// An export without `--val-fraction` and `--ids` to where one with them went removes the
+/// validation and ids files it did not write (a job globbing the directory would otherwise
+/// train on stale data the manifest does not mention), and nothing else.
+#[test]
+fn export_again_with_fewer_files_removes_the_previous_ones() {
+    let sb = captured(40, "");
+    let out = sb.path("out.jsonl");
+    std::fs::write(sb.path("out.notes.txt"), "mine").unwrap();
+    let (report, _) = sb.export_to_out(&["--val-fraction", "0.25", "--ids"]);
+    assert!(report["validation_count"].as_u64().unwrap() > 0, "{report}");
+    assert!(output_set(&out).iter().all(|p| p.exists()));
+
+    let (report, _) = sb.export_to_out(&[]);
+    assert_eq!(report["validation_path"], Value::Null, "{report}");
+    let [train, train_ids, val, val_ids, manifest] = output_set(&out);
+    assert!(train.exists() && manifest.exists());
+    for stale in [train_ids, val, val_ids] {
+        assert!(!stale.exists(), "{} is left", stale.display());
+    }
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["validation"], Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(sb.path("out.notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// An export that fails before its files are in place (here a directory where the validation
+/// ids file goes) leaves every file of the previous export as it was, and no temporary file.
+#[test]
+fn export_that_fails_leaves_the_previous_set_untouched() {
+    let sb = captured(40, "");
+    let out = sb.path("out.jsonl");
+    sb.export_to_out(&["--val-fraction", "0.25", "--ids"]);
+    let val_ids = sb.path("out.val.ids.txt");
+    std::fs::remove_file(&val_ids).unwrap();
+    std::fs::create_dir(&val_ids).unwrap();
+    std::fs::write(val_ids.join("x"), "").unwrap();
+    let before: Vec<Option<Vec<u8>>> = output_set(&out)
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect();
+
+    let (rc, o, e) = sb.cli(&[
+        "export",
+        "--format",
+        "messages",
+        "--output",
+        out.to_str().unwrap(),
+        "--val-fraction",
+        "0.25",
+        "--ids",
+    ]);
+    assert_ne!(rc, 0, "{o}{e}");
+    assert!(e.contains("out.val.ids.txt"), "{e}");
+    let after: Vec<Option<Vec<u8>>> = output_set(&out)
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect();
+    assert!(before == after, "the previous set changed");
+    assert!(val_ids.join("x").exists());
+    assert_eq!(
+        names_starting(sb.dir.path(), ".export-"),
+        Vec::<String>::new()
+    );
+}
+
