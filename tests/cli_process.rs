@@ -727,3 +727,29 @@ fn export_that_fails_leaves_the_previous_set_untouched() {
     );
 }
 
+/// Export files get the mode a file created the ordinary way gets, 0666 less the umask (the
+/// shipped unit's UMask=0027 gives 0640, for a sync job in the group), not tempfile's 0600.
+#[test]
+fn export_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = captured(20, "");
+    let out = sb.path("out.jsonl");
+    for (umask, mode) in [("027", 0o640), ("022", 0o644)] {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(bin())
+            .arg("--config")
+            .arg(sb.config_path())
+            .args(["export", "--val-fraction", "0.25", "--ids", "--output"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for p in output_set(&out) {
+            let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{} under umask {umask}: {got:o}", p.display());
+        }
+    }
+}

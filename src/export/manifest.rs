@@ -37,6 +37,7 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     pub(crate) fn create(dest: &Path) -> Result<Self, ExportError> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -44,6 +45,10 @@ impl AtomicFile {
         let tmp = tempfile::Builder::new()
             .prefix(".export-")
             .suffix(".tmp")
+            // The mode a file created the ordinary way gets (0666 less the umask), not
+            // tempfile's 0600: the rename keeps it, and a sync job reading the set as another
+            // user of the group (the shipped unit's UMask=0027) must be able to.
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| ExportError::Output {
                 path: dest.to_path_buf(),
