@@ -727,6 +727,30 @@ fn export_that_fails_leaves_the_previous_set_untouched() {
     );
 }
 
+/// What interrupted exports left (a half-written output file beside the output, a spill
+/// directory under state/tmp) is removed by the next export once stale; a recent one, maybe
+/// another export's that is still running, stays.
+#[test]
+fn export_removes_what_interrupted_exports_left() {
+    let sb = captured(5, "");
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let tmp = sb.path("data/state/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stale_file = sb.path(".export-AbC123.tmp");
+    let fresh_file = sb.path(".export-Fresh1.tmp");
+    let stale_dir = tmp.join("export-spill-Zz9yX8");
+    std::fs::write(&stale_file, "{\"prompt\":\"half a li").unwrap();
+    std::fs::write(&fresh_file, "{\"prompt\":\"half a li").unwrap();
+    std::fs::create_dir(&stale_dir).unwrap();
+    for p in [&stale_file, &stale_dir] {
+        std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+    }
+    sb.export_to_out(&[]);
+    assert!(!stale_file.exists() && !stale_dir.exists());
+    assert!(fresh_file.exists());
+    assert_eq!(names_starting(&tmp, "export-spill-"), Vec::<String>::new());
+}
+
 /// Export files get the mode a file created the ordinary way gets, 0666 less the umask (the
 /// shipped unit's UMask=0027 gives 0640, for a sync job in the group), not tempfile's 0600.
 #[test]

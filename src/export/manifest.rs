@@ -43,8 +43,8 @@ impl AtomicFile {
             _ => PathBuf::from("."),
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".export-")
-            .suffix(".tmp")
+            .prefix(super::leftovers::OUTPUT_TEMP_PREFIX)
+            .suffix(super::leftovers::OUTPUT_TEMP_SUFFIX)
             // The mode a file created the ordinary way gets (0666 less the umask), not
             // tempfile's 0600: the rename keeps it, and a sync job reading the set as another
             // user of the group (the shipped unit's UMask=0027) must be able to.
@@ -54,6 +54,7 @@ impl AtomicFile {
                 path: dest.to_path_buf(),
                 source: e,
             })?;
+        super::leftovers::hold(tmp.as_file());
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             out: BufWriter::with_capacity(256 << 10, tmp),
@@ -193,6 +194,8 @@ impl AtomicFile {
 pub(crate) struct Staged {
     pub(crate) dest: PathBuf,
     pub(crate) record: OutputFile,
+    /// Kept open until the rename: its lock tells a later export's sweep that the file is
+    /// in use ([`super::leftovers`]).
     tmp: tempfile::NamedTempFile,
 }
 

@@ -22,7 +22,8 @@
 //! 5. Output in (timestamp, id) order, split train/validation by prompt hash ([`split`]),
 //!    written to temporary files and then put in place as one set, manifest last; files of
 //!    the set this export did not write (a validation or ids file of an earlier one) are
-//!    removed ([`output_set`], [`manifest`]). Same inputs, same bytes.
+//!    removed ([`output_set`], [`manifest`]). Same inputs, same bytes. Temporary files an
+//!    interrupted export left are removed by the next one ([`leftovers`]).
 //!
 //! `include_corrections = false` means: correction records are not read as training data (they
 //! are not counted in `total_raw`, as in the seed) and `verified_correction` examples are
@@ -43,6 +44,7 @@ mod filter;
 pub mod format;
 pub mod input;
 mod join;
+mod leftovers;
 mod line_layout;
 pub mod manifest;
 mod output_set;
@@ -408,14 +410,32 @@ pub(crate) fn run(
         dir: opts.temp_dir.clone(),
         source: e,
     })?;
+    // What interrupted exports left (before this one makes its own).
+    let output_dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    leftovers::sweep(
+        output_dir,
+        leftovers::Kind::OutputTemps,
+        leftovers::STALE_AFTER,
+    );
+    leftovers::sweep(
+        &opts.temp_dir,
+        leftovers::Kind::SpillDirs,
+        leftovers::STALE_AFTER,
+    );
     let spill_dir = tempfile::Builder::new()
-        .prefix("export-spill-")
+        .prefix(leftovers::SPILL_DIR_PREFIX)
         .tempdir_in(&opts.temp_dir)
         .map_err(|e| ExportError::Spill {
             dir: opts.temp_dir.clone(),
             source: e,
         })?;
     let dir = spill_dir.path();
+    // Marks the directory in use, so another export's sweep leaves it (its files are
+    // anonymous: only the directory can be left behind).
+    let _spill_dir_held = leftovers::hold_dir(dir);
     let scrubber = pii::Scrubber::new(&opts.pii_patterns, &opts.pseudonym_key);
     let eval = (!opts.decontaminate.is_empty())
         .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
