@@ -748,4 +748,145 @@ fn the_daemon_outlives_a_closed_stderr() {
     assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) }, 0);
     let status = daemon.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+
+/// The files an export to `out` may write, in a fixed order: training, its ids, validation,
+/// its ids, manifest.
+fn output_set(out: &std::path::Path) -> [std::path::PathBuf; 5] {
+    let val = out.with_file_name("out.val.jsonl");
+    [
+        out.to_path_buf(),
+        out.with_file_name("out.ids.txt"),
+        val.clone(),
+        val.with_file_name("out.val.ids.txt"),
+        out.with_file_name("out.jsonl.manifest.json"),
+    ]
+}
+
+/// Names in `dir` starting with `prefix`.
+fn names_starting(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// An export without `--val-fraction` and `--ids` to where one with them went removes the
+/// validation and ids files it did not write (a job globbing the directory would otherwise
+/// train on stale data the manifest does not mention), and nothing else.
+#[test]
+fn export_again_with_fewer_files_removes_the_previous_ones() {
+    let sb = captured(40, "");
+    let out = sb.path("out.jsonl");
+    std::fs::write(sb.path("out.notes.txt"), "mine").unwrap();
+    let (report, _) = sb.export_to_out(&["--val-fraction", "0.25", "--ids"]);
+    assert!(report["validation_count"].as_u64().unwrap() > 0, "{report}");
+    assert!(output_set(&out).iter().all(|p| p.exists()));
+
+    let (report, _) = sb.export_to_out(&[]);
+    assert_eq!(report["validation_path"], Value::Null, "{report}");
+    let [train, train_ids, val, val_ids, manifest] = output_set(&out);
+    assert!(train.exists() && manifest.exists());
+    for stale in [train_ids, val, val_ids] {
+        assert!(!stale.exists(), "{} is left", stale.display());
+    }
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["validation"], Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(sb.path("out.notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// An export that fails before its files are in place (here a directory where the validation
+/// ids file goes) leaves every file of the previous export as it was, and no temporary file.
+#[test]
+fn export_that_fails_leaves_the_previous_set_untouched() {
+    let sb = captured(40, "");
+    let out = sb.path("out.jsonl");
+    sb.export_to_out(&["--val-fraction", "0.25", "--ids"]);
+    let val_ids = sb.path("out.val.ids.txt");
+    std::fs::remove_file(&val_ids).unwrap();
+    std::fs::create_dir(&val_ids).unwrap();
+    std::fs::write(val_ids.join("x"), "").unwrap();
+    let before: Vec<Option<Vec<u8>>> = output_set(&out)
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect();
+
+    let (rc, o, e) = sb.cli(&[
+        "export",
+        "--format",
+        "messages",
+        "--output",
+        out.to_str().unwrap(),
+        "--val-fraction",
+        "0.25",
+        "--ids",
+    ]);
+    assert_ne!(rc, 0, "{o}{e}");
+    assert!(e.contains("out.val.ids.txt"), "{e}");
+    let after: Vec<Option<Vec<u8>>> = output_set(&out)
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect();
+    assert!(before == after, "the previous set changed");
+    assert!(val_ids.join("x").exists());
+    assert_eq!(
+        names_starting(sb.dir.path(), ".export-"),
+        Vec::<String>::new()
+    );
+}
+
+/// What interrupted exports left (a half-written output file beside the output, a spill
+/// directory under state/tmp) is removed by the next export once stale; a recent one, maybe
+/// another export's that is still running, stays.
+#[test]
+fn export_removes_what_interrupted_exports_left() {
+    let sb = captured(5, "");
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let tmp = sb.path("data/state/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stale_file = sb.path(".export-AbC123.tmp");
+    let fresh_file = sb.path(".export-Fresh1.tmp");
+    let stale_dir = tmp.join("export-spill-Zz9yX8");
+    std::fs::write(&stale_file, "{\"prompt\":\"half a li").unwrap();
+    std::fs::write(&fresh_file, "{\"prompt\":\"half a li").unwrap();
+    std::fs::create_dir(&stale_dir).unwrap();
+    for p in [&stale_file, &stale_dir] {
+        std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+    }
+    sb.export_to_out(&[]);
+    assert!(!stale_file.exists() && !stale_dir.exists());
+    assert!(fresh_file.exists());
+    assert_eq!(names_starting(&tmp, "export-spill-"), Vec::<String>::new());
+}
+
+/// Export files get the mode a file created the ordinary way gets, 0666 less the umask (the
+/// shipped unit's UMask=0027 gives 0640, for a sync job in the group), not tempfile's 0600.
+#[test]
+fn export_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = captured(20, "");
+    let out = sb.path("out.jsonl");
+    for (umask, mode) in [("027", 0o640), ("022", 0o644)] {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(bin())
+            .arg("--config")
+            .arg(sb.config_path())
+            .args(["export", "--val-fraction", "0.25", "--ids", "--output"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for p in output_set(&out) {
+            let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{} under umask {umask}: {got:o}", p.display());
+        }
+    }
 }

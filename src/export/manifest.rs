@@ -1,8 +1,10 @@
 //! Atomic output files and the export manifest.
 //!
 //! Every file export writes (the training set, the validation set, the manifest) is written to
-//! a temporary file in the destination directory, fsynced, and renamed over the destination, so
-//! a reader never sees half a training set and a crash leaves the previous one intact.
+//! a temporary file in the destination directory and fsynced ([`AtomicFile::stage`]); once all
+//! are, [`super::output_set`] renames them over their destinations together, the manifest last,
+//! so a reader never sees half a training set and a failure before the renames leaves the
+//! previous set intact.
 //!
 //! The manifest, `<output>.manifest.json` (e.g. `training_export.jsonl.manifest.json`), records
 //! what the set was built from and how: format, config digest, the input segments read (with
@@ -35,18 +37,24 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     pub(crate) fn create(dest: &Path) -> Result<Self, ExportError> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".export-")
-            .suffix(".tmp")
+            .prefix(super::leftovers::OUTPUT_TEMP_PREFIX)
+            .suffix(super::leftovers::OUTPUT_TEMP_SUFFIX)
+            // The mode a file created the ordinary way gets (0666 less the umask), not
+            // tempfile's 0600: the rename keeps it, and a sync job reading the set as another
+            // user of the group (the shipped unit's UMask=0027) must be able to.
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| ExportError::Output {
                 path: dest.to_path_buf(),
                 source: e,
             })?;
+        super::leftovers::hold(tmp.as_file());
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             out: BufWriter::with_capacity(256 << 10, tmp),
@@ -80,8 +88,8 @@ impl AtomicFile {
     }
 
     /// Takes the file's hasher: from here on the caller hashes exactly the bytes it writes,
-    /// in order (on a thread of its own, beside the one writing), and commits with
-    /// [`AtomicFile::commit_detached`].
+    /// in order (on a thread of its own, beside the one writing), and stages with
+    /// [`AtomicFile::stage_detached`].
     pub(crate) fn detach_hasher(&mut self) -> OutputHasher {
         match self.hasher.take() {
             // It has seen every byte written so far.
@@ -89,7 +97,7 @@ impl AtomicFile {
                 hasher,
                 bytes: self.written,
             },
-            // Taken before: a fresh one has seen nothing, which `commit_detached` reports
+            // Taken before: a fresh one has seen nothing, which `stage_detached` reports
             // unless nothing was written.
             None => OutputHasher {
                 hasher: Sha256::new(),
@@ -114,7 +122,7 @@ impl AtomicFile {
     }
 
     /// Starts the kernel writing what was written so far, without waiting, so the fsync in
-    /// [`AtomicFile::commit`] finds little left to do (it was most of export's last 0.1 s).
+    /// [`AtomicFile::stage`] finds little left to do (it was most of export's last 0.1 s).
     /// Only a hint: the fsync is what makes the file durable.
     fn start_writeback(&mut self) -> Result<(), ExportError> {
         let r = self.out.flush();
@@ -138,8 +146,8 @@ impl AtomicFile {
         Ok(())
     }
 
-    /// Flushes, fsyncs and renames into place; returns the file's record.
-    pub(crate) fn commit(mut self) -> Result<OutputFile, ExportError> {
+    /// Flushes and fsyncs, ready to be renamed into place ([`Staged::put_in_place`]).
+    pub(crate) fn stage(mut self) -> Result<Staged, ExportError> {
         let hasher = self
             .hasher
             .take()
@@ -147,9 +155,9 @@ impl AtomicFile {
         self.finish(hasher)
     }
 
-    /// [`AtomicFile::commit`] with the hasher [`AtomicFile::detach_hasher`] gave out, which
+    /// [`AtomicFile::stage`] with the hasher [`AtomicFile::detach_hasher`] gave out, which
     /// must have seen every byte written.
-    pub(crate) fn commit_detached(self, h: OutputHasher) -> Result<OutputFile, ExportError> {
+    pub(crate) fn stage_detached(self, h: OutputHasher) -> Result<Staged, ExportError> {
         if self.hasher.is_some() || h.bytes != self.written {
             return Err(ExportError::Internal(format!(
                 "{}: the output hasher saw {} bytes of {}",
@@ -161,7 +169,7 @@ impl AtomicFile {
         self.finish(h.hasher)
     }
 
-    fn finish(self, hasher: Sha256) -> Result<OutputFile, ExportError> {
+    fn finish(self, hasher: Sha256) -> Result<Staged, ExportError> {
         let dest = self.dest;
         let err = |e: std::io::Error| ExportError::Output {
             path: dest.clone(),
@@ -169,18 +177,39 @@ impl AtomicFile {
         };
         let tmp = self.out.into_inner().map_err(|e| err(e.into_error()))?;
         tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(&dest).map_err(|e| err(e.error))?;
-        // The rename itself is durable only once the directory is synced.
-        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(OutputFile {
-            path: dest.display().to_string(),
-            sha256: super::pii::hex(&hasher.finalize()),
-            lines: self.lines,
+        Ok(Staged {
+            record: OutputFile {
+                path: dest.display().to_string(),
+                sha256: super::pii::hex(&hasher.finalize()),
+                lines: self.lines,
+            },
+            dest,
+            tmp,
         })
+    }
+}
+
+/// A file written whole and fsynced under its temporary name, waiting to be renamed over its
+/// destination; dropped instead, the temporary file is removed.
+pub(crate) struct Staged {
+    pub(crate) dest: PathBuf,
+    pub(crate) record: OutputFile,
+    /// Kept open until the rename: its lock tells a later export's sweep that the file is
+    /// in use ([`super::leftovers`]).
+    tmp: tempfile::NamedTempFile,
+}
+
+impl Staged {
+    /// Renames the file over its destination. The rename is durable only once the directory
+    /// is synced, which the caller does once for every file of the set.
+    pub(crate) fn put_in_place(self) -> Result<OutputFile, ExportError> {
+        self.tmp
+            .persist(&self.dest)
+            .map_err(|e| ExportError::Output {
+                path: self.dest.clone(),
+                source: e.error,
+            })?;
+        Ok(self.record)
     }
 }
 
@@ -188,7 +217,7 @@ impl AtomicFile {
 /// ([`AtomicFile::detach_hasher`]).
 pub(crate) struct OutputHasher {
     hasher: Sha256,
-    /// Bytes hashed, checked against the bytes written at commit.
+    /// Bytes hashed, checked against the bytes written when staged.
     bytes: u64,
 }
 
@@ -287,14 +316,14 @@ pub fn manifest_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// Writes the manifest atomically.
-pub(crate) fn write_manifest(path: &Path, m: &Manifest) -> Result<(), ExportError> {
+/// Writes the manifest to a temporary file, for [`super::output_set::replace`] to put in
+/// place after the files it describes.
+pub(crate) fn stage_manifest(path: &Path, m: &Manifest) -> Result<Staged, ExportError> {
     let text = serde_json::to_string_pretty(m)
         .map_err(|e| ExportError::Internal(format!("cannot serialize manifest: {e}")))?;
     let mut f = AtomicFile::create(path)?;
     f.write_line(text.as_bytes())?;
-    f.commit()?;
-    Ok(())
+    f.stage()
 }
 
 #[cfg(test)]
@@ -306,8 +335,8 @@ mod tests {
     }
 
     /// A detached hasher fed the bytes written gives the file's digest; one that missed
-    /// bytes, or a second one taken after writes, is refused at commit and the destination is
-    /// never created; `commit` after a detach is refused too.
+    /// bytes, or a second one taken after writes, is refused when staging and the destination
+    /// is never created; `stage` after a detach is refused too.
     #[test]
     fn export_detached_hasher_must_see_every_byte_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -317,7 +346,7 @@ mod tests {
         let mut h = f.detach_hasher();
         f.write_lines(b"{\"x\":2}\n{\"x\":3}\n", 2).unwrap();
         h.update(b"{\"x\":2}\n{\"x\":3}\n");
-        let out = f.commit_detached(h).unwrap();
+        let out = f.stage_detached(h).unwrap().put_in_place().unwrap();
         let bytes = std::fs::read(&dest).unwrap();
         assert_eq!(bytes, b"{\"x\":1}\n{\"x\":2}\n{\"x\":3}\n");
         assert_eq!(out.sha256, sha(&bytes));
@@ -328,7 +357,7 @@ mod tests {
         let mut h = f.detach_hasher();
         f.write_lines(b"one\ntwo\n", 2).unwrap();
         h.update(b"one\n");
-        assert!(f.commit_detached(h).is_err());
+        assert!(f.stage_detached(h).is_err());
         assert!(!missed.exists());
 
         let twice = dir.path().join("c.jsonl");
@@ -338,13 +367,13 @@ mod tests {
         let mut second = f.detach_hasher();
         f.write_lines(b"two\n", 1).unwrap();
         second.update(b"two\n");
-        assert!(f.commit_detached(second).is_err());
+        assert!(f.stage_detached(second).is_err());
         assert!(!twice.exists());
 
         let inline = dir.path().join("d.jsonl");
         let mut f = AtomicFile::create(&inline).unwrap();
         let _h = f.detach_hasher();
-        assert!(f.commit().is_err());
+        assert!(f.stage().is_err());
         assert!(!inline.exists());
     }
 }

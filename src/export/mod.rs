@@ -20,7 +20,10 @@
 //!    Candidates are numbered best first and groups are found by sorting packed (key, number)
 //!    integers; the band keys, computed at read time, wait in a side file ([`band_store`]).
 //! 5. Output in (timestamp, id) order, split train/validation by prompt hash ([`split`]),
-//!    written atomically with a manifest ([`manifest`]). Same inputs, same bytes.
+//!    written to temporary files and then put in place as one set, manifest last; files of
+//!    the set this export did not write (a validation or ids file of an earlier one) are
+//!    removed ([`output_set`], [`manifest`]). Same inputs, same bytes. Temporary files an
+//!    interrupted export left are removed by the next one ([`leftovers`]).
 //!
 //! `include_corrections = false` means: correction records are not read as training data (they
 //! are not counted in `total_raw`, as in the seed) and `verified_correction` examples are
@@ -41,8 +44,10 @@ mod filter;
 pub mod format;
 pub mod input;
 mod join;
+mod leftovers;
 mod line_layout;
 pub mod manifest;
+mod output_set;
 pub mod pii;
 mod prepare;
 pub mod prepare_ahead;
@@ -405,14 +410,32 @@ pub(crate) fn run(
         dir: opts.temp_dir.clone(),
         source: e,
     })?;
+    // What interrupted exports left (before this one makes its own).
+    let output_dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    leftovers::sweep(
+        output_dir,
+        leftovers::Kind::OutputTemps,
+        leftovers::STALE_AFTER,
+    );
+    leftovers::sweep(
+        &opts.temp_dir,
+        leftovers::Kind::SpillDirs,
+        leftovers::STALE_AFTER,
+    );
     let spill_dir = tempfile::Builder::new()
-        .prefix("export-spill-")
+        .prefix(leftovers::SPILL_DIR_PREFIX)
         .tempdir_in(&opts.temp_dir)
         .map_err(|e| ExportError::Spill {
             dir: opts.temp_dir.clone(),
             source: e,
         })?;
     let dir = spill_dir.path();
+    // Marks the directory in use, so another export's sweep leaves it (its files are
+    // anonymous: only the directory can be left behind).
+    let _spill_dir_held = leftovers::hold_dir(dir);
     let scrubber = pii::Scrubber::new(&opts.pii_patterns, &opts.pseudonym_key);
     let eval = (!opts.decontaminate.is_empty())
         .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))
@@ -919,11 +942,11 @@ pub(crate) fn run(
     rendered?;
     phase("syncing");
     let lost = || ExportError::Internal("training output lost".into());
-    let train_file = train
+    let train = train
         .ok_or_else(lost)?
-        .commit_detached(train_hash.ok_or_else(lost)?)?;
-    let val_file = match (val, val_hash) {
-        (Some(v), Some(h)) => Some(v.commit_detached(h)?),
+        .stage_detached(train_hash.ok_or_else(lost)?)?;
+    let val = match (val, val_hash) {
+        (Some(v), Some(h)) => Some(v.stage_detached(h)?),
         (None, None) => None,
         _ => {
             return Err(ExportError::Internal(
@@ -932,8 +955,13 @@ pub(crate) fn run(
         }
     };
     let [train_ids, val_ids] = ids;
-    let train_ids = train_ids.map(manifest::AtomicFile::commit).transpose()?;
-    let val_ids = val_ids.map(manifest::AtomicFile::commit).transpose()?;
+    let train_ids = train_ids.map(manifest::AtomicFile::stage).transpose()?;
+    let val_ids = val_ids.map(manifest::AtomicFile::stage).transpose()?;
+    let record = |f: &manifest::Staged| f.record.clone();
+    let train_file = record(&train);
+    let val_file = val.as_ref().map(record);
+    let train_ids_file = train_ids.as_ref().map(record);
+    let val_ids_file = val_ids.as_ref().map(record);
     let after_filtering = train_file.lines + val_file.as_ref().map_or(0, |v| v.lines);
     let mpath = manifest_path(output);
     let m = manifest::Manifest {
@@ -977,10 +1005,17 @@ pub(crate) fn run(
         dropped: counts.dropped.clone(),
         output: train_file.clone(),
         validation: val_file.clone(),
-        output_ids: train_ids.clone(),
-        validation_ids: val_ids,
+        output_ids: train_ids_file.clone(),
+        validation_ids: val_ids_file,
     };
-    manifest::write_manifest(&mpath, &m)?;
+    let staged_manifest = manifest::stage_manifest(&mpath, &m)?;
+    // Every file is written and synced: the set is replaced at once, as far as renames allow.
+    let data_files = [Some(train), val, train_ids, val_ids];
+    output_set::replace(
+        output,
+        data_files.into_iter().flatten().collect(),
+        staged_manifest,
+    )?;
     pb.finish_and_clear();
     Ok(ExportReport {
         total_raw: counts.total_raw,
@@ -993,7 +1028,7 @@ pub(crate) fn run(
         validation_count: val_file.as_ref().map_or(0, |v| v.lines),
         manifest_path: mpath.display().to_string(),
         output_sha256: train_file.sha256,
-        ids_path: train_ids.map(|f| f.path),
+        ids_path: train_ids_file.map(|f| f.path),
         unreadable_lines: counts.unreadable,
         labels: (opts.format.kind() == Kind::Binary).then_some(labels),
         prepared_cache: cache.map(|c| c.stats),
