@@ -295,9 +295,11 @@ pub(crate) fn candidate(
             score = 1.0;
             feedback = None;
             loc = None;
-            let p = scrubber.scrub(&c.prompt, None);
-            let comp = scrubber.scrub(&c.corrected, None);
-            rejected = (kind == Kind::Preference).then(|| scrubber.scrub(&c.original, None));
+            // The user of the example it corrects: the same text gets the same pseudonym.
+            let uid = r.user.as_deref();
+            let p = scrubber.scrub(&c.prompt, uid);
+            let comp = scrubber.scrub(&c.corrected, uid);
+            rejected = (kind == Kind::Preference).then(|| scrubber.scrub(&c.original, uid));
             (norm_key, new_bands) = prepare::keys(&p, &comp, &mut prepare::Scratch::new(lsh));
             band_ix = None;
             prompt = TextSrc::Owned(p);

@@ -311,12 +311,15 @@ pub(crate) struct JoinItem {
     pub kind: u8,
     /// Feedback: its rank and polarity (true = positive).
     pub fb: Option<(FbOrder, bool)>,
-    /// Reference: the example id. Correction link, when the split goes by user: the
-    /// correction's id (it learns its original's user from the join). Feedback: the event's
-    /// id (`fb_...`), by which a re-delivered event is known.
+    /// Reference: the example id. Correction link, when corrections are exported: the
+    /// correction's id (it learns its original's user and split group from the join).
+    /// Feedback: the event's id (`fb_...`), by which a re-delivered event is known.
     pub ex_id: String,
     /// Reference, when the split goes by user: the example's split group.
     pub group: Option<u64>,
+    /// Reference, when corrections are exported: the example's user id, which its
+    /// corrections are scrubbed with.
+    pub user: Option<String>,
 }
 
 fn encode_fb(fb: Option<(FbOrder, bool)>, e: &mut Enc<'_>) {
@@ -347,7 +350,9 @@ impl SpillItem for JoinItem {
         };
         e.u8(self.kind);
         encode_fb(self.fb, e);
-        e.str(&self.ex_id).opt_u64(self.group);
+        e.str(&self.ex_id)
+            .opt_u64(self.group)
+            .opt_str(self.user.as_deref());
         Ok(())
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
@@ -363,6 +368,7 @@ impl SpillItem for JoinItem {
             fb: decode_fb(d)?,
             ex_id: d.str()?,
             group: d.opt_u64()?,
+            user: d.opt_str()?,
         };
         d.end()?;
         Ok(item)
@@ -372,12 +378,12 @@ impl SpillItem for JoinItem {
             JoinKey::Pair(_) => 0,
             JoinKey::Id(s) => s.len(),
         };
-        k + self.ex_id.len()
+        k + self.ex_id.len() + self.user.as_ref().map_or(0, String::len)
     }
 }
 
-/// What the join found for one example (or, for a correction, the split group of the
-/// example it corrects), ordered as [`Row`]s are (by the id's hash, then the id).
+/// What the join found for one example (or, for a correction, the split group and user id of
+/// the example it corrects), ordered as [`Row`]s are (by the id's hash, then the id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Annot {
     ex_hash: u64,
@@ -385,6 +391,7 @@ pub(crate) struct Annot {
     pub fb: Option<(FbOrder, bool)>,
     pub corrected: bool,
     pub group: Option<u64>,
+    pub user: Option<String>,
 }
 
 impl Annot {
@@ -393,6 +400,7 @@ impl Annot {
         fb: Option<(FbOrder, bool)>,
         corrected: bool,
         group: Option<u64>,
+        user: Option<String>,
     ) -> Self {
         Annot {
             ex_hash: id_hash(&ex_id),
@@ -400,6 +408,7 @@ impl Annot {
             fb,
             corrected,
             group,
+            user,
         }
     }
 
@@ -413,17 +422,25 @@ impl SpillItem for Annot {
         let e = &mut Enc(out);
         e.str(&self.ex_id);
         encode_fb(self.fb, e);
-        e.bool(self.corrected).opt_u64(self.group);
+        e.bool(self.corrected)
+            .opt_u64(self.group)
+            .opt_str(self.user.as_deref());
         Ok(())
     }
     fn decode(buf: &[u8]) -> Result<Self, String> {
         let d = &mut Dec::new(buf);
-        let a = Annot::new(d.str()?, decode_fb(d)?, d.bool()?, d.opt_u64()?);
+        let a = Annot::new(
+            d.str()?,
+            decode_fb(d)?,
+            d.bool()?,
+            d.opt_u64()?,
+            d.opt_str()?,
+        );
         d.end()?;
         Ok(a)
     }
     fn weight(&self) -> usize {
-        self.ex_id.len()
+        self.ex_id.len() + self.user.as_ref().map_or(0, String::len)
     }
 }
 
@@ -441,7 +458,8 @@ pub(crate) fn annotate(
         // The feedback events seen in this group, by id.
         let mut events: Vec<String> = Vec::new();
         let mut corrected = false;
-        // Corrections (by id) still to learn the split group of the example they correct.
+        // Corrections (by id) still to learn the split group and user of the example they
+        // correct.
         let mut corrections: Vec<String> = Vec::new();
         let mut item = Some(first);
         while let Some(it) = item {
@@ -463,13 +481,13 @@ pub(crate) fn annotate(
                     }
                 }
                 _ => {
-                    if let Some(g) = it.group {
+                    if it.group.is_some() || it.user.is_some() {
                         for c in corrections.drain(..) {
-                            out.push(Annot::new(c, None, false, Some(g)))?;
+                            out.push(Annot::new(c, None, false, it.group, it.user.clone()))?;
                         }
                     }
                     if fb.is_some() || corrected {
-                        out.push(Annot::new(it.ex_id, fb, corrected, None))?;
+                        out.push(Annot::new(it.ex_id, fb, corrected, None, None))?;
                     }
                 }
             }
@@ -489,6 +507,9 @@ pub(crate) struct Resolved {
     /// The split group: an example's own, a correction's original's (see
     /// [`super::split::SplitBy::User`]).
     pub group: Option<u64>,
+    /// A correction's original's user id (an example's texts were scrubbed with its own as
+    /// they were read).
+    pub user: Option<String>,
 }
 
 /// Walks the rows (by id) and annotations (by example id) together. Calls `emit` once per
@@ -508,6 +529,7 @@ pub(crate) fn resolve(
             Payload::Example(e) => e.group,
             Payload::Correction(_) => None,
         };
+        let mut user: Option<String> = None;
         let mut consider = |row: &Row| {
             if let Payload::Example(e) = &row.payload {
                 corrected |= e.was_corrected;
@@ -535,6 +557,7 @@ pub(crate) fn resolve(
         while let Some(a) = annots.next_if(|a| a.key() == id)? {
             corrected |= a.corrected;
             group = group.or(a.group);
+            user = user.or(a.user);
             if let Some(f) = a.fb {
                 if best_fb.is_none_or(|b| f.0 > b.0) {
                     best_fb = Some(f);
@@ -547,6 +570,7 @@ pub(crate) fn resolve(
             feedback: best_fb.map(|f| f.1),
             corrected,
             group,
+            user,
         })?;
     }
     Ok(())

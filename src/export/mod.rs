@@ -501,6 +501,7 @@ pub(crate) fn run(
                     )),
                     ex_id: ev.id,
                     group: None,
+                    user: None,
                 })
             },
         )?;
@@ -527,21 +528,23 @@ pub(crate) fn run(
                 let mut keys = vec![JoinKey::Pair(pair)];
                 keys.extend(c.original_example_id.iter().cloned().map(JoinKey::Id));
                 keys.extend(c.original_request_id.iter().cloned().map(JoinKey::Id));
-                // Split by user: the correction's line goes with its original's user, which
-                // the join tells it.
-                let learns_group = opts.include_corrections && opts.split_by == SplitBy::User;
+                // The join tells the correction its original's user: its line is scrubbed with
+                // that user's id, as the original was (else a text naming the user would
+                // show the id beside the pseudonym of the same text), and with `--split-by
+                // user` it goes with that user.
                 for key in keys {
                     targets.insert(&key);
                     joins.push(JoinItem {
                         key,
                         kind: join::KIND_CORRECTION,
                         fb: None,
-                        ex_id: if learns_group {
+                        ex_id: if opts.include_corrections {
                             c.id.clone()
                         } else {
                             String::new()
                         },
                         group: None,
+                        user: None,
                     })?;
                 }
                 if opts.include_corrections {
@@ -1110,6 +1113,7 @@ impl Filing<'_> {
                 fb: None,
                 ex_id: f.id.clone(),
                 group: f.ex.group,
+                user: f.user_id.clone().filter(|_| self.opts.include_corrections),
             })?;
         }
         if let Some(p) = &mut f.ex.prepared {

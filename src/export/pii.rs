@@ -1,13 +1,19 @@
-//! PII scrubbing of everything export writes: e-mail addresses become `[EMAIL]`, phone numbers
-//! (US forms such as `(555) 123-4567`, `555-123-4567`, `+1 555.123.4567`, and international
-//! `+CC ...` numbers of 8 to 15 digits) become `[PHONE]`, and each configured pattern's
-//! matches become `[REDACTED]`. The example's own user id, where it appears as a whole word in
+//! PII scrubbing of everything export writes: e-mail addresses (accented and other non-ASCII
+//! letters included, `jöhn.müller@exämple.de`) become `[EMAIL]`, phone numbers (US forms such
+//! as `(555) 123-4567`, `555-123-4567`, `+1 555.123.4567`, and international `+CC ...` numbers
+//! of 8 to 15 digits, each with an extension such as `x204` or `ext. 204`) become `[PHONE]`,
+//! and each configured pattern's matches become `[REDACTED]`. The example's own user id, where it appears as a whole word in
 //! the text, is replaced by `[USER_<pseudonym>]`, the keyed hash of [`pseudonymize`], so the
 //! same user stays recognisable across lines without being named.
 //!
 //! Patterns are deliberately conservative about bare digit runs: the reference domain is full
 //! of measurements and quantities ("5000 sq ft", "2024 1500 300"), and mangling those would
 //! damage the training data more than an unformatted 10-digit run is likely to leak.
+//!
+//! A match glued to a letter or digit is left alone (`ABC555-123-4567` is a part number), but
+//! the letters of scripts written without spaces between words (Chinese, Japanese, Thai, ...;
+//! and Korean, which attaches its particles) do not glue: `请致电555-123-4567关于` names a
+//! phone number, and such a letter never belongs to an e-mail address either.
 
 use regex::Regex;
 use sha2::{Digest, Sha256};
@@ -59,12 +65,29 @@ impl Scrubber {
     pub fn new(extra: &[Regex], pseudonym_key: &[u8]) -> Self {
         // These literals are fixed and covered by tests; failing here is a programming error.
         let re = |s: &str| Regex::new(s).expect("built-in PII pattern compiles");
+        // Letters and digits of an address: any script's (IDN domains, accented names) but
+        // those written without spaces, whose text runs into the address with no separator.
+        let unspaced: String = UNSPACED
+            .iter()
+            .map(|&(a, b)| format!("\\x{{{:x}}}-\\x{{{:x}}}", a as u32, b as u32))
+            .collect();
+        let alnum = format!(r"[[\p{{L}}\p{{N}}]--[{unspaced}]]");
+        // Combining marks too: `zoë` may be written `zoe` + U+0308.
+        let part = format!(r"[[\p{{L}}\p{{N}}\p{{M}}]--[{unspaced}]]");
+        let letter = format!(r"[[\p{{L}}\p{{M}}]--[{unspaced}]]");
+        let label = format!(r"{alnum}(?:(?:{part}|-)*{part})?");
+        // `x204`, `ext204`, `ext. 204`, `extension 204` right after the number.
+        let extension = r"(?:[ ]?(?i:x|ext\.?|extn\.?|extension)[ ]?\d{1,6})?";
         Scrubber {
-            email: re(
-                r"(?i)[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}",
-            ),
-            intl_phone: re(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}"),
-            us_phone: re(r"(?:1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"),
+            email: re(&format!(
+                r"{alnum}(?:{part}|[._%+\-])*@{label}(?:\.{label})*\.{letter}{{2,}}"
+            )),
+            intl_phone: re(&format!(
+                r"\+\d{{1,3}}(?:[ .\-]?\(?\d{{1,5}}\)?){{1,6}}{extension}"
+            )),
+            us_phone: re(&format!(
+                r"(?:1[ .\-]?)?(?:\(\d{{3}}\)[ .\-]?|\d{{3}}[ .\-])\d{{3}}[ .\-]\d{{4}}{extension}"
+            )),
             extra: extra.to_vec(),
             key: pseudonym_key.to_vec(),
         }
@@ -83,15 +106,13 @@ impl Scrubber {
         let bytes = text.as_bytes();
         let mut s = Cow::Borrowed(text);
         if memchr::memchr(b'@', bytes).is_some() {
-            replace_bounded(&self.email, &mut s, "[EMAIL]", |_| true);
+            replace_bounded(&self.email, &mut s, "[EMAIL]", |m| Some(m.len()));
         }
         if memchr::memchr(b'+', bytes).is_some() {
-            replace_bounded(&self.intl_phone, &mut s, "[PHONE]", |m| {
-                (8..=15).contains(&m.bytes().filter(u8::is_ascii_digit).count())
-            });
+            replace_bounded(&self.intl_phone, &mut s, "[PHONE]", intl_number_len);
         }
         if !text.is_ascii() || may_have_us_phone(bytes) {
-            replace_bounded(&self.us_phone, &mut s, "[PHONE]", |_| true);
+            replace_bounded(&self.us_phone, &mut s, "[PHONE]", |m| Some(m.len()));
         }
         for re in &self.extra {
             if let Cow::Owned(r) = re.replace_all(&s, "[REDACTED]") {
@@ -239,27 +260,92 @@ unsafe fn has_phone_run_avx512(bytes: &[u8]) -> bool {
     }
 }
 
+/// Where the scripts written without spaces between words are (and Korean, which attaches its
+/// particles to the word before): their letters neither glue to a match nor belong to an
+/// e-mail address. Inclusive ranges, in order.
+const UNSPACED: &[(char, char)] = &[
+    ('\u{0E00}', '\u{0EFF}'),   // Thai, Lao
+    ('\u{1000}', '\u{109F}'),   // Myanmar
+    ('\u{1100}', '\u{11FF}'),   // Hangul Jamo
+    ('\u{1780}', '\u{17FF}'),   // Khmer
+    ('\u{2E80}', '\u{2FDF}'),   // CJK and Kangxi radicals
+    ('\u{3000}', '\u{9FFF}'),   // CJK punctuation, kana, Bopomofo, Hangul, ideographs
+    ('\u{A960}', '\u{A97F}'),   // Hangul Jamo extended A
+    ('\u{AC00}', '\u{D7FF}'),   // Hangul syllables, Jamo extended B
+    ('\u{F900}', '\u{FAFF}'),   // CJK compatibility ideographs
+    ('\u{FF00}', '\u{FFEF}'),   // half- and full-width forms
+    ('\u{20000}', '\u{3FFFF}'), // CJK ideographs, extensions B to H
+];
+
+fn is_unspaced(c: char) -> bool {
+    // Everything below Thai is spaced (ASCII, Latin, Greek, Cyrillic, Arabic, ...).
+    c >= '\u{0E00}' && UNSPACED.iter().any(|&(a, b)| (a..=b).contains(&c))
+}
+
 fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
+/// Whether `c` next to a match makes it part of a longer token (`ABC555-123-4567`).
+fn glues(c: char) -> bool {
+    is_word(c) && !is_unspaced(c)
+}
+
+/// How much of an international-number match is the number, or `None` if none of it is: the
+/// pattern's digit groups run on into whatever digits follow (`+44 20 7946 0958 2026`), so
+/// the number is the longest run of whole groups with 8 to 15 digits (E.164's most), or for
+/// `+1` (North America: ten digits after the country code) the one with 11 digits if there
+/// is one. An extension is kept only with the whole number.
+fn intl_number_len(m: &str) -> Option<usize> {
+    let digits = |s: &str| s.bytes().filter(u8::is_ascii_digit).count();
+    // An extension starts with a letter (`x204`, `ext. 204`).
+    let number = match m.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => m[..i].trim_end_matches([' ', '.', '-']),
+        None => m,
+    };
+    let b = number.as_bytes();
+    // The ends of the digit groups (after a group's closing parenthesis), longest first: a
+    // cut inside a run of digits would leave the rest glued to it.
+    let mut ends = (1..=b.len()).rev().filter(|&i| match b[i - 1] {
+        b')' => true,
+        d if d.is_ascii_digit() => !b.get(i).is_some_and(|&c| c.is_ascii_digit() || c == b')'),
+        _ => false,
+    });
+    let nanp = m.starts_with("+1") && !m[2..].starts_with(|c: char| c.is_ascii_digit());
+    let end = if nanp {
+        ends.clone()
+            .find(|&i| digits(&number[..i]) == 11)
+            .or_else(|| ends.find(|&i| (8..=15).contains(&digits(&number[..i]))))
+    } else {
+        ends.find(|&i| (8..=15).contains(&digits(&number[..i])))
+    }?;
+    Some(if end == number.len() { m.len() } else { end })
+}
+
 /// Replaces matches of `re` that are not glued to a neighbouring word character or digit (the
-/// regex crate has no look-around), and that pass `accept`.
-fn replace_bounded(re: &Regex, s: &mut Cow<'_, str>, token: &str, accept: impl Fn(&str) -> bool) {
+/// regex crate has no look-around): the first `fit(match)` bytes of each, when it gives a
+/// length.
+fn replace_bounded(
+    re: &Regex,
+    s: &mut Cow<'_, str>,
+    token: &str,
+    fit: impl Fn(&str) -> Option<usize>,
+) {
     let text: &str = s;
     let mut out = String::new();
     let mut last = 0;
     let mut at = 0;
     while let Some(m) = re.find_at(text, at) {
+        let end = fit(m.as_str()).map(|len| m.start() + len);
         let before = text[..m.start()].chars().next_back();
-        let after = text[m.end()..].chars().next();
-        let glued = before.is_some_and(|c| is_word(c) || c == '+' || c == '@')
-            || after.is_some_and(|c| is_word(c) || c == '@');
-        if !glued && accept(m.as_str()) {
+        let after = end.and_then(|e| text[e..].chars().next());
+        let glued = before.is_some_and(|c| glues(c) || c == '+' || c == '@')
+            || after.is_some_and(|c| glues(c) || c == '@');
+        if let Some(end) = end.filter(|_| !glued) {
             out.push_str(&text[last..m.start()]);
             out.push_str(token);
-            last = m.end();
-            at = m.end();
+            last = end;
+            at = end;
         } else {
             // Retry one character further on: a shorter match may still be a real one.
             at = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8);
@@ -342,6 +428,107 @@ mod tests {
         let t = "A 50x40 roof is 2000 sq ft, 20 squares; use 1.5 in polyiso at 2024 prices, \
                  section 07 54 23, 3 crews x 8 hours.";
         assert_eq!(s().scrub(t, None), t);
+    }
+
+    /// Scrubs each input and checks the output exactly.
+    fn assert_scrubs(cases: &[(&str, &str)]) {
+        let scrubber = s();
+        for (text, want) in cases {
+            assert_eq!(scrubber.scrub(text, None), *want, "input {text:?}");
+        }
+    }
+
+    /// An international number followed by other digit groups (a roofer's measurements, a
+    /// year) is scrubbed whole, and only the number: the pattern's groups run on into them.
+    #[test]
+    fn export_pii_intl_phone_followed_by_digits() {
+        assert_scrubs(&[
+            (
+                "Call +44 20 7946 0958 12000 sq ft",
+                "Call [PHONE] 12000 sq ft",
+            ),
+            ("+44 20 7946 0958 2026", "[PHONE] 2026"),
+            ("+1 555 123 4567 2024 12 3", "[PHONE] 2024 12 3"),
+            ("or +44 20 7946 0958 12000.", "or [PHONE] 12000."),
+            ("+44 (20) 7946 0958 2026", "[PHONE] 2026"),
+            ("+44 20 7946 0958 12000sqft", "[PHONE] 12000sqft"),
+            // Alone, and a run of digits too long to be a number, as before.
+            ("+44 20 7946 0958", "[PHONE]"),
+            ("+1 555 123 4567.", "[PHONE]."),
+            (
+                "id +12345678901234567890 end",
+                "id +12345678901234567890 end",
+            ),
+        ]);
+    }
+
+    /// Addresses with non-ASCII letters (names, IDN domains) and addresses and numbers inside
+    /// text written without spaces are scrubbed.
+    #[test]
+    fn export_pii_non_ascii_neighbours_and_letters() {
+        assert_scrubs(&[
+            (
+                "Email me at jöhn.müller@example.de today",
+                "Email me at [EMAIL] today",
+            ),
+            (
+                "Email me at bob@exämple.de today",
+                "Email me at [EMAIL] today",
+            ),
+            ("mail zoë@example.com", "mail [EMAIL]"),
+            ("mail zoe\u{308}@example.com", "mail [EMAIL]"),
+            ("пишите иван@пример.рф", "пишите [EMAIL]"),
+            ("请发邮件到bob@example.com谢谢", "请发邮件到[EMAIL]谢谢"),
+            ("请致电555-123-4567关于", "请致电[PHONE]关于"),
+            ("電話+81 3 1234 5678まで", "電話[PHONE]まで"),
+            ("010-1234-5678로 연락", "010-1234-5678로 연락"),
+            ("전화 555-123-4567로 연락", "전화 [PHONE]로 연락"),
+            ("โทร 555-123-4567ครับ", "โทร [PHONE]ครับ"),
+        ]);
+    }
+
+    /// Extensions go with the number.
+    #[test]
+    fn export_pii_phone_extensions() {
+        assert_scrubs(&[
+            ("Call 555-123-4567x204 today", "Call [PHONE] today"),
+            ("Call 555-123-4567ext204 today", "Call [PHONE] today"),
+            ("Call 555-123-4567 ext. 204 today", "Call [PHONE] today"),
+            ("Call (555) 123-4567 x 12", "Call [PHONE]"),
+            ("Call 555-123-4567 extension 9", "Call [PHONE]"),
+            ("Call +44 20 7946 0958 ext. 204", "Call [PHONE]"),
+            ("Call +44 20 7946 0958x204 now", "Call [PHONE] now"),
+        ]);
+    }
+
+    /// Still glued, still left alone: a number inside a longer token of Latin letters or
+    /// digits.
+    #[test]
+    fn export_pii_glued_tokens_survive() {
+        for t in [
+            "part ABC555-123-4567",
+            "part 555-123-4567B",
+            "sku 9555-123-4567",
+            "ref müller555-123-4567",
+        ] {
+            assert_eq!(s().scrub(t, None), t);
+        }
+    }
+
+    /// Ordinary quantities, dates and prices are not phone numbers.
+    #[test]
+    fn export_pii_quantities_dates_prices_survive() {
+        for t in [
+            "12000 sq ft",
+            "2026-11-29",
+            "$4,500",
+            "R-38 insulation",
+            "3/12 pitch",
+            "Quote 2026-11-29: 12000 sq ft at $4,500, R-38 insulation, 3/12 pitch, 2x6 rafters.",
+            "请在2026-11-29前完成12000平方英尺",
+        ] {
+            assert_eq!(s().scrub(t, None), t);
+        }
     }
 
     proptest::proptest! {

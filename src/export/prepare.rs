@@ -185,6 +185,8 @@ pub(crate) struct LineFacts {
     pub id: String,
     /// Its request id, when it has one that is not empty and not its id.
     pub request_id: Option<String>,
+    /// Its user's id (not empty), which corrections of it are scrubbed with, as it is.
+    pub user_id: Option<String>,
     /// [`prompt_key`] of its (unscrubbed) prompt: only an example whose prompt a correction
     /// names needs its (prompt, answer) key ([`pr_key`]).
     pub prompt_key: u128,
@@ -446,6 +448,12 @@ pub(crate) fn example(
                 Some(ReqId::Str(r)) if !r.is_empty() && r != x.id => Some(r.into_owned()),
                 _ => None,
             },
+            user_id: x
+                .metadata
+                .user_id
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(String::from),
             prompt_key,
             ex: Ex {
                 ts,

@@ -8,7 +8,7 @@
 //! ([`super::prepare_ahead`]), so even a user's first export finds them.
 //!
 //! An entry does not depend on the export's filters: it keeps what they read of each line
-//! (relevance, tags, score, characters, timestamp, user) and the prepared texts of every
+//! (relevance, tags, score, characters, timestamp, user and its id) and the prepared texts of every
 //! example that only an option filter could drop, and the reader applies the options
 //! ([`LineFacts::apply_options`]). So an export with `--tag`, `--min-score`, `--since`,
 //! `--split-by` or `--no-corrections` reads the entries the daemon wrote for the config.
@@ -46,7 +46,7 @@ use xxhash_rust::xxh3::Xxh3;
 /// The cache's directory under the state directory.
 pub const DIR_NAME: &str = "export-cache";
 /// First bytes of an entry; the last digit is the format's version (also in the fingerprint).
-const MAGIC: &[u8; 8] = b"TCPREP02";
+const MAGIC: &[u8; 8] = b"TCPREP03";
 /// How many fingerprints' directories are kept (an export with other options, `ready` with
 /// the config's): the most recently used.
 const KEEP_FINGERPRINTS: usize = 4;
@@ -511,6 +511,7 @@ fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8
             e.u8(0)
                 .str(&f.id)
                 .opt_str(f.request_id.as_deref())
+                .opt_str(f.user_id.as_deref())
                 .u128(f.prompt_key);
             f.ex.encode_in_file(0, e);
             f.filters.encode(e);
@@ -537,6 +538,7 @@ fn decode_line(
         0 => {
             let id = d.str()?;
             let request_id = d.opt_str()?;
+            let user_id = d.opt_str()?;
             let prompt_key = d.u128()?;
             let mut ex = Ex::decode(d)?;
             ex.loc.file = file;
@@ -549,6 +551,7 @@ fn decode_line(
             Ok(LineFacts {
                 id,
                 request_id,
+                user_id,
                 prompt_key,
                 ex,
                 filters,
@@ -718,7 +721,7 @@ mod tests {
     #[test]
     fn export_prepared_cache_damaged_frame_length_reads_only_what_is_there() {
         let mut bytes = (u32::MAX - 1).to_le_bytes().to_vec();
-        bytes.extend_from_slice(b"TCPREP02 and little else");
+        bytes.extend_from_slice(b"TCPREP03 and little else");
         let mut buf = Vec::new();
         let err = read_frame_into(&mut &bytes[..], &mut buf).unwrap_err();
         assert_eq!(err, "frame cut short");

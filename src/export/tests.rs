@@ -3182,3 +3182,76 @@ proptest::proptest! {
         }
     }
 }
+
+/// A correction's lines are scrubbed with the user id of the example it corrects (linked by
+/// example id, or only by its prompt and answer), so the same question carries the same
+/// pseudonym in both, and no line shows the id beside it.
+#[test]
+fn export_correction_gets_its_originals_user_pseudonym() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p1 = "Hi, this is jdoe42 from the Warehouse 12 crew: what primer goes under TPO?";
+    let p2 = "jdoe42 again: how wide are the seam overlaps on TPO?";
+    let lines = [
+        Ex {
+            user: Some("jdoe42"),
+            ..Ex::new("train_1", "2026-11-01T10:00:00Z", p1, "Any primer will do.")
+        }
+        .line(),
+        Ex {
+            user: Some("jdoe42"),
+            ..Ex::new("train_2", "2026-11-01T11:00:00Z", p2, "One inch is plenty.")
+        }
+        .line(),
+    ];
+    let seg = d.join("examples_1.jsonl");
+    write(&seg, &lines, None);
+    let corrections = d.join("corrections_1.jsonl");
+    let by_id = Corr {
+        id: "corr_1",
+        ts: "2026-11-02T10:00:00Z",
+        prompt: p1,
+        original: "Any primer will do.",
+        corrected: "Use the membrane maker's primer, jdoe42.",
+        orig_id: Some("train_1"),
+        orig_req: None,
+        example_id: None,
+    };
+    let by_pair = Corr {
+        id: "corr_2",
+        prompt: p2,
+        original: "One inch is plenty.",
+        corrected: "Six inches for a welded seam.",
+        orig_id: None,
+        ..by_id
+    };
+    write(&corrections, &[by_id.line(), by_pair.line()], None);
+    let inputs = ExportInputs {
+        examples: vec![seg],
+        corrections: vec![corrections],
+        ..Default::default()
+    };
+    let key = b"secret";
+    let user = format!("[USER_{}]", pii::pseudonymize(key, "jdoe42"));
+    for format in [Format::PromptResponse, Format::Kto, Format::Dpo] {
+        let o = ExportOptions {
+            format,
+            temp_dir: d.join("tmp"),
+            pseudonym_key: key.to_vec(),
+            ..Default::default()
+        };
+        let out = d.join("out.jsonl");
+        run(&inputs, &o, &out, 512).unwrap();
+        let got = read_lines(&out);
+        let all = texts(&got);
+        assert!(!all.contains("jdoe42"), "{format:?}: {all}");
+        let prompts: Vec<&str> = got.iter().map(|l| l["prompt"].as_str().unwrap()).collect();
+        for p in [p1, p2] {
+            let want = p.replace("jdoe42", &user);
+            assert!(prompts.contains(&want.as_str()), "{format:?}: {prompts:?}");
+        }
+        if format != Format::Dpo {
+            assert!(all.contains(&format!("maker's primer, {user}.")), "{all}");
+        }
+    }
+}
