@@ -748,6 +748,7 @@ fn the_daemon_outlives_a_closed_stderr() {
     assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) }, 0);
     let status = daemon.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
 
 /// The files an export to `out` may write, in a fixed order: training, its ids, validation,
 /// its ids, manifest.
