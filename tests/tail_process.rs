@@ -2021,3 +2021,69 @@ fn kill9_while_the_log_is_empty_then_rotated_away_while_down_loses_nothing() {
     assert_exact_modulo_identical_repeats(&sb, &ids("e", 0..60));
     no_rejected(&sb);
 }
+
+/// An unterminated last line already longer than `max_line_bytes` is skipped as it is read,
+/// not held in memory: closing the rotated-away file must still hand it out as rejected,
+/// whole length and all, rather than drop it without a trace.
+#[test]
+fn an_oversize_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dropped() {
+    let cfg = config(&["logs/*.log"], "max_line_bytes = 2000\n")
+        .replace("rotate_wait = \"5s\"", "rotate_wait = \"300ms\"");
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("ou", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    let at = std::fs::metadata(&log).unwrap().len();
+    let mut long = br#"{"event":"interaction","query":""#.to_vec();
+    long.resize(5000, b'x');
+    w.raw(&long);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("ou", 3..5));
+    wait_for(&sb, 5);
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    wait_until(T, "the rotated file closed", || {
+        !daemon_has_open(&d, &sb.path("logs/app.log.1"))
+    });
+    stop(&sb, d);
+    assert_exact(&sb, &ids("ou", 0..5));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 5000);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("max_line_bytes"),
+        "{reason}"
+    );
+}
+
+/// The same at shutdown, for a deleted file (no restart can find it again): the oversize
+/// unterminated line it ends in is rejected then.
+#[test]
+fn an_oversize_unterminated_last_line_of_a_deleted_file_is_rejected_at_shutdown() {
+    let sb = sandbox(&["logs/*.log"], "max_line_bytes = 2000\n");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("od", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    let at = std::fs::metadata(&log).unwrap().len();
+    w.raw(&[b'x'; 5000]);
+    std::fs::remove_file(&log).unwrap();
+    // Long before rotate_wait (5 s): only the shutdown can account for the line.
+    stop(&sb, d);
+    assert_exact(&sb, &ids("od", 0..3));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 5000);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("at shutdown"),
+        "{reason}"
+    );
+}

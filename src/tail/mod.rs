@@ -1150,7 +1150,7 @@ impl Tailer {
             std::mem::take(&mut self.files).into_iter().partition(|t| {
                 let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
                 t.gone_since.is_some()
-                    && !t.reader.pending().is_empty()
+                    && t.reader.unterminated().is_some()
                     && size <= t.reader.read_pos()
             });
         self.files = kept;
@@ -1203,8 +1203,15 @@ impl Tailer {
                 "closing rotated-away file after rotate_wait with bytes not yet read"
             );
         } else if let Some(id) = &t.id {
-            let pending = t.reader.pending();
-            if !pending.is_empty() {
+            // A partial line, or one already too long that is being skipped (not held in
+            // memory, but its bytes were read all the same).
+            if let Some((raw, len)) = t.reader.unterminated() {
+                let max = self.opts.max_line_bytes;
+                let too_long = if len > max as u64 {
+                    format!(", longer than max_line_bytes ({max})")
+                } else {
+                    String::new()
+                };
                 items += 1;
                 self.counters.rejected += 1;
                 sink(TailItem::Rejected {
@@ -1212,11 +1219,10 @@ impl Tailer {
                     path: &t.path,
                     offset,
                     reason: format!(
-                        "unterminated last line ({} bytes, no newline) in a rotated-away file closed {when}",
-                        pending.len()
+                        "unterminated last line ({len} bytes, no newline{too_long}) in a rotated-away file closed {when}"
                     ),
-                    raw: &pending[..pending.len().min(RAW_CAP)],
-                    len: pending.len(),
+                    raw: &raw[..raw.len().min(RAW_CAP)],
+                    len: usize::try_from(len).unwrap_or(usize::MAX),
                 });
                 offset = t.reader.read_pos();
             }
