@@ -2087,3 +2087,50 @@ fn an_oversize_unterminated_last_line_of_a_deleted_file_is_rejected_at_shutdown(
         "{reason}"
     );
 }
+
+/// logrotate's `create` renames the log while the service is in the middle of a line, and
+/// the collector is stopped before the service finishes it on its old descriptor. A restart
+/// finds the renamed file again, so the shutdown must neither reject the fragment nor save a
+/// position after it: the restart reads the finished line whole, once.
+#[test]
+fn a_line_split_across_a_shutdown_in_a_rotated_file_is_read_whole_after_the_restart() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("sp", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    let split = interaction_line("sp", 5);
+    w.raw(&split.as_bytes()[..40]);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sp", 10..12));
+    wait_for(&sb, 7);
+    // Well within rotate_wait (5 s): the rotated file is still open, its last line partial.
+    stop(&sb, d);
+    no_rejected(&sb);
+    w.raw(&split.as_bytes()[40..]);
+    w.raw(b"\n");
+    w.write(&lines("sp", 6..8));
+    let d = sb.start();
+    wait_for(&sb, 10);
+    // The fragment is given up only when the file is closed for good: a second line left
+    // unfinished is rejected after rotate_wait, once.
+    let cut = interaction_line("sp", 8);
+    w.raw(&cut.as_bytes()[..30]);
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("sp", 0..8), ("sp", 10..12)]));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["raw_len"], 30);
+    assert!(
+        r[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("after rotate_wait"),
+        "{}",
+        r[0]["reason"]
+    );
+}

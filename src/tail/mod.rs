@@ -1094,7 +1094,9 @@ impl Tailer {
 
     /// For shutdown: re-scans the globs, then reads every rotated-away file (renamed out of
     /// the globs or deleted) to its end, or until `deadline`. After a restart such a file
-    /// cannot be found again, so lines written to it before the stop are read now or never.
+    /// may not be found again (deleted, or moved where [`rotated`] does not look), so lines
+    /// written to it before the stop are read now. An unterminated last line is rejected now
+    /// only if a restart will not find the file; else the checkpoint keeps its start.
     /// Files still matching the globs are left alone (they resume from the checkpoint).
     /// Returns the number of items handed to `sink`.
     pub fn finish_rotated_away(
@@ -1143,9 +1145,13 @@ impl Tailer {
                 }
             }
         }
-        // A rotated-away file read to its end but for an unterminated last line will not be
-        // found again after the restart: hand that line out as Rejected now, as the
-        // rotate_wait expiry would, rather than lose it.
+        // A rotated-away file read to its end but for an unterminated last line: the writer
+        // may still finish that line (logrotate's `create` renames the log while the
+        // service writes to it). If a restart will find the file again ([`rotated::find`]),
+        // it stays open until the checkpoint, which then holds the line's start: the restart
+        // reads the line whole, or rejects it once it gives the file up. Otherwise (deleted,
+        // moved out of reach) hand the line out as Rejected now, as the rotate_wait expiry
+        // would, rather than lose it.
         let (stranded, kept): (Vec<Tracked>, Vec<Tracked>) =
             std::mem::take(&mut self.files).into_iter().partition(|t| {
                 let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
@@ -1154,10 +1160,35 @@ impl Tailer {
                     && size <= t.reader.read_pos()
             });
         self.files = kept;
-        for t in stranded {
-            items += self.close(t, sink, "at shutdown");
+        let mut listings = rotated::Listings::default();
+        for mut t in stranded {
+            if self.found_after_restart(&mut t, &mut listings) {
+                tracing::info!(
+                    path = %t.path.display(),
+                    offset = t.reader.offset(),
+                    "shutdown: a rotated-away file ends in an unterminated line; keeping its start in the checkpoint for the restart to read on"
+                );
+                self.files.push(t);
+            } else {
+                items += self.close(t, sink, "at shutdown");
+            }
         }
         items
+    }
+
+    /// Whether a restart will find `t`, a rotated-away file, again at the position it is read
+    /// up to (as [`Tailer::follow_rotated`] looks for a saved position): the same file, under
+    /// a name in its directory or in `rotated_dirs`.
+    fn found_after_restart(&self, t: &mut Tracked, listings: &mut rotated::Listings) -> bool {
+        let Some(e) = t.entry_here().filter(|e| !e.awaiting_first_line) else {
+            return false;
+        };
+        let key = (t.dev, t.inode);
+        // Nothing the globs match at a restart is skipped: this file is not among them.
+        matches!(
+            rotated::find(&e, &self.opts.rotated_dirs, &|_, _| false, listings),
+            Some(rotated::Found::Plain { md, .. }) if (md.dev(), md.ino()) == key
+        )
     }
 
     /// Stops reading a rotated-away file: an unterminated last line (or only line) is handed
