@@ -2134,3 +2134,46 @@ fn a_line_split_across_a_shutdown_in_a_rotated_file_is_read_whole_after_the_rest
         r[0]["reason"]
     );
 }
+
+/// A file the config stops selecting (`input.exclude`, or narrower `input.paths`) is not
+/// read on: not after a restart, where its saved position must not be "found rotated" at its
+/// own name, nor after a reload, where it must not be read through its handle as a rotated
+/// file is. Selected again, it resumes where reading stopped.
+#[test]
+fn a_file_the_config_stops_selecting_is_not_read_after_a_restart_or_a_reload() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let (a, b) = (sb.path("logs/a.log"), sb.path("logs/b.log"));
+    let excluding = config(&["logs/*.log"], "exclude = [\"b.log\"]\n");
+    append_lines(&a, &lines("xa", 0..3));
+    append_lines(&b, &lines("xb", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 6);
+    stop(&sb, d);
+    std::fs::write(sb.config_path(), &excluding).unwrap();
+    append_lines(&b, &lines("xb", 3..6));
+    append_lines(&a, &lines("xa", 3..6));
+    let d = sb.start();
+    wait_for(&sb, 9);
+    // Time for a search outside the globs to have found b.log (the bug read it at once).
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("xa", 0..6), ("xb", 0..3)]));
+    std::fs::write(sb.config_path(), config(&["logs/*.log"], "")).unwrap();
+    let d = sb.start();
+    wait_for(&sb, 12);
+    let reloads = sb.daemon_log().matches("config reloaded").count();
+    std::fs::write(sb.config_path(), &excluding).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().matches("config reloaded").count() > reloads
+    });
+    // Well within rotate_wait (5 s), which a file read on as rotated would wait out.
+    append_lines(&b, &lines("xb", 6..9));
+    append_lines(&a, &lines("xa", 6..9));
+    wait_for(&sb, 15);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!daemon_has_open(&d, &b), "{}", tail_of_log(&sb));
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("xa", 0..9), ("xb", 0..6)]));
+    no_rejected(&sb);
+}

@@ -176,8 +176,9 @@ impl Compressed {
 
     /// Where it stands: the checkpoint entry for what was handed out so far.
     pub(super) fn entry(&self) -> Entry {
+        // Under the name the globs selected it by (the saved one), not the archive's: what a
+        // restart looks for it from, and what the config must still select for that.
         let mut e = self.start.clone();
-        e.path = self.path.to_string_lossy().into_owned();
         e.updated = self.seen_unix;
         if let Some(r) = &self.reader {
             e.offset = r.offset();

@@ -223,6 +223,11 @@ struct Tracked {
     dev: u64,
     inode: u64,
     path: PathBuf,
+    /// The name the globs last selected it under, which its checkpoint entries carry: where
+    /// a restart looks for it from, and what the config must still select for that search
+    /// ([`Tailer::followed_outside_the_globs`]). `path` itself, except for a file found
+    /// rotated out of the globs ([`Tailer::follow_rotated`]), which keeps the saved one.
+    selected_path: PathBuf,
     fp: Option<Fingerprint>,
     id: Option<FileId>,
     reader: Reader,
@@ -281,6 +286,7 @@ impl Tracked {
         Tracked {
             dev,
             inode,
+            selected_path: path.clone(),
             path,
             id: fp
                 .as_ref()
@@ -331,7 +337,7 @@ impl Tracked {
                 Entry::awaiting_first_line(
                     self.dev,
                     self.inode,
-                    self.path.to_string_lossy().into_owned(),
+                    self.selected_path.to_string_lossy().into_owned(),
                     self.seen_unix,
                 )
             });
@@ -362,7 +368,7 @@ impl Tracked {
             if cached_id == id
                 && e.offset == self.reader.offset()
                 && e.updated == self.seen_unix
-                && e.path.as_bytes() == self.path.as_os_str().as_bytes()
+                && e.path.as_bytes() == self.selected_path.as_os_str().as_bytes()
             {
                 return Some(e.clone());
             }
@@ -384,7 +390,7 @@ impl Tracked {
             dev: self.dev,
             inode: self.inode,
             fingerprint: id.fingerprint_hex(),
-            path: self.path.to_string_lossy().into_owned(),
+            path: self.selected_path.to_string_lossy().into_owned(),
             offset,
             updated: self.seen_unix,
             marker: String::new(),
@@ -1183,6 +1189,9 @@ impl Tailer {
         let Some(e) = t.entry_here().filter(|e| !e.awaiting_first_line) else {
             return false;
         };
+        if !self.followed_outside_the_globs(&e) {
+            return false;
+        }
         let key = (t.dev, t.inode);
         // Nothing the globs match at a restart is skipped: this file is not among them.
         matches!(
@@ -1292,6 +1301,10 @@ impl Tailer {
             .iter()
             .map(|f| (f.path.as_path(), (f.dev, f.inode)))
             .collect();
+        let include = discovery::compile(&self.opts.include);
+        // Open files whose name the config no longer selects (a reload took it out of
+        // `input.paths` or put it into `input.exclude`).
+        let mut deselected = Vec::new();
         for t in &mut self.files {
             let key = (t.dev, t.inode);
             match by_key.get(&key) {
@@ -1305,6 +1318,10 @@ impl Tailer {
                         tracing::info!(from = %t.path.display(), to = %new_path.display(), "file renamed");
                         t.path = new_path.clone();
                     }
+                    t.selected_path.clone_from(&t.path);
+                }
+                None if !discovery::selects(&include, &self.exclude, &t.selected_path) => {
+                    deselected.push(key);
                 }
                 None => {
                     if t.gone_since.is_none() {
@@ -1318,6 +1335,9 @@ impl Tailer {
                     }
                 }
             }
+        }
+        for key in deselected {
+            self.stop_deselected(key);
         }
         let tracked: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
         // Still waiting from the first scan: those keep their `StartAt::End` treatment.
@@ -1350,6 +1370,38 @@ impl Tailer {
         self.last_found = by_key.into_keys().collect();
         self.waiting = waiting;
         self.first_start = false;
+    }
+
+    /// Stops reading the open file `key`, whose name the config no longer selects, at once:
+    /// a file the user took out of the inputs is not read on through its handle as a rotated
+    /// one would be (a service writing to it would keep it read forever). Nothing is handed
+    /// out for it now, not even an unterminated last line: its position is kept, so should
+    /// the config select it again, reading resumes where it stopped (within the 24 hours a
+    /// position is kept), and it is not looked for outside the globs meanwhile.
+    fn stop_deselected(&mut self, key: (u64, u64)) {
+        let Some(i) = self.files.iter().position(|t| (t.dev, t.inode) == key) else {
+            return;
+        };
+        let mut t = self.files.remove(i);
+        self.counters.files_closed += 1;
+        tracing::info!(
+            path = %t.path.display(),
+            offset = t.reader.offset(),
+            "file no longer selected by input.paths and input.exclude; stopped reading it"
+        );
+        if let Some(e) = t.entry_here() {
+            self.searched.insert(search_key(&e));
+            self.saved.entry(key).or_default().push(e);
+        }
+    }
+
+    /// Whether the saved position `e` may be looked for outside the globs: only if the
+    /// config still selects the name it was read under. Rotation leaves that name selected
+    /// (its content moved away, a new file comes under it); a name the config stopped
+    /// selecting is a log the user no longer wants read, at its own name or renamed.
+    fn followed_outside_the_globs(&self, e: &Entry) -> bool {
+        let include = discovery::compile(&self.opts.include);
+        discovery::selects(&include, &self.exclude, Path::new(&e.path))
     }
 
     /// Opens a newly found file and decides where to start reading it. Returns the (dev,
@@ -1699,6 +1751,10 @@ impl Tailer {
         let mut listings = rotated::Listings::default();
         for e in todo {
             self.searched.insert(search_key(&e));
+            if !self.followed_outside_the_globs(&e) {
+                tracing::debug!(saved = %e.path, "saved position of a file input.paths no longer selects: not looked for");
+                continue;
+            }
             let open: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
             let skip = |dev, inode| {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
@@ -1725,6 +1781,7 @@ impl Tailer {
                     );
                     let mut t =
                         Tracked::opened(file, &md, path, Some(fp), e.offset, false, now_unix);
+                    t.selected_path = PathBuf::from(&e.path);
                     t.gone_since = Some(now);
                     self.counters.files_resumed += 1;
                     self.files.push(t);
@@ -1791,6 +1848,7 @@ impl Tailer {
         // first line is settled (a copy of another file continues at that file's position;
         // otherwise it is new, and read from 0).
         let mut t = Tracked::opened(file, md, path, None, 0, true, now_unix);
+        t.selected_path = PathBuf::from(&e.path);
         t.gone_since = Some(now);
         // Looked at by `decide_awaiting` whether or not this poll re-scanned.
         t.last_size = u64::MAX;
