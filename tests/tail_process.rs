@@ -2021,3 +2021,159 @@ fn kill9_while_the_log_is_empty_then_rotated_away_while_down_loses_nothing() {
     assert_exact_modulo_identical_repeats(&sb, &ids("e", 0..60));
     no_rejected(&sb);
 }
+
+/// An unterminated last line already longer than `max_line_bytes` is skipped as it is read,
+/// not held in memory: closing the rotated-away file must still hand it out as rejected,
+/// whole length and all, rather than drop it without a trace.
+#[test]
+fn an_oversize_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dropped() {
+    let cfg = config(&["logs/*.log"], "max_line_bytes = 2000\n")
+        .replace("rotate_wait = \"5s\"", "rotate_wait = \"300ms\"");
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("ou", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    let at = std::fs::metadata(&log).unwrap().len();
+    let mut long = br#"{"event":"interaction","query":""#.to_vec();
+    long.resize(5000, b'x');
+    w.raw(&long);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("ou", 3..5));
+    wait_for(&sb, 5);
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    wait_until(T, "the rotated file closed", || {
+        !daemon_has_open(&d, &sb.path("logs/app.log.1"))
+    });
+    stop(&sb, d);
+    assert_exact(&sb, &ids("ou", 0..5));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 5000);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("max_line_bytes"),
+        "{reason}"
+    );
+}
+
+/// The same at shutdown, for a deleted file (no restart can find it again): the oversize
+/// unterminated line it ends in is rejected then.
+#[test]
+fn an_oversize_unterminated_last_line_of_a_deleted_file_is_rejected_at_shutdown() {
+    let sb = sandbox(&["logs/*.log"], "max_line_bytes = 2000\n");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("od", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    let at = std::fs::metadata(&log).unwrap().len();
+    w.raw(&[b'x'; 5000]);
+    std::fs::remove_file(&log).unwrap();
+    // Long before rotate_wait (5 s): only the shutdown can account for the line.
+    stop(&sb, d);
+    assert_exact(&sb, &ids("od", 0..3));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 5000);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("at shutdown"),
+        "{reason}"
+    );
+}
+
+/// logrotate's `create` renames the log while the service is in the middle of a line, and
+/// the collector is stopped before the service finishes it on its old descriptor. A restart
+/// finds the renamed file again, so the shutdown must neither reject the fragment nor save a
+/// position after it: the restart reads the finished line whole, once.
+#[test]
+fn a_line_split_across_a_shutdown_in_a_rotated_file_is_read_whole_after_the_restart() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("sp", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    let split = interaction_line("sp", 5);
+    w.raw(&split.as_bytes()[..40]);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sp", 10..12));
+    wait_for(&sb, 7);
+    // Well within rotate_wait (5 s): the rotated file is still open, its last line partial.
+    stop(&sb, d);
+    no_rejected(&sb);
+    w.raw(&split.as_bytes()[40..]);
+    w.raw(b"\n");
+    w.write(&lines("sp", 6..8));
+    let d = sb.start();
+    wait_for(&sb, 10);
+    // The fragment is given up only when the file is closed for good: a second line left
+    // unfinished is rejected after rotate_wait, once.
+    let cut = interaction_line("sp", 8);
+    w.raw(&cut.as_bytes()[..30]);
+    wait_until(T, "the rejected unterminated line", || {
+        !rejected(&sb).is_empty()
+    });
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("sp", 0..8), ("sp", 10..12)]));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["raw_len"], 30);
+    assert!(
+        r[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("after rotate_wait"),
+        "{}",
+        r[0]["reason"]
+    );
+}
+
+/// A file the config stops selecting (`input.exclude`, or narrower `input.paths`) is not
+/// read on: not after a restart, where its saved position must not be "found rotated" at its
+/// own name, nor after a reload, where it must not be read through its handle as a rotated
+/// file is. Selected again, it resumes where reading stopped.
+#[test]
+fn a_file_the_config_stops_selecting_is_not_read_after_a_restart_or_a_reload() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let (a, b) = (sb.path("logs/a.log"), sb.path("logs/b.log"));
+    let excluding = config(&["logs/*.log"], "exclude = [\"b.log\"]\n");
+    append_lines(&a, &lines("xa", 0..3));
+    append_lines(&b, &lines("xb", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 6);
+    stop(&sb, d);
+    std::fs::write(sb.config_path(), &excluding).unwrap();
+    append_lines(&b, &lines("xb", 3..6));
+    append_lines(&a, &lines("xa", 3..6));
+    let d = sb.start();
+    wait_for(&sb, 9);
+    // Time for a search outside the globs to have found b.log (the bug read it at once).
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("xa", 0..6), ("xb", 0..3)]));
+    std::fs::write(sb.config_path(), config(&["logs/*.log"], "")).unwrap();
+    let d = sb.start();
+    wait_for(&sb, 12);
+    let reloads = sb.daemon_log().matches("config reloaded").count();
+    std::fs::write(sb.config_path(), &excluding).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().matches("config reloaded").count() > reloads
+    });
+    // Well within rotate_wait (5 s), which a file read on as rotated would wait out.
+    append_lines(&b, &lines("xb", 6..9));
+    append_lines(&a, &lines("xa", 6..9));
+    wait_for(&sb, 15);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!daemon_has_open(&d, &b), "{}", tail_of_log(&sb));
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("xa", 0..9), ("xb", 0..6)]));
+    no_rejected(&sb);
+}

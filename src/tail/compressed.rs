@@ -176,8 +176,9 @@ impl Compressed {
 
     /// Where it stands: the checkpoint entry for what was handed out so far.
     pub(super) fn entry(&self) -> Entry {
+        // Under the name the globs selected it by (the saved one), not the archive's: what a
+        // restart looks for it from, and what the config must still select for that.
         let mut e = self.start.clone();
-        e.path = self.path.to_string_lossy().into_owned();
         e.updated = self.seen_unix;
         if let Some(r) = &self.reader {
             e.offset = r.offset();
@@ -345,21 +346,20 @@ impl Compressed {
         let Some(reader) = self.reader.as_mut() else {
             return 0;
         };
-        let pending = reader.pending();
-        if pending.is_empty() {
+        // A partial line, or an oversize one being skipped (its bytes are not kept).
+        let Some((raw, len)) = reader.unterminated() else {
             return 0;
-        }
+        };
         counters.rejected += 1;
         sink(TailItem::Rejected {
             file: &self.id,
             path: &self.path,
             offset: reader.offset(),
             reason: format!(
-                "unterminated last line ({} bytes, no newline) at the end of a compressed rotation",
-                pending.len()
+                "unterminated last line ({len} bytes, no newline) at the end of a compressed rotation"
             ),
-            raw: &pending[..pending.len().min(RAW_CAP)],
-            len: pending.len(),
+            raw: &raw[..raw.len().min(RAW_CAP)],
+            len: usize::try_from(len).unwrap_or(usize::MAX),
         });
         // The checkpoint then covers it: a restart does not hand it out again.
         let end = reader.read_pos();

@@ -112,6 +112,20 @@ impl Exclude {
     }
 }
 
+/// The valid patterns, compiled (invalid ones are refused by [`validate`] and at reload).
+pub(super) fn compile(patterns: &[String]) -> Vec<Pattern> {
+    patterns
+        .iter()
+        .filter_map(|p| Pattern::new(p).ok())
+        .collect()
+}
+
+/// Whether a scan would read a file at `path`: an include pattern matches the name and no
+/// exclusion does (whether a file is there or not).
+pub(super) fn selects(include: &[Pattern], exclude: &Exclude, path: &Path) -> bool {
+    include.iter().any(|p| p.matches_path_with(path, OPTIONS)) && !exclude.matches(path)
+}
+
 /// Expands the patterns, leaving out what `exclude` matches. Files are returned sorted by
 /// path, one entry per (dev, inode) (the first path in sorted order wins when a file is
 /// reachable by several paths, e.g. a symlink and its target). Unreadable directories and

@@ -223,6 +223,11 @@ struct Tracked {
     dev: u64,
     inode: u64,
     path: PathBuf,
+    /// The name the globs last selected it under, which its checkpoint entries carry: where
+    /// a restart looks for it from, and what the config must still select for that search
+    /// ([`Tailer::followed_outside_the_globs`]). `path` itself, except for a file found
+    /// rotated out of the globs ([`Tailer::follow_rotated`]), which keeps the saved one.
+    selected_path: PathBuf,
     fp: Option<Fingerprint>,
     id: Option<FileId>,
     reader: Reader,
@@ -281,6 +286,7 @@ impl Tracked {
         Tracked {
             dev,
             inode,
+            selected_path: path.clone(),
             path,
             id: fp
                 .as_ref()
@@ -331,7 +337,7 @@ impl Tracked {
                 Entry::awaiting_first_line(
                     self.dev,
                     self.inode,
-                    self.path.to_string_lossy().into_owned(),
+                    self.selected_path.to_string_lossy().into_owned(),
                     self.seen_unix,
                 )
             });
@@ -362,7 +368,7 @@ impl Tracked {
             if cached_id == id
                 && e.offset == self.reader.offset()
                 && e.updated == self.seen_unix
-                && e.path.as_bytes() == self.path.as_os_str().as_bytes()
+                && e.path.as_bytes() == self.selected_path.as_os_str().as_bytes()
             {
                 return Some(e.clone());
             }
@@ -384,7 +390,7 @@ impl Tracked {
             dev: self.dev,
             inode: self.inode,
             fingerprint: id.fingerprint_hex(),
-            path: self.path.to_string_lossy().into_owned(),
+            path: self.selected_path.to_string_lossy().into_owned(),
             offset,
             updated: self.seen_unix,
             marker: String::new(),
@@ -1094,7 +1100,9 @@ impl Tailer {
 
     /// For shutdown: re-scans the globs, then reads every rotated-away file (renamed out of
     /// the globs or deleted) to its end, or until `deadline`. After a restart such a file
-    /// cannot be found again, so lines written to it before the stop are read now or never.
+    /// may not be found again (deleted, or moved where [`rotated`] does not look), so lines
+    /// written to it before the stop are read now. An unterminated last line is rejected now
+    /// only if a restart will not find the file; else the checkpoint keeps its start.
     /// Files still matching the globs are left alone (they resume from the checkpoint).
     /// Returns the number of items handed to `sink`.
     pub fn finish_rotated_away(
@@ -1143,21 +1151,53 @@ impl Tailer {
                 }
             }
         }
-        // A rotated-away file read to its end but for an unterminated last line will not be
-        // found again after the restart: hand that line out as Rejected now, as the
-        // rotate_wait expiry would, rather than lose it.
+        // A rotated-away file read to its end but for an unterminated last line: the writer
+        // may still finish that line (logrotate's `create` renames the log while the
+        // service writes to it). If a restart will find the file again ([`rotated::find`]),
+        // it stays open until the checkpoint, which then holds the line's start: the restart
+        // reads the line whole, or rejects it once it gives the file up. Otherwise (deleted,
+        // moved out of reach) hand the line out as Rejected now, as the rotate_wait expiry
+        // would, rather than lose it.
         let (stranded, kept): (Vec<Tracked>, Vec<Tracked>) =
             std::mem::take(&mut self.files).into_iter().partition(|t| {
                 let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.last_size);
                 t.gone_since.is_some()
-                    && !t.reader.pending().is_empty()
+                    && t.reader.unterminated().is_some()
                     && size <= t.reader.read_pos()
             });
         self.files = kept;
-        for t in stranded {
-            items += self.close(t, sink, "at shutdown");
+        let mut listings = rotated::Listings::default();
+        for mut t in stranded {
+            if self.found_after_restart(&mut t, &mut listings) {
+                tracing::info!(
+                    path = %t.path.display(),
+                    offset = t.reader.offset(),
+                    "shutdown: a rotated-away file ends in an unterminated line; keeping its start in the checkpoint for the restart to read on"
+                );
+                self.files.push(t);
+            } else {
+                items += self.close(t, sink, "at shutdown");
+            }
         }
         items
+    }
+
+    /// Whether a restart will find `t`, a rotated-away file, again at the position it is read
+    /// up to (as [`Tailer::follow_rotated`] looks for a saved position): the same file, under
+    /// a name in its directory or in `rotated_dirs`.
+    fn found_after_restart(&self, t: &mut Tracked, listings: &mut rotated::Listings) -> bool {
+        let Some(e) = t.entry_here().filter(|e| !e.awaiting_first_line) else {
+            return false;
+        };
+        if !self.followed_outside_the_globs(&e) {
+            return false;
+        }
+        let key = (t.dev, t.inode);
+        // Nothing the globs match at a restart is skipped: this file is not among them.
+        matches!(
+            rotated::find(&e, &self.opts.rotated_dirs, &|_, _| false, listings),
+            Some(rotated::Found::Plain { md, .. }) if (md.dev(), md.ino()) == key
+        )
     }
 
     /// Stops reading a rotated-away file: an unterminated last line (or only line) is handed
@@ -1203,8 +1243,15 @@ impl Tailer {
                 "closing rotated-away file after rotate_wait with bytes not yet read"
             );
         } else if let Some(id) = &t.id {
-            let pending = t.reader.pending();
-            if !pending.is_empty() {
+            // A partial line, or one already too long that is being skipped (not held in
+            // memory, but its bytes were read all the same).
+            if let Some((raw, len)) = t.reader.unterminated() {
+                let max = self.opts.max_line_bytes;
+                let too_long = if len > max as u64 {
+                    format!(", longer than max_line_bytes ({max})")
+                } else {
+                    String::new()
+                };
                 items += 1;
                 self.counters.rejected += 1;
                 sink(TailItem::Rejected {
@@ -1212,11 +1259,10 @@ impl Tailer {
                     path: &t.path,
                     offset,
                     reason: format!(
-                        "unterminated last line ({} bytes, no newline) in a rotated-away file closed {when}",
-                        pending.len()
+                        "unterminated last line ({len} bytes, no newline{too_long}) in a rotated-away file closed {when}"
                     ),
-                    raw: &pending[..pending.len().min(RAW_CAP)],
-                    len: pending.len(),
+                    raw: &raw[..raw.len().min(RAW_CAP)],
+                    len: usize::try_from(len).unwrap_or(usize::MAX),
                 });
                 offset = t.reader.read_pos();
             }
@@ -1255,6 +1301,10 @@ impl Tailer {
             .iter()
             .map(|f| (f.path.as_path(), (f.dev, f.inode)))
             .collect();
+        let include = discovery::compile(&self.opts.include);
+        // Open files whose name the config no longer selects (a reload took it out of
+        // `input.paths` or put it into `input.exclude`).
+        let mut deselected = Vec::new();
         for t in &mut self.files {
             let key = (t.dev, t.inode);
             match by_key.get(&key) {
@@ -1268,6 +1318,10 @@ impl Tailer {
                         tracing::info!(from = %t.path.display(), to = %new_path.display(), "file renamed");
                         t.path = new_path.clone();
                     }
+                    t.selected_path.clone_from(&t.path);
+                }
+                None if !discovery::selects(&include, &self.exclude, &t.selected_path) => {
+                    deselected.push(key);
                 }
                 None => {
                     if t.gone_since.is_none() {
@@ -1281,6 +1335,9 @@ impl Tailer {
                     }
                 }
             }
+        }
+        for key in deselected {
+            self.stop_deselected(key);
         }
         let tracked: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
         // Still waiting from the first scan: those keep their `StartAt::End` treatment.
@@ -1313,6 +1370,38 @@ impl Tailer {
         self.last_found = by_key.into_keys().collect();
         self.waiting = waiting;
         self.first_start = false;
+    }
+
+    /// Stops reading the open file `key`, whose name the config no longer selects, at once:
+    /// a file the user took out of the inputs is not read on through its handle as a rotated
+    /// one would be (a service writing to it would keep it read forever). Nothing is handed
+    /// out for it now, not even an unterminated last line: its position is kept, so should
+    /// the config select it again, reading resumes where it stopped (within the 24 hours a
+    /// position is kept), and it is not looked for outside the globs meanwhile.
+    fn stop_deselected(&mut self, key: (u64, u64)) {
+        let Some(i) = self.files.iter().position(|t| (t.dev, t.inode) == key) else {
+            return;
+        };
+        let mut t = self.files.remove(i);
+        self.counters.files_closed += 1;
+        tracing::info!(
+            path = %t.path.display(),
+            offset = t.reader.offset(),
+            "file no longer selected by input.paths and input.exclude; stopped reading it"
+        );
+        if let Some(e) = t.entry_here() {
+            self.searched.insert(search_key(&e));
+            self.saved.entry(key).or_default().push(e);
+        }
+    }
+
+    /// Whether the saved position `e` may be looked for outside the globs: only if the
+    /// config still selects the name it was read under. Rotation leaves that name selected
+    /// (its content moved away, a new file comes under it); a name the config stopped
+    /// selecting is a log the user no longer wants read, at its own name or renamed.
+    fn followed_outside_the_globs(&self, e: &Entry) -> bool {
+        let include = discovery::compile(&self.opts.include);
+        discovery::selects(&include, &self.exclude, Path::new(&e.path))
     }
 
     /// Opens a newly found file and decides where to start reading it. Returns the (dev,
@@ -1662,6 +1751,10 @@ impl Tailer {
         let mut listings = rotated::Listings::default();
         for e in todo {
             self.searched.insert(search_key(&e));
+            if !self.followed_outside_the_globs(&e) {
+                tracing::debug!(saved = %e.path, "saved position of a file input.paths no longer selects: not looked for");
+                continue;
+            }
             let open: HashSet<(u64, u64)> = self.files.iter().map(|t| (t.dev, t.inode)).collect();
             let skip = |dev, inode| {
                 self.last_found.contains(&(dev, inode)) || open.contains(&(dev, inode))
@@ -1688,6 +1781,7 @@ impl Tailer {
                     );
                     let mut t =
                         Tracked::opened(file, &md, path, Some(fp), e.offset, false, now_unix);
+                    t.selected_path = PathBuf::from(&e.path);
                     t.gone_since = Some(now);
                     self.counters.files_resumed += 1;
                     self.files.push(t);
@@ -1754,6 +1848,7 @@ impl Tailer {
         // first line is settled (a copy of another file continues at that file's position;
         // otherwise it is new, and read from 0).
         let mut t = Tracked::opened(file, md, path, None, 0, true, now_unix);
+        t.selected_path = PathBuf::from(&e.path);
         t.gone_since = Some(now);
         // Looked at by `decide_awaiting` whether or not this poll re-scanned.
         t.last_size = u64::MAX;

@@ -95,6 +95,18 @@ impl Reader {
         &self.pending
     }
 
+    /// The unterminated last line read so far, if any: the first bytes kept of it (all of
+    /// a partial line, at most [`RAW_CAP`] of an oversize one being skipped, which is not
+    /// held in memory) and its full length. What a closing file must still account for.
+    pub fn unterminated(&self) -> Option<(&[u8], u64)> {
+        match &self.skip {
+            Some(skip) => Some((&skip.raw, skip.len)),
+            None => {
+                (!self.pending.is_empty()).then(|| (&self.pending[..], self.pending.len() as u64))
+            }
+        }
+    }
+
     fn remember_tail(&mut self, data: &[u8]) {
         if data.len() >= TAIL_KEEP {
             self.tail.clear();
@@ -286,6 +298,14 @@ mod tests {
         let (out, r) = run(&[&big[..20], &big[20..], b"\r\nok\n"], 10);
         assert_eq!(out, vec![Out::R(0, 50, 50), Out::L(52, "ok".into())]);
         assert_eq!(r.offset(), 55);
+        // While it is being skipped it is still an unterminated line, of its full length.
+        let (_, r) = run(&[&big[..20], &big[20..]], 10);
+        assert!(r.pending().is_empty());
+        assert_eq!(r.unterminated(), Some((&big[..], 50)));
+        let (_, r) = run(&[b"ok\npart"], 10);
+        assert_eq!(r.unterminated(), Some((&b"part"[..], 4)));
+        let (_, r) = run(&[b"ok\n"], 10);
+        assert_eq!(r.unterminated(), None);
         // Complete oversize line inside one chunk.
         let (out, _) = run(&[b"0123456789AB\nok\n"], 10);
         assert_eq!(out, vec![Out::R(0, 12, 12), Out::L(13, "ok".into())]);
