@@ -636,12 +636,14 @@ pub(crate) fn run(
                         ))
                     };
                     for batch in seg.decode_on(scope, fi, opts.filters_tags()) {
-                        for (line_no, facts) in batch.map_err(bad)? {
-                            let pr_key = match &facts {
-                                Ok(f) if corrected_prompts.contains(&f.prompt_key) => {
-                                    filing.pr_key_of(&file, &f.ex.loc)?
-                                }
-                                _ => None,
+                        for (line_no, mut facts) in batch.map_err(bad)? {
+                            let pr_key = match &mut facts {
+                                Ok(f) => filing.read_back_if_named(
+                                    &file,
+                                    f,
+                                    corrected_prompts.contains(&f.prompt_key),
+                                )?,
+                                Err(_) => None,
                             };
                             filing.file(fi, line_no, facts, pr_key)?;
                         }
@@ -1123,15 +1125,26 @@ impl Filing<'_> {
             .push(Row::new(f.id, (0, fi, line_no), Payload::Example(f.ex)))
     }
 
-    /// The (prompt, answer) key of the cached line at `loc` of `file`, if a correction may
-    /// name it: read from the segment again (it is needed only for lines whose prompt a
-    /// correction names).
-    fn pr_key_of(
+    /// What the cache does not keep of a line (`f`, in `file`) that a correction may name,
+    /// read from the segment again: its (prompt, answer) key, returned if a correction names
+    /// its prompt (`prompt_named`) and may name the pair; and, when corrections are exported,
+    /// its user id into `f`. Most lines are named by nothing and are not read.
+    fn read_back_if_named(
         &self,
         file: &std::fs::File,
-        loc: &prepare::Loc,
+        f: &mut prepare::LineFacts,
+        prompt_named: bool,
     ) -> Result<Option<u128>, ExportError> {
         use std::os::unix::fs::FileExt;
+        let id_named = self.opts.include_corrections
+            && (self.targets.may_contain(join::KeyRef::Id(&f.id))
+                || f.request_id
+                    .as_deref()
+                    .is_some_and(|r| self.targets.may_contain(join::KeyRef::Id(r))));
+        if !prompt_named && !id_named {
+            return Ok(None);
+        }
+        let loc = &f.ex.loc;
         let path = &self.paths[loc.file as usize];
         let mut line = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut line, loc.off)
@@ -1139,13 +1152,18 @@ impl Filing<'_> {
                 path: path.clone(),
                 source: e,
             })?;
-        let key = prepare::pr_key_of_line(&line).ok_or_else(|| {
+        let (key, user) = prepare::read_back(&line).ok_or_else(|| {
             ExportError::Internal(format!(
                 "{} changed: a line cached as readable no longer is",
                 path.display()
             ))
         })?;
-        Ok(Some(key).filter(|&k| self.targets.may_contain(join::KeyRef::Pair(k))))
+        let pr_key =
+            Some(key).filter(|&k| prompt_named && self.targets.may_contain(join::KeyRef::Pair(k)));
+        if self.opts.include_corrections && (id_named || pr_key.is_some()) {
+            f.user_id = user;
+        }
+        Ok(pr_key)
     }
 }
 

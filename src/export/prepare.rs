@@ -185,7 +185,9 @@ pub(crate) struct LineFacts {
     pub id: String,
     /// Its request id, when it has one that is not empty and not its id.
     pub request_id: Option<String>,
-    /// Its user's id (not empty), which corrections of it are scrubbed with, as it is.
+    /// Its user's id (not empty), which corrections of it are scrubbed with, as it is: only
+    /// when corrections are exported and one may name it (not in the prepared cache: read
+    /// back from the segment for such a line, [`read_back`]).
     pub user_id: Option<String>,
     /// [`prompt_key`] of its (unscrubbed) prompt: only an example whose prompt a correction
     /// names needs its (prompt, answer) key ([`pr_key`]).
@@ -441,18 +443,25 @@ pub(crate) fn example(
         // A line is far below 4 GiB: the collector caps its input lines.
         len: u32::try_from(line.bytes.len()).unwrap_or(u32::MAX),
     };
+    let request_id = match &x.metadata.request_id {
+        Some(ReqId::Str(r)) if !r.is_empty() && *r != x.id => Some(r.to_string()),
+        _ => None,
+    };
+    let may_be_corrected = opts.include_corrections
+        && (pr_key.is_some()
+            || ctx.targets.may_contain(KeyRef::Id(&x.id))
+            || request_id
+                .as_deref()
+                .is_some_and(|r| ctx.targets.may_contain(KeyRef::Id(r))));
     Ok(ExRead {
         pr_key,
         facts: LineFacts {
-            request_id: match x.metadata.request_id {
-                Some(ReqId::Str(r)) if !r.is_empty() && r != x.id => Some(r.into_owned()),
-                _ => None,
-            },
+            request_id,
             user_id: x
                 .metadata
                 .user_id
                 .as_deref()
-                .filter(|u| !u.is_empty())
+                .filter(|u| may_be_corrected && !u.is_empty())
                 .map(String::from),
             prompt_key,
             ex: Ex {
@@ -483,12 +492,13 @@ pub(crate) fn example(
     })
 }
 
-/// The (prompt, answer) key of an example line read before ([`pr_key`]), for a line whose
-/// facts came from the prepared cache and whose prompt a correction names. `None` if the
-/// line no longer parses (it did when it was cached, and sealed segments do not change).
-pub(crate) fn pr_key_of_line(bytes: &[u8]) -> Option<u128> {
+/// The (prompt, answer) key ([`pr_key`]) and user id of an example line read before, for a
+/// line whose facts came from the prepared cache and which a correction may name. `None` if
+/// the line no longer parses (it did when it was cached, and sealed segments do not change).
+pub(crate) fn read_back(bytes: &[u8]) -> Option<(u128, Option<String>)> {
     let x = parse_example(bytes, false).ok()?;
-    Some(pr_key(&x.prompt, &x.response, &mut String::new()))
+    let user = x.metadata.user_id.filter(|u| !u.is_empty());
+    Some((pr_key(&x.prompt, &x.response, &mut String::new()), user))
 }
 
 /// The characters of `s`, or `cap` when it has at least that many: the length filters ask

@@ -46,7 +46,7 @@ use xxhash_rust::xxh3::Xxh3;
 /// The cache's directory under the state directory.
 pub const DIR_NAME: &str = "export-cache";
 /// First bytes of an entry; the last digit is the format's version (also in the fingerprint).
-const MAGIC: &[u8; 8] = b"TCPREP03";
+const MAGIC: &[u8; 8] = b"TCPREP04";
 /// How many fingerprints' directories are kept (an export with other options, `ready` with
 /// the config's): the most recently used.
 const KEEP_FINGERPRINTS: usize = 4;
@@ -511,7 +511,6 @@ fn encode_line(line_no: u64, facts: &Result<LineFacts, String>, out: &mut Vec<u8
             e.u8(0)
                 .str(&f.id)
                 .opt_str(f.request_id.as_deref())
-                .opt_str(f.user_id.as_deref())
                 .u128(f.prompt_key);
             f.ex.encode_in_file(0, e);
             f.filters.encode(e);
@@ -538,7 +537,6 @@ fn decode_line(
         0 => {
             let id = d.str()?;
             let request_id = d.opt_str()?;
-            let user_id = d.opt_str()?;
             let prompt_key = d.u128()?;
             let mut ex = Ex::decode(d)?;
             ex.loc.file = file;
@@ -551,7 +549,8 @@ fn decode_line(
             Ok(LineFacts {
                 id,
                 request_id,
-                user_id,
+                // Read back from the segment for the few lines a correction may name.
+                user_id: None,
                 prompt_key,
                 ex,
                 filters,
@@ -721,7 +720,7 @@ mod tests {
     #[test]
     fn export_prepared_cache_damaged_frame_length_reads_only_what_is_there() {
         let mut bytes = (u32::MAX - 1).to_le_bytes().to_vec();
-        bytes.extend_from_slice(b"TCPREP03 and little else");
+        bytes.extend_from_slice(b"TCPREP04 and little else");
         let mut buf = Vec::new();
         let err = read_frame_into(&mut &bytes[..], &mut buf).unwrap_err();
         assert_eq!(err, "frame cut short");
