@@ -2050,15 +2050,7 @@ fn an_oversize_unterminated_last_line_of_a_rotated_away_file_is_rejected_not_dro
     });
     stop(&sb, d);
     assert_exact(&sb, &ids("ou", 0..5));
-    let r = rejected(&sb);
-    assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0]["offset"], at);
-    assert_eq!(r[0]["raw_len"], 5000);
-    let reason = r[0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("unterminated") && reason.contains("max_line_bytes"),
-        "{reason}"
-    );
+    assert_one_unterminated_rejected(&sb, at, 5000, "max_line_bytes");
 }
 
 /// The same at shutdown, for a deleted file (no restart can find it again): the oversize
@@ -2077,13 +2069,19 @@ fn an_oversize_unterminated_last_line_of_a_deleted_file_is_rejected_at_shutdown(
     // Long before rotate_wait (5 s): only the shutdown can account for the line.
     stop(&sb, d);
     assert_exact(&sb, &ids("od", 0..3));
-    let r = rejected(&sb);
+    assert_one_unterminated_rejected(&sb, at, 5000, "at shutdown");
+}
+
+/// The one rejected record is the unterminated line of `len` bytes at `offset`, with `why`
+/// in its reason.
+fn assert_one_unterminated_rejected(sb: &Sandbox, offset: u64, len: u64, why: &str) {
+    let r = rejected(sb);
     assert_eq!(r.len(), 1, "{r:?}");
-    assert_eq!(r[0]["offset"], at);
-    assert_eq!(r[0]["raw_len"], 5000);
+    assert_eq!(r[0]["offset"], offset);
+    assert_eq!(r[0]["raw_len"], len);
     let reason = r[0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("unterminated") && reason.contains("at shutdown"),
+        reason.contains("unterminated") && reason.contains(why),
         "{reason}"
     );
 }
