@@ -31,6 +31,35 @@ pub static JEMALLOC_CONF: Option<&'static std::ffi::c_char> = Some(
     unsafe { &*c"narenas:1".as_ptr() },
 );
 
+/// For the commands that export: freed pages are given back to the system over about a
+/// second rather than jemalloc's ten. A first export at 100,000 examples peaked at ~64 MiB,
+/// the last few MiB pages it had freed and kept for reuse; with 1 s, 56-62 MiB, no slower
+/// (with 0: ~50 MiB, 20% slower, every free page handed back and faulted in again). The
+/// daemon keeps the default: with 1 s for every command, one paired run of ingests took
+/// more CPU (median 1.34 -> 1.63 s at 100,000), not worth it next to the service.
+fn give_back_freed_memory_sooner() {
+    let ms: isize = 1000;
+    // The one arena (`narenas:1`), and the default of arenas made later (jemalloc's arena for
+    // huge allocations is made on first use).
+    for name in [c"arena.0.dirty_decay_ms", c"arenas.dirty_decay_ms"] {
+        // SAFETY: these take an ssize_t; the name is NUL-terminated, the new value's pointer
+        // and size match it; nothing is read back.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                (&ms as *const isize).cast_mut().cast(),
+                std::mem::size_of::<isize>(),
+            )
+        };
+        if rc != 0 {
+            // Only memory at stake: go on with the default.
+            tracing::debug!(rc, "jemalloc: cannot set {name:?}");
+        }
+    }
+}
+
 const DEFAULT_CONFIG: &str = "./config.toml";
 
 /// Turns an LLM service's JSON-lines interaction logs into curated fine-tuning data.
@@ -192,6 +221,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config.log_level);
+    if matches!(
+        cli.command,
+        Command::Export { .. } | Command::Ready { .. } | Command::TrainCheck
+    ) {
+        give_back_freed_memory_sooner();
+    }
     match dispatch(cli.command, config, source) {
         Ok(code) => code,
         Err(e) => {
