@@ -1326,41 +1326,37 @@ fn glob_reads_in(glob: &str, dir: &Path) -> bool {
         .is_ok_and(|p| p.matches_path_with(dir, crate::tail::discovery::OPTIONS))
 }
 
-/// Whether the TOML text sets `key_path` itself (rather than leaving it to its default).
-fn is_set(text: &str, key_path: &[&str]) -> bool {
-    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
-        return false;
-    };
-    let mut item = doc.as_item();
-    for key in key_path {
-        match item.as_table_like().and_then(|t| t.get(key)) {
-            Some(next) => item = next,
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Best-effort byte offset of `key_path` in the TOML text (for errors found after parsing).
 fn locate(text: &str, key_path: &[&str]) -> usize {
+    walk(text, key_path).0
+}
+
+/// Whether the TOML text sets `key_path` itself (rather than leaving it to its default).
+fn is_set(text: &str, key_path: &[&str]) -> bool {
+    walk(text, key_path).1
+}
+
+/// Follows `key_path` (table keys; an array's element by its index) in the TOML text: the
+/// byte offset of the deepest part of it found (0 if none), and whether all of it was.
+fn walk(text: &str, key_path: &[&str]) -> (usize, bool) {
     let Ok(doc) = toml_edit::ImDocument::parse(text) else {
-        return 0;
+        return (0, false);
     };
     let mut item = doc.as_item();
     let mut found = 0;
-    for key in key_path {
-        // An array's element, by its index.
+    for (depth, key) in key_path.iter().enumerate() {
         if let (Some(array), Ok(i)) = (item.as_array(), key.parse::<usize>()) {
-            if let Some(span) = array.get(i).and_then(|v| v.span()) {
+            let element = array.get(i);
+            if let Some(span) = element.and_then(|v| v.span()) {
                 found = span.start;
             }
-            break;
+            return (found, element.is_some() && depth + 1 == key_path.len());
         }
         let Some(table) = item.as_table_like() else {
-            break;
+            return (found, false);
         };
         let Some((k, next)) = table.get_key_value(key) else {
-            break;
+            return (found, false);
         };
         if let Some(span) = k.span() {
             found = span.start;
@@ -1370,7 +1366,7 @@ fn locate(text: &str, key_path: &[&str]) -> usize {
         }
         item = next;
     }
-    found
+    (found, true)
 }
 
 impl fmt::Display for ConfigSource {

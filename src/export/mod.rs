@@ -587,6 +587,7 @@ pub(crate) fn run(
         opts,
         paths: &inputs.examples,
         targets: &targets,
+        corrected_prompts: &corrected_prompts,
         counts: &mut counts,
         joins: &mut joins,
         rows: &mut rows,
@@ -607,7 +608,7 @@ pub(crate) fn run(
                 Err(e) => (Err(e.to_string()), None),
             };
             pending.push(fi, line_no, &facts);
-            filing.file(fi, line_no, facts, pr_key)?;
+            filing.file(fi, line_no, facts, LineExtras::Prepared(pr_key))?;
         }
         Ok(())
     };
@@ -636,16 +637,8 @@ pub(crate) fn run(
                         ))
                     };
                     for batch in seg.decode_on(scope, fi, opts.filters_tags()) {
-                        for (line_no, mut facts) in batch.map_err(bad)? {
-                            let pr_key = match &mut facts {
-                                Ok(f) => filing.read_back_if_named(
-                                    &file,
-                                    f,
-                                    corrected_prompts.contains(&f.prompt_key),
-                                )?,
-                                Err(_) => None,
-                            };
-                            filing.file(fi, line_no, facts, pr_key)?;
+                        for (line_no, facts) in batch.map_err(bad)? {
+                            filing.file(fi, line_no, facts, LineExtras::Cached(&file))?;
                         }
                     }
                     example_files.push((file, path.clone()));
@@ -1069,21 +1062,34 @@ struct Filing<'a> {
     /// The example inputs, for warnings.
     paths: &'a [PathBuf],
     targets: &'a join::KeyFilter,
+    /// [`prepare::prompt_key`]s of the corrections' original prompts.
+    corrected_prompts: &'a std::collections::HashSet<u128>,
     counts: &'a mut Counts,
     joins: &'a mut Sorter<JoinItem>,
     rows: &'a mut Sorter<Row>,
     band_store: &'a mut band_store::BandStore,
 }
 
+/// Where what a correction needs of a line besides its facts (its (prompt, answer) key, its
+/// user id) comes from.
+enum LineExtras<'f> {
+    /// Read with the line ([`prepare::example`]): the key, when a correction may name the
+    /// pair (the user id is in the facts).
+    Prepared(Option<u128>),
+    /// A line of the prepared cache, which keeps neither: read back from its segment, `file`,
+    /// when a correction may name the line.
+    Cached(&'f std::fs::File),
+}
+
 impl Filing<'_> {
-    /// Files line `line_no` of example file `fi`: its facts (or why it is unreadable) and its
-    /// (prompt, answer) key if a correction may name it.
+    /// Files line `line_no` of example file `fi`: its facts (or why it is unreadable), with
+    /// its `extras`.
     fn file(
         &mut self,
         fi: u32,
         line_no: u64,
         facts: Result<prepare::LineFacts, String>,
-        pr_key: Option<u128>,
+        extras: LineExtras<'_>,
     ) -> Result<(), ExportError> {
         self.counts.total_raw += 1;
         let mut f = match facts {
@@ -1107,6 +1113,10 @@ impl Filing<'_> {
                 .filter(|r| self.targets.may_contain(join::KeyRef::Id(r)))
                 .map(JoinKey::Id),
         );
+        let pr_key = match extras {
+            LineExtras::Prepared(k) => k,
+            LineExtras::Cached(file) => self.read_back_if_named(file, &mut f, !refs.is_empty())?,
+        };
         refs.extend(pr_key.map(JoinKey::Pair));
         for key in refs {
             self.joins.push(JoinItem {
@@ -1127,20 +1137,18 @@ impl Filing<'_> {
 
     /// What the cache does not keep of a line (`f`, in `file`) that a correction may name,
     /// read from the segment again: its (prompt, answer) key, returned if a correction names
-    /// its prompt (`prompt_named`) and may name the pair; and, when corrections are exported,
-    /// its user id into `f`. Most lines are named by nothing and are not read.
+    /// its prompt and may name the pair; and, when corrections are exported, its user id into
+    /// `f` (`id_named`: feedback or a correction may name its id or request id). Most lines
+    /// are named by nothing and are not read.
     fn read_back_if_named(
         &self,
         file: &std::fs::File,
         f: &mut prepare::LineFacts,
-        prompt_named: bool,
+        id_named: bool,
     ) -> Result<Option<u128>, ExportError> {
         use std::os::unix::fs::FileExt;
-        let id_named = self.opts.include_corrections
-            && (self.targets.may_contain(join::KeyRef::Id(&f.id))
-                || f.request_id
-                    .as_deref()
-                    .is_some_and(|r| self.targets.may_contain(join::KeyRef::Id(r))));
+        let prompt_named = self.corrected_prompts.contains(&f.prompt_key);
+        let id_named = id_named && self.opts.include_corrections;
         if !prompt_named && !id_named {
             return Ok(None);
         }
