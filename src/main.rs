@@ -170,9 +170,11 @@ enum Command {
     /// Record a thumbs up/down for an example id or the service's request id.
     Feedback {
         /// Example id (train_...) or the service's request id.
+        #[arg(value_parser = not_blank)]
         id: String,
         /// positive or negative.
-        value: String,
+        #[arg(value_parser = feedback_value)]
+        value: Feedback,
         #[arg(long)]
         comment: Option<String>,
         #[arg(long)]
@@ -180,16 +182,19 @@ enum Command {
     },
     /// Record a correction of an answer.
     Correct {
-        #[arg(long)]
+        /// The question, as the original example has it.
+        #[arg(long, value_parser = not_blank)]
         prompt: String,
-        #[arg(long)]
+        /// The answer being corrected, as the original example has it.
+        #[arg(long, value_parser = not_blank)]
         response: String,
-        #[arg(long)]
+        /// The right answer.
+        #[arg(long, value_parser = not_blank)]
         corrected: String,
         #[arg(long)]
         reason: Option<String>,
         /// The original's example id or request id, when known.
-        #[arg(long)]
+        #[arg(long, value_parser = not_blank)]
         id: Option<String>,
         #[arg(long)]
         corrector: Option<String>,
@@ -202,6 +207,21 @@ fn score(s: &str) -> Result<f64, String> {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("must be a number from 0 to 1, not {s:?}")),
     }
+}
+
+/// An argument that names or holds something: a blank one is a usage error (exit 2, nothing
+/// spooled), not an event the daemon would refuse later, out of the user's sight.
+fn not_blank(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty or blank".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// `feedback`'s value, refused at parsing like any other bad argument.
+fn feedback_value(s: &str) -> Result<Feedback, String> {
+    s.parse()
 }
 
 fn main() -> ExitCode {
@@ -376,14 +396,10 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             comment,
             user,
         } => {
-            let fb: Feedback = value
-                .parse()
-                .map_err(anyhow::Error::msg)
-                .context("feedback value")?;
             let event = spool::SpoolEvent::Feedback {
                 event_id: Some(spool::new_event_id()),
                 id,
-                feedback: serde_json::Value::from(fb.as_str()),
+                feedback: serde_json::Value::from(value.as_str()),
                 comment,
                 user,
                 timestamp: Some(training_collector::clock::now_rfc3339()),

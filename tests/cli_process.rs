@@ -891,3 +891,66 @@ fn export_files_follow_the_umask() {
         }
     }
 }
+
+/// `feedback` and `correct` refuse a blank id or text as a usage error (exit 2), and spool
+/// nothing: the daemon would refuse such an event later, where the user does not look.
+#[test]
+fn feedback_and_correct_refuse_blank_arguments() {
+    let sb = Sandbox::with_config(&base_config(&[]));
+    let ok = [
+        "--prompt",
+        "What is the TPO seam overlap?",
+        "--response",
+        "2 inches",
+        "--corrected",
+        "2.5 inches",
+    ];
+    let mut cases: Vec<Vec<String>> = vec![
+        vec!["feedback".into(), " ".into(), "positive".into()],
+        vec!["feedback".into(), "".into(), "negative".into()],
+        vec!["feedback".into(), "req-1".into(), "meh".into()],
+    ];
+    for i in [1, 3, 5] {
+        let mut a: Vec<String> = std::iter::once("correct")
+            .chain(ok)
+            .map(String::from)
+            .collect();
+        a[i + 1] = "\t ".into();
+        cases.push(a);
+    }
+    let mut a: Vec<String> = std::iter::once("correct")
+        .chain(ok)
+        .map(String::from)
+        .collect();
+    a.extend(["--id".into(), " ".into()]);
+    cases.push(a);
+    for args in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (rc, o, e) = sb.cli(&args);
+        assert_eq!(rc, 2, "{args:?}: {o}{e}");
+        assert!(e.contains("invalid value"), "{args:?}: {e}");
+        let spooled: Vec<_> = walkdir_files(&sb.path("spool"));
+        assert!(spooled.is_empty(), "{args:?} spooled {spooled:?}");
+    }
+    // The same commands with real values are spooled.
+    let (rc, _, e) = sb.cli(&["feedback", "req-1", "positive"]);
+    assert_eq!(rc, 0, "{e}");
+    let args: Vec<&str> = std::iter::once("correct").chain(ok).collect();
+    let (rc, _, e) = sb.cli(&args);
+    assert_eq!(rc, 0, "{e}");
+    assert_eq!(walkdir_files(&sb.path("spool")).len(), 2);
+}
+
+/// Every file under `dir`, at any depth.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = ent.path();
+        if p.is_dir() {
+            out.extend(walkdir_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
