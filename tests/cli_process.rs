@@ -954,3 +954,34 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A split that puts no line in validation (a small export, a small fraction) writes no
+/// validation file, whose emptiness loaders and trainers choke on, and removes the one an
+/// earlier export left; the report and the manifest say why.
+#[test]
+fn export_writes_no_empty_validation_file() {
+    let sb = captured(6, "");
+    let out = sb.path("out.jsonl");
+    let val = sb.path("out.val.jsonl");
+    let (r, _) = sb.export_to_out(&["--val-fraction", "0.9", "--ids"]);
+    assert!(r["validation_count"].as_u64().unwrap() > 0, "{r}");
+    assert!(val.exists() && sb.path("out.val.ids.txt").exists());
+
+    let (r, _) = sb.export_to_out(&["--val-fraction", "0.000001", "--ids"]);
+    assert_eq!(r["train_count"], 6, "{r}");
+    assert_eq!(r["validation_path"], Value::Null, "{r}");
+    let note = r["validation_note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("no validation file") && note.contains("0.000001"),
+        "{r}"
+    );
+    assert!(!val.exists(), "an empty or stale validation file is left");
+    assert!(!sb.path("out.val.ids.txt").exists());
+    let m: Value = serde_json::from_slice(&std::fs::read(manifest_of(&out)).unwrap()).unwrap();
+    assert_eq!(m["validation"], Value::Null, "{m}");
+    assert_eq!(m["validation_note"], r["validation_note"], "{m}");
+}
+
+fn manifest_of(out: &std::path::Path) -> std::path::PathBuf {
+    out.with_file_name("out.jsonl.manifest.json")
+}

@@ -299,6 +299,9 @@ pub struct Manifest {
     pub dropped: BTreeMap<String, u64>,
     pub output: OutputFile,
     pub validation: Option<OutputFile>,
+    /// Why there is no validation file although `val_fraction` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_note: Option<String>,
     /// The ids files (`--ids`), line for line with `output` and `validation`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_ids: Option<OutputFile>,

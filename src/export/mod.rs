@@ -304,6 +304,9 @@ pub struct ExportReport {
     pub train_count: u64,
     pub validation_path: Option<String>,
     pub validation_count: u64,
+    /// Why there is no validation file although `val_fraction` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_note: Option<String>,
     pub manifest_path: String,
     pub output_sha256: String,
     /// Feedback and correction lines that could not be parsed (example lines are counted in
@@ -943,7 +946,7 @@ pub(crate) fn run(
     let train = train
         .ok_or_else(lost)?
         .stage_detached(train_hash.ok_or_else(lost)?)?;
-    let val = match (val, val_hash) {
+    let mut val = match (val, val_hash) {
         (Some(v), Some(h)) => Some(v.stage_detached(h)?),
         (None, None) => None,
         _ => {
@@ -954,7 +957,25 @@ pub(crate) fn run(
     };
     let [train_ids, val_ids] = ids;
     let train_ids = train_ids.map(manifest::AtomicFile::stage).transpose()?;
-    let val_ids = val_ids.map(manifest::AtomicFile::stage).transpose()?;
+    let mut val_ids = val_ids.map(manifest::AtomicFile::stage).transpose()?;
+    // No line fell in validation: an empty file would break the loaders that read it
+    // (`datasets.load_dataset` refuses an empty JSON file, trainers an empty eval set), so
+    // none is written (dropped, the staged files go) and any earlier one is removed with the
+    // rest of the old set; the report and the manifest say why.
+    let mut validation_note = None;
+    if val.as_ref().is_some_and(|v| v.record.lines == 0) {
+        let note = format!(
+            "no validation file: none of the {} lines fell in validation at val_fraction {} \
+             (the split goes by {}); raise the fraction or export more data",
+            train.record.lines,
+            opts.val_fraction,
+            opts.split_by.as_str()
+        );
+        tracing::warn!("{note}");
+        validation_note = Some(note);
+        val = None;
+        val_ids = None;
+    }
     let record = |f: &manifest::Staged| f.record.clone();
     let train_file = record(&train);
     let val_file = val.as_ref().map(record);
@@ -1003,6 +1024,7 @@ pub(crate) fn run(
         dropped: counts.dropped.clone(),
         output: train_file.clone(),
         validation: val_file.clone(),
+        validation_note: validation_note.clone(),
         output_ids: train_ids_file.clone(),
         validation_ids: val_ids_file,
     };
@@ -1024,6 +1046,7 @@ pub(crate) fn run(
         train_count: train_file.lines,
         validation_path: val_file.as_ref().map(|v| v.path.clone()),
         validation_count: val_file.as_ref().map_or(0, |v| v.lines),
+        validation_note,
         manifest_path: mpath.display().to_string(),
         output_sha256: train_file.sha256,
         ids_path: train_ids_file.map(|f| f.path),
