@@ -1160,6 +1160,17 @@ impl Config {
                 ));
             }
         }
+        for (key, list) in [
+            ("tags", &self.export.tags),
+            ("exclude_tags", &self.export.exclude_tags),
+        ] {
+            if let Some(i) = list.iter().position(|t| t.trim().is_empty()) {
+                return Err(err(
+                    &["export", key, &i.to_string()],
+                    format!("export.{key}[{i}] is blank: name a tag, or leave it out"),
+                ));
+            }
+        }
         for (tag, pats) in &self.domain.tags {
             if pats.is_empty() || pats.iter().any(|p| p.trim().is_empty()) {
                 return Err(err(

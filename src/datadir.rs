@@ -111,6 +111,15 @@ pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions
             .chain(&req.exclude_tags)
             .cloned()
             .collect(),
+        // The auto tags: a record gets `general` when no tag pattern matches it.
+        declared_tags: cfg
+            .domain
+            .tags
+            .keys()
+            .cloned()
+            .chain(["general".to_string()])
+            .collect(),
+        strict_tags: req.tags.iter().chain(&req.exclude_tags).cloned().collect(),
         val_fraction,
         system_prompt: (!e.system_prompt.is_empty()).then(|| e.system_prompt.clone()),
         pii_patterns: e.pii_patterns.iter().map(|p| p.0.clone()).collect(),

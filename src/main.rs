@@ -112,16 +112,17 @@ enum Command {
         #[arg(long, value_name = "X", value_parser = score)]
         min_score: Option<f64>,
         /// Only examples and corrections with this tag (repeatable: any of them; replaces
-        /// export.tags).
-        #[arg(long = "tag", value_name = "TAG")]
+        /// export.tags). Case is ignored; a tag that no record has and domain.tags does not
+        /// name is an error.
+        #[arg(long = "tag", value_name = "TAG", value_parser = not_blank)]
         tags: Vec<String>,
         /// At most this many lines in all, the best first (corrections, then thumbs up, then
         /// by auto_score, then newer); 0 = all.
         #[arg(long, value_name = "N")]
         max_examples: Option<u64>,
         /// Leave out examples and corrections with this tag (repeatable; besides
-        /// export.exclude_tags).
-        #[arg(long = "exclude-tag", value_name = "TAG")]
+        /// export.exclude_tags). Case is ignored; an unknown tag is an error, as for --tag.
+        #[arg(long = "exclude-tag", value_name = "TAG", value_parser = not_blank)]
         exclude_tags: Vec<String>,
         /// Leave corrections out.
         #[arg(long)]

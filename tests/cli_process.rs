@@ -609,7 +609,13 @@ fn export_score_and_length_bounds_through_the_cli_and_the_config() {
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
     assert!(!tags.is_empty());
-    let (rc, r, err) = export(&["--tag", "no-such-tag"]);
+    // A tag domain.tags names that no example has selects nothing (one neither names is an
+    // error: export_tag_filters_ignore_case_and_refuse_unknown_tags).
+    let unused = ["rfi", "safety", "bur", "pvc", "epdm", "scheduling"]
+        .into_iter()
+        .find(|t| !tags.contains(*t))
+        .expect("a default tag that no example has");
+    let (rc, r, err) = export(&["--tag", unused]);
     assert_eq!(rc, 0, "{err}");
     assert_eq!(r["after_filtering"], 0, "{r}");
     assert_eq!(r["dropped"]["tag_not_selected"], 20, "{r}");
@@ -984,4 +990,79 @@ fn export_writes_no_empty_validation_file() {
 
 fn manifest_of(out: &std::path::Path) -> std::path::PathBuf {
     out.with_file_name("out.jsonl.manifest.json")
+}
+
+/// Tag filters ignore case (a log's "Warranty-Claim" and `--tag warranty-claim` are one
+/// tag), and a tag that no record has and domain.tags does not name (a typo) is not a silent
+/// filter that selects nothing, or excludes nothing: on the command line it stops the export
+/// before anything is written, naming the known tags; in the config, which may name a tag
+/// captures have not brought yet, it is a warning. A blank tag in the config is an error at
+/// its line and column.
+#[test]
+fn export_tag_filters_ignore_case_and_refuse_unknown_tags() {
+    let sb = Sandbox::with_config(&base_config(&[]));
+    let mut lines: Vec<String> = (0..30).map(distinct_line).collect();
+    // A tag the service logs itself: free-form, not one of domain.tags.
+    let mut tagged: Value = serde_json::from_str(&distinct_line(30)).unwrap();
+    tagged["tags"] = serde_json::json!(["Warranty-Claim"]);
+    lines.push(tagged.to_string());
+    append_lines(&sb.path("logs/app.log"), &lines);
+    let d = sb.start();
+    wait_until(T, "all examples", || sb.examples().len() == 31);
+    d.stop();
+    let with_tpo = sb
+        .examples()
+        .iter()
+        .filter(|e| e["tags"].as_array().unwrap().iter().any(|t| t == "tpo"))
+        .count() as u64;
+    assert!((1..31).contains(&with_tpo), "{with_tpo} of 31 tagged tpo");
+
+    for spelling in ["tpo", "TPO", "Tpo"] {
+        let (r, _) = sb.export_to_out(&["--tag", spelling]);
+        assert_eq!(r["after_filtering"], with_tpo, "--tag {spelling}: {r}");
+        let (r, _) = sb.export_to_out(&["--exclude-tag", spelling]);
+        assert_eq!(
+            r["dropped"]["excluded_tag"], with_tpo,
+            "--exclude-tag {spelling}: {r}"
+        );
+    }
+    let (r, _) = sb.export_to_out(&["--tag", "warranty-claim"]);
+    assert_eq!(r["after_filtering"], 1, "{r}");
+
+    let out = sb.path("out.jsonl");
+    let before = std::fs::read(&out).unwrap();
+    for flag in ["--tag", "--exclude-tag"] {
+        let (rc, o, e) = sb.cli(&["export", "--output", out.to_str().unwrap(), flag, "tpyo"]);
+        assert_eq!(rc, 1, "{flag} tpyo: {o}{e}");
+        assert!(
+            e.contains("\"tpyo\"") && e.contains("tpo, ") && e.contains("Warranty-Claim"),
+            "{flag} tpyo: {e}"
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), before, "{flag} tpyo wrote");
+    }
+    let (rc, _, e) = sb.cli(&["export", "--tag", " "]);
+    assert_eq!(rc, 2, "{e}");
+
+    // The config's filters: case ignored too; an unknown tag warned of, not fatal.
+    let cfg = base_config(&["[export]", "exclude_tags = [\"TPO\", \"tpyo\"]"]);
+    std::fs::write(sb.config_path(), &cfg).unwrap();
+    let (rc, o, e) = sb.cli(&["export", "--output", out.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{o}{e}");
+    let r: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(r["dropped"]["excluded_tag"], with_tpo, "{r}");
+    assert!(
+        e.contains("export.exclude_tags") && e.contains("\"tpyo\"") && e.contains("tpo, "),
+        "{e}"
+    );
+    // A blank one is refused where it is written.
+    let cfg = base_config(&["[export]", "tags = [\"tpo\", \"  \"]"]);
+    std::fs::write(sb.config_path(), &cfg).unwrap();
+    let (rc, _, e) = sb.cli(&["check-config"]);
+    assert_eq!(rc, 2, "{e}");
+    let line = cfg.lines().count();
+    let at = format!(
+        "{}:{line}:16: export.tags[1] is blank",
+        sb.config_path().display()
+    );
+    assert!(e.contains(&at), "{e}");
 }

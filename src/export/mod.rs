@@ -103,8 +103,30 @@ pub enum ExportError {
         line: u64,
         reason: &'static str,
     },
+    #[error(
+        "no record has the tag {tag:?} and domain.tags does not name it (tags match ignoring case); {}",
+        known_tags_text(known)
+    )]
+    UnknownTag { tag: String, known: Vec<String> },
     #[error("internal export error: {0}")]
     Internal(String),
+}
+
+/// The tags an unknown one could have meant, for its error or warning: at most 40, with how
+/// many more there are (free-form tags, a spec section's say, can be many).
+fn known_tags_text(known: &[String]) -> String {
+    const SHOWN: usize = 40;
+    if known.is_empty() {
+        return "no record has any tag".into();
+    }
+    let mut s = format!(
+        "the tags are: {}",
+        known[..known.len().min(SHOWN)].join(", ")
+    );
+    if known.len() > SHOWN {
+        s.push_str(&format!(" and {} more", known.len() - SHOWN));
+    }
+    s
 }
 
 /// How to build the set. See the module documentation for the semantics.
@@ -128,6 +150,17 @@ pub struct ExportOptions {
     pub tags: Vec<String>,
     /// Records with any of these tags are left out.
     pub exclude_tags: Vec<String>,
+    /// Tag names that exist before any record carries them (`domain.tags`' names and
+    /// `general`). A filter tag that is none of them and that no record read carries is
+    /// unknown: most likely a typo, which would otherwise select nothing, or exclude nothing,
+    /// without a word.
+    pub declared_tags: Vec<String>,
+    /// The filter tags given for this export alone (on the command line): an unknown one
+    /// stops the export before anything is written. An unknown tag of the standing filters
+    /// (the config's) is a warning instead: a tag that comes with captures (the log's
+    /// `tags`, a spool event's) may not have arrived yet, and a weekly export must not fail
+    /// for it.
+    pub strict_tags: Vec<String>,
     /// Fraction of prompts for validation, in [0, 1). 0 = no split and no validation file;
     /// otherwise the validation file is [`validation_path`] of the output.
     pub val_fraction: f64,
@@ -179,7 +212,10 @@ impl ExportOptions {
     /// The tag filter a record with `tags` fails: `excluded_tag` (it has one of
     /// `exclude_tags`), `tag_not_selected` (`tags` is set and it has none of them).
     pub(crate) fn tag_drop<S: AsRef<str>>(&self, tags: &[S]) -> Option<&'static str> {
-        let has_any = |list: &[String]| tags.iter().any(|t| list.iter().any(|l| l == t.as_ref()));
+        let has_any = |list: &[String]| {
+            tags.iter()
+                .any(|t| list.iter().any(|l| same_tag(l, t.as_ref())))
+        };
         if has_any(&self.exclude_tags) {
             Some("excluded_tag")
         } else if !self.tags.is_empty() && !has_any(&self.tags) {
@@ -238,6 +274,74 @@ impl ExportOptions {
     }
 }
 
+/// Whether two tags are the same: case is ignored, as the keywords and tag patterns ignore
+/// it (a log's `"TPO"` and the config's `tpo` are one tag to a user typing `--tag`).
+pub(crate) fn same_tag(a: &str, b: &str) -> bool {
+    a == b
+        || a.chars()
+            .flat_map(char::to_lowercase)
+            .eq(b.chars().flat_map(char::to_lowercase))
+}
+
+/// The distinct tags the records read carry (when a tag filter is set), to tell a filter tag
+/// that matches nothing because no record has it.
+#[derive(Default)]
+struct SeenTags(std::collections::HashSet<String>);
+
+impl SeenTags {
+    fn add<S: AsRef<str>>(&mut self, tags: &[S]) {
+        for t in tags {
+            let t = t.as_ref();
+            if !self.0.contains(t) {
+                self.0.insert(t.to_string());
+            }
+        }
+    }
+
+    /// Refuses a filter tag of `opts.strict_tags` that is unknown (see
+    /// [`ExportOptions::declared_tags`]); warns of the others.
+    fn check(&self, opts: &ExportOptions) -> Result<(), ExportError> {
+        let known = |t: &str| {
+            opts.declared_tags
+                .iter()
+                .chain(&self.0)
+                .any(|k| same_tag(k, t))
+        };
+        let unknown: Vec<&String> = opts
+            .tags
+            .iter()
+            .chain(&opts.exclude_tags)
+            .filter(|t| !known(t))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut all: Vec<String> = Vec::new();
+        for t in opts.declared_tags.iter().chain(&self.0) {
+            if !all.iter().any(|k| same_tag(k, t)) {
+                all.push(t.clone());
+            }
+        }
+        all.sort_by_key(|t| t.to_lowercase());
+        for tag in unknown {
+            let e = ExportError::UnknownTag {
+                tag: tag.clone(),
+                known: all.clone(),
+            };
+            if opts.strict_tags.iter().any(|s| s == tag) {
+                return Err(e);
+            }
+            let key = if opts.tags.contains(tag) {
+                "export.tags"
+            } else {
+                "export.exclude_tags"
+            };
+            tracing::warn!("{key}: {e}");
+        }
+        Ok(())
+    }
+}
+
 impl Default for ExportOptions {
     /// The seed's defaults: prompt-response, medium quality, corrections in, 10/20 chars.
     fn default() -> Self {
@@ -252,6 +356,8 @@ impl Default for ExportOptions {
             min_score: 0.0,
             tags: Vec::new(),
             exclude_tags: Vec::new(),
+            declared_tags: Vec::new(),
+            strict_tags: Vec::new(),
             max_examples: 0,
             val_fraction: 0.0,
             system_prompt: None,
@@ -475,6 +581,7 @@ pub(crate) fn run(
     // Feedback and corrections first: the keys they name tell which example references the
     // join needs (the summaries keep the documented order: examples, feedback, corrections).
     let mut targets = join::KeyFilter::new();
+    let mut seen_tags = opts.filters_tags().then(SeenTags::default);
     let mut corrected_prompts = std::collections::HashSet::new();
     let mut other_summaries = Vec::new();
     let mut example_summaries = Vec::new();
@@ -525,6 +632,9 @@ pub(crate) fn run(
                         return Ok(());
                     }
                 };
+                if let Some(seen) = &mut seen_tags {
+                    seen.add(&c.tags);
+                }
                 let buf = &mut String::new();
                 corrected_prompts.insert(prepare::prompt_key(&c.original_prompt, buf));
                 let pair = prepare::pr_key(&c.original_prompt, &c.original_response, buf);
@@ -595,6 +705,7 @@ pub(crate) fn run(
         joins: &mut joins,
         rows: &mut rows,
         band_store: &mut band_store,
+        seen_tags: seen_tags.as_mut(),
     };
     // Entries of the prepared cache being written for the segments read afresh.
     let mut pending = prepared_cache::PendingEntries::default();
@@ -671,6 +782,10 @@ pub(crate) fn run(
         pending.finish_before(u32::MAX);
         Ok(())
     })?;
+    // Before anything is written: a filter tag no record has is most likely a typo.
+    if let Some(seen) = &seen_tags {
+        seen.check(opts)?;
+    }
     if let Some(c) = &mut cache {
         c.stats.written = pending.written;
         c.prune(&input::sealed_segments(&inputs.examples));
@@ -1091,6 +1206,8 @@ struct Filing<'a> {
     joins: &'a mut Sorter<JoinItem>,
     rows: &'a mut Sorter<Row>,
     band_store: &'a mut band_store::BandStore,
+    /// The tags of the lines read, when a tag filter is set.
+    seen_tags: Option<&'a mut SeenTags>,
 }
 
 /// Where what a correction needs of a line besides its facts (its (prompt, answer) key, its
@@ -1124,6 +1241,9 @@ impl Filing<'_> {
                 return Ok(());
             }
         };
+        if let Some(seen) = self.seen_tags.as_deref_mut() {
+            seen.add(&f.filters.tags);
+        }
         f.apply_options(self.opts);
         // The references the join needs: the keys feedback and corrections name.
         let mut refs = Vec::new();

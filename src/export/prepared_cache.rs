@@ -105,6 +105,8 @@ pub(crate) fn fingerprint_with(opts: &ExportOptions, eval_sets: &[&str]) -> Opti
         min_score: _,
         tags: _,
         exclude_tags: _,
+        declared_tags: _,
+        strict_tags: _,
         since: _,
         until: _,
         split_by: _,
