@@ -247,8 +247,18 @@ fn main() -> ExitCode {
         Command::Export { .. } | Command::Ready { .. } | Command::TrainCheck
     ) {
         give_back_freed_memory_sooner();
+        if let Err(e) = end_exports_cleanly_on_signals() {
+            note(&format!("warning: {}", error_chain(&e)));
+        }
     }
-    match dispatch(cli.command, config, source) {
+    let result = dispatch(cli.command, config, source);
+    // An interrupted export's signal handler removes its files and then ends the process by
+    // the signal: what failed for want of them is no error to report, nor a status to exit
+    // with first.
+    while training_collector::export::interrupted() {
+        std::thread::park();
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             note(&format!("error: {}", error_chain(&e)));
@@ -452,6 +462,28 @@ fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
     install_signal_handlers(channel.sender.clone())?;
     daemon::run(config, source, lock, channel, metrics)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// For the commands that export: SIGINT, SIGTERM and SIGHUP remove the export's temporary
+/// files and spill directories (an output set being renamed into place is finished first),
+/// then end the process as the signal would have, so a shell or systemd sees it interrupted
+/// (status 130, 143) rather than finished. Without this the default action ended the
+/// process at once, leaving the files for a later export's hourly sweep.
+fn end_exports_cleanly_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                training_collector::export::remove_own_temporary_files();
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                // Not reached unless the signal could not be raised again.
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
 }
 
 /// Signals become [`Control`] messages on the daemon's channel (signal-hook's iterator runs

@@ -1066,3 +1066,141 @@ fn export_tag_filters_ignore_case_and_refuse_unknown_tags() {
     );
     assert!(e.contains(&at), "{e}");
 }
+
+/// A data dir of `segments` sealed example segments of `per` examples each, written
+/// directly (capturing this many through the daemon would take most of the test's time).
+fn many_segments(sb: &Sandbox, segments: usize, per: usize) {
+    for s in 0..segments {
+        let mut text = String::new();
+        for j in 0..per {
+            let i = s * per + j;
+            let line = serde_json::json!({
+                "id": format!("train_20261127_080000_{i:016x}"),
+                "timestamp": "2026-11-27T08:00:00.000000Z", "source": "chat",
+                "prompt": format!("What is the TPO seam overlap for roof section {i} of warehouse {}?", i * 7),
+                "response": format!("Use a 2.5 inch welded seam per Carlisle for section {i}, then check submittal {}.", i * 13),
+                "metadata": {"skill_used": null, "tier_handled": null, "latency_ms": null,
+                             "user_id": "u1", "prompt_tokens": 12, "response_tokens": 14},
+                "quality": {"user_feedback": null, "was_corrected": false, "verified_accurate": null,
+                            "domain_relevance": "high", "auto_score": 0.6},
+                "tags": ["tpo"], "project_context": "W", "include_in_training": true,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        std::fs::write(
+            sb.data()
+                .join(format!("examples_20261127_{:04}.jsonl", s + 1)),
+            text,
+        )
+        .unwrap();
+    }
+}
+
+/// Temporary files of exports under the sandbox: output temporaries, spill directories,
+/// prepared cache entries being written.
+fn export_temporaries(sb: &Sandbox) -> Vec<String> {
+    let mut found = names_starting(sb.dir.path(), ".export-");
+    found.extend(names_starting(&sb.path("data/state/tmp"), "export-spill-"));
+    let cache = sb.path("data/state/export-cache");
+    for ent in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+        if ent.path().is_dir() {
+            found.extend(names_starting(&ent.path(), ".tmp-"));
+        }
+    }
+    found
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM during an export ends it as the signal would (the shell sees
+/// status 130 or 143), after removing its temporary files and spill directory, and leaves
+/// the previous output set as it was (or, had the signal come during the renames, the new
+/// one whole): nothing waits for a later export's hourly sweep.
+#[test]
+fn an_interrupted_export_removes_its_temporary_files() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::with_config(&base_config(&[]));
+    std::fs::create_dir_all(sb.data()).unwrap();
+    many_segments(&sb, 150, 200);
+    let out = sb.path("out.jsonl");
+    let (first, _) = sb.export_to_out(&["--no-cache", "--val-fraction", "0.2", "--ids"]);
+    let before: Vec<Option<Vec<u8>>> = output_set(&out)
+        .iter()
+        .map(|p| std::fs::read(p).ok())
+        .collect();
+    assert!(before.iter().all(Option::is_some));
+
+    // (signal, what must exist before it is sent: a stage of the export, extra arguments)
+    let rounds: [(i32, &str, &[&str]); 3] = [
+        (libc::SIGINT, "spill directory and cache entries", &[]),
+        (libc::SIGINT, "output temporaries", &["--no-cache"]),
+        (libc::SIGTERM, "output temporaries", &["--no-cache"]),
+    ];
+    for (sig, stage, extra) in rounds {
+        let mut interrupted = false;
+        for _attempt in 0..5 {
+            let mut child = std::process::Command::new(bin())
+                .arg("--config")
+                .arg(sb.config_path())
+                .args([
+                    "export",
+                    "--output",
+                    out.to_str().unwrap(),
+                    "--val-fraction",
+                    "0.2",
+                    "--ids",
+                ])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Polled tightly: the stage lasts a fraction of a second in a release build.
+            let start = std::time::Instant::now();
+            let reached = loop {
+                let t = export_temporaries(&sb);
+                let there = match stage {
+                    "output temporaries" => t.iter().any(|n| n.starts_with(".export-")),
+                    _ => {
+                        t.iter().any(|n| n.starts_with("export-spill-"))
+                            && t.iter().any(|n| n.starts_with(".tmp-"))
+                    }
+                };
+                if there || child.try_wait().unwrap().is_some() || start.elapsed() > T * 3 {
+                    break there;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let status = child.wait().unwrap();
+            assert_eq!(
+                export_temporaries(&sb),
+                Vec::<String>::new(),
+                "left after signal {sig} at the {stage}"
+            );
+            if status.success() {
+                // Finished before the signal: the new set is whole; try again.
+                continue;
+            }
+            assert!(reached, "{stage} never appeared: {status:?}");
+            assert_eq!(status.signal(), Some(sig), "{status:?}");
+            let after: Vec<Option<Vec<u8>>> = output_set(&out)
+                .iter()
+                .map(|p| std::fs::read(p).ok())
+                .collect();
+            assert!(
+                after == before,
+                "the previous output set changed at the {stage}"
+            );
+            interrupted = true;
+            break;
+        }
+        assert!(
+            interrupted,
+            "every export finished before signal {sig} at the {stage}"
+        );
+    }
+    let (r, _) = sb.export_to_out(&["--val-fraction", "0.2", "--ids"]);
+    assert_eq!(r["after_filtering"], first["after_filtering"], "{r}");
+    assert_eq!(r["output_sha256"], first["output_sha256"], "{r}");
+}

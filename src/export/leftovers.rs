@@ -19,9 +19,18 @@
 //!
 //! A leftover whose lock cannot be asked for (an unreadable file, a filesystem without locks)
 //! is left alone. Only names of exactly these shapes are touched.
+//!
+//! An export that a signal interrupts (Ctrl-C, `systemctl stop` of a timer's job) leaves
+//! nothing for that sweep: every temporary file and spill directory an export makes is
+//! registered while it exists ([`Own`]), and the command's signal handler calls
+//! [`remove_own`], which removes them all before the process ends. An interrupt while an
+//! output set is being put in place ([`placing`], milliseconds of renames) waits for it, so
+//! the set is the old one or the new one, whole.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 /// How output files' temporary names start and end (the middle is tempfile's random part).
@@ -78,6 +87,113 @@ pub(crate) fn hold_dir(dir: &Path) -> Option<File> {
     let f = File::open(dir).ok()?;
     hold(&f);
     Some(f)
+}
+
+/// The temporary files and spill directories of the exports running in this process, by a
+/// number of their own: what [`remove_own`] removes.
+static OWN: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
+static NEXT_OWN: AtomicU64 = AtomicU64::new(0);
+/// Held shared by each export putting its output set in place; [`remove_own`] takes it
+/// exclusively, so it neither removes files in the middle of that nor lets one begin after.
+static PLACING: RwLock<()> = RwLock::new(());
+
+/// A temporary file or spill directory of this process, registered for [`remove_own`] for as
+/// long as this lives. Drop it after what it names is gone or renamed (declare it after the
+/// temporary in a struct: fields drop in order).
+#[derive(Debug)]
+pub(crate) struct Own(u64);
+
+impl Own {
+    /// Makes a temporary file or directory (`make`) and registers its path (`path_of`) under
+    /// the registry's lock: a cleanup sees it, or has run before it and keeps the lock, and
+    /// then `make` never runs (the process is ending). Made first and registered after, a file
+    /// made just then was left behind.
+    pub(crate) fn make<T>(
+        make: impl FnOnce() -> std::io::Result<T>,
+        path_of: impl FnOnce(&T) -> &Path,
+    ) -> std::io::Result<(T, Own)> {
+        let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+        let made = make()?;
+        let n = NEXT_OWN.fetch_add(1, Ordering::Relaxed);
+        own.push((n, path_of(&made).to_path_buf()));
+        Ok((made, Own(n)))
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = own.iter().position(|(n, _)| *n == self.0) {
+            own.swap_remove(i);
+        }
+    }
+}
+
+/// Set once [`remove_own`] has begun.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`remove_own`] has begun: an export failing now fails because its files were
+/// removed, and the process is about to end by the signal; it must not report that failure
+/// nor exit first with another status.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Held while an output set is being put in place (see [`PLACING`]).
+pub(crate) fn placing() -> RwLockReadGuard<'static, ()> {
+    PLACING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the temporary files and spill directories of every export running in this
+/// process, for a handler of SIGINT or SIGTERM to call just before the process ends: an
+/// output set being put in place is finished first, and no export can make a new temporary
+/// file, or start putting a set in place, after this returns (it keeps both locks: the
+/// process is ending). Returns how many were removed.
+pub fn remove_own() -> usize {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    std::mem::forget(PLACING.write().unwrap_or_else(|e| e.into_inner()));
+    let own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut removed = 0;
+    for (_, path) in own.iter() {
+        let r = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        removed += usize::from(r.is_ok());
+    }
+    std::mem::forget(own);
+    removed
+}
+
+/// A spill directory made under `temp_dir` for one export: held ([`hold_dir`]) against other
+/// exports' sweeps and registered for [`remove_own`]; removed when dropped.
+pub(crate) struct SpillDir {
+    dir: tempfile::TempDir,
+    _held: Option<File>,
+    _own: Own,
+}
+
+impl SpillDir {
+    pub(crate) fn new(temp_dir: &Path) -> std::io::Result<SpillDir> {
+        let (dir, own) = Own::make(
+            || {
+                tempfile::Builder::new()
+                    .prefix(SPILL_DIR_PREFIX)
+                    .tempdir_in(temp_dir)
+            },
+            |d| d.path(),
+        )?;
+        Ok(SpillDir {
+            _held: hold_dir(dir.path()),
+            _own: own,
+            dir,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// Removes the leftovers of `kind` in `dir` that no running export holds and that are older

@@ -27,6 +27,8 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 pub(crate) struct AtomicFile {
     dest: PathBuf,
     out: BufWriter<tempfile::NamedTempFile>,
+    /// Its temporary name, for an interrupt to remove (after `out`: dropped once it is gone).
+    own: super::leftovers::Own,
     /// `None` once [`AtomicFile::detach_hasher`] took it.
     hasher: Option<Sha256>,
     pub(crate) lines: u64,
@@ -42,21 +44,28 @@ impl AtomicFile {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(super::leftovers::OUTPUT_TEMP_PREFIX)
-            .suffix(super::leftovers::OUTPUT_TEMP_SUFFIX)
-            // The mode a file created the ordinary way gets (0666 less the umask), not
-            // tempfile's 0600: the rename keeps it, and a sync job reading the set as another
-            // user of the group (the shipped unit's UMask=0027) must be able to.
-            .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(&dir)
-            .map_err(|e| ExportError::Output {
-                path: dest.to_path_buf(),
-                source: e,
-            })?;
+        let (tmp, own) = super::leftovers::Own::make(
+            || {
+                tempfile::Builder::new()
+                    .prefix(super::leftovers::OUTPUT_TEMP_PREFIX)
+                    .suffix(super::leftovers::OUTPUT_TEMP_SUFFIX)
+                    // The mode a file created the ordinary way gets (0666 less the umask),
+                    // not tempfile's 0600: the rename keeps it, and a sync job reading the set
+                    // as another user of the group (the shipped unit's UMask=0027) must be
+                    // able to.
+                    .permissions(std::fs::Permissions::from_mode(0o666))
+                    .tempfile_in(&dir)
+            },
+            |t| t.path(),
+        )
+        .map_err(|e| ExportError::Output {
+            path: dest.to_path_buf(),
+            source: e,
+        })?;
         super::leftovers::hold(tmp.as_file());
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
+            own,
             out: BufWriter::with_capacity(256 << 10, tmp),
             hasher: Some(Sha256::new()),
             lines: 0,
@@ -185,6 +194,7 @@ impl AtomicFile {
             },
             dest,
             tmp,
+            _own: self.own,
         })
     }
 }
@@ -197,6 +207,7 @@ pub(crate) struct Staged {
     /// Kept open until the rename: its lock tells a later export's sweep that the file is
     /// in use ([`super::leftovers`]).
     tmp: tempfile::NamedTempFile,
+    _own: super::leftovers::Own,
 }
 
 impl Staged {

@@ -64,6 +64,7 @@ pub use prepared_cache::CacheStats;
 pub(crate) fn prepare_pr_key(prompt: &str, response: &str, buf: &mut String) -> u128 {
     prepare::pr_key(prompt, response, buf)
 }
+pub use leftovers::{interrupted, remove_own as remove_own_temporary_files};
 pub use manifest::manifest_path;
 #[doc(hidden)]
 pub use prepare::bench_read_line;
@@ -534,17 +535,12 @@ pub(crate) fn run(
         leftovers::Kind::SpillDirs,
         leftovers::STALE_AFTER,
     );
-    let spill_dir = tempfile::Builder::new()
-        .prefix(leftovers::SPILL_DIR_PREFIX)
-        .tempdir_in(&opts.temp_dir)
-        .map_err(|e| ExportError::Spill {
-            dir: opts.temp_dir.clone(),
-            source: e,
-        })?;
+    // Its files are anonymous: only the directory can be left behind.
+    let spill_dir = leftovers::SpillDir::new(&opts.temp_dir).map_err(|e| ExportError::Spill {
+        dir: opts.temp_dir.clone(),
+        source: e,
+    })?;
     let dir = spill_dir.path();
-    // Marks the directory in use, so another export's sweep leaves it (its files are
-    // anonymous: only the directory can be left behind).
-    let _spill_dir_held = leftovers::hold_dir(dir);
     let scrubber = pii::Scrubber::new(&opts.pii_patterns, &opts.pseudonym_key);
     let eval = (!opts.decontaminate.is_empty())
         .then(|| decontaminate::EvalIndex::load(&opts.decontaminate, opts.decontaminate_ngram))

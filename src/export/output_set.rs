@@ -81,7 +81,9 @@ pub(crate) fn replace(
             stale.push(path);
         }
     }
-    // From here on, the old set is being replaced.
+    // From here on, the old set is being replaced: an interrupt waits (see
+    // `leftovers::remove_own`).
+    let _placing = super::leftovers::placing();
     let manifest_dest = manifest.dest.clone();
     remove_if_present(&manifest_dest).map_err(|e| err(&manifest_dest, e))?;
     for f in files {

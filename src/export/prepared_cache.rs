@@ -346,11 +346,17 @@ impl PreparedCache {
             // A long-running writer (the daemon's) may find its directory removed as one of
             // the least recently used by exports with other options meanwhile.
             std::fs::create_dir_all(&self.dir)?;
-            let tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempfile_in(&self.dir)?;
+            let (tmp, own) = super::leftovers::Own::make(
+                || {
+                    tempfile::Builder::new()
+                        .prefix(".tmp-")
+                        .tempfile_in(&self.dir)
+                },
+                |t| t.path(),
+            )?;
             let out = BufWriter::with_capacity(256 << 10, tmp.reopen()?);
             let mut w = EntryWriter {
+                _own: own,
                 tmp,
                 out,
                 path,
@@ -659,6 +665,8 @@ impl CachedSegment {
 /// place. Dropped unfinished, it leaves nothing.
 pub(crate) struct EntryWriter {
     tmp: tempfile::NamedTempFile,
+    /// Its temporary name, for an interrupt to remove (after `tmp`: dropped once it is gone).
+    _own: super::leftovers::Own,
     out: BufWriter<File>,
     path: PathBuf,
     hasher: Xxh3,
