@@ -102,13 +102,16 @@ enum Command {
     /// Build the curated training set from every segment and print a JSON report.
     Export {
         /// prompt-response, messages, prompt-completion, prompt-completion-messages, alpaca,
-        /// dpo, dpo-messages, openai-dpo, kto or kto-messages.
+        /// dpo, dpo-messages, openai-dpo, kto or kto-messages [default: export.format in the
+        /// config, prompt-response unless set].
         #[arg(long)]
         format: Option<Format>,
-        /// Lowest domain relevance kept: high, medium or low.
-        #[arg(long)]
+        /// Lowest domain relevance kept: high, medium or low [default: export.min_quality,
+        /// medium unless set].
+        #[arg(long, value_name = "high|medium|low")]
         min_quality: Option<Relevance>,
-        /// Lowest auto_score kept, 0 to 1 (corrections count as 1).
+        /// Lowest auto_score kept, 0 to 1 (corrections count as 1) [default:
+        /// export.min_score, 0 unless set].
         #[arg(long, value_name = "X", value_parser = score)]
         min_score: Option<f64>,
         /// Only examples and corrections with this tag (repeatable: any of them; replaces
@@ -117,36 +120,41 @@ enum Command {
         #[arg(long = "tag", value_name = "TAG", value_parser = not_blank)]
         tags: Vec<String>,
         /// At most this many lines in all, the best first (corrections, then thumbs up, then
-        /// by auto_score, then newer); 0 = all.
+        /// by auto_score, then newer); 0 = all [default: export.max_examples, 0 unless set].
         #[arg(long, value_name = "N")]
         max_examples: Option<u64>,
         /// Leave out examples and corrections with this tag (repeatable; besides
         /// export.exclude_tags). Case is ignored; an unknown tag is an error, as for --tag.
         #[arg(long = "exclude-tag", value_name = "TAG", value_parser = not_blank)]
         exclude_tags: Vec<String>,
-        /// Leave corrections out.
+        /// Leave correction records and verified_correction examples out (overrides
+        /// export.include_corrections).
         #[arg(long)]
         no_corrections: bool,
-        /// Output file (default: export.output in the config).
-        #[arg(long)]
+        /// Output file [default: export.output in the config, under data_dir]; the
+        /// validation, ids and manifest files go beside it.
+        #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
-        /// Fraction of prompts written to the validation file.
-        #[arg(long)]
+        /// Fraction of prompts written to <stem>.val.jsonl, at least 0 and below 1 [default:
+        /// export.val_fraction, 0 (no validation file) unless set]. No file is written when
+        /// no line falls in validation.
+        #[arg(long, value_name = "X")]
         val_fraction: Option<f64>,
-        /// What keeps lines on one side of the split: prompt (default) or user (all of one
-        /// user's lines, and corrections of them, on one side).
+        /// What keeps lines on one side of the split: prompt or user (all of one user's
+        /// lines, and corrections of them, on one side) [default: export.split_by, prompt
+        /// unless set].
         #[arg(long, value_name = "prompt|user")]
         split_by: Option<SplitBy>,
         /// Also write <stem>.ids.txt beside each output file: line N holds the id of the
-        /// example (or correction) line N was made from.
+        /// example (or correction) line N was made from (as export.ids_file does).
         #[arg(long)]
         ids: bool,
         /// Neither read nor write the prepared cache (state/export-cache): prepare every
         /// segment afresh, as the first export does.
         #[arg(long)]
         no_cache: bool,
-        /// Leave out examples that share a run of export.decontaminate_ngram words (12) with
-        /// a text of this evaluation set (JSON lines, any shape; repeatable; besides
+        /// Leave out examples that share a run of export.decontaminate_ngram words (12 unless
+        /// set) with a text of this evaluation set (JSON lines, any shape; repeatable; besides
         /// export.decontaminate).
         #[arg(long, value_name = "PATH")]
         decontaminate: Vec<PathBuf>,
