@@ -256,6 +256,20 @@ fn no_rejected(sb: &Sandbox) {
     assert!(r.is_empty(), "unexpected rejected records: {r:?}");
 }
 
+/// The config's folder has glob characters in its name (`app[1]...`): the relative glob
+/// `logs/*.log` under it still finds the logs there (the folder part used to be read as a
+/// character class, so nothing was ever read).
+#[test]
+fn relative_globs_work_under_a_config_folder_named_with_glob_characters() {
+    let sb = Sandbox::with_config_named(&config(&["logs/*.log"], ""), "app[1]*?");
+    assert!(sb.dir.path().to_string_lossy().contains("app[1]*?"));
+    append_lines(&sb.path("logs/app.log"), &lines("g", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    stop(&sb, d);
+    assert_exact(&sb, &ids("g", 0..5));
+}
+
 #[test]
 fn rename_rotation_reads_the_old_file_to_its_end_and_the_new_one_from_the_start() {
     let sb = sandbox(&["logs/*.log"], "");
