@@ -1253,8 +1253,18 @@ impl Daemon {
                     );
                     new.data_dir = old.data_dir.clone();
                 }
+                // The endpoint stays where it is; the running config says so, so that setting
+                // the address back is no change and a later warning names the real state.
                 if new.metrics.listen != old.metrics.listen {
-                    tracing::warn!("metrics.listen changes need a restart");
+                    match old.metrics.listen.0 {
+                        Some(addr) => tracing::warn!(
+                            "metrics.listen changes need a restart; the endpoint stays on {addr}"
+                        ),
+                        None => tracing::warn!(
+                            "metrics.listen changes need a restart; the endpoint stays off"
+                        ),
+                    }
+                    new.metrics.listen = old.metrics.listen;
                 }
                 // Batches already in flight keep the recipe they were submitted with.
                 self.intake.enricher = Arc::new(Enricher::new(&new.domain));

@@ -555,6 +555,56 @@ fn the_metrics_endpoint_agrees_with_the_data_on_disk() {
     d.stop();
 }
 
+/// A free loopback port (bound and released: nothing else on this machine asks for one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A reload that changes `metrics.listen` is warned about (it needs a restart) and the
+/// endpoint stays where it was; setting the address back is then no change, so no warning
+/// (it used to warn again, as if the endpoint had moved).
+#[test]
+fn a_refused_metrics_listen_change_is_not_warned_about_again_when_set_back() {
+    let (a, b) = (free_port(), free_port());
+    let cfg = |port: u16| {
+        base_config(&[]).replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
+    };
+    let sb = Sandbox::with_config(&cfg(a));
+    let d = sb.start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{a}").parse().unwrap();
+    let reloaded = |n: usize| {
+        wait_until(T, "the reload", || {
+            sb.daemon_log().matches("config reloaded").count() == n
+        })
+    };
+    std::fs::write(sb.config_path(), cfg(b)).unwrap();
+    d.signal(libc::SIGHUP);
+    reloaded(1);
+    let warning = "metrics.listen changes need a restart";
+    assert_eq!(sb.daemon_log().matches(warning).count(), 1);
+    assert!(
+        sb.daemon_log()
+            .contains(&format!("the endpoint stays on 127.0.0.1:{a}")),
+        "{}",
+        sb.daemon_log()
+    );
+    std::fs::write(sb.config_path(), cfg(a)).unwrap();
+    d.signal(libc::SIGHUP);
+    reloaded(2);
+    assert_eq!(
+        sb.daemon_log().matches(warning).count(),
+        1,
+        "warned again on setting the address back:\n{}",
+        sb.daemon_log()
+    );
+    training_collector::metrics::http_get(addr, "/healthz", Duration::from_secs(5)).unwrap();
+    d.stop();
+}
+
 #[test]
 fn systemd_notify_ready_watchdog_and_stopping() {
     let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
