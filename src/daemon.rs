@@ -976,14 +976,12 @@ impl Daemon {
         // At every full poll (at least each rescan_interval): one name and number per file
         // is too much for every light poll when thousands of files match.
         if full {
-            if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
-                *lags = self
-                    .tailer
+            self.intake.metrics.set_file_lags(
+                self.tailer
                     .file_lags()
                     .into_iter()
-                    .map(|(p, l)| (p.display().to_string(), l))
-                    .collect();
-            }
+                    .map(|(p, l)| (p.display().to_string(), l)),
+            );
         }
         if let Some(e) = self.intake.write_error.take() {
             self.on_write_error(e);

@@ -47,7 +47,8 @@ pub struct Metrics {
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
-    pub file_lag_bytes: Mutex<Vec<(String, u64)>>,
+    /// Unread bytes by the path the globs selected a file under (see [`Metrics::set_file_lags`]).
+    file_lag_bytes: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Rejection reasons are free text (they name the field or the parse error); metrics group
@@ -77,6 +78,21 @@ impl Metrics {
     pub fn rejected(&self, reason: &str) {
         if let Ok(mut m) = self.rejected_by_reason.lock() {
             *m.entry(reason_label(reason)).or_default() += 1;
+        }
+    }
+
+    /// Sets the `file_lag_bytes` gauge from each tailed file's path and unread bytes. A file
+    /// renamed away by a rotation is still read to its end under the name it had, next to the
+    /// new file of that name: their lags are summed, since a scrape may hold only one series
+    /// per label set (Prometheus rejects the duplicate), and "how far behind is this log"
+    /// includes its rotated-away part.
+    pub fn set_file_lags(&self, files: impl IntoIterator<Item = (String, u64)>) {
+        let mut lags = BTreeMap::new();
+        for (path, lag) in files {
+            *lags.entry(path).or_insert(0u64) += lag;
+        }
+        if let Ok(mut m) = self.file_lag_bytes.lock() {
+            *m = lags;
         }
     }
 
@@ -254,7 +270,7 @@ impl Metrics {
                 ));
             }
         }
-        out.push_str("# HELP training_collector_file_lag_bytes Bytes of a tailed file not read yet.\n# TYPE training_collector_file_lag_bytes gauge\n");
+        out.push_str("# HELP training_collector_file_lag_bytes Bytes of a tailed log not read yet (a file rotated away from the path included).\n# TYPE training_collector_file_lag_bytes gauge\n");
         if let Ok(files) = self.file_lag_bytes.lock() {
             for (path, lag) in files.iter() {
                 out.push_str(&format!(
@@ -365,6 +381,29 @@ mod tests {
         assert_eq!(
             reason_label("missing required field: prompt (tried /prompt)"),
             "missing_required_field_prompt"
+        );
+    }
+
+    /// A rotated file still being read and the new file under its old name make one series.
+    #[test]
+    fn file_lags_are_one_series_per_path() {
+        let m = Metrics::default();
+        m.set_file_lags([
+            ("/l/app.log".to_string(), 10),
+            ("/l/b.log".to_string(), 1),
+            ("/l/app.log".to_string(), 5),
+        ]);
+        let body = m.render();
+        let lags: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("training_collector_file_lag_bytes{"))
+            .collect();
+        assert_eq!(
+            lags,
+            [
+                "training_collector_file_lag_bytes{path=\"/l/app.log\"} 15",
+                "training_collector_file_lag_bytes{path=\"/l/b.log\"} 1",
+            ]
         );
     }
 
