@@ -605,6 +605,49 @@ fn a_refused_metrics_listen_change_is_not_warned_about_again_when_set_back() {
     d.stop();
 }
 
+/// Clients that hold a connection to the endpoint open keep no one else from an answer:
+/// one that connects and sends nothing, one that drips a byte every 200 ms, and one that
+/// asks for /metrics and never reads the answer. A health check still gets one, at once
+/// (the endpoint used to answer one connection at a time, each read waiting up to 2 s:
+/// the dripping client held it for as long as it dripped).
+#[test]
+fn a_slow_client_does_not_block_the_health_check() {
+    use std::io::Write;
+    let port = free_port();
+    let cfg = base_config(&[]).replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _silent = std::net::TcpStream::connect(addr).unwrap();
+    let mut deaf = std::net::TcpStream::connect(addr).unwrap();
+    deaf.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripping = {
+        let done = done.clone();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::spawn(move || {
+            for b in b"GET /healthz HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                if done.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let health =
+            training_collector::metrics::http_get(addr, "/healthz", Duration::from_secs(3))
+                .expect("/healthz answers while slow clients are connected");
+        assert!(health.contains("\"status\":\"ok\""), "{health}");
+    }
+    training_collector::metrics::http_get(addr, "/metrics", Duration::from_secs(3))
+        .expect("/metrics answers while slow clients are connected");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    dripping.join().unwrap();
+    d.stop();
+}
+
 #[test]
 fn systemd_notify_ready_watchdog_and_stopping() {
     let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
