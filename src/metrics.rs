@@ -48,8 +48,18 @@ pub struct Metrics {
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// Which daemon this is (see [`Metrics::set_instance`]).
+    instance: std::sync::OnceLock<Instance>,
     /// Unread bytes by the path the globs selected a file under (see [`Metrics::set_file_lags`]).
     file_lag_bytes: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What `/healthz` says of the daemon's identity: its data_dir lock's instance id, and the
+/// data_dir, for people.
+#[derive(Debug)]
+struct Instance {
+    id: String,
+    data_dir: String,
 }
 
 /// Rejection reasons are free text (they name the field or the parse error); metrics group
@@ -80,6 +90,16 @@ impl Metrics {
         if let Ok(mut m) = self.rejected_by_reason.lock() {
             *m.entry(reason_label(reason)).or_default() += 1;
         }
+    }
+
+    /// Names the daemon in `/healthz` (`instance`, `data_dir`): `instance` is the id in its
+    /// data_dir lock ([`crate::data_dir_lock`]), which `stats` checks before it takes the
+    /// answer's `buffer_count` as its data_dir's. Set once; later calls are ignored.
+    pub fn set_instance(&self, instance: &str, data_dir: &std::path::Path) {
+        let _ = self.instance.set(Instance {
+            id: instance.to_string(),
+            data_dir: data_dir.display().to_string(),
+        });
     }
 
     /// Sets the `file_lag_bytes` gauge from each tailed file's path and unread bytes. A file
@@ -290,6 +310,8 @@ impl Metrics {
             "buffer_count": self.buffered_examples.load(Ordering::Relaxed),
             "last_flush_timestamp_seconds": self.last_flush_unix_seconds.load(Ordering::Relaxed),
             "pid": std::process::id(),
+            "instance": self.instance.get().map(|i| i.id.as_str()),
+            "data_dir": self.instance.get().map(|i| i.data_dir.as_str()),
         })
         .to_string()
     }

@@ -830,6 +830,56 @@ fn stats_reports_the_running_daemons_buffer() {
     );
 }
 
+/// Two daemons: A (3 buffered) answers on the address B's config names for its endpoint
+/// (B's own daemon runs with the endpoint off, 2 buffered). `stats` of B does not take A's
+/// buffer for B's (it used to: whatever answered there was believed), and says why; `stats`
+/// of A still counts A's.
+#[test]
+fn stats_counts_only_the_buffer_of_its_own_data_dirs_daemon() {
+    let port = free_port();
+    let listen = |cfg: String, port: u16| {
+        cfg.replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
+    };
+    let buffering = config_with("size = 1000\nflush_interval = \"1h\"", "");
+    let a = Sandbox::with_config(&listen(buffering.clone(), port));
+    let b = Sandbox::with_config(&buffering);
+    let da = a.start();
+    let db = b.start();
+    append_lines(
+        &a.path("logs/app.log"),
+        &(0..3).map(|i| interaction_line("a", i)).collect::<Vec<_>>(),
+    );
+    append_lines(
+        &b.path("logs/app.log"),
+        &(0..2).map(|i| interaction_line("b", i)).collect::<Vec<_>>(),
+    );
+    let stats = |sb: &Sandbox| {
+        let (rc, out, err) = sb.cli(&["stats", "--json"]);
+        assert_eq!(rc, 0, "{out}{err}");
+        (
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            err,
+        )
+    };
+    wait_until(T, "stats of A to show 3 buffered", || {
+        stats(&a).0["buffer_count"] == 3
+    });
+    std::fs::write(b.config_path(), listen(buffering, port)).unwrap();
+    let (s, err) = stats(&b);
+    assert_eq!(
+        (s["buffer_count"].as_u64(), s["total_examples"].as_u64()),
+        (Some(0), Some(0)),
+        "B counted A's buffer"
+    );
+    assert!(
+        err.contains("buffer_count not counted")
+            && err.contains(&format!("the daemon of {}", a.data().display())),
+        "{err}"
+    );
+    da.stop();
+    db.stop();
+}
+
 #[test]
 fn rejected_lines_are_written_out_before_they_pile_up_in_memory() {
     let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
