@@ -3,9 +3,10 @@
 //! for the running daemon's `buffer_count`).
 //!
 //! Counters are plain atomics updated from the main loop; the endpoint runs on threads of
-//! its own so a slow scraper can never stall intake, and each connection on its own thread
-//! with a deadline so a slow client can never stall another (a health check). The exposition format is small enough to
-//! write directly, which keeps a whole HTTP stack out of a sidecar.
+//! its own so a slow scraper can never stall intake, each connection on its own thread and
+//! with a deadline so a slow client can never stall another (a health check). The
+//! exposition format is small enough to write directly, which keeps a whole HTTP stack out
+//! of a sidecar.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
