@@ -1241,18 +1241,25 @@ impl Config {
             };
             normalize(&joined)
         };
+        // A glob is joined to the config folder as a glob: `[`, `*` and `?` in the folder's
+        // own name (`/srv/app[1]`) are escaped so they match themselves, not a class.
+        let base_glob = glob::Pattern::escape(&normalize(base).to_string_lossy());
+        let abs_glob = |p: &str| -> String {
+            if Path::new(p).is_absolute() {
+                normalize(Path::new(p)).to_string_lossy().into_owned()
+            } else {
+                normalize(&Path::new(&base_glob).join(p))
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
         self.data_dir = abs(&self.data_dir);
         self.spool.dir = abs(&self.spool.dir);
         self.export.decontaminate = self.export.decontaminate.iter().map(|p| abs(p)).collect();
         if self.export.output.is_relative() {
             self.export.output = self.data_dir.join(&self.export.output);
         }
-        self.input.paths = self
-            .input
-            .paths
-            .iter()
-            .map(|p| abs(Path::new(p)).to_string_lossy().into_owned())
-            .collect();
+        self.input.paths = self.input.paths.iter().map(|p| abs_glob(p)).collect();
         // A file-name pattern (no `/`) stays as it is; a path pattern resolves like `paths`.
         self.input.exclude = self
             .input
@@ -1260,7 +1267,7 @@ impl Config {
             .iter()
             .map(|p| {
                 if p.contains('/') {
-                    abs(Path::new(p)).to_string_lossy().into_owned()
+                    abs_glob(p)
                 } else {
                     p.clone()
                 }
@@ -1318,14 +1325,15 @@ fn glob_reads_in(glob: &str, dir: &Path) -> bool {
     let components: Vec<_> = Path::new(glob).components().collect();
     // The last component is the file-name pattern, never part of the folder.
     let folder_len = components.len().saturating_sub(1);
-    let fixed_len = components[..folder_len]
+    let literal: Vec<Option<String>> = components[..folder_len]
         .iter()
-        .position(|c| {
-            let c = c.as_os_str().to_string_lossy();
-            c.contains(['*', '?', '['])
-        })
+        .map(|c| crate::tail::discovery::literal_component(&c.as_os_str().to_string_lossy()))
+        .collect();
+    let fixed_len = literal
+        .iter()
+        .position(Option::is_none)
         .unwrap_or(folder_len);
-    let fixed: PathBuf = components[..fixed_len].iter().collect();
+    let fixed: PathBuf = literal[..fixed_len].iter().flatten().collect();
     if fixed.starts_with(dir) {
         return true;
     }
@@ -1455,6 +1463,31 @@ mod tests {
         // The position of the bad pattern itself.
         assert_eq!((line, column), (2, 20));
         assert!(msg.contains("invalid glob \"[\" in input.exclude"), "{msg}");
+    }
+
+    /// A config folder whose name has glob characters: the relative globs under it still
+    /// match its files (the folder is escaped, not read as a class), and the folder watched
+    /// is the folder itself.
+    #[test]
+    fn globs_under_a_config_folder_with_glob_characters_match_its_files() {
+        let text = "[input]\npaths = [\"logs/*.jsonl\"]\nexclude = [\"logs/old-*\"]\n";
+        let cfg = Config::parse(text, "test.toml", Path::new("/srv/app[1]")).unwrap();
+        let opts = crate::tail::discovery::OPTIONS;
+        let include = glob::Pattern::new(&cfg.input.paths[0]).unwrap();
+        assert!(
+            include.matches_path_with(Path::new("/srv/app[1]/logs/a.jsonl"), opts),
+            "{:?}",
+            cfg.input.paths
+        );
+        assert!(!include.matches_path_with(Path::new("/srv/app1/logs/a.jsonl"), opts));
+        let exclude = glob::Pattern::new(&cfg.input.exclude[0]).unwrap();
+        assert!(exclude.matches_path_with(Path::new("/srv/app[1]/logs/old-a.jsonl"), opts));
+        assert_eq!(
+            crate::tail::discovery::literal_dir(&cfg.input.paths[0]).0,
+            PathBuf::from("/srv/app[1]/logs")
+        );
+        // Other paths are paths, not globs: nothing to escape.
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/app[1]/training_data"));
     }
 
     #[test]

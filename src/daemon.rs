@@ -800,10 +800,11 @@ pub fn run(
     let result = daemon.main_loop(&control.receiver);
     // Segments sealed by the shutdown are prepared after the next start.
     let _ = daemon.warmer.stop();
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }
 
+/// How often to ping: half of WatchdogSec, as sd_watchdog_enabled(3) advises, so one late
+/// loop iteration is not yet a missed deadline.
 fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
@@ -976,14 +977,12 @@ impl Daemon {
         // At every full poll (at least each rescan_interval): one name and number per file
         // is too much for every light poll when thousands of files match.
         if full {
-            if let Ok(mut lags) = self.intake.metrics.file_lag_bytes.lock() {
-                *lags = self
-                    .tailer
+            self.intake.metrics.set_file_lags(
+                self.tailer
                     .file_lags()
                     .into_iter()
-                    .map(|(p, l)| (p.display().to_string(), l))
-                    .collect();
-            }
+                    .map(|(p, l)| (p.display().to_string(), l)),
+            );
         }
         if let Some(e) = self.intake.write_error.take() {
             self.on_write_error(e);
@@ -1229,8 +1228,10 @@ impl Daemon {
         if let Some((at, _)) = self.retry {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
+        // Until the next ping is due, not a whole interval: a loop woken just before it was
+        // due would otherwise ping up to twice the interval (nearly WatchdogSec) late.
         if let Some(every) = self.watchdog {
-            wait = wait.min(every);
+            wait = wait.min(every.saturating_sub(self.last_watchdog.elapsed()));
         }
         // Sealing at the UTC day change and rotate_interval needs a look now and then even
         // when idle; the re-scan interval (1 s by default) is fine-grained enough.
@@ -1253,8 +1254,18 @@ impl Daemon {
                     );
                     new.data_dir = old.data_dir.clone();
                 }
+                // The endpoint stays where it is; the running config says so, so that setting
+                // the address back is no change and a later warning names the real state.
                 if new.metrics.listen != old.metrics.listen {
-                    tracing::warn!("metrics.listen changes need a restart");
+                    match old.metrics.listen.0 {
+                        Some(addr) => tracing::warn!(
+                            "metrics.listen changes need a restart; the endpoint stays on {addr}"
+                        ),
+                        None => tracing::warn!(
+                            "metrics.listen changes need a restart; the endpoint stays off"
+                        ),
+                    }
+                    new.metrics.listen = old.metrics.listen;
                 }
                 // Batches already in flight keep the recipe they were submitted with.
                 self.intake.enricher = Arc::new(Enricher::new(&new.domain));
@@ -1276,6 +1287,10 @@ impl Daemon {
     /// Ordered shutdown: intake has stopped (we are not polling any more); make everything
     /// durable (retrying a failing disk for a while), seal, checkpoint.
     fn shutdown(&mut self) -> Result<(), DaemonError> {
+        // sd_notify(3): STOPPING=1 when shutdown begins, so systemd shows the unit as
+        // stopping (and stops its watchdog) for the whole drain, which may retry a failing
+        // disk for SHUTDOWN_GRACE.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down: flushing, sealing, checkpointing");
         let started = Instant::now();
         self.apply_prepared(true);

@@ -5,6 +5,10 @@
 //! data directories the same way). The lock is the kernel's (`flock`): it goes with the
 //! process, kill -9 included, so a crash never leaves a stale lock behind. Commands that
 //! only read (`stats`, `export`) do not take it.
+//!
+//! The lock file also names the daemon: its pid on the first line and, on the second, an
+//! instance id made at start, which the daemon's `/healthz` reports too. `stats` compares
+//! the two to tell this data_dir's daemon from another that answers on the same address.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -36,6 +40,35 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
+    instance: String,
+}
+
+/// The lock file of `data_dir`.
+fn lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("daemon.lock")
+}
+
+/// The instance id the last daemon of `data_dir` wrote into its lock file (the running one,
+/// if one runs); `None` when no daemon wrote one.
+pub fn recorded_instance(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(lock_path(data_dir)).ok()?;
+    let id = text.lines().nth(1)?.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// 128 random bits as hex; the pid and the time if the system has no random source.
+fn new_instance_id() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (now ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl DataDirLock {
@@ -43,7 +76,7 @@ impl DataDirLock {
     /// waiting, and writes this process's pid into the lock file.
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let state = data_dir.join("state");
-        let path = state.join("daemon.lock");
+        let path = lock_path(data_dir);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -59,9 +92,9 @@ impl DataDirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = text.lines().next().unwrap_or("").trim();
                 return Err(LockError::InUse {
                     data_dir: data_dir.to_path_buf(),
                     holder: if pid.is_empty() {
@@ -76,8 +109,17 @@ impl DataDirLock {
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DataDirLock { _file: file })
+        let instance = new_instance_id();
+        write!(file, "{}\n{instance}\n", std::process::id()).map_err(io)?;
+        Ok(DataDirLock {
+            _file: file,
+            instance,
+        })
+    }
+
+    /// This daemon's instance id, as written into the lock file.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 }
 
@@ -89,6 +131,7 @@ mod tests {
     fn a_second_lock_is_refused_with_the_holders_pid_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let first = DataDirLock::acquire(dir.path()).expect("first");
+        let first_instance = first.instance().to_string();
         // flock conflicts between open file descriptions, within one process too.
         let err = DataDirLock::acquire(dir.path())
             .expect_err("second")
@@ -98,7 +141,15 @@ mod tests {
         drop(first);
         let again = DataDirLock::acquire(dir.path()).expect("after the first is gone");
         let text = std::fs::read_to_string(dir.path().join("state/daemon.lock")).unwrap();
-        assert_eq!(text, format!("{}\n", std::process::id()));
+        assert_eq!(
+            text,
+            format!("{}\n{}\n", std::process::id(), again.instance())
+        );
+        assert_eq!(
+            recorded_instance(dir.path()).as_deref(),
+            Some(again.instance())
+        );
+        assert_ne!(again.instance(), first_instance);
         drop(again);
     }
 }

@@ -218,15 +218,22 @@ pub fn pseudonym_key(state_dir: &Path) -> Result<Vec<u8>, DataDirError> {
     }
 }
 
-/// `stats`: the counts over every segment, plus the running daemon's buffer.
-pub fn stats(cfg: &Config) -> Result<Stats, DataDirError> {
+/// `stats`: the counts over every segment, plus the running daemon's buffer; and a note for
+/// the operator when the buffer could not be counted although something answered.
+pub fn stats(cfg: &Config) -> Result<(Stats, Option<String>), DataDirError> {
     let inputs = inputs(cfg)?;
     let rejected = segment::list(&cfg.data_dir, Stream::Rejected)?;
     let mut s = stats::collect(&inputs, &rejected)?;
-    s.buffer_count = live_buffer_count(cfg).unwrap_or(0);
+    let note = match live_buffer_count(cfg) {
+        Ok(n) => {
+            s.buffer_count = n.unwrap_or(0);
+            None
+        }
+        Err(note) => Some(note),
+    };
     s.total_examples += s.buffer_count;
     s.prepared_for_export = prepared_for_export(cfg, &inputs.examples);
-    Ok(s)
+    Ok((s, note))
 }
 
 /// How many of the sealed example segments among `examples` are in the prepared cache for
@@ -250,12 +257,42 @@ fn prepared_for_export(cfg: &Config, examples: &[PathBuf]) -> Option<stats::Prep
     })
 }
 
-/// The running daemon's buffered example count, asked of its `/healthz` endpoint.
-fn live_buffer_count(cfg: &Config) -> Option<u64> {
-    let addr = cfg.metrics.listen.0?;
-    let body = crate::metrics::http_get(addr, "/healthz", Duration::from_millis(500)).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("buffer_count")?.as_u64()
+/// The running daemon's buffered example count, asked of its `/healthz` endpoint: `None`
+/// when the endpoint is off or nothing listens there (no daemon runs, so nothing is
+/// buffered). The answer counts only if it names the instance this data_dir's lock file
+/// records: another daemon (of another data_dir) or another program on that address is not
+/// ours, and its numbers are not taken; why, is the error.
+fn live_buffer_count(cfg: &Config) -> Result<Option<u64>, String> {
+    let Some(addr) = cfg.metrics.listen.0 else {
+        return Ok(None);
+    };
+    let body = match crate::metrics::http_get(addr, "/healthz", Duration::from_millis(500)) {
+        Ok(body) => body,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+            "buffer_count not counted: asking http://{addr}/healthz (metrics.listen) failed: {e}"
+        ))
+        }
+    };
+    let not_ours = |what: &str| {
+        format!(
+            "buffer_count not counted: {what} answers on {addr} (metrics.listen), not the daemon              of {}; is this config's metrics.listen the one that daemon uses?",
+            cfg.data_dir.display()
+        )
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return Err(not_ours("another program"));
+    };
+    let ours = crate::data_dir_lock::recorded_instance(&cfg.data_dir);
+    if ours.is_none() || v.get("instance").and_then(|i| i.as_str()) != ours.as_deref() {
+        let other = match v.get("data_dir").and_then(|d| d.as_str()) {
+            Some(d) => format!("the daemon of {d}"),
+            None => "another program".to_string(),
+        };
+        return Err(not_ours(&other));
+    }
+    Ok(v.get("buffer_count").and_then(|n| n.as_u64()))
 }
 
 #[cfg(test)]
@@ -278,7 +315,7 @@ mod tests {
             .filter(|p| !export::input::is_open_segment(p))
             .count() as u64;
         assert!(sealed >= 1);
-        let before = stats(&cfg).unwrap().prepared_for_export;
+        let before = stats(&cfg).unwrap().0.prepared_for_export;
         assert_eq!(
             before,
             Some(stats::PreparedForExport {
@@ -296,7 +333,7 @@ mod tests {
             },
         )
         .unwrap();
-        let after = stats(&cfg).unwrap().prepared_for_export.unwrap();
+        let after = stats(&cfg).unwrap().0.prepared_for_export.unwrap();
         assert_eq!((after.prepared, after.sealed), (sealed, sealed));
         // Other filters read the same entries; options that decide the facts (near-duplicate
         // detection off) are another cache, which the export did not write.
@@ -309,7 +346,7 @@ mod tests {
             },
             ..cfg.clone()
         };
-        let theirs = stats(&filtered).unwrap().prepared_for_export.unwrap();
+        let theirs = stats(&filtered).unwrap().0.prepared_for_export.unwrap();
         assert_eq!((theirs.prepared, theirs.sealed), (sealed, sealed));
         let other = Config {
             export: crate::config::ExportConfig {
@@ -318,7 +355,7 @@ mod tests {
             },
             ..cfg.clone()
         };
-        let theirs = stats(&other).unwrap().prepared_for_export.unwrap();
+        let theirs = stats(&other).unwrap().0.prepared_for_export.unwrap();
         assert_eq!(theirs.prepared, 0);
         // With an evaluation set, whose digest (not its index) `stats` takes.
         let eval = f.dir.path().join("eval.jsonl");
@@ -337,6 +374,7 @@ mod tests {
         assert_eq!(
             stats(&decontaminated)
                 .unwrap()
+                .0
                 .prepared_for_export
                 .unwrap()
                 .prepared,
@@ -350,10 +388,14 @@ mod tests {
             },
         )
         .unwrap();
-        let after = stats(&decontaminated).unwrap().prepared_for_export.unwrap();
+        let after = stats(&decontaminated)
+            .unwrap()
+            .0
+            .prepared_for_export
+            .unwrap();
         assert_eq!((after.prepared, after.sealed), (sealed, sealed));
         assert!(
-            stats::render_table(&stats(&cfg).unwrap()).contains(&format!(
+            stats::render_table(&stats(&cfg).unwrap().0).contains(&format!(
                 "prepared for export: {sealed} of {sealed} sealed segments"
             ))
         );

@@ -348,7 +348,10 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { json } => {
-            let stats = datadir::stats(&config)?;
+            let (stats, note_for_operator) = datadir::stats(&config)?;
+            if let Some(n) = note_for_operator {
+                note(&format!("warning: {n}"));
+            }
             if json {
                 print_json(&stats)?;
             } else {
@@ -458,6 +461,7 @@ fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
     // Before anything else: a second daemon must not even take the metrics port.
     let lock = training_collector::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
+    metrics.set_instance(lock.instance(), &config.data_dir);
     if let Some(addr) = config.metrics.listen.0 {
         let bound = metrics::serve(addr, metrics.clone()).with_context(|| {
             format!(

@@ -2,16 +2,18 @@
 //! `/metrics` in the Prometheus text format and `/healthz` as JSON (also what `stats` asks
 //! for the running daemon's `buffer_count`).
 //!
-//! Counters are plain atomics updated from the main loop; the endpoint runs on its own
-//! thread so a slow scraper can never stall intake. The exposition format is small enough to
-//! write directly, which keeps a whole HTTP stack out of a sidecar.
+//! Counters are plain atomics updated from the main loop; the endpoint runs on threads of
+//! its own so a slow scraper can never stall intake, each connection on its own thread and
+//! with a deadline so a slow client can never stall another (a health check). The
+//! exposition format is small enough to write directly, which keeps a whole HTTP stack out
+//! of a sidecar.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Everything the daemon reports.
 #[derive(Debug, Default)]
@@ -47,7 +49,18 @@ pub struct Metrics {
     /// True while writes fail and intake is paused.
     pub backpressure: AtomicBool,
     pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
-    pub file_lag_bytes: Mutex<Vec<(String, u64)>>,
+    /// Which daemon this is (see [`Metrics::set_instance`]).
+    instance: std::sync::OnceLock<Instance>,
+    /// Unread bytes by the path the globs selected a file under (see [`Metrics::set_file_lags`]).
+    file_lag_bytes: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What `/healthz` says of the daemon's identity: its data_dir lock's instance id, and the
+/// data_dir, for people.
+#[derive(Debug)]
+struct Instance {
+    id: String,
+    data_dir: String,
 }
 
 /// Rejection reasons are free text (they name the field or the parse error); metrics group
@@ -77,6 +90,31 @@ impl Metrics {
     pub fn rejected(&self, reason: &str) {
         if let Ok(mut m) = self.rejected_by_reason.lock() {
             *m.entry(reason_label(reason)).or_default() += 1;
+        }
+    }
+
+    /// Names the daemon in `/healthz` (`instance`, `data_dir`): `instance` is the id in its
+    /// data_dir lock ([`crate::data_dir_lock`]), which `stats` checks before it takes the
+    /// answer's `buffer_count` as its data_dir's. Set once; later calls are ignored.
+    pub fn set_instance(&self, instance: &str, data_dir: &std::path::Path) {
+        let _ = self.instance.set(Instance {
+            id: instance.to_string(),
+            data_dir: data_dir.display().to_string(),
+        });
+    }
+
+    /// Sets the `file_lag_bytes` gauge from each tailed file's path and unread bytes. A file
+    /// renamed away by a rotation is still read to its end under the name it had, next to the
+    /// new file of that name: their lags are summed, since a scrape may hold only one series
+    /// per label set (Prometheus rejects the duplicate), and "how far behind is this log"
+    /// includes its rotated-away part.
+    pub fn set_file_lags(&self, files: impl IntoIterator<Item = (String, u64)>) {
+        let mut lags = BTreeMap::new();
+        for (path, lag) in files {
+            *lags.entry(path).or_insert(0u64) += lag;
+        }
+        if let Ok(mut m) = self.file_lag_bytes.lock() {
+            *m = lags;
         }
     }
 
@@ -254,7 +292,7 @@ impl Metrics {
                 ));
             }
         }
-        out.push_str("# HELP training_collector_file_lag_bytes Bytes of a tailed file not read yet.\n# TYPE training_collector_file_lag_bytes gauge\n");
+        out.push_str("# HELP training_collector_file_lag_bytes Bytes of a tailed log not read yet (a file rotated away from the path included).\n# TYPE training_collector_file_lag_bytes gauge\n");
         if let Ok(files) = self.file_lag_bytes.lock() {
             for (path, lag) in files.iter() {
                 out.push_str(&format!(
@@ -273,6 +311,8 @@ impl Metrics {
             "buffer_count": self.buffered_examples.load(Ordering::Relaxed),
             "last_flush_timestamp_seconds": self.last_flush_unix_seconds.load(Ordering::Relaxed),
             "pid": std::process::id(),
+            "instance": self.instance.get().map(|i| i.id.as_str()),
+            "data_dir": self.instance.get().map(|i| i.data_dir.as_str()),
         })
         .to_string()
     }
@@ -284,54 +324,148 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` from a background thread until the process
+/// At most this many connections are answered at once; more are closed unanswered until
+/// one ends. Each ends within [`CONNECTION_DEADLINE`], so clients that hold a connection
+/// open (send nothing, drip bytes, never read the answer) hold a slot for that long at most
+/// and cannot keep a health check from an answer.
+const MAX_CONNECTIONS: usize = 16;
+
+/// The whole of one exchange, reading the request and writing the answer: a client that
+/// takes longer is cut off. Prometheus' default scrape timeout is 10 s; the answer is
+/// written from memory, so only a client that is not reading gets near this.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A request head longer than this (a GET for two paths needs a few hundred bytes) is
+/// answered 431 and closed, so a client cannot make the endpoint buffer without bound.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// Serves `/metrics` and `/healthz` on `addr` from background threads until the process
 /// exits. Returns the bound address (port 0 picks a free one).
+///
+/// One thread accepts; each connection is answered on a thread of its own, up to
+/// [`MAX_CONNECTIONS`] at once, each within [`CONNECTION_DEADLINE`]. A handful of
+/// hand-written lines rather than an HTTP crate: tiny_http (the small synchronous one) grows
+/// its thread pool without bound and puts no deadline on reading a request, so the same
+/// limits would have to be added around it anyway.
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &metrics) {
-                    tracing::debug!("metrics request failed: {e}");
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS as u64 {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    tracing::debug!("metrics: {MAX_CONNECTIONS} connections open, one refused");
+                    continue;
+                }
+                let slot = Slot(active.clone());
+                let metrics = metrics.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        if let Err(e) = answer(stream, &metrics) {
+                            tracing::debug!("metrics request failed: {e}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    // The closure, its slot with it, is dropped: the count stays right.
+                    tracing::debug!("metrics: cannot start a thread for a connection: {e}");
                 }
             }
         })?;
     Ok(bound)
 }
 
-fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request_line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    reader.read_line(&mut request_line)?;
-    // Drain the headers so the client sees a clean close.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
+/// One of the [`MAX_CONNECTIONS`], given back when the connection's thread ends.
+struct Slot(Arc<AtomicU64>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let (status, ctype, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        "/healthz" => ("200 OK", "application/json", metrics.health_json()),
-        _ => (
-            "404 Not Found",
+}
+
+/// The time left until `deadline`, or a `TimedOut` error once it has passed (a zero
+/// timeout would mean "wait forever" to the socket).
+fn left(deadline: Instant) -> std::io::Result<Duration> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connection deadline passed",
+        )),
+    }
+}
+
+/// Reads the request head (up to the blank line), within `deadline` and
+/// [`MAX_REQUEST_BYTES`]; `None` when it is too long.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        stream.set_read_timeout(Some(left(deadline)?))?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Some(head));
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let deadline = Instant::now() + CONNECTION_DEADLINE;
+    let (status, ctype, body) = match read_head(&mut stream, deadline)? {
+        None => (
+            "431 Request Header Fields Too Large",
             "text/plain",
-            "not found: try /metrics or /healthz\n".to_string(),
+            "request too large\n".to_string(),
         ),
+        Some(head) => {
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/healthz" => ("200 OK", "application/json", metrics.health_json()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "not found: try /metrics or /healthz\n".to_string(),
+                ),
+            }
+        }
     };
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    // Written in pieces, each with the time left, so a client that stops reading is cut off
+    // at the deadline however large the answer.
+    let mut rest = response.as_bytes();
+    while !rest.is_empty() {
+        stream.set_write_timeout(Some(left(deadline)?))?;
+        match stream.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     stream.flush()
 }
 
 /// A minimal HTTP GET for `stats` and tests: returns the body of a 200 response.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
-    use std::io::Read;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     write!(
@@ -366,6 +500,57 @@ mod tests {
             reason_label("missing required field: prompt (tried /prompt)"),
             "missing_required_field_prompt"
         );
+    }
+
+    /// A rotated file still being read and the new file under its old name make one series.
+    #[test]
+    fn file_lags_are_one_series_per_path() {
+        let m = Metrics::default();
+        m.set_file_lags([
+            ("/l/app.log".to_string(), 10),
+            ("/l/b.log".to_string(), 1),
+            ("/l/app.log".to_string(), 5),
+        ]);
+        let body = m.render();
+        let lags: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("training_collector_file_lag_bytes{"))
+            .collect();
+        assert_eq!(
+            lags,
+            [
+                "training_collector_file_lag_bytes{path=\"/l/app.log\"} 15",
+                "training_collector_file_lag_bytes{path=\"/l/b.log\"} 1",
+            ]
+        );
+    }
+
+    /// A request head that never ends is cut off at MAX_REQUEST_BYTES with a 431, and a
+    /// client that sends nothing is disconnected at the deadline, not held forever.
+    #[test]
+    fn oversized_and_silent_requests_are_cut_off() {
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::default()).unwrap();
+        let mut big = TcpStream::connect(addr).unwrap();
+        big.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // One byte over the cap, so the server has read it all when it answers (closing with
+        // bytes unread would reset the connection).
+        let mut header = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
+        header.resize(MAX_REQUEST_BYTES + 1, b'a');
+        big.write_all(&header).unwrap();
+        let mut resp = String::new();
+        let _ = big.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 431"), "{resp:?}");
+
+        let mut silent = TcpStream::connect(addr).unwrap();
+        silent
+            .set_read_timeout(Some(CONNECTION_DEADLINE * 4))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match silent.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent client is still connected: {other:?}"),
+        }
     }
 
     #[test]

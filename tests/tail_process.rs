@@ -256,6 +256,78 @@ fn no_rejected(sb: &Sandbox) {
     assert!(r.is_empty(), "unexpected rejected records: {r:?}");
 }
 
+/// The config's folder has glob characters in its name (`app[1]...`): the relative glob
+/// `logs/*.log` under it still finds the logs there (the folder part used to be read as a
+/// character class, so nothing was ever read).
+#[test]
+fn relative_globs_work_under_a_config_folder_named_with_glob_characters() {
+    let sb = Sandbox::with_config_named(&config(&["logs/*.log"], ""), "app[1]*?");
+    assert!(sb.dir.path().to_string_lossy().contains("app[1]*?"));
+    append_lines(&sb.path("logs/app.log"), &lines("g", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    stop(&sb, d);
+    assert_exact(&sb, &ids("g", 0..5));
+}
+
+/// While a file renamed by a rotation is still held (read to its end, kept until quiet for
+/// `rotate_wait`), the new file has its old name: a scrape lists one `file_lag_bytes`
+/// series for that name, not two (Prometheus refuses a scrape with duplicate series).
+#[test]
+fn a_scrape_during_a_rotation_lists_each_series_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(&["logs/*.log"], "")
+        .replace("rotate_wait = \"5s\"", "rotate_wait = \"1h\"")
+        .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""));
+    assert!(cfg.contains("rotate_wait = \"1h\""), "{cfg}");
+    let sb = Sandbox::with_config(&cfg);
+    append_lines(&sb.path("logs/app.log"), &lines("r", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    std::fs::rename(sb.path("logs/app.log"), sb.path("logs/app.log.1")).unwrap();
+    append_lines(&sb.path("logs/app.log"), &lines("r", 3..6));
+    wait_for(&sb, 6);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let scrape = || {
+        training_collector::metrics::http_get(addr, "/metrics", Duration::from_secs(5))
+            .expect("metrics")
+    };
+    let value = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    // Both files held, and a full poll (which sets the lags) after that was seen.
+    let mut polls = 0;
+    wait_until(T, "both files open", || {
+        let body = scrape();
+        polls = value(&body, "training_collector_full_polls_total");
+        value(&body, "training_collector_open_files") == 2
+    });
+    let mut body = String::new();
+    wait_until(T, "a full poll with both files open", || {
+        body = scrape();
+        value(&body, "training_collector_full_polls_total") > polls + 1
+    });
+    assert_eq!(value(&body, "training_collector_open_files"), 2, "{body}");
+    let mut series = std::collections::HashSet::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (key, _) = line.rsplit_once(' ').unwrap();
+        assert!(series.insert(key), "{key} listed twice:\n{body}");
+    }
+    let app = sb.path("logs/app.log").display().to_string();
+    assert!(
+        series.contains(format!("training_collector_file_lag_bytes{{path=\"{app}\"}}").as_str()),
+        "{body}"
+    );
+    stop(&sb, d);
+    assert_exact(&sb, &ids("r", 0..6));
+}
+
 #[test]
 fn rename_rotation_reads_the_old_file_to_its_end_and_the_new_one_from_the_start() {
     let sb = sandbox(&["logs/*.log"], "");

@@ -176,20 +176,55 @@ fn has_meta(component: &str) -> bool {
     component.contains(['*', '?', '['])
 }
 
+/// The name a pattern component stands for when it matches only that name: plain text, and
+/// the one-character classes `glob::Pattern::escape` writes (`[[]`, `[]]`, `[*]`, `[?]`),
+/// as in a config folder's escaped path (`/srv/app[[]1[]]`). `None` for a wildcard.
+pub(crate) fn literal_component(component: &str) -> Option<String> {
+    if !has_meta(component) {
+        return Some(component.to_string());
+    }
+    let mut out = String::new();
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => return None,
+            '[' => {
+                let mut class = chars.clone();
+                // `[!` opens a negated class, not a literal `!`.
+                match (class.next(), class.next()) {
+                    (Some(lit), Some(']')) if lit != '!' => {
+                        out.push(lit);
+                        chars = class;
+                    }
+                    _ => return None,
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// The directory a pattern's files are in, as far as it is literal: the path up to the
 /// first component with a wildcard, or the parent of a pattern without one (`.` when that
 /// is empty); and whether files in its subdirectories can match too (a wildcard before the
 /// last component: `**` or `dir/*/x.log`).
 pub fn literal_dir(pattern: &str) -> (PathBuf, bool) {
     let path = Path::new(pattern);
-    let comps: Vec<&str> = path
+    let comps: Vec<Option<String>> = path
         .components()
-        .map(|c| c.as_os_str().to_str().unwrap_or(""))
+        .map(|c| literal_component(c.as_os_str().to_str().unwrap_or("")))
         .collect();
-    let (root, deeper) = match comps.iter().position(|c| has_meta(c)) {
-        Some(i) => (path.components().take(i).collect(), i + 1 < comps.len()),
+    let (root, deeper) = match comps.iter().position(Option::is_none) {
+        Some(i) => (
+            comps[..i].iter().flatten().collect::<PathBuf>(),
+            i + 1 < comps.len(),
+        ),
         None => (
-            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            comps[..comps.len().saturating_sub(1)]
+                .iter()
+                .flatten()
+                .collect(),
             false,
         ),
     };
@@ -247,6 +282,14 @@ mod tests {
         assert_eq!(literal_dir("/var/log/**/*.log"), (p("/var/log"), true));
         assert_eq!(literal_dir("x.log"), (p("."), false));
         assert_eq!(literal_dir("*.log"), (p("."), false));
+        // An escaped folder (a relative glob under a config folder named `app[1]`) is the
+        // folder itself, not a wildcard.
+        assert_eq!(
+            literal_dir("/srv/app[[]1[]]/logs/*.log"),
+            (p("/srv/app[1]/logs"), false)
+        );
+        assert_eq!(literal_dir("/srv/app[12]/x.log"), (p("/srv"), true));
+        assert_eq!(literal_dir("/srv/app[!1]/x.log"), (p("/srv"), true));
     }
 
     /// The suffix compare that stands in for `*<literal>` name patterns decides as the glob

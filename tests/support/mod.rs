@@ -93,7 +93,17 @@ impl Sandbox {
     }
 
     pub fn with_config(config: &str) -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
+        Sandbox::with_config_in(config, tempfile::tempdir().unwrap())
+    }
+
+    /// Like `with_config`, in a folder whose name starts with `prefix` (glob characters,
+    /// say).
+    pub fn with_config_named(config: &str, prefix: &str) -> Sandbox {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        Sandbox::with_config_in(config, dir)
+    }
+
+    fn with_config_in(config: &str, dir: tempfile::TempDir) -> Sandbox {
         for d in ["logs", "data", "spool"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
