@@ -2175,3 +2175,36 @@ fn a_file_the_config_stops_selecting_is_not_read_after_a_restart_or_a_reload() {
     assert_exact(&sb, &all_ids(&[("xa", 0..9), ("xb", 0..6)]));
     no_rejected(&sb);
 }
+
+/// After more than a day down, every log was rotated out of the globs with lines unread, and
+/// there are more of them than are looked for in one poll (64): each is still found and read
+/// on from its saved position. The saved positions are older than the day after which
+/// positions of files not seen are forgotten; one not looked for yet must not be forgotten.
+#[test]
+fn more_logs_rotated_during_a_long_downtime_than_one_poll_looks_for_lose_nothing() {
+    const N: usize = 80;
+    let sb = sandbox(&["logs/*.log"], "");
+    let tag = |i: usize| format!("m{i:02}");
+    for i in 0..N {
+        append_lines(
+            &sb.path(&format!("logs/{}.log", tag(i))),
+            &lines(&tag(i), 0..2),
+        );
+    }
+    let d = sb.start();
+    wait_for(&sb, 2 * N);
+    stop(&sb, d);
+    for i in 0..N {
+        let log = sb.path(&format!("logs/{}.log", tag(i)));
+        append_lines(&log, &lines(&tag(i), 2..3));
+        std::fs::rename(&log, sb.path(&format!("logs/{}.log.1", tag(i)))).unwrap();
+    }
+    // Two days later.
+    let d = sb.start_with_env(&[("TRAINING_COLLECTOR_CLOCK_OFFSET_SECS", "172800")]);
+    wait_for(&sb, 3 * N);
+    stop(&sb, d);
+    let parts: Vec<(String, std::ops::Range<usize>)> = (0..N).map(|i| (tag(i), 0..3)).collect();
+    let parts: Vec<(&str, std::ops::Range<usize>)> =
+        parts.iter().map(|(t, r)| (t.as_str(), r.clone())).collect();
+    assert_exact(&sb, &all_ids(&parts));
+}

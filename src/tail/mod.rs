@@ -206,7 +206,9 @@ pub struct TailCounters {
     pub checkpoint_writes: u64,
 }
 
-/// Saved positions of files not open right now are forgotten after this long unseen.
+/// Saved positions of files not open right now are forgotten after this long unseen, once
+/// they have been looked for outside the globs (so an idle daemon does not carry the
+/// positions of files deleted long ago).
 const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 /// While a backlog is being drained (`more_pending`), the globs are re-scanned at most this
 /// often, so a tight drain loop does not stat every file on every call.
@@ -1934,10 +1936,17 @@ impl Tailer {
     pub fn checkpoint_snapshot(&mut self) -> CheckpointSnapshot {
         let now_unix = unix_now();
         // Only after a scan has refreshed the entries of files still present; before the
-        // first poll every saved entry looks unseen.
+        // first poll every saved entry looks unseen. A position not looked for outside the
+        // globs yet is kept whatever its age: after a long downtime every position is old,
+        // and one still waiting its turn among the searches ([`SEARCHES_PER_POLL`]) holds
+        // the unread tail of a rotated file.
         if self.last_scan.is_some() {
+            let searched = &self.searched;
             self.saved.retain(|_, v| {
-                v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
+                v.retain(|e| {
+                    now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS
+                        || !searched.contains(&search_key(e))
+                });
                 !v.is_empty()
             });
         }
