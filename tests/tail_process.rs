@@ -2208,3 +2208,50 @@ fn more_logs_rotated_during_a_long_downtime_than_one_poll_looks_for_lose_nothing
         parts.iter().map(|(t, r)| (t.as_str(), r.clone())).collect();
     assert_exact(&sb, &all_ids(&parts));
 }
+
+/// The same split line, but the rotated file is deleted before the restart (logrotate's
+/// `rotate 1` removed it, say): the start of the line the shutdown kept for the restart is
+/// all there is of it, and it is rejected with the bytes the collector had and a reason, not
+/// lost without a trace.
+#[test]
+fn a_split_line_of_a_rotated_file_deleted_before_the_restart_is_rejected_with_its_bytes() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("sd", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    let at = std::fs::metadata(&log).unwrap().len();
+    let split = interaction_line("sd", 5);
+    w.raw(&split.as_bytes()[..40]);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sd", 10..12));
+    wait_for(&sb, 7);
+    // Well within rotate_wait (5 s): the rotated file is still open, its last line partial.
+    stop(&sb, d);
+    no_rejected(&sb);
+    drop(w);
+    std::fs::remove_file(sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sd", 12..14));
+    let d = sb.start();
+    wait_for(&sb, 9);
+    wait_until(T, "the rejected fragment", || !rejected(&sb).is_empty());
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("sd", 0..5), ("sd", 10..14)]));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 40);
+    assert_eq!(r[0]["raw"], &split[..40]);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("not found"),
+        "{reason}"
+    );
+    // Said once: a further restart does not reject it again.
+    let d = sb.start();
+    append_lines(&log, &lines("sd", 14..15));
+    wait_for(&sb, 10);
+    stop(&sb, d);
+    assert_eq!(rejected(&sb).len(), 1);
+}
