@@ -653,6 +653,8 @@ enum Stream {
 /// The running daemon.
 struct Daemon {
     tailer: Tailer,
+    /// File-system notifications (`None`: unavailable, re-scans alone find changes).
+    watcher: Option<tail::FsWatcher>,
     /// Which files' writes wake the loop (updated on reload).
     relevant: tail::RelevantPath,
     /// What the file-system events said since the last poll: a write to open logs only
@@ -741,6 +743,7 @@ pub fn run(
     let warmer = CacheWarmer::start(&config, metrics.clone()).map_err(DaemonError::Workers)?;
     let mut daemon = Daemon {
         tailer,
+        watcher,
         relevant,
         pool,
         applied: Applied::Nothing,
@@ -785,7 +788,6 @@ pub fn run(
             daemon.intake.push_rejected(rec);
         }
     }
-    let _watcher = watcher;
     let _lock = lock;
     for warning in crate::preflight::warnings(&daemon.intake.cfg) {
         tracing::warn!("{warning}");
@@ -824,6 +826,16 @@ fn set_watch_relevance(relevant: &tail::RelevantPath, cfg: &Config) {
     );
 }
 
+/// The directories to watch: the globs' and the spool.
+fn watch_specs(tailer: &Tailer, cfg: &Config) -> Vec<tail::WatchSpec> {
+    let mut specs = tailer.watch_specs();
+    specs.push(tail::WatchSpec {
+        dir: cfg.spool.dir.clone(),
+        recursive: false,
+    });
+    specs
+}
+
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the
 /// guarantee, so a watcher that cannot start is a warning, not an error.
 fn start_watcher(
@@ -833,11 +845,7 @@ fn start_watcher(
     changes: &tail::ChangeLog,
     wake: Sender<Control>,
 ) -> Option<tail::FsWatcher> {
-    let mut specs = tailer.watch_specs();
-    specs.push(tail::WatchSpec {
-        dir: cfg.spool.dir.clone(),
-        recursive: false,
-    });
+    let specs = watch_specs(tailer, cfg);
     match tail::FsWatcher::filtered(&specs, Some(relevant.clone()), changes.clone(), move || {
         let _ = wake.send(Control::Wake);
     }) {
@@ -1011,10 +1019,20 @@ impl Daemon {
                 return Ok((outcome, false));
             }
         }
+        // Before the scan, so that nothing created after it goes unnoticed until the next.
+        self.rearm_watches();
         let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
         Metrics::add(&self.intake.metrics.full_polls, 1);
         self.last_full_poll = Some(Instant::now());
         Ok((outcome, true))
+    }
+
+    /// Watches the log folders as they are now (see [`tail::FsWatcher::rearm`]): one
+    /// removed and created again, or named by a reload, is watched anew.
+    fn rearm_watches(&mut self) {
+        if let Some(w) = &mut self.watcher {
+            w.rearm(&watch_specs(&self.tailer, &self.intake.cfg));
+        }
     }
 
     /// Applies the batches the workers have finished, in read order, each making its poll's

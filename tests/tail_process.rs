@@ -2255,3 +2255,54 @@ fn a_split_line_of_a_rotated_file_deleted_before_the_restart_is_rejected_with_it
     stop(&sb, d);
     assert_eq!(rejected(&sb).len(), 1);
 }
+
+/// With a long `rescan_interval`, appends are read on inotify events alone. A deploy that
+/// removes and re-creates the log folder, and a reload that adds a folder to `input.paths`,
+/// must leave the new folders watched: lines written there are read at once, not at the
+/// next re-scan an hour later.
+#[test]
+fn watches_follow_a_recreated_log_folder_and_a_reload_that_adds_one() {
+    let cfg = config(&["logs/*.log"], "")
+        .replace("rescan_interval = \"100ms\"", "rescan_interval = \"1h\"");
+    assert!(cfg.contains("\"1h\""));
+    let sb = Sandbox::with_config(&cfg);
+    let logs = sb.path("logs");
+    append_lines(&logs.join("a.log"), &lines("wa", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    append_lines(&logs.join("a.log"), &lines("wa", 3..5));
+    wait_for(&sb, 5);
+    // The deploy: the folder goes (the daemon sees that), then comes back empty, then the
+    // service starts writing into it.
+    std::fs::remove_dir_all(&logs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::create_dir(&logs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append_lines(&logs.join("b.log"), &lines("wb", 0..3));
+    wait_for(&sb, 8);
+    append_lines(&logs.join("b.log"), &lines("wb", 3..6));
+    wait_for(&sb, 11);
+    // A reload that adds a folder: its file's lines so far are read by the full poll the
+    // reload makes; what is appended after must be noticed too.
+    let other = sb.path("other");
+    std::fs::create_dir(&other).unwrap();
+    append_lines(&other.join("c.log"), &lines("wc", 0..3));
+    std::fs::write(
+        sb.config_path(),
+        cfg.replace(
+            "paths = [\"logs/*.log\"]",
+            "paths = [\"logs/*.log\", \"other/*.log\"]",
+        ),
+    )
+    .unwrap();
+    let reloads = sb.daemon_log().matches("config reloaded").count();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().matches("config reloaded").count() > reloads
+    });
+    wait_for(&sb, 14);
+    append_lines(&other.join("c.log"), &lines("wc", 3..6));
+    wait_for(&sb, 17);
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("wa", 0..5), ("wb", 0..6), ("wc", 0..6)]));
+}
