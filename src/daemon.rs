@@ -981,6 +981,8 @@ impl Daemon {
         m.idle_files_closed
             .store(closed_idle as u64, Ordering::Relaxed);
         m.files_waiting.store(waiting as u64, Ordering::Relaxed);
+        m.log_names_not_utf8
+            .store(self.tailer.non_utf8_names() as u64, Ordering::Relaxed);
         // At every full poll (at least each rescan_interval): one name and number per file
         // is too much for every light poll when thousands of files match.
         if full {

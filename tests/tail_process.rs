@@ -2306,3 +2306,29 @@ fn watches_follow_a_recreated_log_folder_and_a_reload_that_adds_one() {
     stop(&sb, d);
     assert_exact(&sb, &all_ids(&[("wa", 0..5), ("wb", 0..6), ("wc", 0..6)]));
 }
+
+/// A log whose name is not UTF-8 cannot be read (globs and the checkpoint take names as
+/// text); the daemon says so, once, naming the file, and reads the others.
+#[test]
+fn a_log_name_that_is_not_utf8_is_warned_of_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = sandbox(&["logs/*.log"], "");
+    let bad = sb
+        .path("logs")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.log"));
+    append_lines(&bad, &lines("nu", 0..3));
+    append_lines(&sb.path("logs/ok.log"), &lines("ok", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    append_lines(&sb.path("logs/ok.log"), &lines("ok", 3..6));
+    append_lines(&bad, &lines("nu", 3..6));
+    wait_for(&sb, 6);
+    // Scans since (every 100 ms) must not say it again.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&sb, d);
+    assert_exact(&sb, &ids("ok", 0..6));
+    let log = sb.daemon_log();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("not UTF-8")).collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("caf\u{fffd}.log"), "{}", warned[0]);
+}

@@ -470,6 +470,8 @@ pub struct Tailer {
     /// Saved positions whose unterminated line is lost, to reject (see
     /// [`Tailer::fragment_lost`]).
     lost_fragments: Vec<Entry>,
+    /// Files the globs would select but for a name that is not UTF-8.
+    non_utf8: discovery::NonUtf8Names,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -806,6 +808,7 @@ impl Tailer {
             counters: TailCounters::default(),
             open_failed: HashSet::new(),
             lost_fragments: Vec::new(),
+            non_utf8: discovery::NonUtf8Names::default(),
         })
     }
 
@@ -1311,6 +1314,8 @@ impl Tailer {
     /// Re-scans the globs: notices renames, rotations and new files.
     fn discover(&mut self, now: Instant) {
         let found = &discovery::scan(&self.opts.include, &self.exclude);
+        self.non_utf8
+            .check(&self.opts.include, &self.exclude, found);
         let now_unix = unix_now();
         let by_key: HashMap<(u64, u64), usize> = found
             .iter()
@@ -2141,6 +2146,12 @@ impl Tailer {
     /// yet opened for want of room in it.
     pub fn closed_idle_and_waiting(&self) -> (usize, usize) {
         (self.parked.len(), self.waiting.len())
+    }
+
+    /// Files the globs would select but for a name that is not UTF-8 (not read; each was
+    /// warned of once).
+    pub fn non_utf8_names(&self) -> usize {
+        self.non_utf8.count()
     }
 
     /// Running totals since `open`.
