@@ -244,7 +244,19 @@ impl Intake {
                 unreachable!("interactions are prepared into examples")
             }
             Prepared::Event(LineEvent::Feedback(f)) => {
-                self.on_feedback(f, &item.identity());
+                // The event's id, by which a re-read line counts once, hashes the line too:
+                // two logs that start with the same line (replicas' boot line) share the
+                // fingerprint, and feedback at the same offset in both was taken for one
+                // event delivered twice (`stats` counted one).
+                let identity = match &item.kind {
+                    ItemKind::Line(bytes) => format!(
+                        "{}:{}",
+                        item.identity(),
+                        capture::md5_hex16(&[&String::from_utf8_lossy(bytes)])
+                    ),
+                    ItemKind::Rejected { .. } => item.identity(),
+                };
+                self.on_feedback(f, &identity);
             }
             Prepared::Event(LineEvent::Correction(c)) => {
                 self.on_correction(*c, &Identity::Event(item.identity()))

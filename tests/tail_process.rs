@@ -2332,3 +2332,39 @@ fn a_log_name_that_is_not_utf8_is_warned_of_once() {
     assert_eq!(warned.len(), 1, "{log}");
     assert!(warned[0].contains("caf\u{fffd}.log"), "{}", warned[0]);
 }
+
+/// Two replicas' logs start with the same line, so they share a fingerprint; feedback the
+/// service logs at the same offset in both is two events, not one delivered twice: each
+/// gets its own id, and `stats` counts both.
+#[test]
+fn feedback_logged_at_the_same_offset_of_two_logs_with_the_same_first_line_counts_twice() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let fb = |target: &str, value: &str| {
+        serde_json::json!({"event": "feedback", "request_id": target, "feedback": value})
+            .to_string()
+    };
+    let a = interaction_line("fa", 0);
+    let b = interaction_line("fb", 0);
+    assert_eq!(a.len(), b.len());
+    append_lines(
+        &sb.path("logs/app-a.log"),
+        &[HEADER.to_string(), a, fb("fa-000000", "positive")],
+    );
+    append_lines(
+        &sb.path("logs/app-b.log"),
+        &[HEADER.to_string(), b, fb("fb-000000", "negative")],
+    );
+    let d = sb.start();
+    wait_for(&sb, 2);
+    wait_until(T, "both feedback events", || {
+        sb.records("feedback_").len() == 2
+    });
+    stop(&sb, d);
+    let events = sb.records("feedback_");
+    assert_ne!(events[0]["id"], events[1]["id"], "{events:?}");
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["feedback"]["positive"], 1, "{out}");
+    assert_eq!(stats["feedback"]["negative"], 1, "{out}");
+}
