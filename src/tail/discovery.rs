@@ -206,11 +206,17 @@ impl NonUtf8Names {
             .filter(|(_, deeper)| !deeper)
             .map(|(d, _)| d)
             .collect();
-        dirs.extend(
-            found
-                .iter()
-                .filter_map(|f| Some(f.path.parent()?.to_path_buf())),
-        );
+        // A scan's files come sorted by path, a folder's together: one entry per folder, not
+        // an allocation per file (this runs at every scan, over thousands of files).
+        let mut last: Option<&Path> = None;
+        for parent in found.iter().filter_map(|f| f.path.parent()) {
+            if last != Some(parent) {
+                last = Some(parent);
+                if !dirs.contains(parent) {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+        }
         self.listed.retain(|d, _| dirs.contains(d));
         for dir in dirs {
             let Ok(md) = std::fs::metadata(&dir) else {
