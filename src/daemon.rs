@@ -244,7 +244,19 @@ impl Intake {
                 unreachable!("interactions are prepared into examples")
             }
             Prepared::Event(LineEvent::Feedback(f)) => {
-                self.on_feedback(f, &item.identity());
+                // The event's id, by which a re-read line counts once, hashes the line too:
+                // two logs that start with the same line (replicas' boot line) share the
+                // fingerprint, and feedback at the same offset in both was taken for one
+                // event delivered twice (`stats` counted one).
+                let identity = match &item.kind {
+                    ItemKind::Line(bytes) => format!(
+                        "{}:{}",
+                        item.identity(),
+                        capture::md5_hex16(&[&String::from_utf8_lossy(bytes)])
+                    ),
+                    ItemKind::Rejected { .. } => item.identity(),
+                };
+                self.on_feedback(f, &identity);
             }
             Prepared::Event(LineEvent::Correction(c)) => {
                 self.on_correction(*c, &Identity::Event(item.identity()))
@@ -653,6 +665,8 @@ enum Stream {
 /// The running daemon.
 struct Daemon {
     tailer: Tailer,
+    /// File-system notifications (`None`: unavailable, re-scans alone find changes).
+    watcher: Option<tail::FsWatcher>,
     /// Which files' writes wake the loop (updated on reload).
     relevant: tail::RelevantPath,
     /// What the file-system events said since the last poll: a write to open logs only
@@ -741,6 +755,7 @@ pub fn run(
     let warmer = CacheWarmer::start(&config, metrics.clone()).map_err(DaemonError::Workers)?;
     let mut daemon = Daemon {
         tailer,
+        watcher,
         relevant,
         pool,
         applied: Applied::Nothing,
@@ -785,7 +800,6 @@ pub fn run(
             daemon.intake.push_rejected(rec);
         }
     }
-    let _watcher = watcher;
     let _lock = lock;
     for warning in crate::preflight::warnings(&daemon.intake.cfg) {
         tracing::warn!("{warning}");
@@ -825,6 +839,16 @@ fn set_watch_relevance(relevant: &tail::RelevantPath, cfg: &Config) {
     );
 }
 
+/// The directories to watch: the globs' and the spool.
+fn watch_specs(tailer: &Tailer, cfg: &Config) -> Vec<tail::WatchSpec> {
+    let mut specs = tailer.watch_specs();
+    specs.push(tail::WatchSpec {
+        dir: cfg.spool.dir.clone(),
+        recursive: false,
+    });
+    specs
+}
+
 /// Filesystem notifications only wake the loop early; the periodic re-scan is the
 /// guarantee, so a watcher that cannot start is a warning, not an error.
 fn start_watcher(
@@ -834,11 +858,7 @@ fn start_watcher(
     changes: &tail::ChangeLog,
     wake: Sender<Control>,
 ) -> Option<tail::FsWatcher> {
-    let mut specs = tailer.watch_specs();
-    specs.push(tail::WatchSpec {
-        dir: cfg.spool.dir.clone(),
-        recursive: false,
-    });
+    let specs = watch_specs(tailer, cfg);
     match tail::FsWatcher::filtered(&specs, Some(relevant.clone()), changes.clone(), move || {
         let _ = wake.send(Control::Wake);
     }) {
@@ -974,6 +994,8 @@ impl Daemon {
         m.idle_files_closed
             .store(closed_idle as u64, Ordering::Relaxed);
         m.files_waiting.store(waiting as u64, Ordering::Relaxed);
+        m.log_names_not_utf8
+            .store(self.tailer.non_utf8_names() as u64, Ordering::Relaxed);
         // At every full poll (at least each rescan_interval): one name and number per file
         // is too much for every light poll when thousands of files match.
         if full {
@@ -1010,10 +1032,20 @@ impl Daemon {
                 return Ok((outcome, false));
             }
         }
+        // Before the scan, so that nothing created after it goes unnoticed until the next.
+        self.rearm_watches();
         let outcome = self.tailer.poll(&mut |item| collected.push(item))?;
         Metrics::add(&self.intake.metrics.full_polls, 1);
         self.last_full_poll = Some(Instant::now());
         Ok((outcome, true))
+    }
+
+    /// Watches the log folders as they are now (see [`tail::FsWatcher::rearm`]): one
+    /// removed and created again, or named by a reload, is watched anew.
+    fn rearm_watches(&mut self) {
+        if let Some(w) = &mut self.watcher {
+            w.rearm(&watch_specs(&self.tailer, &self.intake.cfg));
+        }
     }
 
     /// Applies the batches the workers have finished, in read order, each making its poll's

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub open_files: AtomicU64,
     pub idle_files_closed: AtomicU64,
     pub files_waiting: AtomicU64,
+    /// Files `input.paths` would select but for a name that is not UTF-8: not read.
+    pub log_names_not_utf8: AtomicU64,
     pub spool_stale_tmp_files: AtomicU64,
     /// Spool files applied but not retired (see `spool::Unretired`).
     pub spool_files_unretired: AtomicU64,
@@ -252,6 +254,12 @@ impl Metrics {
             "gauge",
             "Matching log files not read yet for want of room in input.max_open_files.",
             g(&self.files_waiting),
+        );
+        metric(
+            "log_names_not_utf8",
+            "gauge",
+            "Files input.paths would select but for a name that is not UTF-8: not read (rename them).",
+            g(&self.log_names_not_utf8),
         );
         metric(
             "spool_stale_tmp_files",

@@ -2247,3 +2247,196 @@ fn a_file_the_config_stops_selecting_is_not_read_after_a_restart_or_a_reload() {
     assert_exact(&sb, &all_ids(&[("xa", 0..9), ("xb", 0..6)]));
     no_rejected(&sb);
 }
+
+/// After more than a day down, every log was rotated out of the globs with lines unread, and
+/// there are more of them than are looked for in one poll (64): each is still found and read
+/// on from its saved position. The saved positions are older than the day after which
+/// positions of files not seen are forgotten; one not looked for yet must not be forgotten.
+#[test]
+fn more_logs_rotated_during_a_long_downtime_than_one_poll_looks_for_lose_nothing() {
+    const N: usize = 80;
+    let sb = sandbox(&["logs/*.log"], "");
+    let tag = |i: usize| format!("m{i:02}");
+    for i in 0..N {
+        append_lines(
+            &sb.path(&format!("logs/{}.log", tag(i))),
+            &lines(&tag(i), 0..2),
+        );
+    }
+    let d = sb.start();
+    wait_for(&sb, 2 * N);
+    stop(&sb, d);
+    for i in 0..N {
+        let log = sb.path(&format!("logs/{}.log", tag(i)));
+        append_lines(&log, &lines(&tag(i), 2..3));
+        std::fs::rename(&log, sb.path(&format!("logs/{}.log.1", tag(i)))).unwrap();
+    }
+    // Two days later.
+    let d = sb.start_with_env(&[("TRAINING_COLLECTOR_CLOCK_OFFSET_SECS", "172800")]);
+    wait_for(&sb, 3 * N);
+    stop(&sb, d);
+    let parts: Vec<(String, std::ops::Range<usize>)> = (0..N).map(|i| (tag(i), 0..3)).collect();
+    let parts: Vec<(&str, std::ops::Range<usize>)> =
+        parts.iter().map(|(t, r)| (t.as_str(), r.clone())).collect();
+    assert_exact(&sb, &all_ids(&parts));
+}
+
+/// The same split line, but the rotated file is deleted before the restart (logrotate's
+/// `rotate 1` removed it, say): the start of the line the shutdown kept for the restart is
+/// all there is of it, and it is rejected with the bytes the collector had and a reason, not
+/// lost without a trace.
+#[test]
+fn a_split_line_of_a_rotated_file_deleted_before_the_restart_is_rejected_with_its_bytes() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let log = sb.path("logs/app.log");
+    let mut w = Writer::append(&log);
+    w.write(&lines("sd", 0..5));
+    let d = sb.start();
+    wait_for(&sb, 5);
+    let at = std::fs::metadata(&log).unwrap().len();
+    let split = interaction_line("sd", 5);
+    w.raw(&split.as_bytes()[..40]);
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sd", 10..12));
+    wait_for(&sb, 7);
+    // Well within rotate_wait (5 s): the rotated file is still open, its last line partial.
+    stop(&sb, d);
+    no_rejected(&sb);
+    drop(w);
+    std::fs::remove_file(sb.path("logs/app.log.1")).unwrap();
+    append_lines(&log, &lines("sd", 12..14));
+    let d = sb.start();
+    wait_for(&sb, 9);
+    wait_until(T, "the rejected fragment", || !rejected(&sb).is_empty());
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("sd", 0..5), ("sd", 10..14)]));
+    let r = rejected(&sb);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["offset"], at);
+    assert_eq!(r[0]["raw_len"], 40);
+    assert_eq!(r[0]["raw"], &split[..40]);
+    let reason = r[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unterminated") && reason.contains("not found"),
+        "{reason}"
+    );
+    // Said once: a further restart does not reject it again.
+    let d = sb.start();
+    append_lines(&log, &lines("sd", 14..15));
+    wait_for(&sb, 10);
+    stop(&sb, d);
+    assert_eq!(rejected(&sb).len(), 1);
+}
+
+/// With a long `rescan_interval`, appends are read on inotify events alone. A deploy that
+/// removes and re-creates the log folder, and a reload that adds a folder to `input.paths`,
+/// must leave the new folders watched: lines written there are read at once, not at the
+/// next re-scan an hour later.
+#[test]
+fn watches_follow_a_recreated_log_folder_and_a_reload_that_adds_one() {
+    let cfg = config(&["logs/*.log"], "")
+        .replace("rescan_interval = \"100ms\"", "rescan_interval = \"1h\"");
+    assert!(cfg.contains("\"1h\""));
+    let sb = Sandbox::with_config(&cfg);
+    let logs = sb.path("logs");
+    append_lines(&logs.join("a.log"), &lines("wa", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    append_lines(&logs.join("a.log"), &lines("wa", 3..5));
+    wait_for(&sb, 5);
+    // The deploy: the folder goes (the daemon sees that), then comes back empty, then the
+    // service starts writing into it.
+    std::fs::remove_dir_all(&logs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::create_dir(&logs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append_lines(&logs.join("b.log"), &lines("wb", 0..3));
+    wait_for(&sb, 8);
+    append_lines(&logs.join("b.log"), &lines("wb", 3..6));
+    wait_for(&sb, 11);
+    // A reload that adds a folder: its file's lines so far are read by the full poll the
+    // reload makes; what is appended after must be noticed too.
+    let other = sb.path("other");
+    std::fs::create_dir(&other).unwrap();
+    append_lines(&other.join("c.log"), &lines("wc", 0..3));
+    std::fs::write(
+        sb.config_path(),
+        cfg.replace(
+            "paths = [\"logs/*.log\"]",
+            "paths = [\"logs/*.log\", \"other/*.log\"]",
+        ),
+    )
+    .unwrap();
+    let reloads = sb.daemon_log().matches("config reloaded").count();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().matches("config reloaded").count() > reloads
+    });
+    wait_for(&sb, 14);
+    append_lines(&other.join("c.log"), &lines("wc", 3..6));
+    wait_for(&sb, 17);
+    stop(&sb, d);
+    assert_exact(&sb, &all_ids(&[("wa", 0..5), ("wb", 0..6), ("wc", 0..6)]));
+}
+
+/// A log whose name is not UTF-8 cannot be read (globs and the checkpoint take names as
+/// text); the daemon says so, once, naming the file, and reads the others.
+#[test]
+fn a_log_name_that_is_not_utf8_is_warned_of_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = sandbox(&["logs/*.log"], "");
+    let bad = sb
+        .path("logs")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.log"));
+    append_lines(&bad, &lines("nu", 0..3));
+    append_lines(&sb.path("logs/ok.log"), &lines("ok", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    append_lines(&sb.path("logs/ok.log"), &lines("ok", 3..6));
+    append_lines(&bad, &lines("nu", 3..6));
+    wait_for(&sb, 6);
+    // Scans since (every 100 ms) must not say it again.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&sb, d);
+    assert_exact(&sb, &ids("ok", 0..6));
+    let log = sb.daemon_log();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("not UTF-8")).collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("caf\u{fffd}.log"), "{}", warned[0]);
+}
+
+/// Two replicas' logs start with the same line, so they share a fingerprint; feedback the
+/// service logs at the same offset in both is two events, not one delivered twice: each
+/// gets its own id, and `stats` counts both.
+#[test]
+fn feedback_logged_at_the_same_offset_of_two_logs_with_the_same_first_line_counts_twice() {
+    let sb = sandbox(&["logs/*.log"], "");
+    let fb = |target: &str, value: &str| {
+        serde_json::json!({"event": "feedback", "request_id": target, "feedback": value})
+            .to_string()
+    };
+    let a = interaction_line("fa", 0);
+    let b = interaction_line("fb", 0);
+    assert_eq!(a.len(), b.len());
+    append_lines(
+        &sb.path("logs/app-a.log"),
+        &[HEADER.to_string(), a, fb("fa-000000", "positive")],
+    );
+    append_lines(
+        &sb.path("logs/app-b.log"),
+        &[HEADER.to_string(), b, fb("fb-000000", "negative")],
+    );
+    let d = sb.start();
+    wait_for(&sb, 2);
+    wait_until(T, "both feedback events", || {
+        sb.records("feedback_").len() == 2
+    });
+    stop(&sb, d);
+    let events = sb.records("feedback_");
+    assert_ne!(events[0]["id"], events[1]["id"], "{events:?}");
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["feedback"]["positive"], 1, "{out}");
+    assert_eq!(stats["feedback"]["negative"], 1, "{out}");
+}

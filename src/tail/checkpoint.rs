@@ -17,6 +17,12 @@
 //! A position read to its end from a compressed rotation carries `"finished":true`: a restart
 //! does not look for (and decompress) that content again (see `rotated`).
 //!
+//! A rotated-away file that ends in an unterminated line at shutdown is saved at the start
+//! of that line, for the restart to read it whole once the writer finishes it; the entry
+//! carries what there was of the line then, `"fragment":{"len","raw"}` (`raw`: its first
+//! 4 KiB, in hex), so a restart that does not find the file again can still say what was
+//! lost, with those bytes, instead of nothing.
+//!
 //! Writes are atomic (temp file, fsync, rename, fsync of the directory), so a crash leaves
 //! either the old or the new file, never a torn one. A leftover temp file is an interrupted
 //! write; the old file is still consistent and is preferred. A file that cannot be parsed
@@ -56,6 +62,41 @@ pub struct Entry {
     /// outside the globs again (which meant decompressing it again at every restart).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finished: bool,
+    /// The unterminated last line the position is at, as the shutdown left it (see the
+    /// module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment: Option<Fragment>,
+}
+
+/// What a shutdown had of an unterminated last line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    /// Its whole length in bytes.
+    pub len: u64,
+    /// Its first bytes (at most 4 KiB), in hex.
+    pub raw: String,
+}
+
+impl Fragment {
+    pub fn new(raw: &[u8], len: u64) -> Fragment {
+        Fragment { len, raw: hex(raw) }
+    }
+
+    /// The bytes `raw` holds (none if it is not well-formed hex).
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        let b = self.raw.as_bytes();
+        if !b.len().is_multiple_of(2) {
+            return Vec::new();
+        }
+        b.chunks(2)
+            .map(|p| {
+                let hi = (p[0] as char).to_digit(16)?;
+                let lo = (p[1] as char).to_digit(16)?;
+                Some((hi * 16 + lo) as u8)
+            })
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_default()
+    }
 }
 
 impl Entry {
@@ -73,6 +114,7 @@ impl Entry {
             marker_len: 0,
             awaiting_first_line: true,
             finished: false,
+            fragment: None,
         }
     }
 
@@ -100,6 +142,7 @@ impl Entry {
             && self.marker == other.marker
             && self.marker_len == other.marker_len
             && self.awaiting_first_line == other.awaiting_first_line
+            && self.fragment == other.fragment
     }
 
     /// Sets the marker fields.
@@ -227,7 +270,27 @@ mod tests {
             marker_len: 0,
             awaiting_first_line: false,
             finished: false,
+            fragment: None,
         }
+    }
+
+    #[test]
+    fn a_fragment_round_trips_and_is_left_out_when_there_is_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = entry(9);
+        e.fragment = Some(Fragment::new(b"{\"a\":\xff", 5000));
+        store(dir.path(), &[e.clone(), entry(3)]).expect("store");
+        match load(dir.path(), 1).expect("load") {
+            Loaded::Entries(got) => {
+                assert_eq!(got, vec![e, entry(3)]);
+                let f = got[0].fragment.as_ref().expect("fragment");
+                assert_eq!(f.raw_bytes(), b"{\"a\":\xff");
+                assert_eq!(f.len, 5000);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert_eq!(text.matches("fragment").count(), 1, "{text}");
     }
 
     #[test]

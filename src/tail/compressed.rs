@@ -476,6 +476,7 @@ mod tests {
                 marker_len: 0,
                 awaiting_first_line: false,
                 finished: false,
+                fragment: None,
             };
             let before = &bytes[(offset as usize).saturating_sub(64)..offset as usize];
             start.set_marker(before.len() as u32, &identity::marker_hash(before));

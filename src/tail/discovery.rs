@@ -4,9 +4,13 @@
 //!
 //! Discovery is a plain re-scan (like Vector) so it is correct even when inotify events were
 //! lost (queue overflow, NFS); the watcher only makes it prompt.
+//!
+//! The glob crate skips names that are not UTF-8 without a word, and the checkpoint keeps
+//! paths as text, so such files are not read; [`NonUtf8Names`] at least says so, once per
+//! name, for those whose name (read with U+FFFD for the bad bytes) a glob would select.
 
 use glob::{MatchOptions, Pattern};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -205,6 +209,85 @@ pub(crate) fn literal_component(component: &str) -> Option<String> {
     Some(out)
 }
 
+/// Finds the files a glob would select but for a name that is not UTF-8 (see the module
+/// documentation). A folder is listed only when its mtime changed since the last listing, so
+/// this costs a `stat` per folder per scan; the folders looked in are the patterns' literal
+/// ones and those of the files found (under a `**`, a folder holding only such names is
+/// missed).
+#[derive(Debug, Default)]
+pub struct NonUtf8Names {
+    /// Folder -> its mtime when listed, and the names found then.
+    listed: HashMap<PathBuf, ((i64, i64), Vec<PathBuf>)>,
+    warned: HashSet<PathBuf>,
+}
+
+impl NonUtf8Names {
+    /// Looks again after a scan of `patterns` that found `found`; warns of each name once.
+    pub fn check(&mut self, patterns: &[String], exclude: &Exclude, found: &[Found]) {
+        let names: Vec<Pattern> = patterns
+            .iter()
+            .filter_map(|p| Path::new(p).file_name()?.to_str())
+            .filter_map(|n| Pattern::new(n).ok())
+            .collect();
+        let mut dirs: HashSet<PathBuf> = patterns
+            .iter()
+            .map(|p| literal_dir(p))
+            .filter(|(_, deeper)| !deeper)
+            .map(|(d, _)| d)
+            .collect();
+        // A scan's files come sorted by path, a folder's together: one entry per folder, not
+        // an allocation per file (this runs at every scan, over thousands of files).
+        let mut last: Option<&Path> = None;
+        for parent in found.iter().filter_map(|f| f.path.parent()) {
+            if last != Some(parent) {
+                last = Some(parent);
+                if !dirs.contains(parent) {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+        }
+        self.listed.retain(|d, _| dirs.contains(d));
+        for dir in dirs {
+            let Ok(md) = std::fs::metadata(&dir) else {
+                self.listed.remove(&dir);
+                continue;
+            };
+            let mtime = (md.mtime(), md.mtime_nsec());
+            if self.listed.get(&dir).is_some_and(|(m, _)| *m == mtime) {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut bad = Vec::new();
+            for e in rd.filter_map(Result::ok) {
+                let name = e.file_name();
+                if name.to_str().is_some() {
+                    continue;
+                }
+                let lossy = name.to_string_lossy();
+                let path = e.path();
+                if names.iter().any(|p| p.matches_with(&lossy, OPTIONS)) && !exclude.matches(&path)
+                {
+                    if self.warned.insert(path.clone()) {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "a log file name is not UTF-8: the file is not read (rename it to read it)"
+                        );
+                    }
+                    bad.push(path);
+                }
+            }
+            self.listed.insert(dir, (mtime, bad));
+        }
+    }
+
+    /// How many such files the folders held when last listed.
+    pub fn count(&self) -> usize {
+        self.listed.values().map(|(_, v)| v.len()).sum()
+    }
+}
+
 /// The directory a pattern's files are in, as far as it is literal: the path up to the
 /// first component with a wildcard, or the parent of a pattern without one (`.` when that
 /// is empty); and whether files in its subdirectories can match too (a wildcard before the
@@ -266,6 +349,28 @@ pub fn watch_specs(patterns: &[String]) -> Vec<WatchSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name that is not UTF-8 is counted once it would match, whatever the scans since.
+    #[test]
+    fn names_that_are_not_utf8_are_counted_when_a_glob_would_select_them() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = |n: &[u8]| dir.path().join(std::ffi::OsStr::from_bytes(n));
+        std::fs::write(bad(b"caf\xe9.log"), b"x\n").expect("write");
+        std::fs::write(bad(b"caf\xe9.txt"), b"x\n").expect("write");
+        std::fs::write(bad(b"old\xe9.log.gz"), b"x\n").expect("write");
+        std::fs::write(dir.path().join("ok.log"), b"x\n").expect("write");
+        let patterns = vec![dir.path().join("*.log").display().to_string()];
+        let exclude = Exclude::new(&["*.gz".to_string()]).expect("exclude");
+        let mut n = NonUtf8Names::default();
+        n.check(&patterns, &exclude, &[]);
+        assert_eq!(n.count(), 1);
+        n.check(&patterns, &exclude, &[]);
+        assert_eq!(n.count(), 1);
+        std::fs::remove_file(bad(b"caf\xe9.log")).expect("remove");
+        n.check(&patterns, &exclude, &[]);
+        assert_eq!(n.count(), 0);
+    }
 
     #[test]
     fn a_pattern_names_its_literal_directory() {

@@ -206,7 +206,9 @@ pub struct TailCounters {
     pub checkpoint_writes: u64,
 }
 
-/// Saved positions of files not open right now are forgotten after this long unseen.
+/// Saved positions of files not open right now are forgotten after this long unseen, once
+/// they have been looked for outside the globs (so an idle daemon does not carry the
+/// positions of files deleted long ago).
 const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 /// While a backlog is being drained (`more_pending`), the globs are re-scanned at most this
 /// often, so a tight drain loop does not stat every file on every call.
@@ -253,6 +255,9 @@ struct Tracked {
     /// line, or as a possible copy still being written of an open file. Nothing is read
     /// until [`Tailer::decide_awaiting`] settles it (copy of another file, or new).
     awaiting: bool,
+    /// Kept open at shutdown for its unterminated last line: its checkpoint entry carries
+    /// what there is of the line ([`checkpoint::Fragment`]).
+    keep_fragment: bool,
 }
 
 /// A reader starting at `offset` of `file`, with the bytes before it as its tail (so a
@@ -303,6 +308,7 @@ impl Tracked {
             marker_cache: None,
             entry_cache: None,
             awaiting,
+            keep_fragment: false,
             file,
         }
     }
@@ -355,6 +361,12 @@ impl Tracked {
         };
         let mut e = self.entry(&id, offset);
         e.set_marker(len, &hash);
+        if self.keep_fragment {
+            e.fragment = self
+                .reader
+                .unterminated()
+                .map(|(raw, len)| checkpoint::Fragment::new(&raw[..raw.len().min(RAW_CAP)], len));
+        }
         Some(e)
     }
 
@@ -397,6 +409,7 @@ impl Tracked {
             marker_len: 0,
             awaiting_first_line: false,
             finished: false,
+            fragment: None,
         }
     }
 }
@@ -454,6 +467,11 @@ pub struct Tailer {
     counters: TailCounters,
     /// Paths whose open failed, so the warning is logged once, not on every scan.
     open_failed: HashSet<PathBuf>,
+    /// Saved positions whose unterminated line is lost, to reject (see
+    /// [`Tailer::fragment_lost`]).
+    lost_fragments: Vec<Entry>,
+    /// Files the globs would select but for a name that is not UTF-8.
+    non_utf8: discovery::NonUtf8Names,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -789,6 +807,8 @@ impl Tailer {
             buf: Vec::new(),
             counters: TailCounters::default(),
             open_failed: HashSet::new(),
+            lost_fragments: Vec::new(),
+            non_utf8: discovery::NonUtf8Names::default(),
         })
     }
 
@@ -846,6 +866,7 @@ impl Tailer {
             self.search_pending = self.follow_rotated(now);
             out.more_pending |= self.search_pending;
         }
+        out.items += self.reject_lost_fragments(sink);
         self.decide_awaiting(rescan);
         let stale_before = self.stale_saved.len();
         for i in 0..self.files.len() {
@@ -1174,6 +1195,8 @@ impl Tailer {
                     offset = t.reader.offset(),
                     "shutdown: a rotated-away file ends in an unterminated line; keeping its start in the checkpoint for the restart to read on"
                 );
+                t.keep_fragment = true;
+                t.entry_cache = None;
                 self.files.push(t);
             } else {
                 items += self.close(t, sink, "at shutdown");
@@ -1291,6 +1314,8 @@ impl Tailer {
     /// Re-scans the globs: notices renames, rotations and new files.
     fn discover(&mut self, now: Instant) {
         let found = &discovery::scan(&self.opts.include, &self.exclude);
+        self.non_utf8
+            .check(&self.opts.include, &self.exclude, found);
         let now_unix = unix_now();
         let by_key: HashMap<(u64, u64), usize> = found
             .iter()
@@ -1769,6 +1794,9 @@ impl Tailer {
             }
             let Some(found) = rotated::find(&e, &self.opts.rotated_dirs, &skip, &mut listings)
             else {
+                if e.fragment.is_some() {
+                    self.fragment_lost(&e);
+                }
                 continue;
             };
             match found {
@@ -1791,7 +1819,10 @@ impl Tailer {
                         file,
                         path.clone(),
                         codec,
-                        e.clone(),
+                        Entry {
+                            fragment: None,
+                            ..e.clone()
+                        },
                         now_unix,
                     ) {
                         Ok(gz) => {
@@ -1855,6 +1886,55 @@ impl Tailer {
         self.counters.files_resumed += 1;
         self.files.push(t);
         self.forget_saved(e);
+    }
+
+    /// `e` was saved at the start of an unterminated line a shutdown kept for the restart,
+    /// and the restart does not find its file (deleted, or rotated out of reach): what the
+    /// shutdown had of the line is handed out as rejected by the next poll
+    /// ([`Tailer::lost_fragments`]), and the position no longer carries it.
+    fn fragment_lost(&mut self, e: &Entry) {
+        let Some(fragment) = &e.fragment else {
+            return;
+        };
+        tracing::warn!(
+            saved = %e.path,
+            offset = e.offset,
+            bytes = fragment.len,
+            "a rotated file whose unterminated last line was kept at shutdown is not found after the restart; that line is lost, rejecting what there was of it"
+        );
+        self.lost_fragments.push(e.clone());
+        if let Some(s) = self
+            .saved
+            .get_mut(&(e.dev, e.inode))
+            .and_then(|v| v.iter_mut().find(|s| *s == e))
+        {
+            s.fragment = None;
+        }
+    }
+
+    /// Hands out [`Tailer::lost_fragments`] as rejected lines.
+    fn reject_lost_fragments(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> usize {
+        let lost = std::mem::take(&mut self.lost_fragments);
+        for e in &lost {
+            let Some(fragment) = &e.fragment else {
+                continue;
+            };
+            let fp = e.fingerprint_bytes().unwrap_or_default();
+            let raw = fragment.raw_bytes();
+            self.counters.rejected += 1;
+            sink(TailItem::Rejected {
+                file: &FileId::new(e.dev, e.inode, fp),
+                path: Path::new(&e.path),
+                offset: e.offset,
+                reason: format!(
+                    "unterminated last line ({} bytes, no newline) kept at shutdown for the restart; its rotated file was not found after the restart",
+                    fragment.len
+                ),
+                raw: &raw,
+                len: usize::try_from(fragment.len).unwrap_or(usize::MAX),
+            });
+        }
+        lost.len()
     }
 
     /// Drops a saved position found again: it now lives on in what reads on from it.
@@ -1934,10 +2014,17 @@ impl Tailer {
     pub fn checkpoint_snapshot(&mut self) -> CheckpointSnapshot {
         let now_unix = unix_now();
         // Only after a scan has refreshed the entries of files still present; before the
-        // first poll every saved entry looks unseen.
+        // first poll every saved entry looks unseen. A position not looked for outside the
+        // globs yet is kept whatever its age: after a long downtime every position is old,
+        // and one still waiting its turn among the searches ([`SEARCHES_PER_POLL`]) holds
+        // the unread tail of a rotated file.
         if self.last_scan.is_some() {
+            let searched = &self.searched;
             self.saved.retain(|_, v| {
-                v.retain(|e| now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS);
+                v.retain(|e| {
+                    now_unix.saturating_sub(e.updated) <= ENTRY_EXPIRY_SECS
+                        || !searched.contains(&search_key(e))
+                });
                 !v.is_empty()
             });
         }
@@ -2059,6 +2146,12 @@ impl Tailer {
     /// yet opened for want of room in it.
     pub fn closed_idle_and_waiting(&self) -> (usize, usize) {
         (self.parked.len(), self.waiting.len())
+    }
+
+    /// Files the globs would select but for a name that is not UTF-8 (not read; each was
+    /// warned of once).
+    pub fn non_utf8_names(&self) -> usize {
+        self.non_utf8.count()
     }
 
     /// Running totals since `open`.

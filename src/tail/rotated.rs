@@ -270,6 +270,7 @@ mod tests {
             marker_len: 0,
             awaiting_first_line: false,
             finished: false,
+            fragment: None,
         }
     }
 

@@ -2176,6 +2176,7 @@ fn a_file_seen_empty_in_a_reused_inode_is_checkpointed_and_found_after_a_restart
         marker_len: 0,
         awaiting_first_line: false,
         finished: false,
+        fragment: None,
     };
     checkpoint::store(&e.state, &[deleted_rotation]).expect("store");
     let opts = e.opts("*.log");

@@ -13,6 +13,16 @@
 //! something else happened. Only the latter needs the tailer's full poll (a re-scan of the
 //! globs and a stat of every open file, milliseconds with thousands of files); appends to
 //! open logs need only those files read on.
+//!
+//! An inotify watch belongs to a directory's inode, not its name: a log folder removed and
+//! created again (a deploy) is a new inode nobody watches, and a reload can name folders the
+//! watcher was never given. [`FsWatcher::rearm`], called before each full poll and after a
+//! reload, compares what should be watched (and the inode under each name) with what is,
+//! and watches again what differs; without it, appends there waited for the next
+//! `rescan_interval`. A folder's removal cannot be told from its own watch (the kernel says
+//! so only once the last file in it is closed, and the daemon holds a deleted log open to
+//! read it to its end), so the folder above each watched one is watched too, as an *anchor*:
+//! of its events only those naming a watched folder (created, removed, renamed) count.
 
 use super::discovery::{Exclude, WatchSpec, OPTIONS};
 use super::TailError;
@@ -177,8 +187,64 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 /// Keeps the notify watcher alive; dropping it stops watching.
 pub struct FsWatcher {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
     watched: Vec<WatchSpec>,
+    /// Device and inode of each of `watched`'s directories when its watch was added (`None`:
+    /// it could not be added).
+    inodes: Vec<Option<(u64, u64)>>,
+    /// The anchors watched now, shared with the event handler.
+    anchors: Arc<RwLock<Anchors>>,
+}
+
+/// The folders above the watched ones (see the module documentation), and the watched ones.
+#[derive(Debug, Default)]
+struct Anchors {
+    anchors: Vec<PathBuf>,
+    watched: Vec<PathBuf>,
+}
+
+impl Anchors {
+    fn of(specs: &[WatchSpec]) -> Anchors {
+        let watched: Vec<PathBuf> = specs.iter().map(|s| s.dir.clone()).collect();
+        let mut anchors: Vec<PathBuf> = Vec::new();
+        for s in specs {
+            if let Some(parent) = s.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let covered = specs
+                    .iter()
+                    .any(|o| o.dir == parent || (o.recursive && parent.starts_with(&o.dir)));
+                if !covered && !anchors.iter().any(|a| a == parent) {
+                    anchors.push(parent.to_path_buf());
+                }
+            }
+        }
+        Anchors { anchors, watched }
+    }
+
+    /// Whether the event is only an anchor's, about nothing watched: to be ignored.
+    fn ignores(&self, ev: &notify::Event) -> bool {
+        !self.anchors.is_empty()
+            && !ev.paths.is_empty()
+            && ev.paths.iter().all(|p| {
+                p.parent()
+                    .is_some_and(|d| self.anchors.iter().any(|a| same_dir(a, d)))
+                    && !self.watched.iter().any(|w| same_dir(w, p))
+            })
+    }
+}
+
+/// Device and inode of a directory.
+fn dir_inode(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).ok()?;
+    md.is_dir().then(|| (md.dev(), md.ino()))
+}
+
+fn mode(spec: &WatchSpec) -> RecursiveMode {
+    if spec.recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    }
 }
 
 impl std::fmt::Debug for FsWatcher {
@@ -220,6 +286,8 @@ impl FsWatcher {
         changes: ChangeLog,
         wake: impl Fn() + Send + 'static,
     ) -> Result<FsWatcher, TailError> {
+        let anchors = Arc::new(RwLock::new(Anchors::of(specs)));
+        let anchors_seen = anchors.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 let Ok(ev) = &res else {
@@ -227,6 +295,9 @@ impl FsWatcher {
                     wake();
                     return;
                 };
+                if anchors_seen.read().is_ok_and(|a| a.ignores(ev)) {
+                    return;
+                }
                 // Opening or reading a file or directory changes nothing, and the daemon's
                 // own scans (opendir of the spool and log dirs) cause exactly those events:
                 // waking on them made an idle daemon spin.
@@ -267,23 +338,107 @@ impl FsWatcher {
                 }
                 wake();
             })?;
+        let mut inodes = Vec::with_capacity(specs.len());
         for spec in specs {
-            let mode = if spec.recursive {
-                RecursiveMode::Recursive
-            } else {
-                RecursiveMode::NonRecursive
-            };
+            let inode = dir_inode(&spec.dir);
             watcher
-                .watch(&spec.dir, mode)
+                .watch(&spec.dir, mode(spec))
                 .map_err(|source| TailError::Watch {
                     path: spec.dir.clone(),
                     source,
                 })?;
+            inodes.push(inode);
         }
-        Ok(FsWatcher {
-            _watcher: watcher,
+        let mut w = FsWatcher {
+            watcher,
             watched: specs.to_vec(),
-        })
+            inodes,
+            anchors,
+        };
+        let wanted = w
+            .anchors
+            .read()
+            .map(|a| a.anchors.clone())
+            .unwrap_or_default();
+        w.watch_anchors(&[], &wanted);
+        Ok(w)
+    }
+
+    /// Swaps the anchor watches `before` for `after` (an anchor that cannot be watched, at
+    /// `/` say, only costs the prompt notice of its folder's removal).
+    fn watch_anchors(&mut self, before: &[PathBuf], after: &[PathBuf]) {
+        for a in before {
+            if !after.contains(a) && !self.watched.iter().any(|w| &w.dir == a) {
+                let _ = self.watcher.unwatch(a);
+            }
+        }
+        for a in after {
+            if !before.contains(a) {
+                if let Err(e) = self.watcher.watch(a, RecursiveMode::NonRecursive) {
+                    tracing::debug!(dir = %a.display(), error = %e, "cannot watch the folder above a log folder");
+                }
+            }
+        }
+    }
+
+    /// Watches `specs` from now on: drops the watches no longer wanted, and adds those that
+    /// are new or whose directory is another inode than the one watched (removed and created
+    /// again). A few `stat`s when nothing changed. A watch that cannot be added is logged
+    /// and tried again on the next call. Returns whether anything was watched anew.
+    pub fn rearm(&mut self, specs: &[WatchSpec]) -> bool {
+        let mut changed = false;
+        for old in &self.watched {
+            if !specs.iter().any(|s| s.dir == old.dir) {
+                // Gone with its directory, perhaps: then there is nothing to remove.
+                let _ = self.watcher.unwatch(&old.dir);
+            }
+        }
+        let mut inodes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let now = dir_inode(&spec.dir);
+            let was = self.watched.iter().position(|w| w == spec);
+            let before = was.and_then(|i| self.inodes[i]);
+            if now.is_some() && now == before {
+                inodes.push(now);
+                continue;
+            }
+            let _ = self.watcher.unwatch(&spec.dir);
+            match self.watcher.watch(&spec.dir, mode(spec)) {
+                Ok(()) => {
+                    tracing::info!(dir = %spec.dir.display(), recursive = spec.recursive, "watching for file events");
+                    changed = true;
+                    inodes.push(now);
+                }
+                // Said once, not at every full poll while it lasts (the inotify watch limit).
+                Err(e) if was.is_some() && before.is_none() => {
+                    tracing::debug!(dir = %spec.dir.display(), error = %e, "still cannot watch for file events");
+                    inodes.push(None);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %spec.dir.display(), error = %e, "cannot watch for file events; relying on re-scans there");
+                    inodes.push(None);
+                }
+            }
+        }
+        self.watched = specs.to_vec();
+        self.inodes = inodes;
+        let next = Anchors::of(specs);
+        let before = self
+            .anchors
+            .read()
+            .map(|a| a.anchors.clone())
+            .unwrap_or_default();
+        if changed || before != next.anchors {
+            // Watched anew, an anchor's watch may have been dropped with it (the same folder
+            // watched recursively before): add them all again.
+            let after = next.anchors.clone();
+            if let Ok(mut a) = self.anchors.write() {
+                *a = next;
+            }
+            self.watch_anchors(&before, &[]);
+            self.watch_anchors(&[], &after);
+        }
+        changed
     }
 
     /// What is being watched.
@@ -309,6 +464,38 @@ mod tests {
         std::fs::write(dir.path().join("a.log"), b"x\n").expect("write");
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         assert_eq!(w.watched().len(), 1);
+    }
+
+    /// Of an anchor's events, only those about a watched folder count.
+    #[test]
+    fn anchor_events_count_only_for_watched_folders() {
+        let specs = [
+            WatchSpec {
+                dir: PathBuf::from("/srv/app/logs"),
+                recursive: false,
+            },
+            WatchSpec {
+                dir: PathBuf::from("/srv/app/spool"),
+                recursive: false,
+            },
+            WatchSpec {
+                dir: PathBuf::from("/data"),
+                recursive: true,
+            },
+            WatchSpec {
+                dir: PathBuf::from("/data/x/y"),
+                recursive: false,
+            },
+        ];
+        let a = Anchors::of(&specs);
+        // `/data/x` is inside a recursive watch already.
+        assert_eq!(a.anchors, [PathBuf::from("/srv/app"), PathBuf::from("/")]);
+        let ev = |p: &str| notify::Event::new(EventKind::Any).add_path(PathBuf::from(p));
+        assert!(a.ignores(&ev("/srv/app/neighbour.log")));
+        assert!(!a.ignores(&ev("/srv/app/logs")));
+        assert!(!a.ignores(&ev("/srv/app/logs/app.log")));
+        assert!(!a.ignores(&ev("/data")));
+        assert!(!a.ignores(&ev("/srv/app/spool/fb.jsonl")));
     }
 
     /// A `logs/` folder holding `files` and an empty `spool/`, and specs watching both.
