@@ -11,6 +11,8 @@
 //! A writer that ignores the rename and writes in place is not cut off mid-file: a file is
 //! read only once nothing has changed it for `spool.min_age` ([`Settling`]), and it is retired
 //! only if it is still what was read ([`FileStamp`]); one that grew meanwhile is read again.
+//! Its bad lines are recorded as rejected only then, for a file still as it was read: a
+//! "bad" last line may have been a line half written.
 //!
 //! A file left in `tmp/` for an hour ([`stale_tmp_files`]) was abandoned by a writer that died
 //! before its rename; the daemon reports it and leaves it for the operator.
@@ -211,6 +213,16 @@ pub struct SpoolFile {
     pub refused: Option<String>,
     /// The file as it was read (`None` for files made up in tests).
     pub stamp: Option<FileStamp>,
+}
+
+impl SpoolFile {
+    /// Whether the file on disk is known to differ from what was read (written to or
+    /// replaced since). A file that cannot be looked at is not known to have changed.
+    pub fn changed_since_read(&self) -> bool {
+        self.stamp.is_some_and(|stamp| {
+            fs::symlink_metadata(&self.path).is_ok_and(|meta| FileStamp::of(&meta) != stamp)
+        })
+    }
 }
 
 /// What a spool file looked like: if it differs later, something wrote to it or replaced it.

@@ -619,6 +619,35 @@ fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
     assert_eq!(unique.len(), 3, "{ids:?}");
 }
 
+/// A file read while its writer was mid-line (in place, slower than `min_age`) has a "bad"
+/// last line that is only half written. The file changes before the durable point, so it is
+/// read again whole: that line is applied, and no rejected record says otherwise. A line
+/// that stays bad is recorded once, however often its file was read.
+#[test]
+fn a_half_written_spool_line_read_early_is_not_rejected_once_it_is_whole() {
+    let (cfg, _) = with_metrics_at(spool_config("min_age = \"0s\"\n"));
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    let path = sb.path("spool/slow-writer.jsonl");
+    let line1 = capture_line(1);
+    let (head, tail) = line1.split_at(40);
+    append(&path, &(capture_line(0) + head));
+    wait_until(T, "the first event to be read", || buffer_count(&sb) == 1);
+    append(&path, tail);
+    // Read again while bad (this line never becomes good), then left alone.
+    append(&path, "{\"type\": \"feedback\"}\n");
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total_examples"], 2, "{stats}");
+    let rejected = sb.records("rejected_");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["offset"], 3, "{rejected:?}");
+    let error = std::fs::read_to_string(sb.path("spool/rejected/slow-writer.jsonl.error")).unwrap();
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
 /// A file a writer left in spool/tmp/ (it died before its rename) is reported, once, in the
 /// log and by the `spool_stale_tmp_files` gauge, and left where it is; a fresh one is a
 /// writer at work and is not.
