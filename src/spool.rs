@@ -656,8 +656,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
 /// spool. Returns the file's final path. This is what `feedback` and `correct` do; any
 /// program can do the same.
 pub fn write_events(dir: &Path, events: &[SpoolEvent]) -> Result<PathBuf, SpoolError> {
-    let tmp_dir = dir.join("tmp");
-    fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let tmp_dir = make_tmp_dir(dir)?;
     let mut body = String::new();
     for e in events {
         body.push_str(&serde_json::to_string(e).expect("spool events serialize"));
@@ -675,6 +674,30 @@ pub fn write_events(dir: &Path, events: &[SpoolEvent]) -> Result<PathBuf, SpoolE
     fs::rename(&tmp, &target).map_err(io(&tmp))?;
     sync_dir(dir)?;
     Ok(target)
+}
+
+/// `dir/tmp/`, made if missing with the spool's own permission bits rather than the
+/// creator's umask: the spool is shared (its writers' group, `chmod 2775`), and a `tmp/`
+/// made 0755 by whoever wrote first (an operator trying `feedback` as root) would lock
+/// every other writer out of it.
+fn make_tmp_dir(dir: &Path) -> Result<PathBuf, SpoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp_dir = dir.join("tmp");
+    if tmp_dir.is_dir() {
+        return Ok(tmp_dir);
+    }
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    match fs::create_dir(&tmp_dir) {
+        Ok(()) => {
+            let mode = fs::metadata(dir).map_err(io(dir))?.permissions().mode() & 0o7777;
+            fs::set_permissions(&tmp_dir, fs::Permissions::from_mode(mode))
+                .map_err(io(&tmp_dir))?;
+        }
+        // Another writer made it meanwhile, with these same bits.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&tmp_dir)(e)),
+    }
+    Ok(tmp_dir)
 }
 
 /// A fresh event id for a CLI-written event: unique per invocation, and kept in the file so

@@ -679,6 +679,30 @@ fn closed_pipe() -> std::process::Stdio {
     writer.into()
 }
 
+/// The spool is shared by the service's users (a group, `chmod 2775`): the `tmp/` the first
+/// `feedback` makes takes the spool's own mode, not that writer's umask, so a writer with
+/// another umask (an operator trying it as root, umask 022) does not lock the others out.
+#[test]
+fn the_spools_tmp_folder_is_made_as_shareable_as_the_spool() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let spool = sb.path("spool");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" --config \"$1\" feedback req-1 positive")
+        .arg(bin())
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(spool.join("tmp"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o2775, "{mode:o}");
+}
+
 /// `stats --json | true`: a reader that goes away is not an error, and the command's work
 /// stands (a spooled feedback event is not retried into a duplicate by a caller that saw a
 /// failure).
