@@ -227,11 +227,17 @@ fn main() -> ExitCode {
     ) {
         give_back_freed_memory_sooner();
     }
+    // `ready` answers 0 or 1; an error must not read as "not ready" to a wrapper script.
+    let error_code = if matches!(cli.command, Command::Ready { .. }) {
+        2
+    } else {
+        1
+    };
     match dispatch(cli.command, config, source) {
         Ok(code) => code,
         Err(e) => {
             note(&format!("error: {}", error_chain(&e)));
-            ExitCode::from(1)
+            ExitCode::from(error_code)
         }
     }
 }

@@ -492,6 +492,19 @@ fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command
     );
 }
 
+/// A wrapper script tells "not ready" (1) from a failure (2): an export that cannot run (its
+/// evaluation set is missing) is not an answer of "not enough data".
+#[test]
+fn ready_fails_with_its_own_exit_code() {
+    let sb = captured(3, "[export]\ndecontaminate = [\"missing-eval.jsonl\"]\n");
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "1"]);
+    assert_eq!(rc, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("missing-eval.jsonl"), "{err}");
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "9"]);
+    assert_eq!(rc, 2, "{out}{err}");
+}
+
 /// `ready` counts through a scratch export and leaves none of its files behind, whatever the
 /// export options add (validation file, ids files).
 #[test]
