@@ -304,6 +304,12 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<ExitCode> {
+    if matches!(
+        command,
+        Command::Run | Command::Export { .. } | Command::Ready { .. } | Command::TrainCheck
+    ) {
+        datadir::refuse_root_in_anothers_data_dir(&config)?;
+    }
     match command {
         Command::Run => run(config, source),
         Command::CheckConfig => {

@@ -505,6 +505,45 @@ fn ready_fails_with_its_own_exit_code() {
     assert_eq!(rc, 2, "{out}{err}");
 }
 
+/// An operator trying a command as root on a data_dir the daemon's own user owns would leave
+/// root's files there (`state/`, the pseudonym key, the lock file), and the daemon could not
+/// start again; the commands that write there refuse, naming the user to run them as, and
+/// make nothing.
+#[test]
+fn root_is_refused_in_a_data_dir_that_belongs_to_another_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let sb = captured(3, "");
+    let chown = |p: &std::path::Path, id: u32| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), id, id) }, 0);
+    };
+    std::fs::remove_dir_all(sb.path("data/state")).unwrap();
+    chown(&sb.data(), 65534);
+    for (args, code) in [
+        (&["ready"][..], 2),
+        (&["export"], 1),
+        (&["train-check"], 1),
+        (&["run"], 1),
+    ] {
+        let (rc, out, err) = sb.cli(args);
+        assert_eq!(rc, code, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("belongs to nobody") && err.contains("sudo -u nobody"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!sb.path("data/state").exists(), "root made state/");
+    // Reading is harmless.
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    chown(&sb.data(), 0);
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "3"]);
+    assert_eq!(rc, 0, "{out}{err}");
+}
+
 /// `ready` counts through a scratch export and leaves none of its files behind, whatever the
 /// export options add (validation file, ids files).
 #[test]
