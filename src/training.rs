@@ -3,6 +3,8 @@
 //!
 //! Commands are argument lists run without a shell, so a prompt or path can never be
 //! interpreted as shell syntax; `{export_path}` and `{count}` are replaced in every argument.
+//! Their output goes to `train-check`'s stderr (as git's hooks' does), so its stdout holds
+//! only its own report for the script that runs it.
 
 use crate::config::Config;
 use crate::datadir::{self, DataDirError, ExportRequest};
@@ -162,8 +164,14 @@ fn run_command(
 ) -> Result<i32, TrainingError> {
     let args = expand(argv, export_path, count);
     tracing::info!(command = ?args, "running {which} command");
+    use std::os::fd::AsFd;
+    let to_stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from);
     let status = Command::new(&args[0])
         .args(&args[1..])
+        .stdout(to_stderr)
         .status()
         .map_err(|source| TrainingError::Spawn {
             which,

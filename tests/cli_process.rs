@@ -492,6 +492,32 @@ fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command
     );
 }
 
+/// `train-check`'s stdout is its own report, whatever the hand-off commands print: theirs
+/// goes to its stderr (the journal, under the timer), so a script can read the report.
+#[test]
+fn train_check_keeps_the_commands_output_off_its_stdout() {
+    let sb = captured(3, "");
+    let hook = sb.path("chatty.sh");
+    std::fs::write(&hook, "#!/bin/sh\necho \"uploading $1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = std::fs::read_to_string(sb.config_path()).unwrap();
+    std::fs::write(
+        sb.config_path(),
+        format!(
+            "{base}\n[training]\nmin_examples = 1\nsync_command = [\"{}\", \"{{count}}\"]\n",
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("uploading 3"), "{err}");
+    assert!(!out.contains("uploading"), "{out}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["outcome"], "triggered", "{out}");
+}
+
 /// A wrapper script tells "not ready" (1) from a failure (2): an export that cannot run (its
 /// evaluation set is missing) is not an answer of "not enough data".
 #[test]
