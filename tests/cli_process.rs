@@ -518,6 +518,19 @@ fn train_check_keeps_the_commands_output_off_its_stdout() {
     assert_eq!(report["outcome"], "triggered", "{out}");
 }
 
+/// Ready with no hand-off commands configured: the export is written and the report says
+/// none ran, and so does a warning (the seed's "Training triggered" alone would mislead).
+#[test]
+fn train_check_without_commands_says_that_nothing_ran() {
+    let sb = captured(3, "[training]\nmin_examples = 1\n");
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["ran"], serde_json::json!([]), "{out}");
+    assert!(sb.path("data/training_export.jsonl").exists());
+}
+
 /// A wrapper script tells "not ready" (1) from a failure (2): an export that cannot run (its
 /// evaluation set is missing) is not an answer of "not enough data".
 #[test]
