@@ -32,6 +32,11 @@ pub enum DataDirError {
          as that user, e.g. `sudo -u {owner} training-collector ...`"
     )]
     OwnedByAnother { path: PathBuf, owner: String },
+    #[error(
+        "data_dir {0} does not exist: the daemon makes it at its first start (`run` with this \
+         config); check data_dir and --config"
+    )]
+    NoDataDir(PathBuf),
 }
 
 /// Refuses to let root write into a data_dir that belongs to another user (the daemon's
@@ -117,6 +122,11 @@ pub struct ExportRequest {
 /// The export options for a config plus overrides; invalid overrides are refused here,
 /// before any work starts.
 pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions, DataDirError> {
+    // Made here (by the pseudonym key), a mistyped data_dir would export nothing and tell
+    // `ready` and `train-check` "not enough data" for ever.
+    if !cfg.data_dir.is_dir() {
+        return Err(DataDirError::NoDataDir(cfg.data_dir.clone()));
+    }
     let e = &cfg.export;
     let format = req.format.unwrap_or(e.format);
     let min_quality = req.min_quality.unwrap_or(e.min_quality);

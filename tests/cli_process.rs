@@ -531,6 +531,22 @@ fn train_check_without_commands_says_that_nothing_ran() {
     assert!(sb.path("data/training_export.jsonl").exists());
 }
 
+/// A data_dir that does not exist (mistyped, or the daemon never ran with this config) is an
+/// error, not an empty data set: `ready` would otherwise answer "not ready, 0" for ever.
+/// Nothing is made.
+#[test]
+fn the_export_commands_refuse_a_data_dir_that_does_not_exist() {
+    let sb = Sandbox::with_config(
+        &base_config(&[]).replace("data_dir = \"data\"", "data_dir = \"dta\""),
+    );
+    for (args, code) in [(&["ready"][..], 2), (&["export"], 1), (&["train-check"], 1)] {
+        let (rc, out, err) = sb.cli(args);
+        assert_eq!(rc, code, "{args:?}: {out}{err}");
+        assert!(err.contains("dta does not exist"), "{args:?}: {err}");
+    }
+    assert!(!sb.path("dta").exists());
+}
+
 /// A wrapper script tells "not ready" (1) from a failure (2): an export that cannot run (its
 /// evaluation set is missing) is not an answer of "not enough data".
 #[test]
