@@ -42,23 +42,32 @@ pub enum DataDirError {
 /// Refuses to let root write into a data_dir that belongs to another user (the daemon's
 /// service account): what a command run by root makes there (`state/`, the pseudonym key
 /// at mode 0600, the export cache, the lock file) would be root's, and the daemon could
-/// no longer start (`cannot lock state/daemon.lock`) or export. A data_dir that does not
-/// exist yet, or belongs to root, is left to the command.
-pub fn refuse_root_in_anothers_data_dir(cfg: &Config) -> Result<(), DataDirError> {
+/// no longer start (`cannot lock state/daemon.lock`) or export.
+///
+/// Whose it is: the owner of `state/`, which the daemon makes at its first start; before
+/// that, the data_dir's own owner, except for `daemon` (`run`): a daemon run as root on a
+/// directory another user owns (a container's volume) makes `state/` its own, and is then
+/// its owner. A data_dir that does not exist yet is left to the command.
+pub fn refuse_root_in_anothers_data_dir(cfg: &Config, daemon: bool) -> Result<(), DataDirError> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(());
     }
-    let Ok(meta) = std::fs::metadata(&cfg.data_dir) else {
-        return Ok(());
+    let owner = match std::fs::metadata(cfg.state_dir()) {
+        Ok(meta) => meta.uid(),
+        Err(_) if daemon => return Ok(()),
+        Err(_) => match std::fs::metadata(&cfg.data_dir) {
+            Ok(meta) => meta.uid(),
+            Err(_) => return Ok(()),
+        },
     };
-    if meta.uid() == 0 {
+    if owner == 0 {
         return Ok(());
     }
     Err(DataDirError::OwnedByAnother {
         path: cfg.data_dir.clone(),
-        owner: user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid())),
+        owner: user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
     })
 }
 

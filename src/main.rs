@@ -308,7 +308,7 @@ fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<Ex
         command,
         Command::Run | Command::Export { .. } | Command::Ready { .. } | Command::TrainCheck
     ) {
-        datadir::refuse_root_in_anothers_data_dir(&config)?;
+        datadir::refuse_root_in_anothers_data_dir(&config, matches!(command, Command::Run))?;
     }
     match command {
         Command::Run => run(config, source),

@@ -563,7 +563,8 @@ fn ready_fails_with_its_own_exit_code() {
 /// An operator trying a command as root on a data_dir the daemon's own user owns would leave
 /// root's files there (`state/`, the pseudonym key, the lock file), and the daemon could not
 /// start again; the commands that write there refuse, naming the user to run them as, and
-/// make nothing.
+/// make nothing. A daemon run as root on a volume another user owns (a container's) is its
+/// owner once it has made `state/`.
 #[test]
 fn root_is_refused_in_a_data_dir_that_belongs_to_another_user() {
     if unsafe { libc::geteuid() } != 0 {
@@ -575,26 +576,31 @@ fn root_is_refused_in_a_data_dir_that_belongs_to_another_user() {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::chown(c.as_ptr(), id, id) }, 0);
     };
-    std::fs::remove_dir_all(sb.path("data/state")).unwrap();
-    chown(&sb.data(), 65534);
-    for (args, code) in [
-        (&["ready"][..], 2),
-        (&["export"], 1),
-        (&["train-check"], 1),
-        (&["run"], 1),
-    ] {
+    let refused = |args: &[&str], code: i32| {
         let (rc, out, err) = sb.cli(args);
         assert_eq!(rc, code, "{args:?}: {out}{err}");
         assert!(
             err.contains("belongs to nobody") && err.contains("sudo -u nobody"),
             "{args:?}: {err}"
         );
-    }
+    };
+    // Installed, the daemon not started yet: the data_dir is its user's.
+    std::fs::remove_dir_all(sb.path("data/state")).unwrap();
+    chown(&sb.data(), 65534);
+    refused(&["ready"], 2);
+    refused(&["export"], 1);
+    refused(&["train-check"], 1);
     assert!(!sb.path("data/state").exists(), "root made state/");
     // Reading is harmless.
     let (rc, out, err) = sb.cli(&["stats", "--json"]);
     assert_eq!(rc, 0, "{out}{err}");
-    chown(&sb.data(), 0);
+    // The daemon has run as its user: root's daemon is refused too.
+    std::fs::create_dir(sb.path("data/state")).unwrap();
+    chown(&sb.path("data/state"), 65534);
+    refused(&["run"], 1);
+    refused(&["ready"], 2);
+    // A container's volume: another user's folder, where a daemon run as root made state/.
+    chown(&sb.path("data/state"), 0);
     let (rc, out, err) = sb.cli(&["ready", "--min-examples", "3"]);
     assert_eq!(rc, 0, "{out}{err}");
 }
