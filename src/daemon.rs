@@ -171,6 +171,8 @@ struct Intake {
     index: HashMap<String, usize>,
     /// Spool files whose events are in memory or written but not yet fsynced.
     spool_awaiting: Vec<SpoolFile>,
+    /// How many of `spool_awaiting` have had their rejected records written.
+    spool_rejects_recorded: usize,
     spool_paths: HashSet<PathBuf>,
     spool_settling: spool::Settling,
     /// Spool files applied and durable that could not be retired.
@@ -351,16 +353,8 @@ impl Intake {
     }
 
     fn on_spool_file(&mut self, file: SpoolFile) {
-        let source = file.path.display().to_string();
-        for (line, reason, raw) in &file.bad_lines {
-            let rec =
-                RejectedRecord::new(&source, *line, format!("spool: {reason}"), raw.as_bytes());
-            self.push_rejected(rec);
-        }
-        if let Some(why) = &file.refused {
-            let rec = RejectedRecord::new(&source, 0, format!("spool: {why}"), b"");
-            self.push_rejected(rec);
-        }
+        // Its bad lines are recorded at the durable point, and only if the file is then
+        // still as it was read (see `record_spool_rejects`).
         // When the file's writer wrote it: the time of its feedback that carries none, so
         // the order of feedback is the order it was given in, not the order (or the time) the
         // daemon read the files in, and reading a file again gives the same time.
@@ -371,6 +365,36 @@ impl Intake {
         self.spool_paths.insert(file.path.clone());
         self.spool_awaiting.push(file);
         self.dirty = true;
+    }
+
+    /// Writes the rejected records of the spool files read since the last durable point,
+    /// for each file that is still as it was read. A file that changed since was read while
+    /// its writer was at it: its "bad" last line may be a line half written, and the file is
+    /// read again whole (not retired), so a record now would reject a line that is then
+    /// applied, and a line that is truly bad would be recorded once per read.
+    fn record_spool_rejects(&mut self) {
+        let files = std::mem::take(&mut self.spool_awaiting);
+        for file in &files[self.spool_rejects_recorded..] {
+            if file.bad_lines.is_empty() && file.refused.is_none() {
+                continue;
+            }
+            if file.changed_since_read() {
+                continue;
+            }
+            let source = file.path.display().to_string();
+            for (line, reason, raw) in &file.bad_lines {
+                let rec =
+                    RejectedRecord::new(&source, *line, format!("spool: {reason}"), raw.as_bytes());
+                self.push_rejected(rec);
+            }
+            if let Some(why) = &file.refused {
+                let rec = RejectedRecord::new(&source, 0, format!("spool: {why}"), b"");
+                self.push_rejected(rec);
+            }
+        }
+        // A durable point whose write fails is retried: these are not recorded twice.
+        self.spool_rejects_recorded = files.len();
+        self.spool_awaiting = files;
     }
 
     fn on_spool_event(
@@ -770,6 +794,7 @@ pub fn run(
             buffer: Vec::new(),
             index: HashMap::new(),
             spool_awaiting: Vec::new(),
+            spool_rejects_recorded: 0,
             spool_paths: HashSet::new(),
             spool_settling: spool::Settling::default(),
             spool_unretired: spool::Unretired::default(),
@@ -1086,6 +1111,7 @@ impl Daemon {
         if !self.intake.buffer.is_empty() {
             self.intake.take_buffer();
         }
+        self.intake.record_spool_rejects();
         let written = self.intake.segments.flush_all()?;
         Metrics::add(&self.intake.metrics.bytes_written, written.bytes);
         // Only positions whose lines are all applied, and so now durable.
@@ -1103,6 +1129,7 @@ impl Daemon {
         // before (tried again, never applied again).
         let held_back = self.intake.spool_unretired.take();
         let awaiting = std::mem::take(&mut self.intake.spool_awaiting);
+        self.intake.spool_rejects_recorded = 0;
         for (file, first_try) in awaiting
             .into_iter()
             .map(|f| (f, true))

@@ -26,6 +26,66 @@ pub enum DataDirError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path} belongs to {owner}, and this command would leave files there that only root \
+         can use (the daemon, running as {owner}, could then not read or write them): run it \
+         as that user, e.g. `sudo -u {owner} training-collector ...`"
+    )]
+    OwnedByAnother { path: PathBuf, owner: String },
+    #[error(
+        "data_dir {0} does not exist: the daemon makes it at its first start (`run` with this \
+         config); check data_dir and --config"
+    )]
+    NoDataDir(PathBuf),
+}
+
+/// Refuses to let root write into a data_dir that belongs to another user (the daemon's
+/// service account): what a command run by root makes there (`state/`, the pseudonym key
+/// at mode 0600, the export cache, the lock file) would be root's, and the daemon could
+/// no longer start (`cannot lock state/daemon.lock`) or export.
+///
+/// Whose it is: the owner of `state/`, which the daemon makes at its first start; before
+/// that, the data_dir's own owner, except for `daemon` (`run`): a daemon run as root on a
+/// directory another user owns (a container's volume) makes `state/` its own, and is then
+/// its owner. A data_dir that does not exist yet is left to the command.
+pub fn refuse_root_in_anothers_data_dir(cfg: &Config, daemon: bool) -> Result<(), DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = match std::fs::metadata(cfg.state_dir()) {
+        Ok(meta) => meta.uid(),
+        Err(_) if daemon => return Ok(()),
+        Err(_) => match std::fs::metadata(&cfg.data_dir) {
+            Ok(meta) => meta.uid(),
+            Err(_) => return Ok(()),
+        },
+    };
+    if owner == 0 {
+        return Ok(());
+    }
+    Err(DataDirError::OwnedByAnother {
+        path: cfg.data_dir.clone(),
+        owner: user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
+    })
+}
+
+/// The name of user `uid`, when the user database has one.
+fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: passwd is plain data (integers and pointers), for which all zeroes is valid.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf` is as long as we say; on
+    // success `found` points at `pwd`, whose strings live in `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string in `buf`, still alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Every segment (sealed and open) of the examples, feedback and corrections streams.
@@ -71,6 +131,11 @@ pub struct ExportRequest {
 /// The export options for a config plus overrides; invalid overrides are refused here,
 /// before any work starts.
 pub fn export_options(cfg: &Config, req: &ExportRequest) -> Result<ExportOptions, DataDirError> {
+    // Made here (by the pseudonym key), a mistyped data_dir would export nothing and tell
+    // `ready` and `train-check` "not enough data" for ever.
+    if !cfg.data_dir.is_dir() {
+        return Err(DataDirError::NoDataDir(cfg.data_dir.clone()));
+    }
     let e = &cfg.export;
     let format = req.format.unwrap_or(e.format);
     let min_quality = req.min_quality.unwrap_or(e.min_quality);

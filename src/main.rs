@@ -259,6 +259,12 @@ fn main() -> ExitCode {
             note(&format!("warning: {}", error_chain(&e)));
         }
     }
+    // `ready` answers 0 or 1; an error must not read as "not ready" to a wrapper script.
+    let error_code = if matches!(cli.command, Command::Ready { .. }) {
+        2
+    } else {
+        1
+    };
     let result = dispatch(cli.command, config, source);
     // An interrupted export's signal handler removes its files and then ends the process by
     // the signal: what failed for want of them is no error to report, nor a status to exit
@@ -270,7 +276,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             note(&format!("error: {}", error_chain(&e)));
-            ExitCode::from(1)
+            ExitCode::from(error_code)
         }
     }
 }
@@ -337,6 +343,12 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 fn dispatch(command: Command, config: Config, source: ConfigSource) -> Result<ExitCode> {
+    if matches!(
+        command,
+        Command::Run | Command::Export { .. } | Command::Ready { .. } | Command::TrainCheck
+    ) {
+        datadir::refuse_root_in_anothers_data_dir(&config, matches!(command, Command::Run))?;
+    }
     match command {
         Command::Run => run(config, source),
         Command::CheckConfig => {

@@ -11,6 +11,9 @@
 //! A writer that ignores the rename and writes in place is not cut off mid-file: a file is
 //! read only once nothing has changed it for `spool.min_age` ([`Settling`]), and it is retired
 //! only if it is still what was read ([`FileStamp`]); one that grew meanwhile is read again.
+//! Its bad lines are recorded as rejected only then, for a file still as it was read. A file
+//! whose last line is unfinished is not read at all until that line is finished (or the file
+//! has been left so for [`UNFINISHED_LINE_GRACE`]).
 //!
 //! A file left in `tmp/` for an hour ([`stale_tmp_files`]) was abandoned by a writer that died
 //! before its rename; the daemon reports it and leaves it for the operator.
@@ -213,6 +216,16 @@ pub struct SpoolFile {
     pub stamp: Option<FileStamp>,
 }
 
+impl SpoolFile {
+    /// Whether the file on disk is known to differ from what was read (written to or
+    /// replaced since). A file that cannot be looked at is not known to have changed.
+    pub fn changed_since_read(&self) -> bool {
+        self.stamp.is_some_and(|stamp| {
+            fs::symlink_metadata(&self.path).is_ok_and(|meta| FileStamp::of(&meta) != stamp)
+        })
+    }
+}
+
 /// What a spool file looked like: if it differs later, something wrote to it or replaced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
@@ -246,6 +259,9 @@ impl FileStamp {
 #[derive(Debug, Default)]
 pub struct Settling {
     young: HashMap<PathBuf, (FileStamp, Instant)>,
+    /// Files found ending in an unfinished line, as they were then (see
+    /// [`UNFINISHED_LINE_GRACE`]): not read again while they stay so.
+    unfinished: HashMap<PathBuf, FileStamp>,
     /// Files whose metadata could not be read, already reported.
     unstatable: HashSet<PathBuf>,
 }
@@ -349,6 +365,9 @@ pub fn scan(
     // Forget files that are gone (retired, or renamed away by their writer).
     settling.young.retain(|p, _| names.binary_search(p).is_ok());
     settling
+        .unfinished
+        .retain(|p, _| names.binary_search(p).is_ok());
+    settling
         .unstatable
         .retain(|p| names.binary_search(p).is_ok());
     unretired
@@ -407,6 +426,11 @@ pub fn scan(
             )));
             continue;
         }
+        if settling.unfinished.get(&path) == Some(&stamp)
+            && modified_within(stamp, UNFINISHED_LINE_GRACE)
+        {
+            continue;
+        }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -417,12 +441,47 @@ pub fn scan(
                 continue;
             }
         };
+        if ends_in_unfinished_line(&bytes) && modified_within(stamp, UNFINISHED_LINE_GRACE) {
+            settling.unfinished.insert(path, stamp);
+            continue;
+        }
+        settling.unfinished.remove(&path);
         let mut file = parse_file(path, &bytes);
         // A stamp taken before the read: a write racing the read shows as a change.
         file.stamp = Some(stamp);
         out.push(file);
     }
     Ok(out)
+}
+
+/// A file whose last line has no newline and is not JSON (yet) is a writer that writes in
+/// place caught mid-line, however long it paused: it is read once that line is finished,
+/// or once the file has been left so this long (its writer died: the line is rejected and
+/// the rest applied). Read at once, the file would be retired into `rejected/` at the next
+/// durable point, and the writer would go on writing its next lines into it there.
+pub const UNFINISHED_LINE_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether `bytes` end in a line cut short: no newline after it, and not JSON.
+fn ends_in_unfinished_line(bytes: &[u8]) -> bool {
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return false;
+    }
+    let start = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1);
+    let mut last = &bytes[start..];
+    if start == 0 {
+        last = last.strip_prefix(crate::mapping::UTF8_BOM).unwrap_or(last);
+    }
+    let last = last.strip_suffix(b"\r").unwrap_or(last);
+    !last.iter().all(u8::is_ascii_whitespace)
+        && serde_json::from_slice::<serde::de::IgnoredAny>(last).is_err()
+}
+
+/// Whether the file was last written less than `within` ago (a time in the future is not:
+/// such a file is judged by what it holds).
+fn modified_within(stamp: FileStamp, within: Duration) -> bool {
+    SystemTime::now()
+        .duration_since(stamp.modified)
+        .is_ok_and(|age| age < within)
 }
 
 /// A file left in `spool/tmp/` unchanged this long was abandoned by its writer (which crashed
@@ -644,8 +703,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
 /// spool. Returns the file's final path. This is what `feedback` and `correct` do; any
 /// program can do the same.
 pub fn write_events(dir: &Path, events: &[SpoolEvent]) -> Result<PathBuf, SpoolError> {
-    let tmp_dir = dir.join("tmp");
-    fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let tmp_dir = make_tmp_dir(dir)?;
     let mut body = String::new();
     for e in events {
         body.push_str(&serde_json::to_string(e).expect("spool events serialize"));
@@ -663,6 +721,30 @@ pub fn write_events(dir: &Path, events: &[SpoolEvent]) -> Result<PathBuf, SpoolE
     fs::rename(&tmp, &target).map_err(io(&tmp))?;
     sync_dir(dir)?;
     Ok(target)
+}
+
+/// `dir/tmp/`, made if missing with the spool's own permission bits rather than the
+/// creator's umask: the spool is shared (its writers' group, `chmod 2775`), and a `tmp/`
+/// made 0755 by whoever wrote first (an operator trying `feedback` as root) would lock
+/// every other writer out of it.
+fn make_tmp_dir(dir: &Path) -> Result<PathBuf, SpoolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp_dir = dir.join("tmp");
+    if tmp_dir.is_dir() {
+        return Ok(tmp_dir);
+    }
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    match fs::create_dir(&tmp_dir) {
+        Ok(()) => {
+            let mode = fs::metadata(dir).map_err(io(dir))?.permissions().mode() & 0o7777;
+            fs::set_permissions(&tmp_dir, fs::Permissions::from_mode(mode))
+                .map_err(io(&tmp_dir))?;
+        }
+        // Another writer made it meanwhile, with these same bits.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&tmp_dir)(e)),
+    }
+    Ok(tmp_dir)
 }
 
 /// A fresh event id for a CLI-written event: unique per invocation, and kept in the file so
@@ -692,6 +774,32 @@ mod tests {
             user: None,
             timestamp: None,
         }
+    }
+
+    /// A last line cut short (no newline, not JSON) is unfinished; a finished one, a
+    /// whole JSON line without its newline, or blank space, is not.
+    #[test]
+    fn an_unfinished_last_line_is_told_from_a_finished_one() {
+        let line = r#"{"type":"feedback","id":"r1","feedback":"positive"}"#;
+        for (bytes, unfinished) in [
+            (format!("{line}\n{}", &line[..20]), true),
+            (line[..1].to_string(), true),
+            (format!("{line}\n"), false),
+            (format!("{line}\n{line}"), false),
+            (format!("\u{feff}{line}"), false),
+            (format!("{line}\r\n  "), false),
+            (String::new(), false),
+            ("not json at all\n".to_string(), false),
+        ] {
+            assert_eq!(
+                ends_in_unfinished_line(bytes.as_bytes()),
+                unfinished,
+                "{bytes:?}"
+            );
+        }
+        // Cut inside a multi-byte character.
+        let cut = format!("{line}\n{{\"type\":\"feedback\",\"comment\":\"é");
+        assert!(ends_in_unfinished_line(&cut.as_bytes()[..cut.len() - 1]));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! Commands are argument lists run without a shell, so a prompt or path can never be
 //! interpreted as shell syntax; `{export_path}` and `{count}` are replaced in every argument.
+//! Their output goes to `train-check`'s stderr (as git's hooks' does), so its stdout holds
+//! only its own report for the script that runs it.
 
 use crate::config::Config;
 use crate::datadir::{self, DataDirError, ExportRequest};
@@ -76,13 +78,15 @@ pub enum TrainCheck {
 }
 
 impl TrainCheck {
-    /// What `train-check` prints on stdout: the seed's line, then the outcome as JSON
-    /// (returned rather than printed so that the binary decides what a closed stdout means).
+    /// What `train-check` prints on stdout: the seed's line, then the outcome as JSON, in
+    /// every outcome, so a script tells "not ready" from "triggered" (both exit 0) by the
+    /// last line's `outcome` (returned rather than printed so that the binary decides what a
+    /// closed stdout means).
     pub fn report(&self) -> String {
         let json = serde_json::to_string(self).unwrap_or_default();
         match self {
             TrainCheck::NotReady { current, required } => {
-                format!("Need more data: {current}/{required}\n")
+                format!("Need more data: {current}/{required}\n{json}\n")
             }
             TrainCheck::Triggered { .. } => format!("Training triggered\n{json}\n"),
             TrainCheck::CommandFailed { .. } => format!("{json}\n"),
@@ -113,6 +117,12 @@ pub fn train_check(cfg: &Config) -> Result<TrainCheck, TrainingError> {
         });
     }
     let export_path = cfg.export.output.display().to_string();
+    if cfg.training.sync_command.is_empty() && cfg.training.train_command.is_empty() {
+        tracing::warn!(
+            "ready, but neither training.sync_command nor training.train_command is set: the \
+             export is written to {export_path}, nothing was run"
+        );
+    }
     let mut ran = Vec::new();
     for (which, argv) in [
         ("sync", &cfg.training.sync_command),
@@ -162,8 +172,14 @@ fn run_command(
 ) -> Result<i32, TrainingError> {
     let args = expand(argv, export_path, count);
     tracing::info!(command = ?args, "running {which} command");
+    use std::os::fd::AsFd;
+    let to_stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from);
     let status = Command::new(&args[0])
         .args(&args[1..])
+        .stdout(to_stderr)
         .status()
         .map_err(|source| TrainingError::Spawn {
             which,
@@ -180,6 +196,37 @@ fn run_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both exit 0: the last line of stdout tells them apart, for a script.
+    #[test]
+    fn every_report_ends_in_its_outcome_as_json() {
+        let outcomes = [
+            TrainCheck::NotReady {
+                current: 6,
+                required: 10,
+            },
+            TrainCheck::Triggered {
+                count: 12,
+                export_path: "/d/x.jsonl".into(),
+                ran: vec!["sync".into()],
+            },
+            TrainCheck::CommandFailed {
+                command: "sync".into(),
+                status: 3,
+                count: 12,
+            },
+        ];
+        for (outcome, name) in outcomes
+            .iter()
+            .zip(["not_ready", "triggered", "command_failed"])
+        {
+            let report = outcome.report();
+            let last: serde_json::Value =
+                serde_json::from_str(report.lines().last().unwrap()).unwrap_or_default();
+            assert_eq!(last["outcome"], name, "{report}");
+        }
+        assert!(outcomes[0].report().starts_with("Need more data: 6/10\n"));
+    }
 
     #[test]
     fn placeholders_expand_in_every_argument() {

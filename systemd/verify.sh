@@ -15,4 +15,22 @@ out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$tmp"/*.service "$tmp"/*
 if echo "$out" | grep -E "training-collector" ; then
   echo "systemd-analyze verify reported problems"; exit 1
 fi
+# The export unit works in the daemon's data dir: as the same user, with the same umask (so
+# the files either makes are the other's to use) and write access to it; the daemon also
+# writes the spool the README's install steps make.
+for key in User Group UMask; do
+  a=$(grep "^$key=" "$here/training-collector.service" || true)
+  b=$(grep "^$key=" "$here/training-collector-export.service" || true)
+  if [ -z "$a" ] || [ "$a" != "$b" ]; then
+    echo "training-collector-export.service: '$b' where the daemon's unit has '$a'"; exit 1
+  fi
+done
+for pair in "training-collector.service /var/lib/training-collector" \
+            "training-collector.service /var/spool/training-collector" \
+            "training-collector-export.service /var/lib/training-collector"; do
+  set -- $pair
+  if ! grep -Eq "^ReadWritePaths=(.* )?$2( |$)" "$here/$1"; then
+    echo "$1: no write access to $2"; exit 1
+  fi
+done
 echo "systemd units verified"

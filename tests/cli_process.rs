@@ -492,6 +492,119 @@ fn export_decontaminates_against_evaluation_sets_from_the_config_and_the_command
     );
 }
 
+/// `train-check`'s stdout is its own report, whatever the hand-off commands print: theirs
+/// goes to its stderr (the journal, under the timer), so a script can read the report.
+#[test]
+fn train_check_keeps_the_commands_output_off_its_stdout() {
+    let sb = captured(3, "");
+    let hook = sb.path("chatty.sh");
+    std::fs::write(&hook, "#!/bin/sh\necho \"uploading $1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = std::fs::read_to_string(sb.config_path()).unwrap();
+    std::fs::write(
+        sb.config_path(),
+        format!(
+            "{base}\n[training]\nmin_examples = 1\nsync_command = [\"{}\", \"{{count}}\"]\n",
+            hook.display()
+        ),
+    )
+    .unwrap();
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("uploading 3"), "{err}");
+    assert!(!out.contains("uploading"), "{out}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["outcome"], "triggered", "{out}");
+}
+
+/// Ready with no hand-off commands configured: the export is written and the report says
+/// none ran, and so does a warning (the seed's "Training triggered" alone would mislead).
+#[test]
+fn train_check_without_commands_says_that_nothing_ran() {
+    let sb = captured(3, "[training]\nmin_examples = 1\n");
+    let (rc, out, err) = sb.cli(&["train-check"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["ran"], serde_json::json!([]), "{out}");
+    assert!(sb.path("data/training_export.jsonl").exists());
+}
+
+/// A data_dir that does not exist (mistyped, or the daemon never ran with this config) is an
+/// error, not an empty data set: `ready` would otherwise answer "not ready, 0" for ever.
+/// Nothing is made.
+#[test]
+fn the_export_commands_refuse_a_data_dir_that_does_not_exist() {
+    let sb = Sandbox::with_config(
+        &base_config(&[]).replace("data_dir = \"data\"", "data_dir = \"dta\""),
+    );
+    for (args, code) in [(&["ready"][..], 2), (&["export"], 1), (&["train-check"], 1)] {
+        let (rc, out, err) = sb.cli(args);
+        assert_eq!(rc, code, "{args:?}: {out}{err}");
+        assert!(err.contains("dta does not exist"), "{args:?}: {err}");
+    }
+    assert!(!sb.path("dta").exists());
+}
+
+/// A wrapper script tells "not ready" (1) from a failure (2): an export that cannot run (its
+/// evaluation set is missing) is not an answer of "not enough data".
+#[test]
+fn ready_fails_with_its_own_exit_code() {
+    let sb = captured(3, "[export]\ndecontaminate = [\"missing-eval.jsonl\"]\n");
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "1"]);
+    assert_eq!(rc, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("missing-eval.jsonl"), "{err}");
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "9"]);
+    assert_eq!(rc, 2, "{out}{err}");
+}
+
+/// An operator trying a command as root on a data_dir the daemon's own user owns would leave
+/// root's files there (`state/`, the pseudonym key, the lock file), and the daemon could not
+/// start again; the commands that write there refuse, naming the user to run them as, and
+/// make nothing. A daemon run as root on a volume another user owns (a container's) is its
+/// owner once it has made `state/`.
+#[test]
+fn root_is_refused_in_a_data_dir_that_belongs_to_another_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let sb = captured(3, "");
+    let chown = |p: &std::path::Path, id: u32| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), id, id) }, 0);
+    };
+    let refused = |args: &[&str], code: i32| {
+        let (rc, out, err) = sb.cli(args);
+        assert_eq!(rc, code, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("belongs to nobody") && err.contains("sudo -u nobody"),
+            "{args:?}: {err}"
+        );
+    };
+    // Installed, the daemon not started yet: the data_dir is its user's.
+    std::fs::remove_dir_all(sb.path("data/state")).unwrap();
+    chown(&sb.data(), 65534);
+    refused(&["ready"], 2);
+    refused(&["export"], 1);
+    refused(&["train-check"], 1);
+    assert!(!sb.path("data/state").exists(), "root made state/");
+    // Reading is harmless.
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    // The daemon has run as its user: root's daemon is refused too.
+    std::fs::create_dir(sb.path("data/state")).unwrap();
+    chown(&sb.path("data/state"), 65534);
+    refused(&["run"], 1);
+    refused(&["ready"], 2);
+    // A container's volume: another user's folder, where a daemon run as root made state/.
+    chown(&sb.path("data/state"), 0);
+    let (rc, out, err) = sb.cli(&["ready", "--min-examples", "3"]);
+    assert_eq!(rc, 0, "{out}{err}");
+}
+
 /// `ready` counts through a scratch export and leaves none of its files behind, whatever the
 /// export options add (validation file, ids files).
 #[test]
@@ -683,6 +796,30 @@ fn closed_pipe() -> std::process::Stdio {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     writer.into()
+}
+
+/// The spool is shared by the service's users (a group, `chmod 2775`): the `tmp/` the first
+/// `feedback` makes takes the spool's own mode, not that writer's umask, so a writer with
+/// another umask (an operator trying it as root, umask 022) does not lock the others out.
+#[test]
+fn the_spools_tmp_folder_is_made_as_shareable_as_the_spool() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let spool = sb.path("spool");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" --config \"$1\" feedback req-1 positive")
+        .arg(bin())
+        .arg(sb.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(spool.join("tmp"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o2775, "{mode:o}");
 }
 
 /// `stats --json | true`: a reader that goes away is not an error, and the command's work

@@ -619,6 +619,63 @@ fn a_spool_file_that_grows_after_it_was_read_is_read_again_not_deleted() {
     assert_eq!(unique.len(), 3, "{ids:?}");
 }
 
+/// A file read while its writer is still at it, with a bad line in it, is read again each
+/// time it grows: its bad line is recorded as rejected once, when the file is retired, not
+/// once per read.
+#[test]
+fn a_bad_line_of_a_spool_file_read_again_is_rejected_once() {
+    let (cfg, _) = with_metrics_at(spool_config("min_age = \"0s\"\n"));
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    let path = sb.path("spool/slow-writer.jsonl");
+    // Whole at first (renamed in, so the first read cannot catch it empty).
+    put(
+        &sb,
+        "slow-writer.jsonl",
+        &(capture_line(0) + "{\"type\": \"feedback\"}\n"),
+    );
+    wait_until(T, "the first event to be read", || buffer_count(&sb) == 1);
+    append(&path, &capture_line(1));
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total_examples"], 2, "{stats}");
+    let rejected = sb.records("rejected_");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["offset"], 2, "{rejected:?}");
+    let error = std::fs::read_to_string(sb.path("spool/rejected/slow-writer.jsonl.error")).unwrap();
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+/// A writer that writes in place and pauses mid-line past durable points (even with
+/// `min_age = "0s"`): the file is not read while its last line is unfinished, so that line
+/// is not rejected and the file not moved to `rejected/` with its writer still at it.
+#[test]
+fn a_spool_file_is_not_read_while_its_last_line_is_unfinished() {
+    let (cfg, _) = with_metrics_at(spool_config("min_age = \"0s\"\n"));
+    let sb = Sandbox::with_config(&cfg);
+    let d = sb.start();
+    let path = sb.path("spool/slow-writer.jsonl");
+    let line1 = capture_line(1);
+    let (head, tail) = line1.split_at(40);
+    append(&path, &(capture_line(0) + head));
+    for _ in 0..4 {
+        flush(&d);
+    }
+    assert!(path.exists(), "retired mid-line");
+    assert!(sb.records("rejected_").is_empty());
+    append(&path, tail);
+    append(&path, &capture_line(2));
+    drain(&sb, &d);
+    d.stop();
+    let (_, stats, _) = sb.cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total_examples"], 3, "{stats}");
+    assert_eq!(stats["rejected"], serde_json::json!({}), "{stats}");
+    assert!(!sb.path("spool/rejected").exists());
+}
+
 /// A file a writer left in spool/tmp/ (it died before its rename) is reported, once, in the
 /// log and by the `spool_stale_tmp_files` gauge, and left where it is; a fresh one is a
 /// writer at work and is not.
@@ -890,6 +947,12 @@ fn a_spool_file_that_cannot_be_removed_is_applied_once() {
     assert_eq!(lines("feedback_"), 2, "each feedback event written once");
     let warned = sb.daemon_log().matches("cannot retire spool file").count();
     assert_eq!(warned, 2, "one warning per file:\n{}", sb.daemon_log());
+    // The export below runs as root, which refuses a data_dir of another user's (told by
+    // the owner of its state/).
+    for dir in [sb.data(), sb.data().join("state")] {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 0, 0) }, 0);
+    }
     let (label, _) = kto_label_and_drops(&sb);
     assert_eq!(label, false, "the thumbs down came last");
 }

@@ -27,7 +27,9 @@
 //! either the old or the new file, never a torn one. A leftover temp file is an interrupted
 //! write; the old file is still consistent and is preferred. A file that cannot be parsed
 //! (truncated, zero-filled: Promtail #1457, #6268) is moved aside rather than crash-looping
-//! the daemon.
+//! the daemon. A file of a newer version (a downgrade) is not corrupt: moved aside, every
+//! log would be read again from its start and every example still in the logs written a
+//! second time, so loading it is an error that says what to do instead.
 
 use super::identity::{hex, parse_hex16};
 use super::TailError;
@@ -201,6 +203,24 @@ pub fn load(state_dir: &Path, now_unix: u64) -> Result<Loaded, TailError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
         Err(source) => return Err(TailError::CheckpointRead { path, source }),
     };
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    if let Ok(Versioned { version }) = serde_json::from_slice(&bytes) {
+        if version > VERSION {
+            let why = format!(
+                "it was written by a newer training-collector (checkpoint version {version}; \
+                 this one reads version {VERSION}): run that version, or move the file aside \
+                 to read every log again from its start (the examples read again are \
+                 counted once)"
+            );
+            return Err(TailError::CheckpointRead {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, why),
+            });
+        }
+    }
     match parse(&bytes) {
         Ok(entries) => Ok(Loaded::Entries(entries)),
         Err(reason) => {
@@ -322,6 +342,26 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    /// A downgrade: the newer version's file stays where it is, untouched, and the load
+    /// fails with a reason that names the versions.
+    #[test]
+    fn a_file_of_a_newer_version_is_an_error_not_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let newer = format!("{{\"version\":{},\"files\":[],\"more\":1}}\n", VERSION + 1);
+        fs::write(dir.path().join(FILE_NAME), &newer).expect("write");
+        let err = match load(dir.path(), 7) {
+            Err(e) => e.to_string(),
+            Ok(other) => panic!("loaded {other:?}"),
+        };
+        assert!(
+            err.contains("newer") && err.contains(&format!("version {}", VERSION + 1)),
+            "{err}"
+        );
+        let kept = fs::read_to_string(dir.path().join(FILE_NAME)).expect("still there");
+        assert_eq!(kept, newer);
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
     }
 
     #[test]
