@@ -1022,13 +1022,21 @@ fn prepares_sealed_segments_for_export_in_the_background() {
     );
     let d = sb.start();
     wait_until(T, "150 examples", || sb.examples().len() == 150);
-    let sealed = sealed_examples(&sb);
-    assert!(sealed.len() >= 3, "{sealed:?}");
     let with_prep =
         |names: &[String]| -> Vec<String> { names.iter().map(|n| format!("{n}.prep")).collect() };
+    // A segment full to `max_file_bytes` is sealed at the daemon's next tick, a moment after
+    // its last example can be read: wait until no open segment is that full, then list them.
+    let open_full = || {
+        segment_names(&sb, "examples_").iter().any(|n| {
+            !n.ends_with(".jsonl")
+                && std::fs::metadata(sb.data().join(n)).is_ok_and(|m| m.len() >= 8 * 1024)
+        })
+    };
     wait_until(T, "every sealed segment prepared", || {
-        cache_entries(&sb) == vec![with_prep(&sealed)]
+        !open_full() && cache_entries(&sb) == vec![with_prep(&sealed_examples(&sb))]
     });
+    let sealed = sealed_examples(&sb);
+    assert!(sealed.len() >= 3, "{sealed:?}");
     assert_eq!(
         thread_nice(d.pid(), training_collector::cache_warmer::THREAD_NAME),
         Some(19),
