@@ -651,41 +651,25 @@ fn a_slow_client_does_not_block_the_health_check() {
 #[test]
 fn systemd_notify_ready_watchdog_and_stopping() {
     let sb = Sandbox::with_config(&config_with("size = 50\nflush_interval = \"1h\"", ""));
-    let sock_path = sb.path("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // systemd names the watched process in WATCHDOG_PID; a shell that execs the daemon
-    // knows its pid in advance.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\" run")
-        .arg(bin())
-        .arg(sb.config_path())
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "200000");
-    let d = sb.start_command(cmd);
+    let (d, sock) = start_notifying(&sb, 200_000);
     let mut seen = Vec::new();
-    let mut buf = [0u8; 512];
     while seen
         .iter()
         .filter(|m: &&String| m.contains("WATCHDOG=1"))
         .count()
         < 3
     {
-        let n = sock.recv(&mut buf).expect("a notification within 10 s");
-        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        seen.push(
+            sock.recv(Duration::from_secs(10))
+                .expect("a notification within 10 s"),
+        );
     }
     assert!(seen[0].contains("READY=1"), "READY first: {seen:?}");
     d.stop();
-    let mut stopping = false;
-    while let Ok(n) = sock.recv(&mut buf) {
-        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
-            stopping = true;
-            break;
-        }
-    }
-    assert!(stopping, "no STOPPING=1 after SIGTERM");
+    assert!(
+        sock.wait_for("STOPPING=1", Duration::from_secs(10)),
+        "no STOPPING=1 after SIGTERM"
+    );
 }
 
 /// A fake systemd: the datagram socket named in NOTIFY_SOCKET, and the daemon started with
