@@ -492,11 +492,18 @@ fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
 /// files and spill directories (an output set being renamed into place is finished first),
 /// then end the process as the signal would have, so a shell or systemd sees it interrupted
 /// (status 130, 143) rather than finished. Without this the default action ended the
-/// process at once, leaving the files for a later export's hourly sweep.
+/// process at once, leaving the files for a later export's hourly sweep. A signal the
+/// command was started with ignored stays ignored (`nohup`, a script's `cmd &`, `trap ''
+/// HUP`), as GNU sort does: a handler would turn the hangup nohup shields it from back into
+/// its end.
 fn end_exports_cleanly_on_signals() -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install signal handlers")?;
+    let handled: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|&sig| !ignored_at_start(sig))
+        .collect();
+    let mut signals =
+        signal_hook::iterator::Signals::new(handled).context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -508,6 +515,17 @@ fn end_exports_cleanly_on_signals() -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Whether `sig` is ignored in this process (inherited from the parent: exec keeps an
+/// ignored disposition).
+fn ignored_at_start(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`, a
+    // zeroed plain-data struct that outlives the call.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// Signals become [`Control`] messages on the daemon's channel (signal-hook's iterator runs

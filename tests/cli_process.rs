@@ -1341,3 +1341,64 @@ fn an_interrupted_export_removes_its_temporary_files() {
     assert_eq!(r["after_filtering"], first["after_filtering"], "{r}");
     assert_eq!(r["output_sha256"], first["output_sha256"], "{r}");
 }
+
+/// An export started with SIGHUP ignored (`nohup`, `trap '' HUP`) keeps it ignored: the
+/// hangup nohup shields it from must not end it through the handler that cleans up after
+/// Ctrl-C.
+#[test]
+fn an_export_started_with_sighup_ignored_is_not_ended_by_a_hangup() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::with_config(&base_config(&[]));
+    std::fs::create_dir_all(sb.data()).unwrap();
+    many_segments(&sb, 150, 200);
+    let out = sb.path("out.jsonl");
+    // One export first, which makes the folders the temporaries are looked for in.
+    sb.export_to_out(&["--no-cache"]);
+    let mut hung_up_mid_export = false;
+    for _attempt in 0..5 {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' HUP; exec \"$0\" --config \"$1\" export --no-cache --output \"$2\"")
+            .arg(bin())
+            .arg(sb.config_path())
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once the export has made its spill directory (its signal handlers, if any, are in
+        // place by then), hang up on it until it ends.
+        let start = std::time::Instant::now();
+        let mut reached = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if !reached
+                && export_temporaries(&sb)
+                    .iter()
+                    .any(|n| n.starts_with("export-spill-"))
+            {
+                reached = true;
+            }
+            if reached {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+            }
+            assert!(start.elapsed() < T * 3, "the export did not end");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(status.signal(), None, "ended by a signal: {status:?}");
+        assert!(status.success(), "{status:?}");
+        if reached {
+            hung_up_mid_export = true;
+            break;
+        }
+    }
+    assert!(
+        hung_up_mid_export,
+        "every export finished before its spill directory was seen"
+    );
+    assert!(out.exists());
+    assert_eq!(export_temporaries(&sb), Vec::<String>::new());
+}
