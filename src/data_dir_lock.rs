@@ -7,11 +7,14 @@
 //! only read (`stats`, `export`) do not take it.
 //!
 //! The lock file also names the daemon: its pid on the first line and, on the second, an
-//! instance id made at start, which the daemon's `/healthz` reports too. `stats` compares
-//! the two to tell this data_dir's daemon from another that answers on the same address.
+//! instance id made at start, which the daemon's `/healthz` reports too; on the third, the
+//! address its endpoint is bound to. `stats` asks there (then at the config's
+//! `metrics.listen`) and compares the instance ids to tell this data_dir's daemon from
+//! another that answers on the same address.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why the lock could not be taken.
@@ -39,7 +42,7 @@ pub enum LockError {
 /// The held lock; dropping it (or exiting) releases it.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: File,
+    file: File,
     instance: String,
 }
 
@@ -48,12 +51,24 @@ fn lock_path(data_dir: &Path) -> PathBuf {
     data_dir.join("state").join("daemon.lock")
 }
 
+/// Line `n` (from 0) of `data_dir`'s lock file, when it has one that is not blank.
+fn recorded_line(data_dir: &Path, n: usize) -> Option<String> {
+    let text = std::fs::read_to_string(lock_path(data_dir)).ok()?;
+    let line = text.lines().nth(n)?.trim();
+    (!line.is_empty()).then(|| line.to_string())
+}
+
 /// The instance id the last daemon of `data_dir` wrote into its lock file (the running one,
 /// if one runs); `None` when no daemon wrote one.
 pub fn recorded_instance(data_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(lock_path(data_dir)).ok()?;
-    let id = text.lines().nth(1)?.trim();
-    (!id.is_empty()).then(|| id.to_string())
+    recorded_line(data_dir, 1)
+}
+
+/// The address the last daemon of `data_dir` serves `/metrics` and `/healthz` on, as it
+/// recorded it: where it really listens, which the config file no longer says after a
+/// refused `metrics.listen` change (or with port 0).
+pub fn recorded_endpoint(data_dir: &Path) -> Option<SocketAddr> {
+    recorded_line(data_dir, 2)?.parse().ok()
 }
 
 /// 128 random bits as hex; the pid and the time if the system has no random source.
@@ -111,10 +126,15 @@ impl DataDirLock {
         file.rewind().map_err(io)?;
         let instance = new_instance_id();
         write!(file, "{}\n{instance}\n", std::process::id()).map_err(io)?;
-        Ok(DataDirLock {
-            _file: file,
-            instance,
-        })
+        Ok(DataDirLock { file, instance })
+    }
+
+    /// Records, after the pid and the instance id, the address this daemon's endpoint is
+    /// bound to, for `stats` to ask.
+    pub fn record_endpoint(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        // Appended in one write after the two lines `acquire` wrote: a reader never sees
+        // them cut.
+        self.file.write_all(format!("{addr}\n").as_bytes())
     }
 
     /// This daemon's instance id, as written into the lock file.
@@ -150,6 +170,15 @@ mod tests {
             Some(again.instance())
         );
         assert_ne!(again.instance(), first_instance);
+        assert_eq!(recorded_endpoint(dir.path()), None);
+        let mut again = again;
+        let addr: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        again.record_endpoint(addr).unwrap();
+        assert_eq!(recorded_endpoint(dir.path()), Some(addr));
+        assert_eq!(
+            recorded_instance(dir.path()).as_deref(),
+            Some(again.instance())
+        );
         drop(again);
     }
 }

@@ -322,15 +322,43 @@ fn prepared_for_export(cfg: &Config, examples: &[PathBuf]) -> Option<stats::Prep
     })
 }
 
-/// The running daemon's buffered example count, asked of its `/healthz` endpoint: `None`
-/// when the endpoint is off or nothing listens there (no daemon runs, so nothing is
-/// buffered). The answer counts only if it names the instance this data_dir's lock file
-/// records: another daemon (of another data_dir) or another program on that address is not
-/// ours, and its numbers are not taken; why, is the error.
+/// The running daemon's buffered example count, asked of its `/healthz` endpoint: at the
+/// address the daemon recorded in its lock file (where it really listens, which the config
+/// no longer says after a refused `metrics.listen` change), then at the config's
+/// `metrics.listen`. `None` when the endpoint is off or nothing listens there (no daemon
+/// runs, so nothing is buffered). An answer counts only if it names the instance this
+/// data_dir's lock file records: another daemon (of another data_dir) or another program on
+/// that address is not ours, and its numbers are not taken; why, is the error.
 fn live_buffer_count(cfg: &Config) -> Result<Option<u64>, String> {
-    let Some(addr) = cfg.metrics.listen.0 else {
-        return Ok(None);
-    };
+    let recorded = crate::data_dir_lock::recorded_endpoint(&cfg.data_dir);
+    let mut addrs: Vec<std::net::SocketAddr> = recorded.into_iter().collect();
+    if let Some(addr) = cfg.metrics.listen.0 {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    let ours = crate::data_dir_lock::recorded_instance(&cfg.data_dir);
+    let mut not_ours = None;
+    for addr in addrs {
+        match ask_healthz(addr, ours.as_deref(), &cfg.data_dir) {
+            Ok(Some(n)) => return Ok(Some(n)),
+            Ok(None) => {}
+            // The recorded address of a daemon since stopped may be another's by now: only
+            // what answers at the configured address is worth a word.
+            Err(e) if Some(addr) == cfg.metrics.listen.0 => not_ours = Some(e),
+            Err(_) => {}
+        }
+    }
+    not_ours.map_or(Ok(None), Err)
+}
+
+/// Asks `addr` for its `/healthz`: the buffered count if the daemon there is instance
+/// `ours`, `None` if nothing listens there, why not otherwise.
+fn ask_healthz(
+    addr: std::net::SocketAddr,
+    ours: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<Option<u64>, String> {
     let body = match crate::metrics::http_get(addr, "/healthz", Duration::from_millis(500)) {
         Ok(body) => body,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
@@ -342,15 +370,15 @@ fn live_buffer_count(cfg: &Config) -> Result<Option<u64>, String> {
     };
     let not_ours = |what: &str| {
         format!(
-            "buffer_count not counted: {what} answers on {addr} (metrics.listen), not the daemon              of {}; is this config's metrics.listen the one that daemon uses?",
-            cfg.data_dir.display()
+            "buffer_count not counted: {what} answers on {addr} (metrics.listen), not the daemon \
+             of {}; is this config's metrics.listen the one that daemon uses?",
+            data_dir.display()
         )
     };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
         return Err(not_ours("another program"));
     };
-    let ours = crate::data_dir_lock::recorded_instance(&cfg.data_dir);
-    if ours.is_none() || v.get("instance").and_then(|i| i.as_str()) != ours.as_deref() {
+    if ours.is_none() || v.get("instance").and_then(|i| i.as_str()) != ours {
         let other = match v.get("data_dir").and_then(|d| d.as_str()) {
             Some(d) => format!("the daemon of {d}"),
             None => "another program".to_string(),

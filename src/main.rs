@@ -471,7 +471,7 @@ fn write_spool(config: &Config, event: spool::SpoolEvent) -> Result<ExitCode> {
 
 fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
     // Before anything else: a second daemon must not even take the metrics port.
-    let lock = training_collector::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
+    let mut lock = training_collector::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_instance(lock.instance(), &config.data_dir);
     if let Some(addr) = config.metrics.listen.0 {
@@ -481,6 +481,9 @@ fn run(config: Config, source: ConfigSource) -> Result<ExitCode> {
             )
         })?;
         tracing::info!("metrics on http://{bound}/metrics");
+        if let Err(e) = lock.record_endpoint(bound) {
+            tracing::warn!("cannot record the metrics address in state/daemon.lock (stats asks metrics.listen instead): {e}");
+        }
     }
     let channel = ControlChannel::new();
     install_signal_handlers(channel.sender.clone())?;

@@ -605,6 +605,41 @@ fn a_refused_metrics_listen_change_is_not_warned_about_again_when_set_back() {
     d.stop();
 }
 
+/// After a refused `metrics.listen` change the config file names an address the daemon
+/// does not listen on; `stats` still finds the daemon where it really listens (it records
+/// the address in its lock file) and counts its buffer, where it used to count 0.
+#[test]
+fn stats_finds_the_daemon_where_it_listens_after_a_refused_listen_change() {
+    let (a, b) = (free_port(), free_port());
+    let cfg = |port: u16| {
+        config_with("size = 1000\nflush_interval = \"1h\"", "")
+            .replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
+    };
+    let sb = Sandbox::with_config(&cfg(a));
+    let d = sb.start();
+    append_lines(
+        &sb.path("logs/app.log"),
+        &(0..3).map(|i| interaction_line("r", i)).collect::<Vec<_>>(),
+    );
+    let buffered = || {
+        let (_, out, _) = sb.cli(&["stats", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        s["buffer_count"].as_u64()
+    };
+    wait_until(T, "stats to show 3 buffered", || buffered() == Some(3));
+    std::fs::write(sb.config_path(), cfg(b)).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_until(T, "the reload", || {
+        sb.daemon_log().contains("config reloaded")
+    });
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["buffer_count"], 3, "{s}\n{err}");
+    assert_eq!(sb.examples().len(), 0, "nothing written yet");
+    d.stop();
+}
+
 /// Clients that hold a connection to the endpoint open keep no one else from an answer:
 /// one that connects and sends nothing, one that drips a byte every 200 ms, and one that
 /// asks for /metrics and never reads the answer. A health check still gets one, at once
