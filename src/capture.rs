@@ -106,13 +106,22 @@ fn id_time(ts: Option<DateTime<Utc>>) -> String {
     }
 }
 
-/// `s.trim().to_string()` without the copy when there is nothing to trim (the usual case;
-/// responses are kilobytes).
+/// Python's `str.strip()`, which the seed applies to every text it stores: Rust's `trim`
+/// and Python agree on Unicode whitespace except the four ASCII separator controls
+/// (0x1C..0x1F), which Python strips too (and counts as spaces between words, see
+/// [`crate::enrich::token_count`]).
+pub(crate) fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// [`py_strip`] into an owned text, without the copy when there is nothing to strip (the
+/// usual case; responses are kilobytes).
 fn trimmed(s: String) -> String {
-    if s.trim().len() == s.len() {
+    let t = py_strip(&s);
+    if t.len() == s.len() {
         s
     } else {
-        s.trim().to_string()
+        t.to_string()
     }
 }
 
@@ -365,9 +374,9 @@ pub fn correction(
         id,
         timestamp: example.timestamp.clone(),
         source: "user_correction".into(),
-        original_prompt: c.original_prompt.trim().to_string(),
-        original_response: c.original_response.trim().to_string(),
-        corrected_response: c.corrected_response.trim().to_string(),
+        original_prompt: py_strip(&c.original_prompt).to_string(),
+        original_response: py_strip(&c.original_response).to_string(),
+        corrected_response: py_strip(&c.corrected_response).to_string(),
         correction_reason: c.reason,
         corrector: c.corrector.unwrap_or_else(|| "user".into()),
         quality: CorrectionQuality::default(),

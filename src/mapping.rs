@@ -161,12 +161,12 @@ impl Mapper {
         Ok(Interaction {
             prompt,
             response,
-            source: first_string(doc, &f.source),
-            skill_used: first_string(doc, &f.skill_used),
-            tier: first_string(doc, &f.tier_handled),
+            source: first_label(doc, &f.source),
+            skill_used: first_label(doc, &f.skill_used),
+            tier: first_label(doc, &f.tier_handled),
             latency_ms: first(doc, &f.latency_ms).and_then(|v| as_f64(Scalar::from(v))),
             tags: first(doc, &f.tags).and_then(string_list),
-            project: first_string(doc, &f.project_context),
+            project: first_label(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
             request_id: first_id(doc, &f.request_id),
             timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
@@ -280,6 +280,17 @@ fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
             Doc::Str(s) => Some(s.to_string()),
             Doc::Number(n) => Some(n.to_string()),
             _ => None,
+        })
+}
+
+/// A label (skill, tier, project, source): services log tiers and projects as numbers as
+/// often as strings (`"tier": 2`), and such a value is the label, not a missing one.
+fn first_label(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| match v {
+            Doc::Number(n) => Some(n.to_string()),
+            other => content_text(other),
         })
 }
 
