@@ -168,7 +168,7 @@ impl Mapper {
             tags: first(doc, &f.tags).and_then(string_list),
             project: first_label(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
-            request_id: first_id(doc, &f.request_id),
+            request_id: first_request_id(doc, &f.request_id),
             timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
             extra,
         })
@@ -278,6 +278,20 @@ fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
         .filter_map(|p| pointer(doc, &p.0))
         .find_map(|v| match v {
             Doc::Str(s) => Some(s.to_string()),
+            Doc::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// A request id is what tells two interactions with the same texts apart in their ids, so
+/// a blank one (a service that logs `""` when the request had no id) is no id at all: the
+/// line's position identifies it instead, or every repeat of a question would share one id
+/// and all but the first be dropped as replays.
+fn first_request_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| match v {
+            Doc::Str(s) if !s.trim().is_empty() => Some(s.to_string()),
             Doc::Number(n) => Some(n.to_string()),
             _ => None,
         })

@@ -282,3 +282,43 @@ user_id = ["/meta/user"]"#,
     assert!(expect.iter().flatten().count() > 550);
     check_against_seed(&sb, &lines, &expect, "\"llm.call\"");
 }
+
+#[test]
+fn a_blank_request_id_does_not_merge_repeated_questions() {
+    let sb = Sandbox::new();
+    // A service that logs "" when a request came without an id, asked the same thing again.
+    let line = |rid: Value| {
+        let mut v = json!({"ts": "2026-11-27T08:00:00Z", "event": "interaction",
+            "query": "What is the TPO seam overlap?", "response": "2.5 inches per Carlisle."});
+        if !rid.is_null() {
+            v["request_id"] = rid;
+        }
+        (v.to_string(), "\n")
+    };
+    let lines = vec![
+        line(json!("")),
+        line(json!("")),
+        line(json!("  ")),
+        line(Value::Null),
+    ];
+    ingest(&sb, &lines);
+    let examples = sb.examples();
+    let mut ids: Vec<&str> = examples.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        4,
+        "repeated questions merged into one id: {examples:#?}"
+    );
+    for e in &examples {
+        assert!(
+            e["metadata"].get("request_id").is_none(),
+            "a blank request id kept as one: {e}"
+        );
+    }
+    // Counted once each by export's replay filter: all four are there until the dedup of
+    // identical prompts, which keeps one on purpose.
+    let (report, _) = sb.export_to_out(&["--min-quality", "low"]);
+    assert_eq!(report["total_raw"], 4, "{report}");
+}
