@@ -158,6 +158,14 @@ impl Mapper {
         if let Some(system) = messages.and_then(|m| system_message(m)) {
             extra.insert("system_prompt".into(), Value::String(system));
         }
+        let timestamp = first_timestamp(doc, &f.timestamp);
+        if timestamp.is_none() {
+            // The line has a time this reader cannot make out: the example is stamped with
+            // the capture time, and the line's own text is kept beside it rather than lost.
+            if let Some(raw) = first(doc, &f.timestamp) {
+                extra.insert("unparsed_timestamp".into(), raw.to_value());
+            }
+        }
         Ok(Interaction {
             prompt,
             response,
@@ -169,7 +177,7 @@ impl Mapper {
             project: first_label(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
             request_id: first_request_id(doc, &f.request_id),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            timestamp,
             extra,
         })
     }
@@ -185,7 +193,7 @@ impl Mapper {
             feedback,
             comment: first_string(doc, &f.comment),
             user: first_id(doc, &f.user),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            timestamp: first_timestamp(doc, &f.timestamp),
         })
     }
 
@@ -201,7 +209,7 @@ impl Mapper {
             reason: first_string(doc, &f.reason),
             corrector: first_id(doc, &f.corrector),
             target: first_id(doc, &f.target),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            timestamp: first_timestamp(doc, &f.timestamp),
         })
     }
 }
@@ -308,6 +316,14 @@ fn first_label(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
         })
 }
 
+/// The first candidate that reads as a time: a line with a `timestamp` the reader cannot
+/// make out and a `ts` it can is stamped with its `ts`.
+fn first_timestamp(doc: &Doc, ptrs: &[Pointer]) -> Option<DateTime<Utc>> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| timestamp_of(Scalar::from(v)))
+}
+
 /// The scalar part of a JSON value, from a log line's [`Doc`] or from a `Value` (spool
 /// files, the command line), so both are read by the same rules.
 #[derive(Clone, Copy)]
@@ -397,34 +413,95 @@ fn system_message(msgs: &[Doc]) -> Option<String> {
         .and_then(|m| m.get("content").and_then(content_text))
 }
 
-/// RFC 3339, a naive `YYYY-MM-DD HH:MM:SS[.f]` (taken as UTC), or Unix seconds /
-/// milliseconds.
+/// RFC 3339; the same with a `+hhmm` offset, a `,` before the fraction (Python's
+/// `logging`), or no offset (taken as UTC); RFC 2822; or Unix time in seconds,
+/// milliseconds, microseconds or nanoseconds (told apart by magnitude), as a number or a
+/// string of digits.
 pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
     timestamp_of(Scalar::from(v))
 }
 
 fn timestamp_of(v: Scalar) -> Option<DateTime<Utc>> {
     match v {
-        Scalar::Str(s) => {
-            let s = s.trim();
-            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                return Some(t.with_timezone(&Utc));
-            }
-            for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-                if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-                    return Some(Utc.from_utc_datetime(&t));
-                }
-            }
-            None
-        }
-        Scalar::Number(n) => {
-            let x = n.as_f64()?;
-            // Values past the year 5138 in seconds are taken as milliseconds.
-            let millis = if x.abs() < 1e11 { x * 1000.0 } else { x };
-            Utc.timestamp_millis_opt(millis as i64).single()
-        }
+        Scalar::Str(s) => text_timestamp(s.trim()),
+        Scalar::Number(n) => match n.as_i64() {
+            Some(i) => epoch_int(i),
+            None => epoch_float(n.as_f64()?),
+        },
         _ => None,
     }
+}
+
+fn text_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // `2026-11-27 08:00:00,123`: the comma of Python's logging and of ISO 8601 itself.
+    let dotted;
+    let s = if s.len() > 19 && s.as_bytes()[19] == b',' {
+        dotted = format!("{}.{}", &s[..19], &s[20..]);
+        dotted.as_str()
+    } else {
+        s
+    };
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc2822(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        if let Ok(i) = s.parse::<i64>() {
+            return epoch_int(i);
+        }
+        return s.parse::<f64>().ok().and_then(epoch_float);
+    }
+    None
+}
+
+/// Unix time by magnitude: seconds up to the year 5138 (1e11), then milliseconds, then
+/// microseconds (from 1e14), then nanoseconds (from 1e17): a 16-digit microsecond stamp
+/// read as milliseconds would be the year 58,000.
+fn epoch_int(i: i64) -> Option<DateTime<Utc>> {
+    let a = i.unsigned_abs();
+    let micros = if a < 100_000_000_000 {
+        i.checked_mul(1_000_000)?
+    } else if a < 100_000_000_000_000 {
+        i.checked_mul(1_000)?
+    } else if a < 100_000_000_000_000_000 {
+        i
+    } else {
+        i / 1_000
+    };
+    Utc.timestamp_micros(micros).single()
+}
+
+fn epoch_float(x: f64) -> Option<DateTime<Utc>> {
+    if !x.is_finite() {
+        return None;
+    }
+    let a = x.abs();
+    let micros = if a < 1e11 {
+        x * 1e6
+    } else if a < 1e14 {
+        x * 1e3
+    } else if a < 1e17 {
+        x
+    } else {
+        x / 1e3
+    };
+    if micros.abs() > i64::MAX as f64 {
+        return None;
+    }
+    Utc.timestamp_micros(micros.round() as i64).single()
 }
 
 /// Thumbs values as services write them: positive/negative, up/down, thumbs_up/thumbs_down,
@@ -631,5 +708,20 @@ user_id = ["/meta/user"]
         assert_eq!(t(Value::from(1795766400)), Some(1795766400000));
         assert_eq!(t(Value::from(1795766400000i64)), Some(1795766400000));
         assert_eq!(t(Value::from("yesterday")), None);
+        // Offsets without a colon, a comma before the fraction, RFC 2822, digit strings.
+        assert_eq!(
+            t(Value::from("2026-11-27T10:00:00.5+0200")),
+            Some(1795766400500)
+        );
+        assert_eq!(t(Value::from("2026-11-27 08:00:00,5")), Some(1795766400500));
+        assert_eq!(
+            t(Value::from("Fri, 27 Nov 2026 08:00:00 +0000")),
+            Some(1795766400000)
+        );
+        assert_eq!(t(Value::from("1795766400")), Some(1795766400000));
+        // Micro- and nanoseconds are told from milliseconds by magnitude.
+        assert_eq!(t(Value::from(1795766400123456i64)), Some(1795766400123));
+        assert_eq!(t(Value::from(1795766400123456789i64)), Some(1795766400123));
+        assert_eq!(t(Value::from(-86400)), Some(-86400000));
     }
 }

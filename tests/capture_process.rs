@@ -322,3 +322,123 @@ fn a_blank_request_id_does_not_merge_repeated_questions() {
     let (report, _) = sb.export_to_out(&["--min-quality", "low"]);
     assert_eq!(report["total_raw"], 4, "{report}");
 }
+
+#[test]
+fn log_times_in_other_formats_and_zones_are_the_lines_own_time() {
+    let sb = Sandbox::new();
+    let cases: Vec<(Value, Value, &str)> = vec![
+        // (timestamp, ts, the example's timestamp)
+        (
+            Value::Null,
+            json!("2026-11-27T10:00:00+02:00"),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+        (
+            Value::Null,
+            json!("2026-11-27T10:00:00.250+0200"),
+            "2026-11-27T08:00:00.250000Z",
+        ),
+        (
+            Value::Null,
+            json!("2026-11-27 08:00:00,125"),
+            "2026-11-27T08:00:00.125000Z",
+        ),
+        (
+            Value::Null,
+            json!("2026-11-27 13:30:00+05:30"),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+        (
+            Value::Null,
+            json!("Fri, 27 Nov 2026 08:00:00 GMT"),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+        (
+            Value::Null,
+            json!(1795766400),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+        (
+            Value::Null,
+            json!(1795766400.5),
+            "2026-11-27T08:00:00.500000Z",
+        ),
+        (
+            Value::Null,
+            json!(1795766400123i64),
+            "2026-11-27T08:00:00.123000Z",
+        ),
+        (
+            Value::Null,
+            json!(1795766400123456i64),
+            "2026-11-27T08:00:00.123456Z",
+        ),
+        (
+            Value::Null,
+            json!(1795766400123456789i64),
+            "2026-11-27T08:00:00.123456Z",
+        ),
+        (
+            Value::Null,
+            json!("1795766400"),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+        // A `timestamp` it cannot read does not hide a `ts` it can.
+        (
+            json!("not a time"),
+            json!("2026-11-27T08:00:00Z"),
+            "2026-11-27T08:00:00.000000Z",
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (i, (timestamp, ts, _)) in cases.iter().enumerate() {
+        let mut v = json!({"event": "interaction", "request_id": format!("t-{i}"),
+            "query": format!("Question {i} about TPO?"), "response": "An answer."});
+        if !timestamp.is_null() {
+            v["timestamp"] = timestamp.clone();
+        }
+        v["ts"] = ts.clone();
+        lines.push((v.to_string(), "\n"));
+    }
+    // No time it can read at all: stamped when captured, the line's own text kept.
+    lines.push((
+        json!({"event": "interaction", "request_id": "t-last", "ts": "sometime Tuesday",
+            "query": "Question last?", "response": "An answer."})
+        .to_string(),
+        "\n",
+    ));
+    ingest(&sb, &lines);
+    let examples = sb.examples();
+    let by_rid: HashMap<&str, &Value> = examples
+        .iter()
+        .map(|e| (e["metadata"]["request_id"].as_str().unwrap(), e))
+        .collect();
+    let mut wrong = Vec::new();
+    for (i, (timestamp, ts, want)) in cases.iter().enumerate() {
+        let e = by_rid[format!("t-{i}").as_str()];
+        let id_time = want[..19].replace(['-', ':'], "").replace('T', "_");
+        if e["timestamp"] != *want
+            || !e["id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("train_{id_time}_"))
+        {
+            wrong.push(format!(
+                "{timestamp} / {ts}: {} {} (want {want})",
+                e["timestamp"], e["id"]
+            ));
+        }
+        assert!(e["metadata"].get("unparsed_timestamp").is_none(), "{e}");
+    }
+    assert!(
+        wrong.is_empty(),
+        "log times read wrongly:\n{}",
+        wrong.join("\n")
+    );
+    let last = by_rid["t-last"];
+    assert!(last["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("train_00000000_000000_"));
+    assert_eq!(last["metadata"]["unparsed_timestamp"], "sometime Tuesday");
+}
