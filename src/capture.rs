@@ -451,17 +451,57 @@ fn write_python_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Python's `repr` of a JSON number: integers as is, floats with a `.0` when whole.
+/// Python's `repr` of a JSON number (what both `json.dumps` and `str` print): integers as
+/// is, floats as [`python_float`].
 fn python_number(n: &serde_json::Number) -> String {
-    if n.is_f64() {
-        let f = n.as_f64().unwrap_or(0.0);
-        if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-            format!("{f:.1}")
+    match n.as_f64() {
+        Some(f) if n.is_f64() => python_float(f),
+        _ => n.to_string(),
+    }
+}
+
+/// Python's `float.__repr__`: the shortest digits that read back as the same float (Rust's
+/// `{:e}` gives the same ones), in positional notation for decimal exponents -4 to 15 (with
+/// `.0` when whole) and otherwise as `d.ddde+XX`, the exponent signed and at least two
+/// digits: `1e-05`, `1.5e-07`, `1e+16`, where serde_json writes `0.00001` and `1.5e-7`.
+fn python_float(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
         } else {
-            n.to_string()
+            "-Infinity"
         }
+        .into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} writes a decimal exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if !(-4..16).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{dot}e{esign}{:02}", exp.abs());
+    }
+    if exp < 0 {
+        let zeros = "0".repeat((-exp - 1) as usize);
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let point = exp as usize + 1;
+    if digits.len() <= point {
+        format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
     } else {
-        n.to_string()
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
     }
 }
 
@@ -606,6 +646,29 @@ mod tests {
         );
         assert_eq!(ex.source, "verified_calculation");
         assert_eq!(ex.tags, vec!["calculation", "membrane"]);
+    }
+
+    #[test]
+    fn floats_print_as_python_prints_them() {
+        // What Python 3's repr() gives for each.
+        for (f, want) in [
+            (0.1, "0.1"),
+            (132.0, "132.0"),
+            (-0.0, "-0.0"),
+            (1e-4, "0.0001"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (123456789.125, "123456789.125"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.2345678901234568e29, "1.2345678901234568e+29"),
+            (-2.5e-300, "-2.5e-300"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(python_float(f), want, "{f:e}");
+        }
     }
 
     #[test]

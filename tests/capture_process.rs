@@ -442,3 +442,83 @@ fn log_times_in_other_formats_and_zones_are_the_lines_own_time() {
         .starts_with("train_00000000_000000_"));
     assert_eq!(last["metadata"]["unparsed_timestamp"], "sometime Tuesday");
 }
+
+/// The seed's own `capture_calculation` over each event: its stored prompt and response.
+fn seed_calculations(events: &[Value]) -> Vec<(String, String)> {
+    let script = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import training_collector as tc
+c = tc.TrainingCollector(storage_path="./oracle_data", buffer_size=10**9, auto_flush=False)
+for line in sys.stdin:
+    e = json.loads(line)
+    c.capture_calculation(e["description"], e["inputs"], e["formula"], e["result"], e["explanation"])
+    print(json.dumps([c.buffer[-1].prompt, c.buffer[-1].response]))
+"#;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(shared_dir().join("bench"))
+        .current_dir(scratch.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the seed");
+    let input: String = events.iter().map(|e| format!("{e}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn calculations_print_numbers_as_the_seed_prints_them() {
+    let sb = Sandbox::with_config(&base_config(&[]).replace(
+        "[spool]\ndir = \"spool\"\n",
+        "[spool]\ndir = \"spool\"\nmin_age = \"0s\"\n",
+    ));
+    let events: Vec<Value> = vec![
+        json!({"description": "Fastener spacing", "inputs": {"wind_uplift_psf": 1e-5, "tolerance": 1.5e-7, "area_sqft": 12000, "waste": 0.1, "big": 1e16, "whole": 45.0},
+               "formula": "area / spacing", "result": 0.00012, "explanation": "Fasteners per square."}),
+        json!({"description": "Membrane quantity", "inputs": {"area_sqft": 1e17}, "formula": "area / 100",
+               "result": 1e15, "explanation": "Squares of membrane."}),
+        json!({"description": "Drain count", "inputs": {}, "formula": "n", "result": -0.0, "explanation": "None needed."}),
+    ];
+    let mut spool = String::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut e = e.clone();
+        e["type"] = json!("calculation");
+        e["event_id"] = json!(format!("calc-{i}"));
+        spool.push_str(&format!("{e}\n"));
+    }
+    std::fs::write(sb.path("spool/calc.jsonl"), spool).unwrap();
+    let d = sb.start();
+    wait_until(T, "the calculations captured", || {
+        sb.examples().len() == events.len()
+    });
+    d.stop();
+    let examples = sb.examples();
+    for (e, (prompt, response)) in events.iter().zip(seed_calculations(&events)) {
+        let ex = examples
+            .iter()
+            .find(|x| {
+                x["prompt"].as_str().unwrap().starts_with(&format!(
+                    "Calculate {}:",
+                    e["description"].as_str().unwrap()
+                ))
+            })
+            .unwrap();
+        assert_eq!(ex["prompt"], prompt);
+        assert_eq!(ex["response"], response);
+    }
+}
