@@ -505,17 +505,94 @@ fn python_float(f: f64) -> String {
     }
 }
 
-/// Python's `str(result)` for a JSON value: strings bare, numbers as Python prints them,
-/// `True`/`False`/`None`, containers as `json.dumps` (close to Python's repr).
+/// Python's `str(result)` for a JSON value: strings bare, everything else as Python's
+/// `repr` of what `json.loads` makes of it (`{'squares': 132, 'ok': True}`).
 pub fn python_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => python_number(n),
-        other => python_json(other),
+        other => {
+            let mut out = String::new();
+            write_python_repr(other, &mut out);
+            out
+        }
     }
+}
+
+fn write_python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => out.push_str(&python_number(n)),
+        Value::String(s) => write_python_str_repr(s, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_repr(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_str_repr(k, out);
+                out.push_str(": ");
+                write_python_repr(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr` of a string: single quotes, or double quotes when it holds a `'` and no
+/// `"`; backslash escapes for the quote, `\\`, `\n`, `\r`, `\t` and characters Python does
+/// not print (see [`python_printable`]).
+fn write_python_str_repr(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if python_printable(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's `str.isprintable` for one character: not a control, format, separator (other
+/// than the space) or private-use character. Unassigned code points, which Python also
+/// escapes, are printed: telling them apart needs the Unicode tables, and a calculation's
+/// result does not hold them.
+fn python_printable(c: char) -> bool {
+    let u = c as u32;
+    !(c.is_control()
+        || matches!(u, 0xa0 | 0xad | 0x1680 | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064)
+        || matches!(u, 0x2066..=0x206f | 0x3000 | 0xfeff | 0xfff9..=0xfffb | 0x600..=0x605)
+        || matches!(
+            u,
+            0x61c | 0x6dd | 0x70f | 0x180e | 0xe0001 | 0xe0020..=0xe007f
+        )
+        || matches!(u, 0xe000..=0xf8ff | 0xf0000..=0x10ffff))
 }
 
 #[cfg(test)]
@@ -669,6 +746,22 @@ mod tests {
         ] {
             assert_eq!(python_float(f), want, "{f:e}");
         }
+    }
+
+    #[test]
+    fn results_print_as_python_prints_them() {
+        let v: Value = serde_json::from_str(
+            r#"{"squares": 132, "rolls": [14, 2.5, null, true, false], "note": "it's \"ok\"", "plain": "café\n\u00a0x"}"#,
+        )
+        .unwrap();
+        // Python 3: str(json.loads(...)) of the same text.
+        assert_eq!(
+            python_str(&v),
+            r#"{'squares': 132, 'rolls': [14, 2.5, None, True, False], 'note': 'it\'s "ok"', 'plain': 'café\n\xa0x'}"#
+        );
+        assert_eq!(python_str(&serde_json::json!(["it's"])), r#"["it's"]"#);
+        assert_eq!(python_str(&serde_json::json!("bare")), "bare");
+        assert_eq!(python_str(&serde_json::json!(1e-5)), "1e-05");
     }
 
     #[test]

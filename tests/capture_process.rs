@@ -482,7 +482,7 @@ for line in sys.stdin:
 }
 
 #[test]
-fn calculations_print_numbers_as_the_seed_prints_them() {
+fn calculations_print_numbers_and_results_as_the_seed_prints_them() {
     let sb = Sandbox::with_config(&base_config(&[]).replace(
         "[spool]\ndir = \"spool\"\n",
         "[spool]\ndir = \"spool\"\nmin_age = \"0s\"\n",
@@ -493,6 +493,9 @@ fn calculations_print_numbers_as_the_seed_prints_them() {
         json!({"description": "Membrane quantity", "inputs": {"area_sqft": 1e17}, "formula": "area / 100",
                "result": 1e15, "explanation": "Squares of membrane."}),
         json!({"description": "Drain count", "inputs": {}, "formula": "n", "result": -0.0, "explanation": "None needed."}),
+        json!({"description": "Roll count", "inputs": {"area_sqft": 12000}, "formula": "area / 1000",
+               "result": {"rolls": 12, "waste": 0.1, "seamed": true, "tape": null, "note": "it's 10' wide", "sizes": [10, "12'"]},
+               "explanation": "Rolls of 10 ft membrane."}),
     ];
     let mut spool = String::new();
     for (i, e) in events.iter().enumerate() {
