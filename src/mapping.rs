@@ -122,24 +122,43 @@ impl Mapper {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(LineEvent::Skip);
         }
-        let doc = Doc::parse(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
+        let doc = match Doc::parse(line) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let rejection = Rejection(format!("not valid JSON: {e}"));
+                // JavaScript's and Python's JSON writers escape a lone UTF-16 surrogate (half
+                // an emoji cut off by a truncation) as `\ud83d`, which JSON's grammar allows
+                // and serde_json refuses: read it as U+FFFD rather than lose the interaction.
+                let Some(repaired) = doc::replace_lone_surrogates(line) else {
+                    return Err(rejection);
+                };
+                return match Doc::parse(&repaired) {
+                    Ok(doc) => self.map_doc(&doc),
+                    Err(_) => Err(rejection),
+                };
+            }
+        };
+        self.map_doc(&doc)
+    }
+
+    fn map_doc(&self, doc: &Doc) -> Result<LineEvent, Rejection> {
         if !doc.is_object() {
             return Err(Rejection(format!(
                 "not a JSON object (a line must be one object, this is {})",
-                kind_of(&doc)
+                kind_of(doc)
             )));
         }
-        if self.interaction.matches(&doc) {
+        if self.interaction.matches(doc) {
             return self
-                .interaction_of(&doc)
+                .interaction_of(doc)
                 .map(|i| LineEvent::Interaction(Box::new(i)));
         }
-        if !self.feedback.is_empty() && self.feedback.matches(&doc) {
-            return self.feedback_of(&doc).map(LineEvent::Feedback);
+        if !self.feedback.is_empty() && self.feedback.matches(doc) {
+            return self.feedback_of(doc).map(LineEvent::Feedback);
         }
-        if !self.correction.is_empty() && self.correction.matches(&doc) {
+        if !self.correction.is_empty() && self.correction.matches(doc) {
             return self
-                .correction_of(&doc)
+                .correction_of(doc)
                 .map(|c| LineEvent::Correction(Box::new(c)));
         }
         Ok(LineEvent::Skip)

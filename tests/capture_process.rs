@@ -525,3 +525,34 @@ fn calculations_print_numbers_and_results_as_the_seed_prints_them() {
         assert_eq!(ex["response"], response);
     }
 }
+
+#[test]
+fn a_lone_surrogate_escape_does_not_lose_the_interaction() {
+    let sb = Sandbox::new();
+    // What JSON.stringify (and Python's json.dumps) write for a string cut in the middle of
+    // an emoji: the high half of its surrogate pair, escaped.
+    let long = "Fully adhered TPO over polyiso, seams welded. ".repeat(200);
+    let lines = vec![
+        (
+            format!(
+                r#"{{"ts": "2026-11-27T08:00:00Z", "event": "interaction", "request_id": "s-1", "query": "Best membrane for this roof \ud83d", "response": "{long}\ud83d\ude00 and a cut \udc00"}}"#
+            ),
+            "\n",
+        ),
+        (interaction_line("s", 2), "\n"),
+    ];
+    ingest(&sb, &lines);
+    let examples = sb.examples();
+    let rejected = sb.records("rejected_");
+    assert!(rejected.is_empty(), "rejected: {rejected:?}");
+    assert_eq!(examples.len(), 2, "{examples:?}");
+    let ex = examples
+        .iter()
+        .find(|e| e["metadata"]["request_id"] == "s-1")
+        .unwrap();
+    assert_eq!(ex["prompt"], "Best membrane for this roof \u{fffd}");
+    assert_eq!(
+        ex["response"],
+        format!("{}\u{1f600} and a cut \u{fffd}", long.trim_start())
+    );
+}
