@@ -169,10 +169,10 @@ impl Mapper {
         let messages = first(doc, &f.messages).and_then(Doc::as_array);
         let prompt = first_string(doc, &f.prompt)
             .or_else(|| messages.and_then(|m| last_user_message(m)))
-            .ok_or_else(|| missing("prompt", &[&f.prompt, &f.messages]))?;
+            .ok_or_else(|| not_text_or_missing(doc, "prompt", &f.prompt, &f.messages))?;
         let response = first_string(doc, &f.response)
             .or_else(|| messages.and_then(|m| assistant_after_last_user(m)))
-            .ok_or_else(|| missing("response", &[&f.response, &f.messages]))?;
+            .ok_or_else(|| not_text_or_missing(doc, "response", &f.response, &f.messages))?;
         let mut extra = Map::new();
         if let Some(system) = messages.and_then(|m| system_message(m)) {
             extra.insert("system_prompt".into(), Value::String(system));
@@ -230,6 +230,28 @@ impl Mapper {
             target: first_id(doc, &f.target),
             timestamp: first_timestamp(doc, &f.timestamp),
         })
+    }
+}
+
+/// Why an interaction has no prompt (or response): a candidate that holds something other
+/// than text (`"query": 42`) is named, since "missing" would send its reader looking for a
+/// field that is there.
+fn not_text_or_missing(
+    doc: &Doc,
+    what: &str,
+    ptrs: &Vec<Pointer>,
+    messages: &Vec<Pointer>,
+) -> Rejection {
+    let held = ptrs
+        .iter()
+        .find_map(|p| pointer(doc, &p.0).filter(|v| !v.is_null()).map(|v| (p, v)));
+    match held {
+        Some((p, v)) => Rejection(format!(
+            "field {what} is not text: {} holds {}",
+            p.0,
+            kind_of(v)
+        )),
+        None => missing(what, &[ptrs, messages]),
     }
 }
 
@@ -689,6 +711,14 @@ user_id = ["/meta/user"]
             .map(br#"{"event":"interaction","request_id":"r"}"#)
             .unwrap_err();
         assert!(e.0.contains("missing required field: prompt"), "{e}");
+        let e = m
+            .map(br#"{"event":"interaction","query":42,"response":"r"}"#)
+            .unwrap_err();
+        assert_eq!(e.0, "field prompt is not text: /query holds a number");
+        let e = m
+            .map(br#"{"event":"interaction","query":"q","response":{"text":"r"}}"#)
+            .unwrap_err();
+        assert_eq!(e.0, "field response is not text: /response holds an object");
         let e = m.map(b"[1,2]").unwrap_err();
         assert!(e.0.contains("not a JSON object"), "{e}");
     }
