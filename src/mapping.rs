@@ -195,7 +195,7 @@ impl Mapper {
             tags: first(doc, &f.tags).and_then(string_list),
             project: first_label(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
-            request_id: first_request_id(doc, &f.request_id),
+            request_id: first_nonblank_id(doc, &f.request_id),
             timestamp,
             extra,
         })
@@ -203,8 +203,8 @@ impl Mapper {
 
     fn feedback_of(&self, doc: &Doc) -> Result<FeedbackInput, Rejection> {
         let f = &self.cfg.events.feedback;
-        let target =
-            first_id(doc, &f.target).ok_or_else(|| missing("feedback target", &[&f.target]))?;
+        let target = first_nonblank_id(doc, &f.target)
+            .ok_or_else(|| missing("feedback target", &[&f.target]))?;
         let raw = first(doc, &f.value).ok_or_else(|| missing("feedback value", &[&f.value]))?;
         let feedback = feedback_of(Scalar::from(raw), || raw.to_value()).map_err(Rejection)?;
         Ok(FeedbackInput {
@@ -227,7 +227,7 @@ impl Mapper {
             corrected_response: get("corrected response", &f.corrected_response)?,
             reason: first_string(doc, &f.reason),
             corrector: first_id(doc, &f.corrector),
-            target: first_id(doc, &f.target),
+            target: first_nonblank_id(doc, &f.target),
             timestamp: first_timestamp(doc, &f.timestamp),
         })
     }
@@ -335,8 +335,9 @@ fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
 /// A request id is what tells two interactions with the same texts apart in their ids, so
 /// a blank one (a service that logs `""` when the request had no id) is no id at all: the
 /// line's position identifies it instead, or every repeat of a question would share one id
-/// and all but the first be dropped as replays.
-fn first_request_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+/// and all but the first be dropped as replays. The same goes for the target of feedback or
+/// a correction: a blank `example_id` beside a real `request_id` is not the target.
+fn first_nonblank_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
     ptrs.iter()
         .filter_map(|p| pointer(doc, &p.0))
         .find_map(|v| match v {
@@ -734,6 +735,23 @@ user_id = ["/meta/user"]
                 assert_eq!(f.feedback, Feedback::Negative);
                 assert_eq!(f.comment.as_deref(), Some("wrong"));
             }
+            other => panic!("{other:?}"),
+        }
+        // A blank example id is no target: the request id beside it is.
+        match m.map(br#"{"event":"feedback","example_id":"","request_id":"req-1","feedback":"up"}"#)
+        {
+            Ok(LineEvent::Feedback(f)) => assert_eq!(f.target, "req-1"),
+            other => panic!("{other:?}"),
+        }
+        let e = m
+            .map(br#"{"event":"feedback","example_id":" ","feedback":"up"}"#)
+            .unwrap_err();
+        assert!(
+            e.0.contains("missing required field: feedback target"),
+            "{e}"
+        );
+        match m.map(br#"{"event":"correction","example_id":"","request_id":"req-1","original_prompt":"p","original_response":"r","corrected_response":"c"}"#) {
+            Ok(LineEvent::Correction(c)) => assert_eq!(c.target.as_deref(), Some("req-1")),
             other => panic!("{other:?}"),
         }
         let e = m

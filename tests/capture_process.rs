@@ -556,3 +556,26 @@ fn a_lone_surrogate_escape_does_not_lose_the_interaction() {
         format!("{}\u{1f600} and a cut \u{fffd}", long.trim_start())
     );
 }
+
+#[test]
+fn feedback_logged_with_a_blank_example_id_reaches_its_request() {
+    let sb = Sandbox::new();
+    let lines = vec![
+        (interaction_line("fb", 1), "\n"),
+        (
+            json!({"ts": "2026-11-27T08:00:01Z", "event": "feedback", "example_id": "",
+                   "request_id": "fb-000001", "feedback": "down"})
+            .to_string(),
+            "\n",
+        ),
+    ];
+    ingest(&sb, &lines);
+    let (rc, out, err) = sb.cli(&["stats", "--json"]);
+    assert_eq!(rc, 0, "{err}");
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        stats["feedback"],
+        json!({"positive": 0, "negative": 1, "orphaned": 0}),
+        "{stats}"
+    );
+}
