@@ -111,7 +111,12 @@ fn id_time(ts: Option<DateTime<Utc>>) -> String {
 /// (0x1C..0x1F), which Python strips too (and counts as spaces between words, see
 /// [`crate::enrich::token_count`]).
 pub(crate) fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+    s.trim_matches(is_py_space)
+}
+
+/// Python's `str.isspace` for one character (what `strip()` and `split()` go by).
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// [`py_strip`] into an owned text, without the copy when there is nothing to strip (the
@@ -228,8 +233,8 @@ pub fn calculation(
 ) -> Result<TrainingExample, CaptureError> {
     let first = calc
         .description
-        .split_whitespace()
-        .next()
+        .split(is_py_space)
+        .find(|w| !w.is_empty())
         .ok_or(CaptureError::EmptyDescription)?
         .to_lowercase();
     let prompt = format!(
@@ -723,6 +728,28 @@ mod tests {
         );
         assert_eq!(ex.source, "verified_calculation");
         assert_eq!(ex.tags, vec!["calculation", "membrane"]);
+    }
+
+    #[test]
+    fn the_calculation_tag_is_the_first_word_as_python_splits_it() {
+        // Python: "Membrane\x1cquantity".split()[0].lower() == "membrane".
+        for description in ["Membrane\u{1c}quantity", "\u{1f} Membrane quantity"] {
+            let ex = calculation(
+                &enricher(),
+                &Identity::Event("e1".into()),
+                Calculation {
+                    description: description.into(),
+                    inputs: Map::new(),
+                    formula: "f".into(),
+                    result: Value::from(1),
+                    explanation: "x".into(),
+                    verified: true,
+                },
+                Interaction::default(),
+            )
+            .unwrap();
+            assert_eq!(ex.tags, vec!["calculation", "membrane"], "{description:?}");
+        }
     }
 
     #[test]
