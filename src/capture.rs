@@ -106,13 +106,27 @@ fn id_time(ts: Option<DateTime<Utc>>) -> String {
     }
 }
 
-/// `s.trim().to_string()` without the copy when there is nothing to trim (the usual case;
-/// responses are kilobytes).
+/// Python's `str.strip()`, which the seed applies to every text it stores: Rust's `trim`
+/// and Python agree on Unicode whitespace except the four ASCII separator controls
+/// (0x1C..0x1F), which Python strips too (and counts as spaces between words, see
+/// [`crate::enrich::token_count`]).
+pub(crate) fn py_strip(s: &str) -> &str {
+    s.trim_matches(is_py_space)
+}
+
+/// Python's `str.isspace` for one character (what `strip()` and `split()` go by).
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// [`py_strip`] into an owned text, without the copy when there is nothing to strip (the
+/// usual case; responses are kilobytes).
 fn trimmed(s: String) -> String {
-    if s.trim().len() == s.len() {
+    let t = py_strip(&s);
+    if t.len() == s.len() {
         s
     } else {
-        s.trim().to_string()
+        t.to_string()
     }
 }
 
@@ -219,8 +233,8 @@ pub fn calculation(
 ) -> Result<TrainingExample, CaptureError> {
     let first = calc
         .description
-        .split_whitespace()
-        .next()
+        .split(is_py_space)
+        .find(|w| !w.is_empty())
         .ok_or(CaptureError::EmptyDescription)?
         .to_lowercase();
     let prompt = format!(
@@ -365,9 +379,9 @@ pub fn correction(
         id,
         timestamp: example.timestamp.clone(),
         source: "user_correction".into(),
-        original_prompt: c.original_prompt.trim().to_string(),
-        original_response: c.original_response.trim().to_string(),
-        corrected_response: c.corrected_response.trim().to_string(),
+        original_prompt: py_strip(&c.original_prompt).to_string(),
+        original_response: py_strip(&c.original_response).to_string(),
+        corrected_response: py_strip(&c.corrected_response).to_string(),
         correction_reason: c.reason,
         corrector: c.corrector.unwrap_or_else(|| "user".into()),
         quality: CorrectionQuality::default(),
@@ -442,31 +456,148 @@ fn write_python_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Python's `repr` of a JSON number: integers as is, floats with a `.0` when whole.
+/// Python's `repr` of a JSON number (what both `json.dumps` and `str` print): integers as
+/// is, floats as [`python_float`].
 fn python_number(n: &serde_json::Number) -> String {
-    if n.is_f64() {
-        let f = n.as_f64().unwrap_or(0.0);
-        if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-            format!("{f:.1}")
-        } else {
-            n.to_string()
-        }
-    } else {
-        n.to_string()
+    match n.as_f64() {
+        Some(f) if n.is_f64() => python_float(f),
+        _ => n.to_string(),
     }
 }
 
-/// Python's `str(result)` for a JSON value: strings bare, numbers as Python prints them,
-/// `True`/`False`/`None`, containers as `json.dumps` (close to Python's repr).
+/// Python's `float.__repr__`: the shortest digits that read back as the same float (Rust's
+/// `{:e}` gives the same ones), in positional notation for decimal exponents -4 to 15 (with
+/// `.0` when whole) and otherwise as `d.ddde+XX`, the exponent signed and at least two
+/// digits: `1e-05`, `1.5e-07`, `1e+16`, where serde_json writes `0.00001` and `1.5e-7`.
+fn python_float(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} writes a decimal exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if !(-4..16).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{dot}e{esign}{:02}", exp.abs());
+    }
+    if exp < 0 {
+        let zeros = "0".repeat((-exp - 1) as usize);
+        return format!("{sign}0.{zeros}{digits}");
+    }
+    let point = exp as usize + 1;
+    if digits.len() <= point {
+        format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
+    } else {
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
+    }
+}
+
+/// Python's `str(result)` for a JSON value: strings bare, everything else as Python's
+/// `repr` of what `json.loads` makes of it (`{'squares': 132, 'ok': True}`).
 pub fn python_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => python_number(n),
-        other => python_json(other),
+        other => {
+            let mut out = String::new();
+            write_python_repr(other, &mut out);
+            out
+        }
     }
+}
+
+fn write_python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => out.push_str(&python_number(n)),
+        Value::String(s) => write_python_str_repr(s, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_repr(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_str_repr(k, out);
+                out.push_str(": ");
+                write_python_repr(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr` of a string: single quotes, or double quotes when it holds a `'` and no
+/// `"`; backslash escapes for the quote, `\\`, `\n`, `\r`, `\t` and characters Python does
+/// not print (see [`python_printable`]).
+fn write_python_str_repr(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if python_printable(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's `str.isprintable` for one character: not a control, format, separator (other
+/// than the space) or private-use character. Unassigned code points, which Python also
+/// escapes, are printed: telling them apart needs the Unicode tables, and a calculation's
+/// result does not hold them.
+fn python_printable(c: char) -> bool {
+    let u = c as u32;
+    !(c.is_control()
+        || matches!(u, 0xa0 | 0xad | 0x1680 | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064)
+        || matches!(u, 0x2066..=0x206f | 0x3000 | 0xfeff | 0xfff9..=0xfffb | 0x600..=0x605)
+        || matches!(
+            u,
+            0x61c | 0x6dd | 0x70f | 0x180e | 0xe0001 | 0xe0020..=0xe007f
+        )
+        || matches!(u, 0xe000..=0xf8ff | 0xf0000..=0x10ffff))
 }
 
 #[cfg(test)]
@@ -597,6 +728,67 @@ mod tests {
         );
         assert_eq!(ex.source, "verified_calculation");
         assert_eq!(ex.tags, vec!["calculation", "membrane"]);
+    }
+
+    #[test]
+    fn the_calculation_tag_is_the_first_word_as_python_splits_it() {
+        // Python: "Membrane\x1cquantity".split()[0].lower() == "membrane".
+        for description in ["Membrane\u{1c}quantity", "\u{1f} Membrane quantity"] {
+            let ex = calculation(
+                &enricher(),
+                &Identity::Event("e1".into()),
+                Calculation {
+                    description: description.into(),
+                    inputs: Map::new(),
+                    formula: "f".into(),
+                    result: Value::from(1),
+                    explanation: "x".into(),
+                    verified: true,
+                },
+                Interaction::default(),
+            )
+            .unwrap();
+            assert_eq!(ex.tags, vec!["calculation", "membrane"], "{description:?}");
+        }
+    }
+
+    #[test]
+    fn floats_print_as_python_prints_them() {
+        // What Python 3's repr() gives for each.
+        for (f, want) in [
+            (0.1, "0.1"),
+            (132.0, "132.0"),
+            (-0.0, "-0.0"),
+            (1e-4, "0.0001"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (123456789.125, "123456789.125"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.2345678901234568e29, "1.2345678901234568e+29"),
+            (-2.5e-300, "-2.5e-300"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(python_float(f), want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn results_print_as_python_prints_them() {
+        let v: Value = serde_json::from_str(
+            r#"{"squares": 132, "rolls": [14, 2.5, null, true, false], "note": "it's \"ok\"", "plain": "café\n\u00a0x"}"#,
+        )
+        .unwrap();
+        // Python 3: str(json.loads(...)) of the same text.
+        assert_eq!(
+            python_str(&v),
+            r#"{'squares': 132, 'rolls': [14, 2.5, None, True, False], 'note': 'it\'s "ok"', 'plain': 'café\n\xa0x'}"#
+        );
+        assert_eq!(python_str(&serde_json::json!(["it's"])), r#"["it's"]"#);
+        assert_eq!(python_str(&serde_json::json!("bare")), "bare");
+        assert_eq!(python_str(&serde_json::json!(1e-5)), "1e-05");
     }
 
     #[test]

@@ -122,24 +122,43 @@ impl Mapper {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(LineEvent::Skip);
         }
-        let doc = Doc::parse(line).map_err(|e| Rejection(format!("not valid JSON: {e}")))?;
+        let doc = match Doc::parse(line) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let rejection = Rejection(format!("not valid JSON: {e}"));
+                // JavaScript's and Python's JSON writers escape a lone UTF-16 surrogate (half
+                // an emoji cut off by a truncation) as `\ud83d`, which JSON's grammar allows
+                // and serde_json refuses: read it as U+FFFD rather than lose the interaction.
+                let Some(repaired) = doc::replace_lone_surrogates(line) else {
+                    return Err(rejection);
+                };
+                return match Doc::parse(&repaired) {
+                    Ok(doc) => self.map_doc(&doc),
+                    Err(_) => Err(rejection),
+                };
+            }
+        };
+        self.map_doc(&doc)
+    }
+
+    fn map_doc(&self, doc: &Doc) -> Result<LineEvent, Rejection> {
         if !doc.is_object() {
             return Err(Rejection(format!(
                 "not a JSON object (a line must be one object, this is {})",
-                kind_of(&doc)
+                kind_of(doc)
             )));
         }
-        if self.interaction.matches(&doc) {
+        if self.interaction.matches(doc) {
             return self
-                .interaction_of(&doc)
+                .interaction_of(doc)
                 .map(|i| LineEvent::Interaction(Box::new(i)));
         }
-        if !self.feedback.is_empty() && self.feedback.matches(&doc) {
-            return self.feedback_of(&doc).map(LineEvent::Feedback);
+        if !self.feedback.is_empty() && self.feedback.matches(doc) {
+            return self.feedback_of(doc).map(LineEvent::Feedback);
         }
-        if !self.correction.is_empty() && self.correction.matches(&doc) {
+        if !self.correction.is_empty() && self.correction.matches(doc) {
             return self
-                .correction_of(&doc)
+                .correction_of(doc)
                 .map(|c| LineEvent::Correction(Box::new(c)));
         }
         Ok(LineEvent::Skip)
@@ -150,34 +169,42 @@ impl Mapper {
         let messages = first(doc, &f.messages).and_then(Doc::as_array);
         let prompt = first_string(doc, &f.prompt)
             .or_else(|| messages.and_then(|m| last_user_message(m)))
-            .ok_or_else(|| missing("prompt", &[&f.prompt, &f.messages]))?;
+            .ok_or_else(|| not_text_or_missing(doc, "prompt", &f.prompt, &f.messages))?;
         let response = first_string(doc, &f.response)
             .or_else(|| messages.and_then(|m| assistant_after_last_user(m)))
-            .ok_or_else(|| missing("response", &[&f.response, &f.messages]))?;
+            .ok_or_else(|| not_text_or_missing(doc, "response", &f.response, &f.messages))?;
         let mut extra = Map::new();
         if let Some(system) = messages.and_then(|m| system_message(m)) {
             extra.insert("system_prompt".into(), Value::String(system));
         }
+        let timestamp = first_timestamp(doc, &f.timestamp);
+        if timestamp.is_none() {
+            // The line has a time this reader cannot make out: the example is stamped with
+            // the capture time, and the line's own text is kept beside it rather than lost.
+            if let Some(raw) = first(doc, &f.timestamp) {
+                extra.insert("unparsed_timestamp".into(), raw.to_value());
+            }
+        }
         Ok(Interaction {
             prompt,
             response,
-            source: first_string(doc, &f.source),
-            skill_used: first_string(doc, &f.skill_used),
-            tier: first_string(doc, &f.tier_handled),
+            source: first_label(doc, &f.source),
+            skill_used: first_label(doc, &f.skill_used),
+            tier: first_label(doc, &f.tier_handled),
             latency_ms: first(doc, &f.latency_ms).and_then(|v| as_f64(Scalar::from(v))),
             tags: first(doc, &f.tags).and_then(string_list),
-            project: first_string(doc, &f.project_context),
+            project: first_label(doc, &f.project_context),
             user_id: first_id(doc, &f.user_id),
-            request_id: first_id(doc, &f.request_id),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            request_id: first_nonblank_id(doc, &f.request_id),
+            timestamp,
             extra,
         })
     }
 
     fn feedback_of(&self, doc: &Doc) -> Result<FeedbackInput, Rejection> {
         let f = &self.cfg.events.feedback;
-        let target =
-            first_id(doc, &f.target).ok_or_else(|| missing("feedback target", &[&f.target]))?;
+        let target = first_nonblank_id(doc, &f.target)
+            .ok_or_else(|| missing("feedback target", &[&f.target]))?;
         let raw = first(doc, &f.value).ok_or_else(|| missing("feedback value", &[&f.value]))?;
         let feedback = feedback_of(Scalar::from(raw), || raw.to_value()).map_err(Rejection)?;
         Ok(FeedbackInput {
@@ -185,7 +212,7 @@ impl Mapper {
             feedback,
             comment: first_string(doc, &f.comment),
             user: first_id(doc, &f.user),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            timestamp: first_timestamp(doc, &f.timestamp),
         })
     }
 
@@ -200,9 +227,31 @@ impl Mapper {
             corrected_response: get("corrected response", &f.corrected_response)?,
             reason: first_string(doc, &f.reason),
             corrector: first_id(doc, &f.corrector),
-            target: first_id(doc, &f.target),
-            timestamp: first(doc, &f.timestamp).and_then(|v| timestamp_of(Scalar::from(v))),
+            target: first_nonblank_id(doc, &f.target),
+            timestamp: first_timestamp(doc, &f.timestamp),
         })
+    }
+}
+
+/// Why an interaction has no prompt (or response): a candidate that holds something other
+/// than text (`"query": 42`) is named, since "missing" would send its reader looking for a
+/// field that is there.
+fn not_text_or_missing(
+    doc: &Doc,
+    what: &str,
+    ptrs: &Vec<Pointer>,
+    messages: &Vec<Pointer>,
+) -> Rejection {
+    let held = ptrs
+        .iter()
+        .find_map(|p| pointer(doc, &p.0).filter(|v| !v.is_null()).map(|v| (p, v)));
+    match held {
+        Some((p, v)) => Rejection(format!(
+            "field {what} is not text: {} holds {}",
+            p.0,
+            kind_of(v)
+        )),
+        None => missing(what, &[ptrs, messages]),
     }
 }
 
@@ -281,6 +330,40 @@ fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
             Doc::Number(n) => Some(n.to_string()),
             _ => None,
         })
+}
+
+/// A request id is what tells two interactions with the same texts apart in their ids, so
+/// a blank one (a service that logs `""` when the request had no id) is no id at all: the
+/// line's position identifies it instead, or every repeat of a question would share one id
+/// and all but the first be dropped as replays. The same goes for the target of feedback or
+/// a correction: a blank `example_id` beside a real `request_id` is not the target.
+fn first_nonblank_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| match v {
+            Doc::Str(s) if !s.trim().is_empty() => Some(s.to_string()),
+            Doc::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// A label (skill, tier, project, source): services log tiers and projects as numbers as
+/// often as strings (`"tier": 2`), and such a value is the label, not a missing one.
+fn first_label(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| match v {
+            Doc::Number(n) => Some(n.to_string()),
+            other => content_text(other),
+        })
+}
+
+/// The first candidate that reads as a time: a line with a `timestamp` the reader cannot
+/// make out and a `ts` it can is stamped with its `ts`.
+fn first_timestamp(doc: &Doc, ptrs: &[Pointer]) -> Option<DateTime<Utc>> {
+    ptrs.iter()
+        .filter_map(|p| pointer(doc, &p.0))
+        .find_map(|v| timestamp_of(Scalar::from(v)))
 }
 
 /// The scalar part of a JSON value, from a log line's [`Doc`] or from a `Value` (spool
@@ -372,34 +455,95 @@ fn system_message(msgs: &[Doc]) -> Option<String> {
         .and_then(|m| m.get("content").and_then(content_text))
 }
 
-/// RFC 3339, a naive `YYYY-MM-DD HH:MM:SS[.f]` (taken as UTC), or Unix seconds /
-/// milliseconds.
+/// RFC 3339; the same with a `+hhmm` offset, a `,` before the fraction (Python's
+/// `logging`), or no offset (taken as UTC); RFC 2822; or Unix time in seconds,
+/// milliseconds, microseconds or nanoseconds (told apart by magnitude), as a number or a
+/// string of digits.
 pub fn parse_timestamp(v: &Value) -> Option<DateTime<Utc>> {
     timestamp_of(Scalar::from(v))
 }
 
 fn timestamp_of(v: Scalar) -> Option<DateTime<Utc>> {
     match v {
-        Scalar::Str(s) => {
-            let s = s.trim();
-            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                return Some(t.with_timezone(&Utc));
-            }
-            for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-                if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-                    return Some(Utc.from_utc_datetime(&t));
-                }
-            }
-            None
-        }
-        Scalar::Number(n) => {
-            let x = n.as_f64()?;
-            // Values past the year 5138 in seconds are taken as milliseconds.
-            let millis = if x.abs() < 1e11 { x * 1000.0 } else { x };
-            Utc.timestamp_millis_opt(millis as i64).single()
-        }
+        Scalar::Str(s) => text_timestamp(s.trim()),
+        Scalar::Number(n) => match n.as_i64() {
+            Some(i) => epoch_int(i),
+            None => epoch_float(n.as_f64()?),
+        },
         _ => None,
     }
+}
+
+fn text_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // `2026-11-27 08:00:00,123`: the comma of Python's logging and of ISO 8601 itself.
+    let dotted;
+    let s = if s.len() > 19 && s.as_bytes()[19] == b',' {
+        dotted = format!("{}.{}", &s[..19], &s[20..]);
+        dotted.as_str()
+    } else {
+        s
+    };
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc2822(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        if let Ok(i) = s.parse::<i64>() {
+            return epoch_int(i);
+        }
+        return s.parse::<f64>().ok().and_then(epoch_float);
+    }
+    None
+}
+
+/// Unix time by magnitude: seconds up to the year 5138 (1e11), then milliseconds, then
+/// microseconds (from 1e14), then nanoseconds (from 1e17): a 16-digit microsecond stamp
+/// read as milliseconds would be the year 58,000.
+fn epoch_int(i: i64) -> Option<DateTime<Utc>> {
+    let a = i.unsigned_abs();
+    let micros = if a < 100_000_000_000 {
+        i.checked_mul(1_000_000)?
+    } else if a < 100_000_000_000_000 {
+        i.checked_mul(1_000)?
+    } else if a < 100_000_000_000_000_000 {
+        i
+    } else {
+        i / 1_000
+    };
+    Utc.timestamp_micros(micros).single()
+}
+
+fn epoch_float(x: f64) -> Option<DateTime<Utc>> {
+    if !x.is_finite() {
+        return None;
+    }
+    let a = x.abs();
+    let micros = if a < 1e11 {
+        x * 1e6
+    } else if a < 1e14 {
+        x * 1e3
+    } else if a < 1e17 {
+        x
+    } else {
+        x / 1e3
+    };
+    if micros.abs() > i64::MAX as f64 {
+        return None;
+    }
+    Utc.timestamp_micros(micros.round() as i64).single()
 }
 
 /// Thumbs values as services write them: positive/negative, up/down, thumbs_up/thumbs_down,
@@ -568,6 +712,14 @@ user_id = ["/meta/user"]
             .map(br#"{"event":"interaction","request_id":"r"}"#)
             .unwrap_err();
         assert!(e.0.contains("missing required field: prompt"), "{e}");
+        let e = m
+            .map(br#"{"event":"interaction","query":42,"response":"r"}"#)
+            .unwrap_err();
+        assert_eq!(e.0, "field prompt is not text: /query holds a number");
+        let e = m
+            .map(br#"{"event":"interaction","query":"q","response":{"text":"r"}}"#)
+            .unwrap_err();
+        assert_eq!(e.0, "field response is not text: /response holds an object");
         let e = m.map(b"[1,2]").unwrap_err();
         assert!(e.0.contains("not a JSON object"), "{e}");
     }
@@ -583,6 +735,23 @@ user_id = ["/meta/user"]
                 assert_eq!(f.feedback, Feedback::Negative);
                 assert_eq!(f.comment.as_deref(), Some("wrong"));
             }
+            other => panic!("{other:?}"),
+        }
+        // A blank example id is no target: the request id beside it is.
+        match m.map(br#"{"event":"feedback","example_id":"","request_id":"req-1","feedback":"up"}"#)
+        {
+            Ok(LineEvent::Feedback(f)) => assert_eq!(f.target, "req-1"),
+            other => panic!("{other:?}"),
+        }
+        let e = m
+            .map(br#"{"event":"feedback","example_id":" ","feedback":"up"}"#)
+            .unwrap_err();
+        assert!(
+            e.0.contains("missing required field: feedback target"),
+            "{e}"
+        );
+        match m.map(br#"{"event":"correction","example_id":"","request_id":"req-1","original_prompt":"p","original_response":"r","corrected_response":"c"}"#) {
+            Ok(LineEvent::Correction(c)) => assert_eq!(c.target.as_deref(), Some("req-1")),
             other => panic!("{other:?}"),
         }
         let e = m
@@ -606,5 +775,20 @@ user_id = ["/meta/user"]
         assert_eq!(t(Value::from(1795766400)), Some(1795766400000));
         assert_eq!(t(Value::from(1795766400000i64)), Some(1795766400000));
         assert_eq!(t(Value::from("yesterday")), None);
+        // Offsets without a colon, a comma before the fraction, RFC 2822, digit strings.
+        assert_eq!(
+            t(Value::from("2026-11-27T10:00:00.5+0200")),
+            Some(1795766400500)
+        );
+        assert_eq!(t(Value::from("2026-11-27 08:00:00,5")), Some(1795766400500));
+        assert_eq!(
+            t(Value::from("Fri, 27 Nov 2026 08:00:00 +0000")),
+            Some(1795766400000)
+        );
+        assert_eq!(t(Value::from("1795766400")), Some(1795766400000));
+        // Micro- and nanoseconds are told from milliseconds by magnitude.
+        assert_eq!(t(Value::from(1795766400123456i64)), Some(1795766400123));
+        assert_eq!(t(Value::from(1795766400123456789i64)), Some(1795766400123));
+        assert_eq!(t(Value::from(-86400)), Some(-86400000));
     }
 }

@@ -420,6 +420,10 @@ pub(crate) mod tests {
                 "spool: refused",
             ),
             (
+                "field prompt is not text: /query holds a number",
+                "field prompt is not text",
+            ),
+            (
                 "invalid feedback value \"meh\": expected",
                 "invalid feedback value",
             ),

@@ -95,6 +95,50 @@ impl<'a> Doc<'a> {
     }
 }
 
+/// `text` with every `\\uXXXX` escape of a lone UTF-16 surrogate (a high one not followed by
+/// a low one, or a low one on its own) replaced by `\\ufffd`; `None` when it has none. JSON's
+/// grammar allows such escapes, JavaScript and Python write them, and serde_json refuses
+/// them. Only called for a line that did not parse, so it costs nothing per line.
+pub(crate) fn replace_lone_surrogates(text: &[u8]) -> Option<Vec<u8>> {
+    fn escape_at(text: &[u8], i: usize) -> Option<u16> {
+        let hex = text.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = escape_at(text, i) else {
+            // Any other escape: skip its two bytes, so `\\\\u` is not read as an escape.
+            i += 2;
+            continue;
+        };
+        let paired = (0xd800..0xdc00).contains(&unit)
+            && escape_at(text, i + 6).is_some_and(|low| (0xdc00..0xe000).contains(&low));
+        if paired {
+            i += 12;
+        } else if (0xd800..0xe000).contains(&unit) {
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
+            buf.extend_from_slice(&text[copied..i]);
+            buf.extend_from_slice(b"\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    let mut buf = out?;
+    buf.extend_from_slice(&text[copied..]);
+    Some(buf)
+}
+
 impl<'de> Deserialize<'de> for Doc<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(DocVisitor)
@@ -208,6 +252,31 @@ mod tests {
         ));
         assert!(matches!(doc.get("r"), Some(Doc::Str(Cow::Owned(s))) if s == "a\nb"));
         assert_eq!(doc.get("kA"), Some(&Doc::Number(1.into())));
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_replacement_characters() {
+        let fix =
+            |t: &str| replace_lone_surrogates(t.as_bytes()).map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(fix(r#"{"a":"x\ud83d\ude00y"}"#), None);
+        assert_eq!(
+            fix(r#"{"a":"x\ud83dy"}"#).as_deref(),
+            Some(r#"{"a":"x\ufffdy"}"#)
+        );
+        assert_eq!(
+            fix(r#"{"a":"\ude00\ud83d"}"#).as_deref(),
+            Some(r#"{"a":"\ufffd\ufffd"}"#)
+        );
+        assert_eq!(
+            fix(r#"{"a":"\ud83d\ud83d\ude00"}"#).as_deref(),
+            Some(r#"{"a":"\ufffd\ud83d\ude00"}"#)
+        );
+        // An escaped backslash before `ud800` is text, not an escape.
+        assert_eq!(fix(r#"{"a":"\\ud800"}"#), None);
+        assert_eq!(
+            fix(r#"{"a":"end\ud800"#).as_deref(),
+            Some(r#"{"a":"end\ufffd"#)
+        );
     }
 
     #[test]
