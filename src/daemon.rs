@@ -110,6 +110,28 @@ const INLINE_MAX_ITEMS: usize = 32;
 /// Backoff bounds for failing writes.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// While writes keep failing, a summary is logged at most this often: a disk full for a day
+/// retried every 5 s logged two lines per retry, 35,000 lines that buried everything else
+/// (and filled the journal the full disk may share).
+const PAUSE_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// A pause of intake for failing writes, for its log lines: the first failure is logged at
+/// once, then a summary at most every [`PAUSE_REPORT_EVERY`], and the end once.
+struct Pause {
+    since: Instant,
+    retries: u64,
+    last_report: Instant,
+}
+
+/// `d` for a log line, to the second: "45s", "12m 3s", "26h 0m".
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
 
 /// Tailer options from the config.
 pub fn tail_options(cfg: &Config) -> TailOptions {
@@ -710,6 +732,8 @@ struct Daemon {
     source: ConfigSource,
     last_durable: Instant,
     retry: Option<(Instant, Duration)>,
+    /// Set while `retry` is: how long intake has been paused, for the log.
+    pause: Option<Pause>,
     flush_requested: bool,
     last_watchdog: Instant,
     watchdog: Option<Duration>,
@@ -805,6 +829,7 @@ pub fn run(
         source,
         last_durable: Instant::now(),
         retry: None,
+        pause: None,
         flush_requested: false,
         last_watchdog: Instant::now(),
         watchdog: watchdog_interval(),
@@ -1183,7 +1208,13 @@ impl Daemon {
         self.flush_requested = false;
         self.last_durable = Instant::now();
         if self.retry.take().is_some() {
-            tracing::info!("writes succeed again; intake resumed");
+            if let Some(p) = self.pause.take() {
+                tracing::info!(
+                    "writes succeed again after {} ({} retries); intake resumed",
+                    span(p.since.elapsed()),
+                    p.retries
+                );
+            }
             self.intake
                 .metrics
                 .backpressure
@@ -1206,8 +1237,32 @@ impl Daemon {
             .retry
             .map(|(_, b)| (b * 2).min(RETRY_MAX))
             .unwrap_or(RETRY_MIN);
-        tracing::error!("write failed, intake paused, retrying in {backoff:?}: {e}");
-        self.retry = Some((Instant::now() + backoff, backoff));
+        let now = Instant::now();
+        match &mut self.pause {
+            None => {
+                tracing::error!(
+                    "write failed, intake paused until writes succeed (retried with backoff \
+                     up to every {RETRY_MAX:?}; a summary every {PAUSE_REPORT_EVERY:?}): {e}"
+                );
+                self.pause = Some(Pause {
+                    since: now,
+                    retries: 0,
+                    last_report: now,
+                });
+            }
+            Some(p) => {
+                p.retries += 1;
+                if now.duration_since(p.last_report) >= PAUSE_REPORT_EVERY {
+                    p.last_report = now;
+                    tracing::warn!(
+                        "still paused: writes failing for {}, {} retries: {e}",
+                        span(p.since.elapsed()),
+                        p.retries
+                    );
+                }
+            }
+        }
+        self.retry = Some((now + backoff, backoff));
     }
 
     /// Tells the cache warmer when an example segment was sealed (by a flush, by age, or by
@@ -1509,6 +1564,13 @@ mod tests {
                 export_link(&p, &r, (&q, &r))
             );
         }
+    }
+
+    #[test]
+    fn pause_spans_read_like_a_person_would_write_them() {
+        assert_eq!(span(Duration::from_millis(45_900)), "45s");
+        assert_eq!(span(Duration::from_secs(12 * 60 + 3)), "12m 3s");
+        assert_eq!(span(Duration::from_secs(26 * 3600 + 59)), "26h 0m");
     }
 
     #[test]

@@ -413,6 +413,47 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
     assert!(sb.daemon_log().contains("writes succeed again"));
 }
 
+/// A long full disk is not a flood of log lines: the pause is logged once when it starts
+/// (then a summary at most once a minute, not one line or two per retry), and its end once.
+#[test]
+fn a_long_full_disk_is_logged_once_not_at_every_retry() {
+    let sb = Sandbox::with_config(&config_with("size = 5\nflush_interval = \"100ms\"", ""));
+    let data = sb.data();
+    let Some(_unmount) = small_tmpfs(&data, "nothing else") else {
+        return;
+    };
+    let mut d = paused_by_a_full_disk(&sb, "n", 300);
+    let before = sb.daemon_log().lines().count();
+    // Long enough for the backoff to reach its 5 s ceiling and retry at it (0.1 + 0.2 + ...
+    // + 3.2 s, then 5 s): a dozen retries, each two lines before.
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(d.is_running(), "the daemon died on a full disk");
+    let log = sb.daemon_log();
+    let during: Vec<&str> = log.lines().skip(before).collect();
+    assert!(
+        during.len() <= 1,
+        "a paused daemon logged {} lines in 9 s:\n{}",
+        during.len(),
+        during.join("\n")
+    );
+    assert_eq!(log.matches("intake paused").count(), 1, "{log}");
+    grow_tmpfs(&data);
+    wait_until(
+        Duration::from_secs(30),
+        "all 300 after space returns",
+        || sb.examples().len() >= 300,
+    );
+    d.stop();
+    let log = sb.daemon_log();
+    assert_eq!(
+        log.matches("writes succeed again after").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("retries); intake resumed"), "{log}");
+    assert_eq!(sb.example_request_ids(), ids("n", 0..300));
+}
+
 /// A log renamed away while the daemon reads it, then a full disk pauses intake for longer
 /// than `rotate_wait`: once space returns, the rotated file is still read to its end (the
 /// pause does not count against rotate_wait while bytes are unread).
