@@ -1072,7 +1072,11 @@ impl Daemon {
         let changes = self.changes.take();
         let due = self
             .last_full_poll
-            .is_none_or(|at| at.elapsed() >= self.intake.cfg.input.rescan_interval.0);
+            .is_none_or(|at| at.elapsed() >= self.intake.cfg.input.rescan_interval.0)
+            || self
+                .tailer
+                .next_expiry()
+                .is_some_and(|at| at <= Instant::now());
         if !(due || changes.other || self.tail_more) {
             if let Some(outcome) = self
                 .tailer
@@ -1339,8 +1343,16 @@ impl Daemon {
                 .saturating_sub(self.last_durable.elapsed());
             wait = wait.min(left);
         }
-        if let Some((at, _)) = self.retry {
-            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        match self.retry {
+            Some((at, _)) => wait = wait.min(at.saturating_duration_since(Instant::now())),
+            // A rotated-away file's rotate_wait running out (the poll that closes it; with
+            // no room for a poll, the workers' wake comes first).
+            None if self.pool.has_room() => {
+                if let Some(at) = self.tailer.next_expiry() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+            }
+            None => {}
         }
         // Until the next ping is due, not a whole interval: a loop woken just before it was
         // due would otherwise ping up to twice the interval (nearly WatchdogSec) late.

@@ -213,6 +213,8 @@ const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 /// While a backlog is being drained (`more_pending`), the globs are re-scanned at most this
 /// often, so a tight drain loop does not stat every file on every call.
 const BUSY_RESCAN: Duration = Duration::from_secs(1);
+/// A rotated-away file kept past its `rotate_wait` is looked at again no sooner than this.
+const EXPIRY_RECHECK_MIN: Duration = Duration::from_millis(100);
 /// Size of one read.
 pub(crate) const CHUNK: usize = 64 * 1024;
 /// Saved positions looked for outside the globs per poll at most (see
@@ -463,6 +465,8 @@ pub struct Tailer {
     polls: u64,
     last_scan: Option<Instant>,
     last_more_pending: bool,
+    /// When the next full poll may close a rotated-away file ([`Tailer::next_expiry`]).
+    next_expiry: Option<Instant>,
     buf: Vec<u8>,
     counters: TailCounters,
     /// Paths whose open failed, so the warning is logged once, not on every scan.
@@ -804,6 +808,7 @@ impl Tailer {
             polls: 0,
             last_scan: None,
             last_more_pending: false,
+            next_expiry: None,
             buf: Vec::new(),
             counters: TailCounters::default(),
             open_failed: HashSet::new(),
@@ -884,6 +889,7 @@ impl Tailer {
         // are unread: a backlog, or a pause of the caller (writes failing), must not cost
         // lines the file still holds.
         let mut i = 0;
+        let mut next_expiry: Option<Instant> = None;
         while i < self.files.len() {
             let t = &self.files[i];
             // Without an identity yet (no complete first line, or a copy still undecided)
@@ -899,9 +905,20 @@ impl Tailer {
                 let t = self.files.remove(i);
                 out.items += self.close(t, sink, "after rotate_wait");
             } else {
+                if let Some(g) = t.gone_since {
+                    let mut at = g.max(t.last_change) + self.opts.rotate_wait;
+                    if at <= now {
+                        // Due but kept (bytes unread, or written to just now): looked at
+                        // again a rotate_wait on, not at once (which would spin), and not
+                        // only at the next re-scan (which may be an hour away).
+                        at = now + self.opts.rotate_wait.max(EXPIRY_RECHECK_MIN);
+                    }
+                    next_expiry = Some(next_expiry.map_or(at, |n| n.min(at)));
+                }
                 i += 1;
             }
         }
+        self.next_expiry = next_expiry;
         // Files left waiting get in on the next poll if an open one can make room.
         if !self.waiting.is_empty()
             && (self.matching_open() < self.opts.max_open_files
@@ -911,6 +928,15 @@ impl Tailer {
         }
         self.last_more_pending = out.more_pending;
         Ok(out)
+    }
+
+    /// When a full [`Tailer::poll`] should be made, whatever the re-scan interval, to close
+    /// a rotated-away file whose `rotate_wait` runs out then (as of the last full poll;
+    /// light polls do not read such files, so they do not move it). Without it, a file
+    /// renamed away or deleted was closed only at the next re-scan, and a deleted log's disk
+    /// space held up to `rescan_interval` past `rotate_wait`.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
     }
 
     /// A light poll, for when file-system events said only that some logs were written to
