@@ -16,7 +16,10 @@
 //! A crash between 2 and 3 makes the next start read those lines again; their ids are
 //! deterministic, so the repeats are identical records that stats and export count once.
 //! A write that fails is retried with backoff and intake pauses until it succeeds
-//! (backpressure), so memory stays bounded and nothing is dropped.
+//! (backpressure), so memory stays bounded and nothing is dropped, with one exception by
+//! choice: a log deleted while the pause holds it open is let go after
+//! `input.close_deleted_after`, its unread bytes recorded as rejected, so that its disk
+//! space (perhaps the service's) is freed.
 //!
 //! The library entry point is [`run`] with a [`Control`] channel, so tests drive flushes,
 //! reloads and shutdown exactly as the signal handlers do.
@@ -144,6 +147,7 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
         },
         max_line_bytes: cfg.input.max_line_bytes.0 as usize,
         rotate_wait: cfg.input.rotate_wait.0,
+        close_deleted_after: cfg.input.close_deleted_after.0,
         read_budget_bytes: cfg.input.read_budget.0 as usize,
         max_open_files: match cfg.input.max_open_files {
             OpenFiles::Max(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -942,10 +946,7 @@ impl Daemon {
             let more = if self.retry.is_none() {
                 self.intake()?
             } else {
-                // Paused: no lines, but new files are still found and held open.
-                self.tailer
-                    .discover_only(self.intake.cfg.input.rescan_interval.0);
-                self.last_full_poll = None;
+                self.paused_tailer();
                 false
             };
             // A backlog: bytes left unread, lines on the workers, or writes failing.
@@ -1044,6 +1045,10 @@ impl Daemon {
         m.idle_files_closed
             .store(closed_idle as u64, Ordering::Relaxed);
         m.files_waiting.store(waiting as u64, Ordering::Relaxed);
+        m.unread_bytes_lost.store(
+            self.tailer.counters().unread_bytes_dropped,
+            Ordering::Relaxed,
+        );
         m.log_names_not_utf8
             .store(self.tailer.non_utf8_names() as u64, Ordering::Relaxed);
         // At every full poll (at least each rescan_interval): one name and number per file
@@ -1060,6 +1065,32 @@ impl Daemon {
             self.on_write_error(e);
         }
         Ok((self.tail_more && self.pool.has_room()) || spool_more)
+    }
+
+    /// While paused: no lines are read, but new files are still found and held open, and a
+    /// deleted one held past `input.close_deleted_after` is closed (its space freed), the
+    /// record of its lost bytes applied like any rejected line.
+    fn paused_tailer(&mut self) {
+        // (The first poll after the pause is a full one: what was written is read then.)
+        let changes = self.changes.take();
+        let mut collected = ItemCollector::default();
+        self.tailer.discover_only(
+            self.intake.cfg.input.rescan_interval.0,
+            changes.other,
+            &mut |item| collected.push(item),
+        );
+        self.last_full_poll = None;
+        if !collected.items.is_empty() {
+            // After what was read before it, in read order; then every position handed out
+            // is applied, so the checkpoint may take the tailer's as they stand.
+            self.apply_prepared(true);
+            self.intake.ingest(&collected.items);
+            self.applied = Applied::Live;
+            self.intake.metrics.unread_bytes_lost.store(
+                self.tailer.counters().unread_bytes_dropped,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Polls the tailer: a light poll of the logs written to when that is all the file-system
@@ -1344,7 +1375,13 @@ impl Daemon {
             wait = wait.min(left);
         }
         match self.retry {
-            Some((at, _)) => wait = wait.min(at.saturating_duration_since(Instant::now())),
+            Some((at, _)) => {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+                // A deleted file's input.close_deleted_after running out.
+                if let Some(at) = self.tailer.next_expiry() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+            }
             // A rotated-away file's rotate_wait running out (the poll that closes it; with
             // no room for a poll, the workers' wake comes first).
             None if self.pool.has_room() => {
