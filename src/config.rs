@@ -425,6 +425,10 @@ pub struct InputConfig {
     pub start_at: StartAt,
     pub max_line_bytes: ByteSize,
     pub rotate_wait: HumanDuration,
+    /// A deleted log held open while intake is paused (writes failing) is closed this long
+    /// after the pause found it deleted, its unread bytes lost and reported: held, its disk
+    /// space is not freed (see `tail::Tailer::discover_only`).
+    pub close_deleted_after: NonZeroDuration,
     pub rescan_interval: HumanDuration,
     /// How much one file may be read in one pass before the others get their turn.
     pub read_budget: ByteSize,
@@ -760,6 +764,7 @@ impl Default for InputConfig {
             start_at: StartAt::Beginning,
             max_line_bytes: ByteSize(1 << 20),
             rotate_wait: HumanDuration(Duration::from_secs(30)),
+            close_deleted_after: NonZeroDuration(Duration::from_secs(60)),
             rescan_interval: HumanDuration(Duration::from_secs(1)),
             read_budget: ByteSize(256 << 10),
             max_open_files: OpenFiles::Auto,
@@ -1553,6 +1558,21 @@ mod tests {
         );
         let cfg = parse("[input]\nread_budget = 4096\n").unwrap();
         assert_eq!(cfg.input.read_budget, ByteSize(4096));
+    }
+
+    #[test]
+    fn close_deleted_after_defaults_to_a_minute_and_is_never_zero() {
+        assert_eq!(
+            Config::default().input.close_deleted_after,
+            NonZeroDuration(Duration::from_secs(60))
+        );
+        let cfg = parse("[input]\nclose_deleted_after = \"10m\"\n").expect("a duration");
+        assert_eq!(cfg.input.close_deleted_after.0, Duration::from_secs(600));
+        let (line, col, msg) = invalid("[input]\nclose_deleted_after = \"0s\"\n");
+        assert_eq!((line, col), (2, 23), "{msg}");
+        assert!(msg.contains("zero duration"), "{msg}");
+        let (line, col, _) = invalid("[input]\nclose_deleted_after = \"soon\"\n");
+        assert_eq!((line, col), (2, 23));
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //! A crash between 2 and 3 makes the next start read those lines again; their ids are
 //! deterministic, so the repeats are identical records that stats and export count once.
 //! A write that fails is retried with backoff and intake pauses until it succeeds
-//! (backpressure), so memory stays bounded and nothing is dropped.
+//! (backpressure), so memory stays bounded and nothing is dropped, with one exception by
+//! choice: a log deleted while the pause holds it open is let go after
+//! `input.close_deleted_after`, its unread bytes recorded as rejected, so that its disk
+//! space (perhaps the service's) is freed.
 //!
 //! The library entry point is [`run`] with a [`Control`] channel, so tests drive flushes,
 //! reloads and shutdown exactly as the signal handlers do.
@@ -110,6 +113,28 @@ const INLINE_MAX_ITEMS: usize = 32;
 /// Backoff bounds for failing writes.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// While writes keep failing, a summary is logged at most this often: a disk full for a day
+/// retried every 5 s logged two lines per retry, 35,000 lines that buried everything else
+/// (and filled the journal the full disk may share).
+const PAUSE_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// A pause of intake for failing writes, for its log lines: the first failure is logged at
+/// once, then a summary at most every [`PAUSE_REPORT_EVERY`], and the end once.
+struct Pause {
+    since: Instant,
+    retries: u64,
+    last_report: Instant,
+}
+
+/// `d` for a log line, to the second: "45s", "12m 3s", "26h 0m".
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
 
 /// Tailer options from the config.
 pub fn tail_options(cfg: &Config) -> TailOptions {
@@ -122,6 +147,7 @@ pub fn tail_options(cfg: &Config) -> TailOptions {
         },
         max_line_bytes: cfg.input.max_line_bytes.0 as usize,
         rotate_wait: cfg.input.rotate_wait.0,
+        close_deleted_after: cfg.input.close_deleted_after.0,
         read_budget_bytes: cfg.input.read_budget.0 as usize,
         max_open_files: match cfg.input.max_open_files {
             OpenFiles::Max(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -710,6 +736,8 @@ struct Daemon {
     source: ConfigSource,
     last_durable: Instant,
     retry: Option<(Instant, Duration)>,
+    /// Set while `retry` is: how long intake has been paused, for the log.
+    pause: Option<Pause>,
     flush_requested: bool,
     last_watchdog: Instant,
     watchdog: Option<Duration>,
@@ -805,6 +833,7 @@ pub fn run(
         source,
         last_durable: Instant::now(),
         retry: None,
+        pause: None,
         flush_requested: false,
         last_watchdog: Instant::now(),
         watchdog: watchdog_interval(),
@@ -917,10 +946,7 @@ impl Daemon {
             let more = if self.retry.is_none() {
                 self.intake()?
             } else {
-                // Paused: no lines, but new files are still found and held open.
-                self.tailer
-                    .discover_only(self.intake.cfg.input.rescan_interval.0);
-                self.last_full_poll = None;
+                self.paused_tailer();
                 false
             };
             // A backlog: bytes left unread, lines on the workers, or writes failing.
@@ -1019,6 +1045,10 @@ impl Daemon {
         m.idle_files_closed
             .store(closed_idle as u64, Ordering::Relaxed);
         m.files_waiting.store(waiting as u64, Ordering::Relaxed);
+        m.unread_bytes_lost.store(
+            self.tailer.counters().unread_bytes_dropped,
+            Ordering::Relaxed,
+        );
         m.log_names_not_utf8
             .store(self.tailer.non_utf8_names() as u64, Ordering::Relaxed);
         // At every full poll (at least each rescan_interval): one name and number per file
@@ -1037,6 +1067,32 @@ impl Daemon {
         Ok((self.tail_more && self.pool.has_room()) || spool_more)
     }
 
+    /// While paused: no lines are read, but new files are still found and held open, and a
+    /// deleted one held past `input.close_deleted_after` is closed (its space freed), the
+    /// record of its lost bytes applied like any rejected line.
+    fn paused_tailer(&mut self) {
+        // (The first poll after the pause is a full one: what was written is read then.)
+        let changes = self.changes.take();
+        let mut collected = ItemCollector::default();
+        self.tailer.discover_only(
+            self.intake.cfg.input.rescan_interval.0,
+            changes.other,
+            &mut |item| collected.push(item),
+        );
+        self.last_full_poll = None;
+        if !collected.items.is_empty() {
+            // After what was read before it, in read order; then every position handed out
+            // is applied, so the checkpoint may take the tailer's as they stand.
+            self.apply_prepared(true);
+            self.intake.ingest(&collected.items);
+            self.applied = Applied::Live;
+            self.intake.metrics.unread_bytes_lost.store(
+                self.tailer.counters().unread_bytes_dropped,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Polls the tailer: a light poll of the logs written to when that is all the file-system
     /// events said, else a full one (see [`Tailer::poll_written`]). Returns the outcome and
     /// whether it was a full poll.
@@ -1047,7 +1103,11 @@ impl Daemon {
         let changes = self.changes.take();
         let due = self
             .last_full_poll
-            .is_none_or(|at| at.elapsed() >= self.intake.cfg.input.rescan_interval.0);
+            .is_none_or(|at| at.elapsed() >= self.intake.cfg.input.rescan_interval.0)
+            || self
+                .tailer
+                .next_expiry()
+                .is_some_and(|at| at <= Instant::now());
         if !(due || changes.other || self.tail_more) {
             if let Some(outcome) = self
                 .tailer
@@ -1183,7 +1243,13 @@ impl Daemon {
         self.flush_requested = false;
         self.last_durable = Instant::now();
         if self.retry.take().is_some() {
-            tracing::info!("writes succeed again; intake resumed");
+            if let Some(p) = self.pause.take() {
+                tracing::info!(
+                    "writes succeed again after {} ({} retries); intake resumed",
+                    span(p.since.elapsed()),
+                    p.retries
+                );
+            }
             self.intake
                 .metrics
                 .backpressure
@@ -1206,8 +1272,32 @@ impl Daemon {
             .retry
             .map(|(_, b)| (b * 2).min(RETRY_MAX))
             .unwrap_or(RETRY_MIN);
-        tracing::error!("write failed, intake paused, retrying in {backoff:?}: {e}");
-        self.retry = Some((Instant::now() + backoff, backoff));
+        let now = Instant::now();
+        match &mut self.pause {
+            None => {
+                tracing::error!(
+                    "write failed, intake paused until writes succeed (retried with backoff \
+                     up to every {RETRY_MAX:?}; a summary every {PAUSE_REPORT_EVERY:?}): {e}"
+                );
+                self.pause = Some(Pause {
+                    since: now,
+                    retries: 0,
+                    last_report: now,
+                });
+            }
+            Some(p) => {
+                p.retries += 1;
+                if now.duration_since(p.last_report) >= PAUSE_REPORT_EVERY {
+                    p.last_report = now;
+                    tracing::warn!(
+                        "still paused: writes failing for {}, {} retries: {e}",
+                        span(p.since.elapsed()),
+                        p.retries
+                    );
+                }
+            }
+        }
+        self.retry = Some((now + backoff, backoff));
     }
 
     /// Tells the cache warmer when an example segment was sealed (by a flush, by age, or by
@@ -1284,8 +1374,22 @@ impl Daemon {
                 .saturating_sub(self.last_durable.elapsed());
             wait = wait.min(left);
         }
-        if let Some((at, _)) = self.retry {
-            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        match self.retry {
+            Some((at, _)) => {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+                // A deleted file's input.close_deleted_after running out.
+                if let Some(at) = self.tailer.next_expiry() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+            }
+            // A rotated-away file's rotate_wait running out (the poll that closes it; with
+            // no room for a poll, the workers' wake comes first).
+            None if self.pool.has_room() => {
+                if let Some(at) = self.tailer.next_expiry() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+            }
+            None => {}
         }
         // Until the next ping is due, not a whole interval: a loop woken just before it was
         // due would otherwise ping up to twice the interval (nearly WatchdogSec) late.
@@ -1509,6 +1613,13 @@ mod tests {
                 export_link(&p, &r, (&q, &r))
             );
         }
+    }
+
+    #[test]
+    fn pause_spans_read_like_a_person_would_write_them() {
+        assert_eq!(span(Duration::from_millis(45_900)), "45s");
+        assert_eq!(span(Duration::from_secs(12 * 60 + 3)), "12m 3s");
+        assert_eq!(span(Duration::from_secs(26 * 3600 + 59)), "26h 0m");
     }
 
     #[test]

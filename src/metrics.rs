@@ -38,6 +38,8 @@ pub struct Metrics {
     pub last_flush_unix_seconds: AtomicU64,
     pub open_files: AtomicU64,
     pub idle_files_closed: AtomicU64,
+    /// Bytes of rotated-away files closed before they were read (see `tail::Tailer::close`).
+    pub unread_bytes_lost: AtomicU64,
     pub files_waiting: AtomicU64,
     /// Files `input.paths` would select but for a name that is not UTF-8: not read.
     pub log_names_not_utf8: AtomicU64,
@@ -248,6 +250,12 @@ impl Metrics {
             "gauge",
             "Matching log files closed while idle to stay within input.max_open_files.",
             g(&self.idle_files_closed),
+        );
+        metric(
+            "unread_bytes_lost_total",
+            "counter",
+            "Bytes of rotated-away log files closed before they were read: deleted and held past input.close_deleted_after while intake was paused (each also a rejected record, reason bytes_not_read).",
+            g(&self.unread_bytes_lost),
         );
         metric(
             "files_waiting",

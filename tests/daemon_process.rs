@@ -413,6 +413,47 @@ fn a_full_disk_pauses_intake_and_loses_nothing_once_space_returns() {
     assert!(sb.daemon_log().contains("writes succeed again"));
 }
 
+/// A long full disk is not a flood of log lines: the pause is logged once when it starts
+/// (then a summary at most once a minute, not one line or two per retry), and its end once.
+#[test]
+fn a_long_full_disk_is_logged_once_not_at_every_retry() {
+    let sb = Sandbox::with_config(&config_with("size = 5\nflush_interval = \"100ms\"", ""));
+    let data = sb.data();
+    let Some(_unmount) = small_tmpfs(&data, "nothing else") else {
+        return;
+    };
+    let mut d = paused_by_a_full_disk(&sb, "n", 300);
+    let before = sb.daemon_log().lines().count();
+    // Long enough for the backoff to reach its 5 s ceiling and retry at it (0.1 + 0.2 + ...
+    // + 3.2 s, then 5 s): a dozen retries, each two lines before.
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(d.is_running(), "the daemon died on a full disk");
+    let log = sb.daemon_log();
+    let during: Vec<&str> = log.lines().skip(before).collect();
+    assert!(
+        during.len() <= 1,
+        "a paused daemon logged {} lines in 9 s:\n{}",
+        during.len(),
+        during.join("\n")
+    );
+    assert_eq!(log.matches("intake paused").count(), 1, "{log}");
+    grow_tmpfs(&data);
+    wait_until(
+        Duration::from_secs(30),
+        "all 300 after space returns",
+        || sb.examples().len() >= 300,
+    );
+    d.stop();
+    let log = sb.daemon_log();
+    assert_eq!(
+        log.matches("writes succeed again after").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("retries); intake resumed"), "{log}");
+    assert_eq!(sb.example_request_ids(), ids("n", 0..300));
+}
+
 /// A log renamed away while the daemon reads it, then a full disk pauses intake for longer
 /// than `rotate_wait`: once space returns, the rotated file is still read to its end (the
 /// pause does not count against rotate_wait while bytes are unread).
@@ -459,6 +500,156 @@ fn a_pause_longer_than_rotate_wait_loses_nothing_of_a_rotated_file() {
     assert!(!sb.daemon_log().contains("bytes not yet read"));
 }
 
+/// Whether the daemon holds `canonical`, deleted, open (its disk space not freed).
+fn holds_deleted(d: &Running, canonical: &std::path::Path) -> bool {
+    let want = format!("{} (deleted)", canonical.display());
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|l| l.as_os_str() == want.as_str())
+        })
+        .unwrap_or(false)
+}
+
+/// The config of the deleted-log tests: `close_deleted_after` of 2 s.
+fn close_deleted_config() -> String {
+    let cfg = config_with("size = 5\nflush_interval = \"100ms\"", "").replace(
+        "rotate_wait = \"5s\"",
+        "rotate_wait = \"1s\"\nclose_deleted_after = \"2s\"",
+    );
+    assert!(cfg.contains("close_deleted_after"));
+    cfg
+}
+
+/// A full disk pauses intake, and logrotate deletes a log the daemon holds open with bytes
+/// it could not read yet: held, the deleted file's space would not be freed until writes
+/// succeed again (the disk stays full for the service too, when the logs share it). After
+/// `input.close_deleted_after` it is closed, and the loss is said: a warning, and a rejected
+/// record with the number of bytes, written once space returns. Nothing else is lost.
+#[test]
+fn a_deleted_log_is_let_go_during_a_long_full_disk_and_its_loss_recorded() {
+    let sb = Sandbox::with_config(&close_deleted_config());
+    let data = sb.data();
+    let Some(_unmount) = small_tmpfs(&data, "src/tail's close_deleted_after test") else {
+        return;
+    };
+    let log = sb.path("logs/app.log");
+    let canonical = std::fs::canonicalize(sb.path("logs"))
+        .unwrap()
+        .join("app.log.1");
+    let d = paused_by_a_full_disk(&sb, "d", 300);
+    // The service writes on through its descriptor after the rename; then the rotation is
+    // deleted.
+    let mut writer = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::fs::rename(&log, sb.path("logs/app.log.1")).unwrap();
+    let lost: String = (0..50).map(|i| interaction_line("e", i) + "\n").collect();
+    std::io::Write::write_all(&mut writer, lost.as_bytes()).unwrap();
+    drop(writer);
+    std::fs::remove_file(sb.path("logs/app.log.1")).unwrap();
+    wait_until(T, "the deleted log closed during the pause", || {
+        !holds_deleted(&d, &canonical)
+    });
+    let log_text = sb.daemon_log();
+    assert!(
+        log_text.contains(
+            "while intake was paused (input.close_deleted_after) with bytes not yet read"
+        ),
+        "{log_text}"
+    );
+    grow_tmpfs(&data);
+    let wanted = |sb: &Sandbox| {
+        sb.records("rejected_")
+            .into_iter()
+            .filter(|r| {
+                r["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("bytes not read"))
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the loss recorded once space returns",
+        || !wanted(&sb).is_empty(),
+    );
+    // Every line is an example or in the rejected record's range: the lines before its
+    // offset (all read before the pause, or some: reading is pipelined) are captured, and
+    // it counts every byte from there to the end, the 50 lines written after the rename.
+    let rejected = wanted(&sb);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let offset = rejected[0]["offset"].as_u64().unwrap() as usize;
+    let written: Vec<String> = (0..300)
+        .map(|i| interaction_line("d", i) + "\n")
+        .chain(lost.split_inclusive('\n').map(str::to_string))
+        .collect();
+    let total: usize = written.iter().map(String::len).sum();
+    let mut at = 0;
+    let before = written
+        .iter()
+        .take_while(|l| {
+            at += l.len();
+            at <= offset
+        })
+        .count();
+    wait_until(
+        Duration::from_secs(30),
+        "the lines read before the pause",
+        || sb.examples().len() >= before,
+    );
+    d.stop();
+    assert!(
+        before <= 300,
+        "lines written after the rename were read: {before}"
+    );
+    assert_eq!(
+        written[..before].iter().map(String::len).sum::<usize>(),
+        offset,
+        "the record's offset is not a line start"
+    );
+    assert_eq!(sb.example_request_ids(), ids("d", 0..before));
+    assert_eq!(
+        rejected[0]["raw_len"].as_u64(),
+        Some((total - offset) as u64)
+    );
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("bytes not read: ")
+            && reason.contains(&format!(", {} bytes from this offset", total - offset)),
+        "{reason}"
+    );
+}
+
+/// Without a full disk nothing of that applies: a deleted log written to for longer than
+/// `close_deleted_after` (through the service's descriptor) is read to its end.
+#[test]
+fn a_deleted_log_is_read_to_its_end_when_intake_is_not_paused() {
+    let sb = Sandbox::with_config(&close_deleted_config());
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &[interaction_line("k", 0)]);
+    let d = sb.start();
+    wait_until(T, "the first line read", || sb.examples().len() == 1);
+    let mut writer = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    wait_until(T, "the deletion seen", || {
+        sb.daemon_log().contains("file renamed away or deleted")
+    });
+    for batch in 0..8 {
+        let lines: String = (1 + batch * 25..1 + (batch + 1) * 25)
+            .map(|i| interaction_line("k", i) + "\n")
+            .collect();
+        std::io::Write::write_all(&mut writer, lines.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    drop(writer);
+    wait_until(T, "every line of the deleted log", || {
+        sb.examples().len() >= 201
+    });
+    d.stop();
+    assert_eq!(sb.example_request_ids(), ids("k", 0..201));
+    assert!(sb.records("rejected_").is_empty());
+}
+
 /// A rotation during a long full-disk pause: a file created, written and renamed out of the
 /// glob while intake is paused is found and held open meanwhile, and read once space
 /// returns (unseen, it would be lost: nothing would know it after the rename).
@@ -473,8 +664,15 @@ fn a_file_created_and_rotated_away_during_a_pause_is_read_once_space_returns() {
     let next = sb.path("logs/next.log");
     let second: Vec<String> = (0..20).map(|i| interaction_line("q", i)).collect();
     append_lines(&next, &second);
-    wait_until(T, "the new file found during the pause", || {
-        sb.daemon_log().contains("next.log")
+    // Held open: by its descriptor (a scan that finds it still empty, at its creation,
+    // opens it too, but logs it only once its first line settles where to read from).
+    let canonical = std::fs::canonicalize(&next).unwrap();
+    wait_until(T, "the new file found and opened during the pause", || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid())).is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|l| l == canonical)
+        })
     });
     std::fs::rename(&next, sb.path("logs/next.log.1")).unwrap();
     assert!(d.is_running(), "the daemon died on a full disk");

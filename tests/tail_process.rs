@@ -247,6 +247,44 @@ fn wait_open(d: &Running, path: &Path) {
     }
 }
 
+/// Whether the daemon holds `path`, deleted, open (its space not yet freed).
+fn daemon_holds_deleted(d: &Running, canonical: &Path) -> bool {
+    let want = format!("{} (deleted)", canonical.display());
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", d.pid())) else {
+        return false;
+    };
+    rd.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| l.as_os_str() == want.as_str())
+}
+
+/// With an hour-long `rescan_interval`, a deleted log is closed (its disk space freed) once
+/// `rotate_wait` runs out, not at the next re-scan an hour later.
+#[test]
+fn a_deleted_log_is_closed_at_rotate_wait_not_at_the_next_rescan() {
+    let cfg = config(&["logs/*.log"], "")
+        .replace("rescan_interval = \"100ms\"", "rescan_interval = \"1h\"")
+        .replace("rotate_wait = \"5s\"", "rotate_wait = \"1s\"");
+    assert!(cfg.contains("rescan_interval = \"1h\"") && cfg.contains("rotate_wait = \"1s\""));
+    let sb = Sandbox::with_config(&cfg);
+    let log = sb.path("logs/app.log");
+    append_lines(&log, &lines("w", 0..3));
+    let d = sb.start();
+    wait_for(&sb, 3);
+    let canonical = std::fs::canonicalize(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    wait_until(T, "the deletion seen", || {
+        sb.daemon_log().contains("file renamed away or deleted")
+    });
+    wait_until(T, "the deleted log closed after rotate_wait", || {
+        !daemon_holds_deleted(&d, &canonical)
+    });
+    assert!(sb.daemon_log().contains("closed rotated-away file"));
+    stop(&sb, d);
+    assert_exact(&sb, &ids("w", 0..3));
+    no_rejected(&sb);
+}
+
 fn rejected(sb: &Sandbox) -> Vec<Value> {
     sb.records("rejected_")
 }

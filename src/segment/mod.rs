@@ -413,7 +413,9 @@ impl SegmentWriter {
                 Ok(stats)
             }
             Err(err) => {
-                tracing::warn!(
+                // The caller reports the failure (a full disk fails every retry: a warning
+                // here each time was half of the noise of a long pause).
+                tracing::debug!(
                     stream = %self.stream,
                     path = %seg.path.display(),
                     lines = self.pending.len(),
@@ -424,6 +426,12 @@ impl SegmentWriter {
                 // Should even the truncation fail, the segment is marked dirty and cut back
                 // before its next use.
                 seg.dirty = seg.file.set_len(before).is_err();
+                if seg.dirty {
+                    tracing::warn!(
+                        path = %seg.path.display(),
+                        "cannot cut a failed write back off the segment yet; done before its next write"
+                    );
+                }
                 if !seg.dirty && fsync {
                     // Best effort: a crash now would otherwise resurrect the failed bytes.
                     let _ = seg.file.sync_data();

@@ -38,7 +38,9 @@
 //!
 //! While a file is open, a size below the read position or changed bytes just before it
 //! mean truncation: it is read again from 0, skipping a leading NUL hole. At shutdown,
-//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end. A saved
+//! [`Tailer::finish_rotated_away`] reads files that left the globs to their end. While the
+//! caller cannot take lines, [`Tailer::discover_only`] keeps finding files and closes a
+//! deleted one held past `close_deleted_after`, its unread bytes handed out as Rejected. A saved
 //! position whose file left the globs while it was not open (the daemon stopped, the file
 //! closed while idle, content lost to a truncation) is looked for once in the directory of
 //! its path and in `rotated_dirs` ([`rotated`]): the same inode renamed, a copy, or a
@@ -132,6 +134,9 @@ pub struct TailOptions {
     /// How long a rotated-away (renamed out of the globs or deleted) file is kept open once
     /// it is read to its end with nothing new written (it is always read to its end first).
     pub rotate_wait: Duration,
+    /// How long a deleted file is held open while the caller cannot take lines (see
+    /// [`Tailer::discover_only`]) before it is closed and its unread bytes given up.
+    pub close_deleted_after: Duration,
     /// Bytes read per file per `poll` pass.
     pub read_budget_bytes: usize,
     /// Files under matching names held open at most; rotated-away files still being read
@@ -213,6 +218,8 @@ const ENTRY_EXPIRY_SECS: u64 = 24 * 3600;
 /// While a backlog is being drained (`more_pending`), the globs are re-scanned at most this
 /// often, so a tight drain loop does not stat every file on every call.
 const BUSY_RESCAN: Duration = Duration::from_secs(1);
+/// A rotated-away file kept past its `rotate_wait` is looked at again no sooner than this.
+const EXPIRY_RECHECK_MIN: Duration = Duration::from_millis(100);
 /// Size of one read.
 pub(crate) const CHUNK: usize = 64 * 1024;
 /// Saved positions looked for outside the globs per poll at most (see
@@ -237,6 +244,9 @@ struct Tracked {
     last_mtime: (i64, i64),
     /// When the file stopped matching the globs (renamed away or deleted).
     gone_since: Option<Instant>,
+    /// When a pause of the caller ([`Tailer::discover_only`]) first found it deleted (no
+    /// link left); cleared when reading resumes.
+    deleted_seen: Option<Instant>,
     /// When its size or mtime was last seen to change (or it was opened): the file idle
     /// longest is closed first when the open-file budget is short.
     last_change: Instant,
@@ -303,6 +313,7 @@ impl Tracked {
             last_size: md.len(),
             last_mtime: (md.mtime(), md.mtime_nsec()),
             gone_since: None,
+            deleted_seen: None,
             last_change: Instant::now(),
             seen_unix: now_unix,
             marker_cache: None,
@@ -463,6 +474,11 @@ pub struct Tailer {
     polls: u64,
     last_scan: Option<Instant>,
     last_more_pending: bool,
+    /// When the next full poll may close a rotated-away file ([`Tailer::next_expiry`]).
+    next_expiry: Option<Instant>,
+    /// The caller cannot take lines: [`Tailer::discover_only`] was called since the last
+    /// poll.
+    paused: bool,
     buf: Vec<u8>,
     counters: TailCounters,
     /// Paths whose open failed, so the warning is logged once, not on every scan.
@@ -804,6 +820,8 @@ impl Tailer {
             polls: 0,
             last_scan: None,
             last_more_pending: false,
+            next_expiry: None,
+            paused: false,
             buf: Vec::new(),
             counters: TailCounters::default(),
             open_failed: HashSet::new(),
@@ -813,23 +831,70 @@ impl Tailer {
     }
 
     /// While the caller cannot take lines (its writes fail and intake is paused): re-scans
-    /// the globs, at most once per `min_interval`, and opens the files found, reading
+    /// the globs, at most once per `min_interval` unless `rescan_now` (a file event said
+    /// something was created, renamed or removed), and opens the files found, reading
     /// nothing. A file created and then rotated out of the globs during a long pause is then
     /// held open and read when intake resumes, like any file renamed away while open;
     /// unseen, it would be lost.
-    pub fn discover_only(&mut self, min_interval: Duration) {
+    ///
+    /// A deleted file is not held for ever, though: its disk space is freed only when it is
+    /// closed, and a full disk shared with the logs would stay full for the service, whose
+    /// logrotate deleted it to make room. Once this pause has found it deleted (no link
+    /// left) for `close_deleted_after`, it is closed ([`Tailer::close`]): the bytes not read
+    /// are handed to `sink` as one `Rejected` item saying how many (the first 4 KiB as its
+    /// raw bytes) and logged. A file renamed away but not deleted stays open: closing it
+    /// would free nothing. Returns the number of items handed out.
+    pub fn discover_only(
+        &mut self,
+        min_interval: Duration,
+        rescan_now: bool,
+        sink: &mut dyn FnMut(TailItem<'_>),
+    ) -> usize {
         let now = Instant::now();
-        if self
-            .last_scan
-            .is_some_and(|t| now.duration_since(t) < min_interval)
+        self.paused = true;
+        if rescan_now
+            || self
+                .last_scan
+                .is_none_or(|t| now.duration_since(t) >= min_interval)
         {
-            return;
+            // A poll of its own: what it finds is in the snapshots of later polls.
+            self.polls += 1;
+            self.discover(now);
+            self.last_scan = Some(now);
+            self.admit_waiting();
         }
-        // A poll of its own: what it finds is in the snapshots of later polls.
-        self.polls += 1;
-        self.discover(now);
-        self.last_scan = Some(now);
-        self.admit_waiting();
+        let mut items = 0;
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while i < self.files.len() {
+            let t = &mut self.files[i];
+            let deleted = t.gone_since.is_some() && t.file.metadata().is_ok_and(|m| m.nlink() == 0);
+            if !deleted {
+                t.deleted_seen = None;
+                i += 1;
+                continue;
+            }
+            // (A bound too far off to add, "100000000y", is never reached.)
+            let at = t
+                .deleted_seen
+                .get_or_insert(now)
+                .checked_add(self.opts.close_deleted_after);
+            if at.is_some_and(|at| now >= at) {
+                let t = self.files.remove(i);
+                items += self.close(
+                    t,
+                    sink,
+                    "while intake was paused (input.close_deleted_after)",
+                );
+            } else {
+                if let Some(at) = at {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                i += 1;
+            }
+        }
+        self.next_expiry = next;
+        items
     }
 
     /// Discovers files (glob re-scan), detects rotation/truncation, reads new complete lines
@@ -848,6 +913,12 @@ impl Tailer {
     /// scan, as for lines written while the daemon is stopped.
     pub fn poll(&mut self, sink: &mut dyn FnMut(TailItem<'_>)) -> Result<PollOutcome, TailError> {
         self.polls += 1;
+        if std::mem::take(&mut self.paused) {
+            // A later pause counts its own time from when it finds a file deleted.
+            for t in &mut self.files {
+                t.deleted_seen = None;
+            }
+        }
         let now = Instant::now();
         let rescan = !self.last_more_pending
             || self
@@ -884,6 +955,7 @@ impl Tailer {
         // are unread: a backlog, or a pause of the caller (writes failing), must not cost
         // lines the file still holds.
         let mut i = 0;
+        let mut next_expiry: Option<Instant> = None;
         while i < self.files.len() {
             let t = &self.files[i];
             // Without an identity yet (no complete first line, or a copy still undecided)
@@ -899,9 +971,23 @@ impl Tailer {
                 let t = self.files.remove(i);
                 out.items += self.close(t, sink, "after rotate_wait");
             } else {
+                if let Some(g) = t.gone_since {
+                    let wait = self.opts.rotate_wait;
+                    let at = match g.max(t.last_change).checked_add(wait) {
+                        // Due but kept (bytes unread, or written to just now): looked at
+                        // again a rotate_wait on, not at once (which would spin), and not
+                        // only at the next re-scan (which may be an hour away).
+                        Some(at) if at <= now => now.checked_add(wait.max(EXPIRY_RECHECK_MIN)),
+                        at => at,
+                    };
+                    if let Some(at) = at {
+                        next_expiry = Some(next_expiry.map_or(at, |n| n.min(at)));
+                    }
+                }
                 i += 1;
             }
         }
+        self.next_expiry = next_expiry;
         // Files left waiting get in on the next poll if an open one can make room.
         if !self.waiting.is_empty()
             && (self.matching_open() < self.opts.max_open_files
@@ -911,6 +997,15 @@ impl Tailer {
         }
         self.last_more_pending = out.more_pending;
         Ok(out)
+    }
+
+    /// When a full [`Tailer::poll`] should be made, whatever the re-scan interval, to close
+    /// a rotated-away file whose `rotate_wait` runs out then (as of the last full poll;
+    /// light polls do not read such files, so they do not move it). Without it, a file
+    /// renamed away or deleted was closed only at the next re-scan, and a deleted log's disk
+    /// space held up to `rescan_interval` past `rotate_wait`.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
     }
 
     /// A light poll, for when file-system events said only that some logs were written to
@@ -1259,12 +1354,33 @@ impl Tailer {
             // A copy still undecided holds only what its original had (read there).
             tracing::debug!(path = %t.path.display(), "closing an undecided copy");
         } else if unread > 0 {
-            self.counters.unread_bytes_dropped += unread;
+            // Lost from the position handed out so far: a partial line held back goes too.
+            let lost = size.saturating_sub(offset);
+            self.counters.unread_bytes_dropped += lost;
             tracing::warn!(
                 path = %t.path.display(),
-                unread_bytes = unread,
-                "closing rotated-away file after rotate_wait with bytes not yet read"
+                offset,
+                unread_bytes = lost,
+                "closing rotated-away file {when} with bytes not yet read: they are lost (a rejected record says so)"
             );
+            if let Some(id) = &t.id {
+                let mut raw = vec![0u8; lost.min(RAW_CAP as u64) as usize];
+                let n = read_full_at(&t.file, &mut raw, offset).unwrap_or(0);
+                raw.truncate(n);
+                items += 1;
+                self.counters.rejected += 1;
+                sink(TailItem::Rejected {
+                    file: id,
+                    path: &t.path,
+                    offset,
+                    // The kind (before the colon) names no number: it is a metric label.
+                    reason: format!(
+                        "bytes not read: a rotated-away file closed {when}, {lost} bytes from this offset to its end lost"
+                    ),
+                    raw: &raw,
+                    len: usize::try_from(lost).unwrap_or(usize::MAX),
+                });
+            }
         } else if let Some(id) = &t.id {
             // A partial line, or one already too long that is being skipped (not held in
             // memory, but its bytes were read all the same).

@@ -39,6 +39,7 @@ impl Env {
             start_at: StartAt::Beginning,
             max_line_bytes: 1024 * 1024,
             rotate_wait: Duration::from_secs(3600),
+            close_deleted_after: Duration::from_secs(60),
             read_budget_bytes: 256 * 1024,
             max_open_files: 1 << 20,
             ignore_older: None,
@@ -364,6 +365,69 @@ fn a_rotated_away_file_is_read_to_its_end_before_rotate_wait_closes_it() {
     std::thread::sleep(Duration::from_millis(60));
     assert!(drain(&mut t).is_empty());
     assert_eq!(t.open_files(), 0);
+}
+
+/// While the caller is paused, a deleted file is held open (its space not freed) only for
+/// `close_deleted_after`: then it is closed, its unread bytes handed out as one Rejected
+/// item saying how many. A file renamed away, not deleted, stays open (closing it frees
+/// nothing) and is read on when polling resumes; so is a deleted one within the bound.
+#[test]
+fn a_deleted_file_is_closed_after_close_deleted_after_while_paused_with_its_loss_rejected() {
+    let e = env();
+    let (gone, moved) = (e.p("gone.log"), e.p("moved.log"));
+    append(&gone, b"g0\n");
+    append(&moved, b"m0\n");
+    let mut o = e.opts("*.log");
+    o.close_deleted_after = Duration::from_millis(200);
+    let mut t = Tailer::open(o).expect("open");
+    assert_eq!(texts(&drain(&mut t)), ["g0", "m0"]);
+    // Paused from here on: written, then rotated away (one deleted, one renamed).
+    append(&gone, b"g1\ng2\npartial");
+    append(&moved, b"m1\n");
+    let mut got = Vec::new();
+    let paused = |t: &mut Tailer, got: &mut Vec<Got>| {
+        t.discover_only(Duration::ZERO, false, &mut |item| collect(item, got))
+    };
+    assert_eq!(paused(&mut t, &mut got), 0);
+    fs::remove_file(&gone).expect("delete");
+    fs::rename(&moved, e.aside.join("moved.log.1")).expect("rename");
+    assert_eq!(paused(&mut t, &mut got), 0);
+    assert_eq!(t.open_files(), 2, "closed before the bound");
+    assert!(t.next_expiry().is_some(), "no wake-up for the bound");
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(paused(&mut t, &mut got), 1);
+    assert_eq!(t.open_files(), 1, "the deleted file is still held");
+    match &got[..] {
+        [Got::Rej {
+            offset: 3,
+            len: 13,
+            reason,
+            ..
+        }] => assert!(reason.contains("13 bytes from this offset"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(t.counters().unread_bytes_dropped, 13);
+    // Resumed: the renamed file is read on.
+    assert_eq!(texts(&drain(&mut t)), ["m1"]);
+
+    // A deleted file the pause ends in time for is read to its end.
+    let again = e.p("again.log");
+    append(&again, b"a0\n");
+    assert_eq!(texts(&drain(&mut t)), ["a0"]);
+    append(&again, b"a1\n");
+    fs::remove_file(&again).expect("delete");
+    let mut none = Vec::new();
+    assert_eq!(paused(&mut t, &mut none), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(paused(&mut t, &mut none), 0);
+    assert!(none.is_empty());
+    assert_eq!(texts(&drain(&mut t)), ["a1"]);
+    // A later pause counts its own time: not closed at once for the earlier pause's.
+    let open = t.open_files();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(paused(&mut t, &mut none), 0);
+    assert_eq!(t.open_files(), open);
+    assert!(none.is_empty(), "{none:?}");
 }
 
 /// A rotated-away file holding only an unterminated line was never read (no complete first
