@@ -398,23 +398,45 @@ pub fn correction(
 /// non-ASCII escaped as `\uXXXX`, so calculation prompts match the seed byte for byte.
 pub fn python_json(v: &Value) -> String {
     let mut out = String::new();
-    write_python_json(v, &mut out);
+    write_python(v, PythonStyle::JsonDumps, &mut out);
     out
 }
 
-fn write_python_json(v: &Value, out: &mut String) {
+/// Which of Python's two ways of writing a value: `json.dumps` (`null`, `true`, strings
+/// JSON-escaped) or `repr` (`None`, `True`, strings quoted as Python quotes them). Numbers,
+/// lists and dicts are written alike.
+#[derive(Clone, Copy)]
+enum PythonStyle {
+    JsonDumps,
+    Repr,
+}
+
+fn write_python(v: &Value, style: PythonStyle, out: &mut String) {
+    let repr = matches!(style, PythonStyle::Repr);
+    let string = |s: &str, out: &mut String| {
+        if repr {
+            write_python_str_repr(s, out)
+        } else {
+            write_python_string(s, out)
+        }
+    };
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str(if repr { "None" } else { "null" }),
+        Value::Bool(b) => out.push_str(match (repr, b) {
+            (true, true) => "True",
+            (true, false) => "False",
+            (false, true) => "true",
+            (false, false) => "false",
+        }),
         Value::Number(n) => out.push_str(&python_number(n)),
-        Value::String(s) => write_python_string(s, out),
+        Value::String(s) => string(s, out),
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_python_json(x, out);
+                write_python(x, style, out);
             }
             out.push(']');
         }
@@ -424,9 +446,9 @@ fn write_python_json(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_python_string(k, out);
+                string(k, out);
                 out.push_str(": ");
-                write_python_json(x, out);
+                write_python(x, style, out);
             }
             out.push('}');
         }
@@ -517,40 +539,8 @@ pub fn python_str(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => {
             let mut out = String::new();
-            write_python_repr(other, &mut out);
+            write_python(other, PythonStyle::Repr, &mut out);
             out
-        }
-    }
-}
-
-fn write_python_repr(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => out.push_str(&python_number(n)),
-        Value::String(s) => write_python_str_repr(s, out),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_repr(x, out);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            out.push('{');
-            for (i, (k, x)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_str_repr(k, out);
-                out.push_str(": ");
-                write_python_repr(x, out);
-            }
-            out.push('}');
         }
     }
 }
@@ -602,6 +592,24 @@ fn python_printable(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// The two ways Python writes one value, as `python3 -c 'v = json.loads(...);
+    /// print(json.dumps(v)); print(str(v))'` printed them.
+    #[test]
+    fn values_are_written_as_python_dumps_and_prints_them() {
+        let v: Value = serde_json::from_str(
+            r#"{"ok": true, "no": false, "none": null, "xs": [1.5, 2, "\u00e9's"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            python_json(&v),
+            r#"{"ok": true, "no": false, "none": null, "xs": [1.5, 2, "\u00e9's"]}"#
+        );
+        assert_eq!(
+            python_str(&v),
+            r#"{'ok': True, 'no': False, 'none': None, 'xs': [1.5, 2, "é's"]}"#
+        );
+    }
     use proptest::prelude::*;
 
     proptest! {
