@@ -592,7 +592,6 @@ fn python_printable(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-
     /// The two ways Python writes one value, as `python3 -c 'v = json.loads(...);
     /// print(json.dumps(v)); print(str(v))'` printed them.
     #[test]
