@@ -406,7 +406,13 @@ fn as_f64(v: Scalar) -> Option<f64> {
     }
 }
 
+/// A list of strings; a lone string is a list of one (`"tags": "tpo"` means the tag, and was
+/// silently ignored for the auto tags), a blank one none.
 fn string_list(v: &Doc) -> Option<Vec<String>> {
+    if let Some(s) = v.as_str() {
+        let s = s.trim();
+        return (!s.is_empty()).then(|| vec![s.to_string()]);
+    }
     let arr = v.as_array()?;
     Some(
         arr.iter()
@@ -665,6 +671,25 @@ mod tests {
             i.timestamp.unwrap().to_rfc3339(),
             "2026-11-27T08:00:00.037+00:00"
         );
+    }
+
+    #[test]
+    fn tags_logged_as_one_string_are_that_tag() {
+        let m = mapper("");
+        let line = |tags: &str| {
+            format!(
+                r#"{{"event":"interaction","query":"What is TPO?","response":"A membrane.","tags":{tags}}}"#
+            )
+        };
+        let tags = |tags: &str| interaction(&m, &line(tags)).tags;
+        assert_eq!(
+            tags(r#"["tpo","specs"]"#),
+            Some(vec!["tpo".into(), "specs".into()])
+        );
+        assert_eq!(tags(r#""tpo""#), Some(vec!["tpo".into()]));
+        assert_eq!(tags(r#"" tpo ""#), Some(vec!["tpo".into()]));
+        assert_eq!(tags(r#""  ""#), None);
+        assert_eq!(tags("7"), None);
     }
 
     #[test]
