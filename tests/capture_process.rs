@@ -8,44 +8,10 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
 const T: Duration = Duration::from_secs(60);
-
-/// The seed's enrichment and stored texts for each pair (tests/support/seed_oracle.py).
-fn seed_oracle(pairs: &[(String, String)]) -> Vec<Value> {
-    let scratch = tempfile::tempdir().unwrap();
-    let mut child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/seed_oracle.py"
-        ))
-        .arg(shared_dir().join("bench"))
-        .arg("--texts")
-        .current_dir(scratch.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the seed oracle");
-    let mut input = String::new();
-    for (p, r) in pairs {
-        input.push_str(&json!({"prompt": p, "response": r}).to_string());
-        input.push('\n');
-    }
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Writes `lines` (each with its terminator) into logs/app.log, runs the daemon until the
 /// whole file is checkpointed, stops it, and returns the byte offset of each line.
@@ -92,7 +58,7 @@ fn check_against_seed(sb: &Sandbox, lines: &[(String, &str)], expect: &[Expect],
         .flatten()
         .map(|(p, r, ..)| (p.clone(), r.clone()))
         .collect();
-    let mut oracle = seed_oracle(&pairs).into_iter();
+    let mut oracle = seed_oracle(&pairs, &["--texts"]).into_iter();
     let rejected: Vec<u64> = sb
         .records("rejected_")
         .iter()
@@ -455,30 +421,14 @@ for line in sys.stdin:
     c.capture_calculation(e["description"], e["inputs"], e["formula"], e["result"], e["explanation"])
     print(json.dumps([c.buffer[-1].prompt, c.buffer[-1].response]))
 "#;
-    let scratch = tempfile::tempdir().unwrap();
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(shared_dir().join("bench"))
-        .current_dir(scratch.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the seed");
-    let input: String = events.iter().map(|e| format!("{e}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let bench = shared_dir().join("bench");
+    python_json_lines(
+        &["-c".as_ref(), script.as_ref(), bench.as_os_str()],
+        events.iter().cloned(),
+    )
+    .into_iter()
+    .map(|v| serde_json::from_value(v).unwrap())
+    .collect()
 }
 
 #[test]

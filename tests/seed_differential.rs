@@ -5,8 +5,6 @@
 mod support;
 
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use training_collector::config::{DomainConfig, MatchMode};
 use training_collector::enrich::{token_count, Enricher};
 
@@ -52,33 +50,7 @@ fn pairs() -> Vec<(String, String)> {
 #[test]
 fn substring_mode_matches_the_seed_exactly() {
     let pairs = pairs();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/seed_oracle.py"
-        ))
-        .arg(support::shared_dir().join("bench"))
-        .current_dir(scratch.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the seed oracle");
-    let mut input = String::new();
-    for (p, r) in &pairs {
-        input.push_str(&serde_json::json!({"prompt": p, "response": r}).to_string());
-        input.push('\n');
-    }
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    let oracle: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let oracle = support::seed_oracle(&pairs, &[]);
     assert_eq!(oracle.len(), pairs.len());
 
     let enricher = Enricher::new(&DomainConfig {

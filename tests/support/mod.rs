@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: where `../shared` is, and running python3.
+//! Helpers shared by the integration tests: where `../shared` is, and running python3 (the
+//! log generator and the seed oracle).
 
 #![allow(dead_code)]
 
@@ -17,6 +18,52 @@ pub fn shared_dir() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Runs `python3 args...` in a scratch folder with `input` (JSON lines) on its stdin and
+/// returns the JSON lines it prints: how the tests ask the seed's own code.
+pub fn python_json_lines(
+    args: &[&std::ffi::OsStr],
+    input: impl IntoIterator<Item = serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = Command::new("python3")
+        .args(args)
+        .current_dir(scratch.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let input: String = input.into_iter().map(|v| format!("{v}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from another thread: the child's answers fill its stdout pipe meanwhile.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "python3 {args:?} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The seed's answer for each (prompt, response) pair, one JSON object each, from
+/// tests/support/seed_oracle.py run over the seed's own code (`extra`: its options, such as
+/// `--texts` for the stripped texts the seed stores).
+pub fn seed_oracle(pairs: &[(String, String)], extra: &[&str]) -> Vec<serde_json::Value> {
+    let oracle = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/seed_oracle.py");
+    let bench = shared_dir().join("bench");
+    let mut args = vec![std::ffi::OsStr::new(oracle), bench.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    python_json_lines(
+        &args,
+        pairs
+            .iter()
+            .map(|(p, r)| serde_json::json!({"prompt": p, "response": r})),
+    )
 }
 
 /// Runs genlog.py and returns its lines.
