@@ -582,6 +582,15 @@ fn marker_ok(file: &File, e: &Entry) -> io::Result<bool> {
     })
 }
 
+/// The first bytes (at most [`RAW_CAP`]) of the `len` bytes at `offset` that a rejected
+/// record keeps of a file being closed; what cannot be read is left out.
+fn rejected_head(file: &File, offset: u64, len: u64) -> Vec<u8> {
+    let mut raw = vec![0u8; len.min(RAW_CAP as u64) as usize];
+    let n = read_full_at(file, &mut raw, offset).unwrap_or(0);
+    raw.truncate(n);
+    raw
+}
+
 /// The checkpoint marker for the file's current offset, from the bytes kept in memory when
 /// possible (the file may have been truncated since they were read), else from the file.
 fn marker_for(t: &Tracked) -> Option<(u32, [u8; 16])> {
@@ -1333,9 +1342,7 @@ impl Tailer {
             // from its bytes; a leading NUL hole (stale copytruncate writer) is not part of it.
             if let Ok(Some(start)) = identity::leading_nuls(&t.file, size) {
                 let len = size - start;
-                let mut raw = vec![0u8; len.min(RAW_CAP as u64) as usize];
-                let n = read_full_at(&t.file, &mut raw, start).unwrap_or(0);
-                raw.truncate(n);
+                let raw = rejected_head(&t.file, start, len);
                 let id = FileId::new(t.dev, t.inode, identity::marker_hash(&raw));
                 items += 1;
                 self.counters.rejected += 1;
@@ -1364,9 +1371,7 @@ impl Tailer {
                 "closing rotated-away file {when} with bytes not yet read: they are lost (a rejected record says so)"
             );
             if let Some(id) = &t.id {
-                let mut raw = vec![0u8; lost.min(RAW_CAP as u64) as usize];
-                let n = read_full_at(&t.file, &mut raw, offset).unwrap_or(0);
-                raw.truncate(n);
+                let raw = rejected_head(&t.file, offset, lost);
                 items += 1;
                 self.counters.rejected += 1;
                 sink(TailItem::Rejected {
