@@ -323,13 +323,7 @@ fn first_string(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
 
 /// Ids may be logged as numbers; they are kept as text.
 fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
-    ptrs.iter()
-        .filter_map(|p| pointer(doc, &p.0))
-        .find_map(|v| match v {
-            Doc::Str(s) => Some(s.to_string()),
-            Doc::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+    ids(doc, ptrs).next()
 }
 
 /// A request id is what tells two interactions with the same texts apart in their ids, so
@@ -338,10 +332,15 @@ fn first_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
 /// and all but the first be dropped as replays. The same goes for the target of feedback or
 /// a correction: a blank `example_id` beside a real `request_id` is not the target.
 fn first_nonblank_id(doc: &Doc, ptrs: &[Pointer]) -> Option<String> {
+    ids(doc, ptrs).find(|id| !id.trim().is_empty())
+}
+
+/// The candidates that hold an id (a string or a number), in order.
+fn ids<'p>(doc: &'p Doc, ptrs: &'p [Pointer]) -> impl Iterator<Item = String> + 'p {
     ptrs.iter()
         .filter_map(|p| pointer(doc, &p.0))
-        .find_map(|v| match v {
-            Doc::Str(s) if !s.trim().is_empty() => Some(s.to_string()),
+        .filter_map(|v| match v {
+            Doc::Str(s) => Some(s.to_string()),
             Doc::Number(n) => Some(n.to_string()),
             _ => None,
         })
