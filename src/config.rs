@@ -88,9 +88,33 @@ impl Serialize for HumanDuration {
     }
 }
 
-/// A [`HumanDuration`] that must not be zero (where zero would quietly mean "everything").
+/// A [`HumanDuration`] that must not be zero (where zero would quietly mean "everything"),
+/// for a setting that is off when its key is left out (`Option<NonZeroDuration>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonZeroDuration(pub Duration);
+
+/// A [`HumanDuration`] that must not be zero, for a setting that is always on: its error
+/// cannot tell the user to leave the key out, which would only give the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositiveDuration(pub Duration);
+
+impl Serialize for PositiveDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        HumanDuration(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(v) = HumanDuration::deserialize(d)?;
+        if v.is_zero() {
+            return Err(de::Error::custom(
+                "a zero duration is not allowed here: give a positive one (\"1m\"), longer to wait longer",
+            ));
+        }
+        Ok(PositiveDuration(v))
+    }
+}
 
 impl Serialize for NonZeroDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -428,7 +452,7 @@ pub struct InputConfig {
     /// A deleted log held open while intake is paused (writes failing) is closed this long
     /// after the pause found it deleted, its unread bytes lost and reported: held, its disk
     /// space is not freed (see `tail::Tailer::discover_only`).
-    pub close_deleted_after: NonZeroDuration,
+    pub close_deleted_after: PositiveDuration,
     pub rescan_interval: HumanDuration,
     /// How much one file may be read in one pass before the others get their turn.
     pub read_budget: ByteSize,
@@ -764,7 +788,7 @@ impl Default for InputConfig {
             start_at: StartAt::Beginning,
             max_line_bytes: ByteSize(1 << 20),
             rotate_wait: HumanDuration(Duration::from_secs(30)),
-            close_deleted_after: NonZeroDuration(Duration::from_secs(60)),
+            close_deleted_after: PositiveDuration(Duration::from_secs(60)),
             rescan_interval: HumanDuration(Duration::from_secs(1)),
             read_budget: ByteSize(256 << 10),
             max_open_files: OpenFiles::Auto,
@@ -1564,7 +1588,7 @@ mod tests {
     fn close_deleted_after_defaults_to_a_minute_and_is_never_zero() {
         assert_eq!(
             Config::default().input.close_deleted_after,
-            NonZeroDuration(Duration::from_secs(60))
+            PositiveDuration(Duration::from_secs(60))
         );
         let cfg = parse("[input]\nclose_deleted_after = \"10m\"\n").expect("a duration");
         assert_eq!(cfg.input.close_deleted_after.0, Duration::from_secs(600));
